@@ -1,0 +1,108 @@
+//! Assembly of the gateway.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use mirai_platform::admin::{self, Readiness};
+use mirai_platform::config::ShutdownConfig;
+use mirai_platform::shutdown;
+use mirai_platform::telemetry::Metrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::observability::{self, HttpMetrics};
+use crate::routes::{self, AppState};
+use crate::upstream::Upstreams;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// An upstream URL is not a valid gRPC endpoint.
+    #[error("upstream endpoint: {0}")]
+    Upstream(#[from] tonic::transport::Error),
+}
+
+/// The bound gateway, ready to serve.
+pub struct Application {
+    http: TcpListener,
+    admin: TcpListener,
+    router: Router,
+    readiness: Readiness,
+    metrics: Metrics,
+    shutdown: ShutdownConfig,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let http = bind(config.http_addr).await?;
+        let admin = bind(config.admin_addr).await?;
+        let upstreams = Upstreams::connect(&config.upstreams, config.upstream_timeout)?;
+        let readiness = Readiness::default();
+        for upstream in upstreams.all() {
+            readiness.add_check(upstream.name, upstream.readiness_check());
+        }
+        let metrics = Metrics::new();
+        let router = routes::router(AppState { upstreams }).layer(axum::middleware::from_fn_with_state(
+            HttpMetrics::register(&metrics),
+            observability::track,
+        ));
+        Ok(Self {
+            http,
+            admin,
+            router,
+            readiness,
+            metrics,
+            shutdown: config.shutdown,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` fires, then runs the platform's drain sequence.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        tracing::info!(
+            message = "Serving.",
+            http_addr = ?self.http.local_addr().ok(),
+            admin_addr = ?self.admin.local_addr().ok()
+        );
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(
+            self.admin,
+            self.metrics.clone(),
+            self.readiness.clone(),
+            admin_stop.clone(),
+        ));
+        let server = axum::serve(self.http, self.router).with_graceful_shutdown(shutdown::stop_accepting(
+            shutdown.clone(),
+            self.readiness.clone(),
+            self.shutdown.drain_delay,
+        ));
+        let outcome = shutdown::bounded(
+            server.into_future(),
+            &shutdown,
+            self.shutdown.drain_delay + self.shutdown.grace,
+        )
+        .await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        match outcome {
+            Some(result) => result,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Starting the five services in-process, each on port 0 with a fresh database.
+
+use std::net::SocketAddr;
+
+use mirai_platform::app::ServiceApp;
+use mirai_platform::config::ServiceConfig;
+use mirai_platform::testing::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+/// One running service: its addresses and a token that stops it.
+pub struct RunningService {
+    pub name: &'static str,
+    pub grpc_addr: SocketAddr,
+    pub stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _db: TestDatabase,
+}
+
+impl RunningService {
+    /// Stops the service and waits until it has drained.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> RunningService {
+    let grpc_addr = app.grpc_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            app.run_until_stopped(stop).await.expect("service runs");
+        }
+    });
+    RunningService {
+        name,
+        grpc_addr,
+        stop,
+        task,
+        _db: db,
+    }
+}
+
+/// All five services, in ARCHITECTURE.md order.
+pub struct Platform {
+    pub services: Vec<RunningService>,
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        let mut services = Vec::new();
+        macro_rules! service {
+            ($name:literal, $krate:ident) => {{
+                let db = TestDatabase::create($name.trim_start_matches("mirai-").replace('-', "_").as_str()).await;
+                let config = ServiceConfig::for_tests($name, db.url());
+                let app = $krate::startup::build(&config).await.expect(concat!($name, " builds"));
+                services.push(start($name, db, app).await);
+            }};
+        }
+        service!("mirai-user", mirai_user);
+        service!("mirai-stock-data", mirai_stock_data);
+        service!("mirai-prediction", mirai_prediction);
+        service!("mirai-analytics", mirai_analytics);
+        service!("mirai-notification", mirai_notification);
+        Self { services }
+    }
+
+    /// The gateway's upstream URL variables pointing at these services.
+    pub fn upstream_env(&self) -> Vec<(&'static str, String)> {
+        let vars = [
+            "MIRAI_USER_URL",
+            "MIRAI_STOCK_DATA_URL",
+            "MIRAI_PREDICTION_URL",
+            "MIRAI_ANALYTICS_URL",
+            "MIRAI_NOTIFICATION_URL",
+        ];
+        vars.into_iter()
+            .zip(&self.services)
+            .map(|(var, service)| (var, format!("http://{}", service.grpc_addr)))
+            .collect()
+    }
+}

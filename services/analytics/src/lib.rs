@@ -1,0 +1,9 @@
+//! `mirai-analytics`: Its own read model of bars, technical indicators, risk and performance statistics, trends, and report jobs with charts.
+//!
+//! # Layout
+//! - `config`: configuration from the environment (see the README's table).
+//! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
+//! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
+
+pub mod config;
+pub mod startup;

@@ -1,0 +1,9 @@
+//! `mirai-notification`: Price and forecast alerts, in-app/email/webhook/push delivery, preferences, and the public price-alerts topic.
+//!
+//! # Layout
+//! - `config`: configuration from the environment (see the README's table).
+//! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
+//! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
+
+pub mod config;
+pub mod startup;

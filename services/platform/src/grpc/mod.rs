@@ -1,0 +1,33 @@
+//! gRPC plumbing shared by every service and the gateway.
+//!
+//! - [`GrpcServer`]: binds the gRPC and admin listeners, adds health and reflection, wraps every
+//!   call in [`ServerLayer`] (trace-context extraction, deadline scope, RED metrics), and runs
+//!   the graceful-shutdown sequence.
+//! - [`client`]: outgoing channels whose calls carry `traceparent` and the remaining deadline.
+//! - [`deadline`]: the incoming call's deadline, available to the handler's task.
+
+pub mod client;
+pub mod deadline;
+mod layer;
+mod server;
+
+pub use layer::{RpcMetrics, ServerLayer};
+pub use server::{GrpcServer, ServeError};
+
+/// Splits `/pkg.Service/Method` into (`pkg.Service`, `Method`).
+pub(crate) fn split_path(path: &str) -> (&str, &str) {
+    let trimmed = path.trim_start_matches('/');
+    trimmed.split_once('/').unwrap_or((trimmed, ""))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_grpc_paths() {
+        assert_eq!(
+            super::split_path("/mirai.user.v1.UserService/Login"),
+            ("mirai.user.v1.UserService", "Login")
+        );
+        assert_eq!(super::split_path("/odd"), ("odd", ""));
+    }
+}

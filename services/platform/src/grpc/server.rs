@@ -1,0 +1,193 @@
+//! The gRPC server of a service, with its admin server and shutdown sequence.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use super::{RpcMetrics, ServerLayer};
+use crate::admin::{self, Readiness};
+use crate::config::{ServiceConfig, ShutdownConfig};
+use crate::shutdown;
+use crate::telemetry::Metrics;
+
+/// Why a server stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound (port in use, no permission).
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The reflection service could not decode the embedded descriptors (a build defect).
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed while serving.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The admin server failed while serving.
+    #[error("admin server: {0}")]
+    Admin(std::io::Error),
+}
+
+/// A service's gRPC listener and admin listener, bound and ready to serve.
+///
+/// Binding happens in [`GrpcServer::bind`] so tests can ask for port 0 and read the real
+/// ports before serving.
+pub struct GrpcServer {
+    grpc: TcpListener,
+    admin: TcpListener,
+    routes: RoutesBuilder,
+    service_names: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+    health: HealthReporter,
+    readiness: Readiness,
+    metrics: Metrics,
+    shutdown: ShutdownConfig,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+impl GrpcServer {
+    /// Binds both listeners and sets up the health service (reflection is added at serve time).
+    pub async fn bind(config: &ServiceConfig, metrics: Metrics) -> Result<Self, ServeError> {
+        let grpc = bind(config.grpc_addr).await?;
+        let admin = bind(config.admin_addr).await?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        Ok(Self {
+            grpc,
+            admin,
+            routes,
+            service_names: Vec::new(),
+            descriptor_sets: vec![tonic_health::pb::FILE_DESCRIPTOR_SET],
+            health,
+            readiness: Readiness::default(),
+            metrics,
+            shutdown: config.shutdown,
+        })
+    }
+
+    /// Adds a generated tonic service; its health status follows the server's.
+    pub fn add_service<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Makes the services described by an encoded `FileDescriptorSet` (e.g.
+    /// `mirai_proto::FILE_DESCRIPTOR_SET`) discoverable through gRPC server reflection.
+    pub fn add_reflection(&mut self, descriptor_set: &'static [u8]) -> &mut Self {
+        self.descriptor_sets.push(descriptor_set);
+        self
+    }
+
+    /// Readiness checks shown by `/readyz` (add the database, upstreams, ...).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then: health NOT_SERVING and `/readyz` 503, wait
+    /// the drain delay, stop accepting, let in-flight calls finish within the grace period,
+    /// and stop the admin server last.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let Self {
+            grpc,
+            admin,
+            mut routes,
+            service_names,
+            descriptor_sets,
+            health,
+            readiness,
+            metrics,
+            shutdown: timings,
+        } = self;
+
+        let reflection = descriptor_sets
+            .into_iter()
+            .fold(tonic_reflection::server::Builder::configure(), |builder, set| {
+                builder.register_encoded_file_descriptor_set(set)
+            })
+            .build_v1()?;
+        routes.add_service(reflection);
+        for name in service_names.iter().copied().chain([""]) {
+            health.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let grpc_addr = grpc.local_addr().ok();
+        let admin_addr = admin.local_addr().ok();
+        tracing::info!(message = "Serving.", ?grpc_addr, ?admin_addr);
+
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(
+            admin,
+            metrics.clone(),
+            readiness.clone(),
+            admin_stop.clone(),
+        ));
+
+        let stop_accepting = {
+            let (shutdown, readiness, health) = (shutdown.clone(), readiness.clone(), health.clone());
+            async move {
+                shutdown.cancelled().await;
+                for name in service_names.iter().copied().chain([""]) {
+                    health.set_service_status(name, ServingStatus::NotServing).await;
+                }
+                shutdown::stop_accepting(shutdown, readiness, timings.drain_delay).await;
+                tracing::info!(message = "Listener closed; waiting for in-flight calls.");
+            }
+        };
+
+        let server = tonic::transport::Server::builder()
+            .layer(ServerLayer::new(RpcMetrics::register(&metrics)))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop_accepting);
+        let grace = timings.drain_delay + timings.grace;
+        let outcome = shutdown::bounded(server, &shutdown, grace).await;
+
+        admin_stop.cancel();
+        let admin_result = admin_task.await;
+        match outcome {
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(())) => tracing::info!(message = "gRPC server drained."),
+            None => {}
+        }
+        match admin_result {
+            Ok(Err(error)) => Err(ServeError::Admin(error)),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The service runtime every MiraiKakaku binary is built on.
+//!
+//! # Layout
+//! - [`config`]: typed configuration read once from the environment, failing fast with a
+//!   message that names the bad variable.
+//! - [`telemetry`]: JSON logs carrying trace and span ids, OpenTelemetry traces (OTLP when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set), and the Prometheus [`telemetry::Metrics`] registry.
+//! - [`grpc`]: the gRPC server ([`grpc::GrpcServer`]) with health, reflection, RED metrics,
+//!   deadlines and trace-context extraction; outgoing channels that propagate trace context and
+//!   the remaining deadline.
+//! - [`app`]: [`app::ServiceApp`], the database + listeners skeleton each service builds on.
+//! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
+//! - [`db`]: the PostgreSQL pool, migrations (platform + service), unique-violation mapping.
+//! - [`error`]: conventions for turning errors into `tonic::Status`.
+//! - [`shutdown`]: OS signals to a cancellation token.
+//! - [`bootstrap`]: the `main` of every binary: config → telemetry → app → exit code.
+//! - `testing` (feature `testing`): fresh databases and process helpers for integration tests.
+
+pub mod admin;
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use tokio_util::sync::CancellationToken;
+
+impl bootstrap::Settings for config::ServiceConfig {
+    fn telemetry(&self) -> &config::TelemetryConfig {
+        &self.telemetry
+    }
+}

@@ -1,0 +1,284 @@
+//! Helpers for integration tests (feature `testing`).
+//!
+//! Tests run against the real PostgreSQL server named by `MIRAI_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test gets a fresh database that is
+//! dropped when the [`TestDatabase`] goes out of scope, so tests run in parallel.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions as _, Connection as _};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+/// The server URL tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("MIRAI_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A freshly created, empty database, dropped (forcibly) on drop.
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates `test_<prefix>_<uuid>` on the test server.
+    pub async fn create(prefix: &str) -> Self {
+        let name = format!("test_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&server_url())
+            .await
+            .expect("connect to MIRAI_TEST_DATABASE_URL (is PostgreSQL running?)");
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let options: PgConnectOptions = server_url().parse().expect("valid server URL");
+        let url = options.database(&name).to_url_lossy().to_string();
+        Self { name, url }
+    }
+
+    /// The URL of this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside or outside a runtime; use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect(&server_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A currently free loopback port (bound then released; a tiny race window is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Polls `url` until it answers `status`, or panics after `timeout`.
+pub async fn wait_for_status(url: &str, status: u16, timeout: Duration) {
+    let client = reqwest::Client::new();
+    let give_up = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = client.get(url).send().await
+            && response.status().as_u16() == status
+        {
+            return;
+        }
+        assert!(Instant::now() < give_up, "{url} did not answer {status} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The HTTP status `url` answers now (`None` when the connection fails).
+pub async fn http_status(url: &str) -> Option<u16> {
+    reqwest::get(url).await.ok().map(|r| r.status().as_u16())
+}
+
+/// The overall gRPC health status of the server at `addr`.
+pub async fn grpc_health(addr: SocketAddr) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response = client
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .ok()?;
+    tonic_health::pb::health_check_response::ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+/// A child process that is killed if the test forgets it.
+pub struct ChildProcess {
+    child: Child,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// Drains a pipe on a thread so a chatty child never blocks on a full pipe.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> Option<std::thread::JoinHandle<String>> {
+    pipe.map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    })
+}
+
+impl ChildProcess {
+    /// Starts `program` with exactly `env` (the inherited environment is cleared, so tests are
+    /// hermetic), capturing stdout and stderr.
+    pub fn spawn<'a>(program: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> Self {
+        let mut command = Command::new(program);
+        command.env_clear().envs(env);
+        Self::from_command(command)
+    }
+
+    /// Starts a prepared command (inheriting whatever environment it was given), capturing
+    /// stdout and stderr.
+    pub fn from_command(mut command: Command) -> Self {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Self { child, stdout, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
+        nix::sys::signal::kill(pid, signal).expect("send signal");
+    }
+
+    /// Waits for exit up to `timeout`; returns the status and everything printed, or `None`
+    /// (after killing the process) when it did not exit in time.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Option<(ExitStatus, String, String)> {
+        let give_up = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait().expect("poll child") {
+                Some(status) => {
+                    let (stdout, stderr) = self.take_output();
+                    return Some((status, stdout, stderr));
+                }
+                None if Instant::now() >= give_up => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return None;
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn take_output(&mut self) -> (String, String) {
+        let join = |handle: Option<std::thread::JoinHandle<String>>| {
+            handle.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        (join(self.stdout.take()), join(self.stderr.take()))
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Behaviour every service binary must show; each service's tests call these with its binary.
+pub mod conformance {
+    use std::time::Duration;
+
+    use super::{ChildProcess, free_port, grpc_health, http_status, wait_for_status};
+    use crate::bootstrap::EXIT_CONFIG;
+
+    /// Missing or malformed configuration: exit status 78 and a message naming the variable.
+    pub fn config_errors_name_the_variable(binary: &str, valid_env: &[(&str, String)], required: &str) {
+        let without: Vec<(&str, String)> = valid_env.iter().filter(|(k, _)| *k != required).cloned().collect();
+        let (status, _, stderr) = ChildProcess::spawn(binary, without)
+            .wait_timeout(Duration::from_secs(20))
+            .expect("exits promptly");
+        assert_eq!(status.code(), Some(i32::from(EXIT_CONFIG)), "stderr: {stderr}");
+        assert!(stderr.contains(required), "stderr should name {required}: {stderr}");
+
+        let mut malformed = valid_env.to_vec();
+        malformed.push(("MIRAI_ADMIN_ADDR", "not-an-address".to_owned()));
+        let (status, _, stderr) = ChildProcess::spawn(binary, malformed)
+            .wait_timeout(Duration::from_secs(20))
+            .expect("exits promptly");
+        assert_eq!(status.code(), Some(i32::from(EXIT_CONFIG)), "stderr: {stderr}");
+        assert!(stderr.contains("MIRAI_ADMIN_ADDR"), "stderr should name the variable: {stderr}");
+    }
+
+    /// Starts `binary`, waits until ready, sends SIGTERM, and checks the shutdown sequence:
+    /// `/readyz` turns 503 while gRPC still answers (drain delay), then a clean exit within the
+    /// grace period. Also checks that every stdout line is a JSON log object.
+    ///
+    /// `env` is the binary's own configuration; listener addresses and shutdown timings are
+    /// added here. Returns the process's stdout for further checks.
+    pub async fn sigterm_drains_and_exits(binary: &str, env: &[(&str, String)], grpc: bool) -> String {
+        let (main_port, admin_port) = (free_port(), free_port());
+        let main_var = if grpc { "MIRAI_GRPC_ADDR" } else { "MIRAI_HTTP_ADDR" };
+        let mut full = env.to_vec();
+        full.extend([
+            (main_var, format!("127.0.0.1:{main_port}")),
+            ("MIRAI_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+            ("MIRAI_SHUTDOWN_DRAIN_DELAY", "1500ms".to_owned()),
+            ("MIRAI_SHUTDOWN_GRACE", "5s".to_owned()),
+            ("MIRAI_LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ]);
+        let child = ChildProcess::spawn(binary, full);
+        let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
+        wait_for_status(&readyz, 200, Duration::from_secs(60)).await;
+        assert_eq!(http_status(&format!("http://127.0.0.1:{admin_port}/healthz")).await, Some(200));
+        let main_addr = std::net::SocketAddr::from(([127, 0, 0, 1], main_port));
+        if grpc {
+            assert_eq!(
+                grpc_health(main_addr).await,
+                Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
+            );
+        }
+
+        child.terminate();
+        let started = std::time::Instant::now();
+        wait_for_status(&readyz, 503, Duration::from_secs(1)).await;
+        // Still inside the drain delay: the main listener keeps answering.
+        assert!(
+            tokio::net::TcpStream::connect(main_addr).await.is_ok(),
+            "listener must stay open during the drain delay"
+        );
+        if grpc {
+            assert_eq!(
+                grpc_health(main_addr).await,
+                Some(tonic_health::pb::health_check_response::ServingStatus::NotServing)
+            );
+        }
+        let (status, stdout, stderr) = tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(10)))
+            .await
+            .expect("join")
+            .expect("exits within the grace period");
+        assert!(status.success(), "exit {status:?}; stderr: {stderr}");
+        assert!(started.elapsed() >= Duration::from_millis(1500), "drain delay honoured");
+        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            assert!(value.get("level").is_some() && value.get("message").is_some(), "{line}");
+        }
+        stdout
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the platform runtime against real PostgreSQL and real sockets.
+
+mod db;
+mod helpers;
+mod server;
