@@ -77,7 +77,11 @@ mod tests {
         let config = Config::from_env(&Env::default()).unwrap();
         assert_eq!(config.http_addr.port(), 8080);
         assert_eq!(config.upstreams.notification, "http://127.0.0.1:50055");
-        let err = Config::from_env(&Env::from_pairs([("MIRAI_USER_URL", "user:50051")])).unwrap_err();
-        assert!(err.to_string().starts_with("MIRAI_USER_URL is invalid"), "{err}");
+        let err =
+            Config::from_env(&Env::from_pairs([("MIRAI_USER_URL", "user:50051")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("MIRAI_USER_URL is invalid"),
+            "{err}"
+        );
     }
 }

@@ -45,7 +45,9 @@ impl HttpMetrics {
             duration: metrics.register(
                 "http_server_request_duration_seconds",
                 "HTTP request latency until the response headers, by method and route.",
-                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+                Family::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+                }),
             ),
         }
     }
@@ -87,7 +89,11 @@ pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: N
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
-        .get_or_create(&RequestLabels { method, route, status })
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status,
+        })
         .inc();
     response
 }

@@ -37,16 +37,18 @@ pub struct PlatformStatus {
 
 /// `GET /v1/status`: the health of every service behind the gateway.
 async fn status(State(state): State<AppState>) -> (StatusCode, Json<PlatformStatus>) {
-    let services = futures::future::join_all(state.upstreams.all().into_iter().map(|upstream| async move {
-        let status = match upstream.health().await {
-            Ok(status) => status.as_str_name().to_owned(),
-            Err(_) => "UNREACHABLE".to_owned(),
-        };
-        ServiceStatus {
-            name: upstream.name,
-            status,
-        }
-    }))
+    let services = futures::future::join_all(state.upstreams.all().into_iter().map(
+        |upstream| async move {
+            let status = match upstream.health().await {
+                Ok(status) => status.as_str_name().to_owned(),
+                Err(_) => "UNREACHABLE".to_owned(),
+            };
+            ServiceStatus {
+                name: upstream.name,
+                status,
+            }
+        },
+    ))
     .await;
     let ready = services.iter().all(|s| s.status == "SERVING");
     let code = if ready {

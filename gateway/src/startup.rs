@@ -19,7 +19,10 @@ use crate::upstream::Upstreams;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// An upstream URL is not a valid gRPC endpoint.
     #[error("upstream endpoint: {0}")]
     Upstream(#[from] tonic::transport::Error),
@@ -51,10 +54,11 @@ impl Application {
             readiness.add_check(upstream.name, upstream.readiness_check());
         }
         let metrics = Metrics::new();
-        let router = routes::router(AppState { upstreams }).layer(axum::middleware::from_fn_with_state(
-            HttpMetrics::register(&metrics),
-            observability::track,
-        ));
+        let router =
+            routes::router(AppState { upstreams }).layer(axum::middleware::from_fn_with_state(
+                HttpMetrics::register(&metrics),
+                observability::track,
+            ));
         Ok(Self {
             http,
             admin,
@@ -66,11 +70,15 @@ impl Application {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` fires, then runs the platform's drain sequence.
@@ -87,11 +95,12 @@ impl Application {
             self.readiness.clone(),
             admin_stop.clone(),
         ));
-        let server = axum::serve(self.http, self.router).with_graceful_shutdown(shutdown::stop_accepting(
-            shutdown.clone(),
-            self.readiness.clone(),
-            self.shutdown.drain_delay,
-        ));
+        let server =
+            axum::serve(self.http, self.router).with_graceful_shutdown(shutdown::stop_accepting(
+                shutdown.clone(),
+                self.readiness.clone(),
+                self.shutdown.drain_delay,
+            ));
         let outcome = shutdown::bounded(
             server.into_future(),
             &shutdown,

@@ -21,13 +21,17 @@ impl Upstream {
     /// The upstream's overall gRPC health status.
     pub async fn health(&self) -> Result<ServingStatus, tonic::Status> {
         let response = HealthClient::new(self.channel.clone())
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await?;
         Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
     }
 
     /// A `/readyz` check: the upstream answers SERVING.
-    pub fn readiness_check(&self) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    pub fn readiness_check(
+        &self,
+    ) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
         let upstream = self.clone();
         move || {
             let upstream = upstream.clone();
@@ -55,7 +59,10 @@ pub struct Upstreams {
 impl Upstreams {
     /// Lazily connecting channels: the gateway starts before its upstreams if it must, and
     /// `/readyz` says when they are all there.
-    pub fn connect(config: &config::Upstreams, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+    pub fn connect(
+        config: &config::Upstreams,
+        timeout: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
         let make = |name, url: &str| -> Result<Upstream, tonic::transport::Error> {
             Ok(Upstream {
                 name,

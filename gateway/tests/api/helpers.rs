@@ -52,9 +52,17 @@ impl Platform {
         let mut services = Vec::new();
         macro_rules! service {
             ($name:literal, $krate:ident) => {{
-                let db = TestDatabase::create($name.trim_start_matches("mirai-").replace('-', "_").as_str()).await;
+                let db = TestDatabase::create(
+                    $name
+                        .trim_start_matches("mirai-")
+                        .replace('-', "_")
+                        .as_str(),
+                )
+                .await;
                 let config = ServiceConfig::for_tests($name, db.url());
-                let app = $krate::startup::build(&config).await.expect(concat!($name, " builds"));
+                let app = $krate::startup::build(&config)
+                    .await
+                    .expect(concat!($name, " builds"));
                 services.push(start($name, db, app).await);
             }};
         }

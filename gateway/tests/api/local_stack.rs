@@ -9,7 +9,9 @@ use nix::sys::signal::Signal;
 
 #[tokio::test]
 async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     // Offsets keep this stack clear of a developer's (offset 0) and of the ephemeral port range
     // other tests bind from: gRPC ports land in 61051..64455, the rest below 25000.
     let offset = 11_000 + (std::process::id() % 340) * 10;
@@ -29,14 +31,28 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
     let gateway = format!("http://127.0.0.1:{}", 8080 + offset);
     let admin = format!("http://127.0.0.1:{}", 9090 + offset);
     wait_for_status(&format!("{admin}/readyz"), 200, Duration::from_secs(180)).await;
-    assert_eq!(http_status(&format!("{gateway}/v1/status")).await, Some(200));
+    assert_eq!(
+        http_status(&format!("{gateway}/v1/status")).await,
+        Some(200)
+    );
 
     stack.signal(Signal::SIGINT);
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || stack.wait_timeout(Duration::from_secs(90)))
-        .await
-        .expect("join")
-        .expect("dev-up stops within 90 s of Ctrl-C");
-    assert!(status.success(), "dev-up exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains(&gateway), "dev-up prints the gateway URL:\n{stdout}");
-    assert_eq!(http_status(&format!("{admin}/healthz")).await, None, "gateway stopped");
+    let (status, stdout, stderr) =
+        tokio::task::spawn_blocking(move || stack.wait_timeout(Duration::from_secs(90)))
+            .await
+            .expect("join")
+            .expect("dev-up stops within 90 s of Ctrl-C");
+    assert!(
+        status.success(),
+        "dev-up exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&gateway),
+        "dev-up prints the gateway URL:\n{stdout}"
+    );
+    assert_eq!(
+        http_status(&format!("{admin}/healthz")).await,
+        None,
+        "gateway stopped"
+    );
 }

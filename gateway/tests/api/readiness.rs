@@ -19,7 +19,11 @@ fn gateway_config(platform: &Platform) -> Config {
 
 #[test]
 fn malformed_config_names_the_variable() {
-    for (name, value) in [("MIRAI_USER_URL", "user:50051"), ("MIRAI_HTTP_ADDR", "eighty"), ("MIRAI_UPSTREAM_TIMEOUT", "soon")] {
+    for (name, value) in [
+        ("MIRAI_USER_URL", "user:50051"),
+        ("MIRAI_HTTP_ADDR", "eighty"),
+        ("MIRAI_UPSTREAM_TIMEOUT", "soon"),
+    ] {
         let (status, _, stderr) = ChildProcess::spawn(BINARY, [(name, value.to_owned())])
             .wait_timeout(Duration::from_secs(20))
             .expect("exits promptly");
@@ -36,8 +40,18 @@ async fn readyz_is_green_only_when_every_upstream_serves() {
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
 
-    wait_for_status(&format!("http://{admin}/readyz"), 200, Duration::from_secs(30)).await;
-    let status: serde_json::Value = reqwest::get(format!("http://{http}/v1/status")).await.unwrap().json().await.unwrap();
+    wait_for_status(
+        &format!("http://{admin}/readyz"),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    let status: serde_json::Value = reqwest::get(format!("http://{http}/v1/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["services"].as_array().unwrap().len(), 5);
 
@@ -45,8 +59,18 @@ async fn readyz_is_green_only_when_every_upstream_serves() {
     let prediction = platform.services.remove(2);
     assert_eq!(prediction.name, "mirai-prediction");
     prediction.stop().await;
-    wait_for_status(&format!("http://{admin}/readyz"), 503, Duration::from_secs(10)).await;
-    let body: serde_json::Value = reqwest::get(format!("http://{admin}/readyz")).await.unwrap().json().await.unwrap();
+    wait_for_status(
+        &format!("http://{admin}/readyz"),
+        503,
+        Duration::from_secs(10),
+    )
+    .await;
+    let body: serde_json::Value = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let failing: Vec<&str> = body["checks"]
         .as_array()
         .unwrap()
@@ -57,20 +81,39 @@ async fn readyz_is_green_only_when_every_upstream_serves() {
     assert_eq!(failing, ["prediction"], "{body}");
 
     // Unknown routes answer problem+json.
-    let response = reqwest::get(format!("http://{http}/v1/nope")).await.unwrap();
+    let response = reqwest::get(format!("http://{http}/v1/nope"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: serde_json::Value = response.json().await.unwrap();
     assert_eq!(problem["type"], "https://mirai.dev/problems/not-found");
     assert_eq!(problem["status"], 404);
 
     // Metrics count requests by route template.
-    let metrics = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"mirai_http_server_requests_total{method="GET",route="/v1/status",status="200"} 1"#), "{metrics}");
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"mirai_http_server_requests_total{method="GET",route="/v1/status",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
 
     stop.cancel();
     gateway.await.unwrap().unwrap();
-    assert_eq!(http_status(&format!("http://{admin}/healthz")).await, None, "admin closed after shutdown");
+    assert_eq!(
+        http_status(&format!("http://{admin}/healthz")).await,
+        None,
+        "admin closed after shutdown"
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
 use mirai_platform::bootstrap;
 
 fn main() -> std::process::ExitCode {
-    bootstrap::run(mirai_analytics::config::from_env, |config, shutdown| async move {
-        let app = mirai_analytics::startup::build(&config).await?;
-        Ok(app.run_until_stopped(shutdown).await?)
-    })
+    bootstrap::run(
+        mirai_analytics::config::from_env,
+        |config, shutdown| async move {
+            let app = mirai_analytics::startup::build(&config).await?;
+            Ok(app.run_until_stopped(shutdown).await?)
+        },
+    )
 }

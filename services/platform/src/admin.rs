@@ -85,18 +85,19 @@ impl Readiness {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        let results = futures::future::join_all(checks.into_iter().map(|(name, check)| async move {
-            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("timed out after {CHECK_TIMEOUT:?}")),
-            };
-            CheckReport {
-                name,
-                ok: outcome.is_ok(),
-                error: outcome.err(),
-            }
-        }))
-        .await;
+        let results =
+            futures::future::join_all(checks.into_iter().map(|(name, check)| async move {
+                let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(format!("timed out after {CHECK_TIMEOUT:?}")),
+                };
+                CheckReport {
+                    name,
+                    ok: outcome.is_ok(),
+                    error: outcome.err(),
+                }
+            }))
+            .await;
         let shutting_down = self.is_shutting_down();
         ReadinessReport {
             ready: !shutting_down && results.iter().all(|c| c.ok),

@@ -37,7 +37,10 @@ pub struct ServiceApp {
 }
 
 impl ServiceApp {
-    pub async fn prepare(config: &ServiceConfig, migrations: &Migrator) -> Result<Self, StartupError> {
+    pub async fn prepare(
+        config: &ServiceConfig,
+        migrations: &Migrator,
+    ) -> Result<Self, StartupError> {
         let pool = db::connect(&config.database).await?;
         db::migrate(&pool, migrations).await?;
         let metrics = Metrics::new();
@@ -45,7 +48,11 @@ impl ServiceApp {
         server
             .readiness()
             .add_check("database", db::readiness_check(pool.clone()));
-        Ok(Self { server, pool, metrics })
+        Ok(Self {
+            server,
+            pool,
+            metrics,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

@@ -48,7 +48,10 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{binary}: cannot start the async runtime: {error}");
@@ -71,7 +74,10 @@ where
                 ExitCode::SUCCESS
             }
             Err(error) => {
-                tracing::error!(message = "Stopped with an error.", error = format!("{error:#}"));
+                tracing::error!(
+                    message = "Stopped with an error.",
+                    error = format!("{error:#}")
+                );
                 ExitCode::FAILURE
             }
         };

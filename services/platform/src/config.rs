@@ -218,7 +218,8 @@ impl DatabaseConfig {
         Ok(Self {
             url,
             max_connections: env.or("MIRAI_DB_MAX_CONNECTIONS", 10)?,
-            connect_timeout: env.duration_or("MIRAI_DB_CONNECT_TIMEOUT", Duration::from_secs(30))?,
+            connect_timeout: env
+                .duration_or("MIRAI_DB_CONNECT_TIMEOUT", Duration::from_secs(30))?,
         })
     }
 
@@ -319,7 +320,10 @@ mod tests {
     fn malformed_values_name_the_variable_and_hide_secrets() {
         let env = Env::from_pairs([("DATABASE_URL", "mysql://u:hunter2@h/db")]);
         let err = ServiceConfig::from_env(&env, DEFAULTS).unwrap_err();
-        assert!(err.to_string().starts_with("DATABASE_URL is invalid"), "{err}");
+        assert!(
+            err.to_string().starts_with("DATABASE_URL is invalid"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("hunter2"), "{err}");
 
         let env = Env::from_pairs([
@@ -327,14 +331,21 @@ mod tests {
             ("MIRAI_GRPC_ADDR", "not-an-addr"),
         ]);
         let err = ServiceConfig::from_env(&env, DEFAULTS).unwrap_err();
-        assert!(err.to_string().starts_with("MIRAI_GRPC_ADDR is invalid"), "{err}");
+        assert!(
+            err.to_string().starts_with("MIRAI_GRPC_ADDR is invalid"),
+            "{err}"
+        );
 
         let env = Env::from_pairs([
             ("DATABASE_URL", "postgres://localhost/db"),
             ("MIRAI_SHUTDOWN_GRACE", "soon"),
         ]);
         let err = ServiceConfig::from_env(&env, DEFAULTS).unwrap_err();
-        assert!(err.to_string().starts_with("MIRAI_SHUTDOWN_GRACE is invalid"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("MIRAI_SHUTDOWN_GRACE is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

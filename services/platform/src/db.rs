@@ -54,7 +54,9 @@ fn is_transient(error: &sqlx::Error) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     /// A service migration uses a version reserved for the platform (a build defect).
-    #[error("service migration {0} is below {SERVICE_MIGRATIONS_START}, which the platform reserves")]
+    #[error(
+        "service migration {0} is below {SERVICE_MIGRATIONS_START}, which the platform reserves"
+    )]
     ReservedVersion(i64),
     /// sqlx failed to apply a migration (bad SQL, checksum mismatch of an applied migration).
     #[error(transparent)]
@@ -64,16 +66,25 @@ pub enum MigrationError {
 /// Applies the platform migrations and then `service`'s, idempotently. Concurrent replicas are
 /// serialised by sqlx's advisory lock.
 pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), MigrationError> {
-    if let Some(bad) = service.iter().find(|m| m.version < SERVICE_MIGRATIONS_START) {
+    if let Some(bad) = service
+        .iter()
+        .find(|m| m.version < SERVICE_MIGRATIONS_START)
+    {
         return Err(MigrationError::ReservedVersion(bad.version));
     }
-    let all = PLATFORM_MIGRATIONS.iter().chain(service.iter()).cloned().collect();
+    let all = PLATFORM_MIGRATIONS
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
     Migrator::with_migrations(all).run(pool).await?;
     Ok(())
 }
 
 /// A `/readyz` check: the pool can run `SELECT 1`.
-pub fn readiness_check(pool: PgPool) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+pub fn readiness_check(
+    pool: PgPool,
+) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
     move || {
         let pool = pool.clone();
         Box::pin(async move {

@@ -39,7 +39,11 @@ pub fn cancel_on_signal(token: CancellationToken) {
 
 /// Resolves when the listener should stop accepting: after `shutdown` fires, readiness has been
 /// turned off, and `drain_delay` has passed.
-pub async fn stop_accepting(shutdown: CancellationToken, readiness: Readiness, drain_delay: Duration) {
+pub async fn stop_accepting(
+    shutdown: CancellationToken,
+    readiness: Readiness,
+    drain_delay: Duration,
+) {
     shutdown.cancelled().await;
     readiness.set_shutting_down();
     tracing::info!(
@@ -51,7 +55,11 @@ pub async fn stop_accepting(shutdown: CancellationToken, readiness: Readiness, d
 
 /// Drives `server` to completion, but gives up `grace` after `shutdown` fired.
 /// Returns `None` when the grace period ran out with work still in flight.
-pub async fn bounded<F: Future>(server: F, shutdown: &CancellationToken, grace: Duration) -> Option<F::Output> {
+pub async fn bounded<F: Future>(
+    server: F,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Option<F::Output> {
     tokio::pin!(server);
     tokio::select! {
         out = &mut server => return Some(out),

@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use sqlx::{ConnectOptions as _, Connection as _};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _};
 
 /// The server URL tests create their databases on.
 pub fn server_url() -> String {
@@ -54,14 +54,19 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop may run inside or outside a runtime; use a private one on a plain thread.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect(&server_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
-                        .execute(&mut conn)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })
@@ -87,7 +92,10 @@ pub async fn wait_for_status(url: &str, status: u16, timeout: Duration) {
         {
             return;
         }
-        assert!(Instant::now() < give_up, "{url} did not answer {status} within {timeout:?}");
+        assert!(
+            Instant::now() < give_up,
+            "{url} did not answer {status} within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -98,7 +106,9 @@ pub async fn http_status(url: &str) -> Option<u16> {
 }
 
 /// The overall gRPC health status of the server at `addr`.
-pub async fn grpc_health(addr: SocketAddr) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+pub async fn grpc_health(
+    addr: SocketAddr,
+) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .connect()
@@ -106,10 +116,13 @@ pub async fn grpc_health(addr: SocketAddr) -> Option<tonic_health::pb::health_ch
         .ok()?;
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     let response = client
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .ok()?;
-    tonic_health::pb::health_check_response::ServingStatus::try_from(response.into_inner().status).ok()
+    tonic_health::pb::health_check_response::ServingStatus::try_from(response.into_inner().status)
+        .ok()
 }
 
 /// A child process that is killed if the test forgets it.
@@ -120,7 +133,9 @@ pub struct ChildProcess {
 }
 
 /// Drains a pipe on a thread so a chatty child never blocks on a full pipe.
-fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> Option<std::thread::JoinHandle<String>> {
+fn drain(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> Option<std::thread::JoinHandle<String>> {
     pipe.map(|mut pipe| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -142,12 +157,21 @@ impl ChildProcess {
     /// Starts a prepared command (inheriting whatever environment it was given), capturing
     /// stdout and stderr.
     pub fn from_command(mut command: Command) -> Self {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let program = command.get_program().to_string_lossy().into_owned();
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
-        Self { child, stdout, stderr }
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -207,21 +231,43 @@ pub mod conformance {
     use crate::bootstrap::EXIT_CONFIG;
 
     /// Missing or malformed configuration: exit status 78 and a message naming the variable.
-    pub fn config_errors_name_the_variable(binary: &str, valid_env: &[(&str, String)], required: &str) {
-        let without: Vec<(&str, String)> = valid_env.iter().filter(|(k, _)| *k != required).cloned().collect();
+    pub fn config_errors_name_the_variable(
+        binary: &str,
+        valid_env: &[(&str, String)],
+        required: &str,
+    ) {
+        let without: Vec<(&str, String)> = valid_env
+            .iter()
+            .filter(|(k, _)| *k != required)
+            .cloned()
+            .collect();
         let (status, _, stderr) = ChildProcess::spawn(binary, without)
             .wait_timeout(Duration::from_secs(20))
             .expect("exits promptly");
-        assert_eq!(status.code(), Some(i32::from(EXIT_CONFIG)), "stderr: {stderr}");
-        assert!(stderr.contains(required), "stderr should name {required}: {stderr}");
+        assert_eq!(
+            status.code(),
+            Some(i32::from(EXIT_CONFIG)),
+            "stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains(required),
+            "stderr should name {required}: {stderr}"
+        );
 
         let mut malformed = valid_env.to_vec();
         malformed.push(("MIRAI_ADMIN_ADDR", "not-an-address".to_owned()));
         let (status, _, stderr) = ChildProcess::spawn(binary, malformed)
             .wait_timeout(Duration::from_secs(20))
             .expect("exits promptly");
-        assert_eq!(status.code(), Some(i32::from(EXIT_CONFIG)), "stderr: {stderr}");
-        assert!(stderr.contains("MIRAI_ADMIN_ADDR"), "stderr should name the variable: {stderr}");
+        assert_eq!(
+            status.code(),
+            Some(i32::from(EXIT_CONFIG)),
+            "stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("MIRAI_ADMIN_ADDR"),
+            "stderr should name the variable: {stderr}"
+        );
     }
 
     /// Starts `binary`, waits until ready, sends SIGTERM, and checks the shutdown sequence:
@@ -230,9 +276,17 @@ pub mod conformance {
     ///
     /// `env` is the binary's own configuration; listener addresses and shutdown timings are
     /// added here. Returns the process's stdout for further checks.
-    pub async fn sigterm_drains_and_exits(binary: &str, env: &[(&str, String)], grpc: bool) -> String {
+    pub async fn sigterm_drains_and_exits(
+        binary: &str,
+        env: &[(&str, String)],
+        grpc: bool,
+    ) -> String {
         let (main_port, admin_port) = (free_port(), free_port());
-        let main_var = if grpc { "MIRAI_GRPC_ADDR" } else { "MIRAI_HTTP_ADDR" };
+        let main_var = if grpc {
+            "MIRAI_GRPC_ADDR"
+        } else {
+            "MIRAI_HTTP_ADDR"
+        };
         let mut full = env.to_vec();
         full.extend([
             (main_var, format!("127.0.0.1:{main_port}")),
@@ -245,7 +299,10 @@ pub mod conformance {
         let child = ChildProcess::spawn(binary, full);
         let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
         wait_for_status(&readyz, 200, Duration::from_secs(60)).await;
-        assert_eq!(http_status(&format!("http://127.0.0.1:{admin_port}/healthz")).await, Some(200));
+        assert_eq!(
+            http_status(&format!("http://127.0.0.1:{admin_port}/healthz")).await,
+            Some(200)
+        );
         let main_addr = std::net::SocketAddr::from(([127, 0, 0, 1], main_port));
         if grpc {
             assert_eq!(
@@ -268,16 +325,23 @@ pub mod conformance {
                 Some(tonic_health::pb::health_check_response::ServingStatus::NotServing)
             );
         }
-        let (status, stdout, stderr) = tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(10)))
-            .await
-            .expect("join")
-            .expect("exits within the grace period");
+        let (status, stdout, stderr) =
+            tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(10)))
+                .await
+                .expect("join")
+                .expect("exits within the grace period");
         assert!(status.success(), "exit {status:?}; stderr: {stderr}");
-        assert!(started.elapsed() >= Duration::from_millis(1500), "drain delay honoured");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "drain delay honoured"
+        );
         for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-            let value: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            assert!(value.get("level").is_some() && value.get("message").is_some(), "{line}");
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            assert!(
+                value.get("level").is_some() && value.get("message").is_some(),
+                "{line}"
+            );
         }
         stdout
     }

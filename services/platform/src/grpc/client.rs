@@ -30,7 +30,10 @@ pub fn connect_lazy(url: &str) -> Result<Channel, tonic::transport::Error> {
 }
 
 /// A lazily connecting channel wrapped with [`OutgoingContext`].
-pub fn traced(url: &str, default_timeout: Duration) -> Result<TracedChannel, tonic::transport::Error> {
+pub fn traced(
+    url: &str,
+    default_timeout: Duration,
+) -> Result<TracedChannel, tonic::transport::Error> {
     Ok(InterceptedService::new(
         connect_lazy(url)?,
         OutgoingContext::new(default_timeout),
@@ -50,12 +53,16 @@ impl OutgoingContext {
 }
 
 impl Interceptor for OutgoingContext {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let context = tracing::Span::current().context();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
         });
-        let timeout = deadline::remaining().map_or(self.default_timeout, |left| left.min(self.default_timeout));
+        let timeout = deadline::remaining()
+            .map_or(self.default_timeout, |left| left.min(self.default_timeout));
         if timeout.is_zero() {
             return Err(tonic::Status::deadline_exceeded(
                 "the caller's deadline passed before this call was made",

@@ -49,7 +49,9 @@ impl RpcMetrics {
             duration: metrics.register(
                 "grpc_server_handling_seconds",
                 "gRPC call latency until the response headers, by service and method.",
-                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+                Family::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+                }),
             ),
             in_flight: metrics.register(
                 "grpc_server_in_flight",

@@ -114,11 +114,15 @@ impl GrpcServer {
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then: health NOT_SERVING and `/readyz` 503, wait
@@ -139,13 +143,16 @@ impl GrpcServer {
 
         let reflection = descriptor_sets
             .into_iter()
-            .fold(tonic_reflection::server::Builder::configure(), |builder, set| {
-                builder.register_encoded_file_descriptor_set(set)
-            })
+            .fold(
+                tonic_reflection::server::Builder::configure(),
+                |builder, set| builder.register_encoded_file_descriptor_set(set),
+            )
             .build_v1()?;
         routes.add_service(reflection);
         for name in service_names.iter().copied().chain([""]) {
-            health.set_service_status(name, ServingStatus::Serving).await;
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
         let grpc_addr = grpc.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
@@ -160,11 +167,14 @@ impl GrpcServer {
         ));
 
         let stop_accepting = {
-            let (shutdown, readiness, health) = (shutdown.clone(), readiness.clone(), health.clone());
+            let (shutdown, readiness, health) =
+                (shutdown.clone(), readiness.clone(), health.clone());
             async move {
                 shutdown.cancelled().await;
                 for name in service_names.iter().copied().chain([""]) {
-                    health.set_service_status(name, ServingStatus::NotServing).await;
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
                 }
                 shutdown::stop_accepting(shutdown, readiness, timings.drain_delay).await;
                 tracing::info!(message = "Listener closed; waiting for in-flight calls.");

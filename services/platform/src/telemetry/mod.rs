@@ -17,7 +17,7 @@ pub use metrics::Metrics;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -55,7 +55,7 @@ impl Drop for Guard {
 
 /// Installs logging and tracing for this process.
 pub fn init(config: &TelemetryConfig) -> Result<Guard, TelemetryError> {
-    install(config, None::<opentelemetry_sdk::trace::InMemorySpanExporter>)
+    install(config, |builder| builder)
 }
 
 /// Like [`init`], plus an extra exporter that receives every finished span synchronously
@@ -64,13 +64,13 @@ pub fn init_with_exporter<E>(config: &TelemetryConfig, exporter: E) -> Result<Gu
 where
     E: SpanExporter + 'static,
 {
-    install(config, Some(exporter))
+    install(config, |builder| builder.with_simple_exporter(exporter))
 }
 
-fn install<E>(config: &TelemetryConfig, extra: Option<E>) -> Result<Guard, TelemetryError>
-where
-    E: SpanExporter + 'static,
-{
+fn install(
+    config: &TelemetryConfig,
+    customise: impl FnOnce(TracerProviderBuilder) -> TracerProviderBuilder,
+) -> Result<Guard, TelemetryError> {
     let filter = EnvFilter::builder().parse(&config.log_filter)?;
 
     let mut builder = SdkTracerProvider::builder().with_resource(
@@ -86,10 +86,7 @@ where
             .build()?;
         builder = builder.with_batch_exporter(exporter);
     }
-    if let Some(exporter) = extra {
-        builder = builder.with_simple_exporter(exporter);
-    }
-    let provider = builder.build();
+    let provider = customise(builder).build();
     let tracer = provider.tracer(config.service_name.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());

@@ -31,7 +31,8 @@ impl UnaryService<()> for Sleep {
     fn call(&mut self, _request: tonic::Request<()>) -> Self::Future {
         let delay = self.0;
         Box::pin(async move {
-            let left = mirai_platform::grpc::deadline::remaining().map_or(0, |d| d.as_millis() as u64);
+            let left =
+                mirai_platform::grpc::deadline::remaining().map_or(0, |d| d.as_millis() as u64);
             tracing::info!(message = "Sleeping.", delay_ms = delay.as_millis() as u64);
             tokio::time::sleep(delay).await;
             Ok(tonic::Response::new(left))
@@ -69,7 +70,10 @@ pub async fn call_sleep(
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut request = tonic::Request::new(());
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
@@ -78,7 +82,11 @@ pub async fn call_sleep(
         request.metadata_mut().insert(*key, value.parse().unwrap());
     }
     let response = client
-        .unary(request, http::uri::PathAndQuery::from_static(SLEEP_PATH), ProstCodec::<(), u64>::default())
+        .unary(
+            request,
+            http::uri::PathAndQuery::from_static(SLEEP_PATH),
+            ProstCodec::<(), u64>::default(),
+        )
         .await?;
     Ok(response.into_inner())
 }

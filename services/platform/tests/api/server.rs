@@ -13,16 +13,26 @@ async fn shutdown_lets_an_in_flight_call_finish() {
     let (grpc, admin) = (app.grpc_addr(), app.admin_addr());
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
-    wait_for_status(&format!("http://{admin}/readyz"), 200, Duration::from_secs(10)).await;
+    wait_for_status(
+        &format!("http://{admin}/readyz"),
+        200,
+        Duration::from_secs(10),
+    )
+    .await;
 
     let call = tokio::spawn(call_sleep(grpc, None, &[]));
     tokio::time::sleep(Duration::from_millis(300)).await; // the call is now in flight
     stop.cancel();
 
     // Readiness turns off at once, before the in-flight call completes.
-    assert_eq!(http_status(&format!("http://{admin}/readyz")).await, Some(503));
+    assert_eq!(
+        http_status(&format!("http://{admin}/readyz")).await,
+        Some(503)
+    );
     assert!(!call.is_finished());
-    call.await.unwrap().expect("the in-flight call completes successfully");
+    call.await
+        .unwrap()
+        .expect("the in-flight call completes successfully");
     server.await.unwrap().expect("clean stop");
     // After the drain the listener is closed.
     assert!(call_sleep(grpc, None, &[]).await.is_err());
@@ -35,12 +45,19 @@ async fn deadlines_reach_the_handler_and_are_enforced() {
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
 
-    let seen = call_sleep(grpc, Some(Duration::from_secs(3)), &[]).await.unwrap();
+    let seen = call_sleep(grpc, Some(Duration::from_secs(3)), &[])
+        .await
+        .unwrap();
     assert!((2000..=3000).contains(&seen), "handler saw {seen} ms left");
     // Past the deadline the call is cut off (tonic reports an expired timeout as CANCELLED).
-    let err = call_sleep(grpc, Some(Duration::from_millis(50)), &[]).await.unwrap_err();
+    let err = call_sleep(grpc, Some(Duration::from_millis(50)), &[])
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        matches!(
+            err.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
         "{err:?}"
     );
 
@@ -69,22 +86,37 @@ async fn a_client_trace_id_appears_in_the_server_span_and_metrics_count_calls() 
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    call_sleep(grpc, None, &[("traceparent", &traceparent)]).await.unwrap();
+    call_sleep(grpc, None, &[("traceparent", &traceparent)])
+        .await
+        .unwrap();
 
     let spans = exporter.get_finished_spans().unwrap();
     let server_span = spans
         .iter()
         .find(|s| s.name == "test.Slow/Sleep")
-        .unwrap_or_else(|| panic!("no server span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
     assert_eq!(server_span.span_context.trace_id().to_string(), trace_id);
     assert_eq!(server_span.parent_span_id.to_string(), "00f067aa0ba902b7");
 
-    let metrics = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains(r#"mirai_grpc_server_handled_total{grpc_service="test.Slow",grpc_method="Sleep",grpc_code="Ok"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains("mirai_grpc_server_handling_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("mirai_grpc_server_handling_seconds_bucket"),
+        "{metrics}"
+    );
 
     stop.cancel();
     server.await.unwrap().unwrap();

@@ -16,7 +16,9 @@ async fn migrations_apply_twice_and_the_service_starts() {
     let db = TestDatabase::create("prediction").await;
     for _ in 0..2 {
         let config = ServiceConfig::for_tests("mirai-prediction", db.url());
-        let app = mirai_prediction::startup::build(&config).await.expect("starts on a migrated database");
+        let app = mirai_prediction::startup::build(&config)
+            .await
+            .expect("starts on a migrated database");
         app.pool.close().await;
     }
 }
@@ -24,5 +26,6 @@ async fn migrations_apply_twice_and_the_service_starts() {
 #[tokio::test]
 async fn sigterm_drains_and_exits() {
     let db = TestDatabase::create("prediction").await;
-    conformance::sigterm_drains_and_exits(BINARY, &[("DATABASE_URL", db.url().to_owned())], true).await;
+    conformance::sigterm_drains_and_exits(BINARY, &[("DATABASE_URL", db.url().to_owned())], true)
+        .await;
 }
