@@ -36,6 +36,8 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
         Some(200)
     );
 
+    // dev-up polls readiness itself every 100 ms before printing the URL; give it that moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stack.signal(Signal::SIGINT);
     let (status, stdout, stderr) =
         tokio::task::spawn_blocking(move || stack.wait_timeout(Duration::from_secs(90)))
