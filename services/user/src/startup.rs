@@ -11,5 +11,7 @@ pub static MIGRATIONS: Migrator = Migrator::DEFAULT;
 
 /// Prepares the database and listeners and registers the service's gRPC services.
 pub async fn build(config: &Config) -> Result<ServiceApp, StartupError> {
-    ServiceApp::prepare(config, &MIGRATIONS).await
+    let mut app = ServiceApp::prepare(config, &MIGRATIONS).await?;
+    app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
+    Ok(app)
 }
