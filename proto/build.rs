@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("mirai_descriptor.bin"))
-        .compile_with_config(config, &protos, &[root.clone()])?;
+        .compile_with_config(config, &protos, std::slice::from_ref(&root))?;
     println!("cargo:rerun-if-changed=mirai");
     Ok(())
 }
