@@ -11,6 +11,7 @@
 //! - [`app`]: [`app::ServiceApp`], the database + listeners skeleton each service builds on.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`db`]: the PostgreSQL pool, migrations (platform + service), unique-violation mapping.
+//! - [`events`]: Pub/Sub clients, topology, typed CloudEvents, the outbox relay and consumers.
 //! - [`error`]: conventions for turning errors into `tonic::Status`.
 //! - [`shutdown`]: OS signals to a cancellation token.
 //! - [`bootstrap`]: the `main` of every binary: config → telemetry → app → exit code.
@@ -22,6 +23,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
