@@ -13,7 +13,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::future::BoxFuture;
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 use google_cloud_pubsub::client::Subscriber;
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler as AckHandler;
@@ -113,7 +114,9 @@ impl ConsumerMetrics {
             handler_seconds: metrics.register(
                 "consumer_handler_seconds",
                 "Handler time including its transaction, by subscription.",
-                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+                Family::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+                }),
             ),
         }
     }
@@ -201,6 +204,9 @@ impl Consumer {
                 .build();
             streams.spawn(async move {
                 let mut in_flight = tokio::task::JoinSet::new();
+                // Messages of one ordering key are handled one after another, in arrival order:
+                // each waits for the previous one of its key.
+                let mut tails: HashMap<String, Shared<BoxFuture<'static, ()>>> = HashMap::new();
                 loop {
                     let permit = tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -213,10 +219,22 @@ impl Consumer {
                     match next {
                         Some(Ok((message, ack))) => {
                             let shared = shared.clone();
-                            in_flight.spawn(async move {
+                            let key = message.ordering_key.clone();
+                            let previous = if key.is_empty() { None } else { tails.remove(&key) };
+                            let task = async move {
+                                if let Some(previous) = previous {
+                                    previous.await;
+                                }
                                 shared.process(message, ack).await;
                                 drop(permit);
-                            });
+                            }
+                            .boxed()
+                            .shared();
+                            if !key.is_empty() {
+                                tails.insert(key, task.clone());
+                            }
+                            in_flight.spawn(task);
+                            tails.retain(|_, tail| tail.peek().is_none());
                         }
                         Some(Err(error)) => {
                             tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %shared.subscription);
@@ -292,7 +310,12 @@ impl Consumer {
     }
 
     /// Ok(true) applied, Ok(false) duplicate, Err(outcome) failed (rolled back).
-    async fn apply(&self, handler: &dyn Erased, envelope: &Envelope, data: &[u8]) -> Result<bool, &'static str> {
+    async fn apply(
+        &self,
+        handler: &dyn Erased,
+        envelope: &Envelope,
+        data: &[u8],
+    ) -> Result<bool, &'static str> {
         let result: Result<bool, DispatchError> = async {
             let mut tx = self.pool.begin().await.map_err(|e| DispatchError::Handler(e.into()))?;
             let inserted = sqlx::query(
@@ -319,7 +342,10 @@ impl Consumer {
                 Err("decode_failed")
             }
             Err(DispatchError::Handler(error)) => {
-                tracing::warn!(message = "Handler failed; nacking for redelivery.", error = format!("{error:#}"));
+                tracing::warn!(
+                    message = "Handler failed; nacking for redelivery.",
+                    error = format!("{error:#}")
+                );
                 Err("handler_failed")
             }
         }

@@ -139,7 +139,8 @@ impl Envelope {
             (attr::SOURCE.to_owned(), self.source.clone()),
             (
                 attr::TIME.to_owned(),
-                self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                self.time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ),
             (attr::SUBJECT.to_owned(), self.subject.clone()),
             (attr::CONTENT_TYPE.to_owned(), PROTOBUF.to_owned()),
@@ -177,7 +178,9 @@ impl Envelope {
 
     /// The OpenTelemetry context of the publisher, to continue its trace.
     pub fn parent_context(&self) -> opentelemetry::Context {
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&MapExtractor(&self.trace_context)))
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&MapExtractor(&self.trace_context))
+        })
     }
 }
 
@@ -217,15 +220,25 @@ mod tests {
         let parsed = Envelope::from_attributes(&attributes).unwrap();
         assert_eq!(parsed.id, envelope.id);
         assert_eq!(parsed.correlation_id.as_deref(), Some("saga-1"));
-        assert_eq!(parsed.time.timestamp_micros(), envelope.time.timestamp_micros());
+        assert_eq!(
+            parsed.time.timestamp_micros(),
+            envelope.time.timestamp_micros()
+        );
     }
 
     #[test]
     fn malformed_envelopes_are_named() {
         let mut attributes = Envelope::new("x", &ev::UserDeleted::default(), None).to_attributes();
         attributes.insert("ce-id".into(), "not-a-uuid".into());
-        assert_eq!(Envelope::from_attributes(&attributes), Err(EnvelopeError::Malformed("ce-id")));
+        assert_eq!(
+            Envelope::from_attributes(&attributes),
+            Err(EnvelopeError::Malformed("ce-id"))
+        );
         attributes.remove("ce-type");
-        assert_eq!(Envelope::from_attributes(&attributes), Err(EnvelopeError::Missing("ce-type")));
+        attributes.insert("ce-id".into(), uuid::Uuid::now_v7().to_string());
+        assert_eq!(
+            Envelope::from_attributes(&attributes),
+            Err(EnvelopeError::Missing("ce-type"))
+        );
     }
 }

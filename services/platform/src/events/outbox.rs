@@ -123,13 +123,21 @@ pub struct RelayMetrics {
 impl RelayMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         Self {
-            pending: metrics.register("outbox_pending", "Outbox rows not yet published.", Gauge::default()),
+            pending: metrics.register(
+                "outbox_pending",
+                "Outbox rows not yet published.",
+                Gauge::default(),
+            ),
             oldest_age: metrics.register(
                 "outbox_oldest_pending_age_seconds",
                 "Age of the oldest unpublished outbox row.",
                 Gauge::default(),
             ),
-            published: metrics.register("outbox_published", "Events published, by topic.", Family::default()),
+            published: metrics.register(
+                "outbox_published",
+                "Events published, by topic.",
+                Family::default(),
+            ),
             failures: metrics.register(
                 "outbox_publish_failures",
                 "Failed publish attempts, by topic.",
@@ -138,7 +146,9 @@ impl RelayMetrics {
             publish_seconds: metrics.register(
                 "outbox_publish_seconds",
                 "Time from handing a batch to Pub/Sub until it is acknowledged, by topic.",
-                Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 14))),
+                Family::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+                }),
             ),
         }
     }
@@ -164,7 +174,13 @@ struct Row {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, config: PubSubConfig, base: BasePublisher, settings: RelaySettings, metrics: RelayMetrics) -> Self {
+    pub fn new(
+        pool: PgPool,
+        config: PubSubConfig,
+        base: BasePublisher,
+        settings: RelaySettings,
+        metrics: RelayMetrics,
+    ) -> Self {
         Self {
             pool,
             config,
@@ -289,16 +305,22 @@ impl Relay {
         let mut published = Vec::new();
         let mut stopped_keys: HashMap<&str, ()> = HashMap::new();
         for (row, result) in rows.iter().zip(results) {
-            let labels = TopicLabels { topic: row.topic.clone() };
+            let labels = TopicLabels {
+                topic: row.topic.clone(),
+            };
             // Within an ordered key, nothing after a failure may be marked published.
-            if !row.ordering_key.is_empty() && stopped_keys.contains_key(row.ordering_key.as_str()) {
+            if !row.ordering_key.is_empty() && stopped_keys.contains_key(row.ordering_key.as_str())
+            {
                 continue;
             }
             match result {
                 Ok(_) => {
                     published.push(row.id);
                     self.metrics.published.get_or_create(&labels).inc();
-                    self.metrics.publish_seconds.get_or_create(&labels).observe(elapsed);
+                    self.metrics
+                        .publish_seconds
+                        .get_or_create(&labels)
+                        .observe(elapsed);
                 }
                 Err(error) => {
                     self.metrics.failures.get_or_create(&labels).inc();
@@ -322,15 +344,18 @@ impl Relay {
                     .await?;
                     if !row.ordering_key.is_empty() {
                         stopped_keys.insert(row.ordering_key.as_str(), ());
-                        self.publisher(&row.topic).resume_publish(row.ordering_key.clone());
+                        self.publisher(&row.topic)
+                            .resume_publish(row.ordering_key.clone());
                     }
                 }
             }
         }
-        sqlx::query("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+        )
+        .bind(&published)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(published.len())
     }
@@ -349,10 +374,12 @@ impl Relay {
     }
 
     async fn prune(&self) {
-        let result = sqlx::query("DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)")
-            .bind(self.settings.retention.as_secs_f64())
-            .execute(&self.pool)
-            .await;
+        let result = sqlx::query(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+        )
+        .bind(self.settings.retention.as_secs_f64())
+        .execute(&self.pool)
+        .await;
         if let Err(error) = result {
             tracing::warn!(message = "Outbox prune failed.", %error);
         }

@@ -37,11 +37,16 @@ impl PubSubConfig {
 
     /// `projects/<project>/subscriptions/<prefix><name>`.
     pub fn subscription_path(&self, name: &str) -> String {
-        format!("projects/{}/subscriptions/{}{}", self.project, self.prefix, name)
+        format!(
+            "projects/{}/subscriptions/{}{}",
+            self.project, self.prefix, name
+        )
     }
 
     fn endpoint(&self) -> Option<String> {
-        self.emulator_host.as_ref().map(|host| format!("http://{host}"))
+        self.emulator_host
+            .as_ref()
+            .map(|host| format!("http://{host}"))
     }
 }
 
@@ -54,9 +59,9 @@ macro_rules! configure {
     ($builder:expr, $config:expr) => {{
         let builder = $builder;
         match $config.endpoint() {
-            Some(endpoint) => builder
-                .with_endpoint(endpoint)
-                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build()),
+            Some(endpoint) => builder.with_endpoint(endpoint).with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            ),
             None => builder,
         }
     }};

@@ -20,7 +20,14 @@ pub mod topics {
     /// The public topic: JSON CloudEvents for other systems.
     pub const PRICE_ALERTS: &str = "price-alerts";
 
-    pub const ALL: &[&str] = &[USER, STOCK, PREDICTION, ANALYTICS, NOTIFICATION, PRICE_ALERTS];
+    pub const ALL: &[&str] = &[
+        USER,
+        STOCK,
+        PREDICTION,
+        ANALYTICS,
+        NOTIFICATION,
+        PRICE_ALERTS,
+    ];
 }
 
 /// A consuming service's subscription to a topic.
@@ -33,21 +40,66 @@ pub struct SubscriptionSpec {
 
 /// Every subscription of the platform.
 pub const SUBSCRIPTIONS: &[SubscriptionSpec] = &[
-    SubscriptionSpec { name: "notification.stock-events", topic: topics::STOCK },
-    SubscriptionSpec { name: "analytics.stock-events", topic: topics::STOCK },
-    SubscriptionSpec { name: "prediction.stock-events", topic: topics::STOCK },
-    SubscriptionSpec { name: "stock-data.notification-events", topic: topics::NOTIFICATION },
-    SubscriptionSpec { name: "notification.prediction-events", topic: topics::PREDICTION },
-    SubscriptionSpec { name: "analytics.prediction-events", topic: topics::PREDICTION },
-    SubscriptionSpec { name: "notification.user-events", topic: topics::USER },
-    SubscriptionSpec { name: "stock-data.user-events", topic: topics::USER },
-    SubscriptionSpec { name: "prediction.user-events", topic: topics::USER },
-    SubscriptionSpec { name: "analytics.user-events", topic: topics::USER },
-    SubscriptionSpec { name: "user.notification-events", topic: topics::NOTIFICATION },
-    SubscriptionSpec { name: "user.stock-events", topic: topics::STOCK },
-    SubscriptionSpec { name: "user.prediction-events", topic: topics::PREDICTION },
-    SubscriptionSpec { name: "user.analytics-events", topic: topics::ANALYTICS },
-    SubscriptionSpec { name: "notification.analytics-events", topic: topics::ANALYTICS },
+    SubscriptionSpec {
+        name: "notification.stock-events",
+        topic: topics::STOCK,
+    },
+    SubscriptionSpec {
+        name: "analytics.stock-events",
+        topic: topics::STOCK,
+    },
+    SubscriptionSpec {
+        name: "prediction.stock-events",
+        topic: topics::STOCK,
+    },
+    SubscriptionSpec {
+        name: "stock-data.notification-events",
+        topic: topics::NOTIFICATION,
+    },
+    SubscriptionSpec {
+        name: "notification.prediction-events",
+        topic: topics::PREDICTION,
+    },
+    SubscriptionSpec {
+        name: "analytics.prediction-events",
+        topic: topics::PREDICTION,
+    },
+    SubscriptionSpec {
+        name: "notification.user-events",
+        topic: topics::USER,
+    },
+    SubscriptionSpec {
+        name: "stock-data.user-events",
+        topic: topics::USER,
+    },
+    SubscriptionSpec {
+        name: "prediction.user-events",
+        topic: topics::USER,
+    },
+    SubscriptionSpec {
+        name: "analytics.user-events",
+        topic: topics::USER,
+    },
+    SubscriptionSpec {
+        name: "user.notification-events",
+        topic: topics::NOTIFICATION,
+    },
+    SubscriptionSpec {
+        name: "user.stock-events",
+        topic: topics::STOCK,
+    },
+    SubscriptionSpec {
+        name: "user.prediction-events",
+        topic: topics::PREDICTION,
+    },
+    SubscriptionSpec {
+        name: "user.analytics-events",
+        topic: topics::ANALYTICS,
+    },
+    SubscriptionSpec {
+        name: "notification.analytics-events",
+        topic: topics::ANALYTICS,
+    },
 ];
 
 /// Delivery settings shared by every subscription.
@@ -113,10 +165,18 @@ pub async fn provision(
     let create_topic = |name: String| {
         let topic_admin = topic_admin.clone();
         async move {
-            match topic_admin.create_topic().set_name(name.clone()).send().await {
+            match topic_admin
+                .create_topic()
+                .set_name(name.clone())
+                .send()
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(error) if already_exists(&error) => Ok(()),
-                Err(error) => Err(ProvisionError::Create { name, error: error.to_string() }),
+                Err(error) => Err(ProvisionError::Create {
+                    name,
+                    error: error.to_string(),
+                }),
             }
         }
     };
@@ -132,7 +192,10 @@ pub async fn provision(
             {
                 Ok(_) => Ok(()),
                 Err(error) if already_exists(&error) => Ok(()),
-                Err(error) => Err(ProvisionError::Create { name, error: error.to_string() }),
+                Err(error) => Err(ProvisionError::Create {
+                    name,
+                    error: error.to_string(),
+                }),
             }
         }
     };

@@ -1,5 +1,6 @@
 //! Integration tests of the platform runtime against real PostgreSQL and real sockets.
 
 mod db;
+mod events;
 mod helpers;
 mod server;
