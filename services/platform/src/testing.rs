@@ -346,3 +346,46 @@ pub mod conformance {
         stdout
     }
 }
+
+/// The integration tests every gRPC service binary must pass, as one macro so the five
+/// services share a single definition:
+/// `mirai_platform::service_conformance_tests!("mirai-user", mirai_user, "user");`
+#[macro_export]
+macro_rules! service_conformance_tests {
+    ($binary:literal, $krate:ident, $db_prefix:literal) => {
+        const BINARY: &str = env!(concat!("CARGO_BIN_EXE_", $binary));
+
+        #[test]
+        fn config_errors_name_the_variable() {
+            let env = [("DATABASE_URL", "postgres://127.0.0.1/unused".to_owned())];
+            $crate::testing::conformance::config_errors_name_the_variable(
+                BINARY,
+                &env,
+                "DATABASE_URL",
+            );
+        }
+
+        #[tokio::test]
+        async fn migrations_apply_twice_and_the_service_starts() {
+            let db = $crate::testing::TestDatabase::create($db_prefix).await;
+            for _ in 0..2 {
+                let config = $crate::config::ServiceConfig::for_tests($binary, db.url());
+                let app = $krate::startup::build(&config)
+                    .await
+                    .expect("starts on a migrated database");
+                app.pool.close().await;
+            }
+        }
+
+        #[tokio::test]
+        async fn sigterm_drains_and_exits() {
+            let db = $crate::testing::TestDatabase::create($db_prefix).await;
+            $crate::testing::conformance::sigterm_drains_and_exits(
+                BINARY,
+                &[("DATABASE_URL", db.url().to_owned())],
+                true,
+            )
+            .await;
+        }
+    };
+}
