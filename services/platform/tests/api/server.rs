@@ -121,3 +121,62 @@ async fn a_client_trace_id_appears_in_the_server_span_and_metrics_count_calls() 
     stop.cancel();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn outgoing_calls_carry_the_callers_trace_and_deadline() {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let exporter = InMemorySpanExporter::default();
+    let _guard = mirai_platform::telemetry::init_with_exporter(
+        &TelemetryConfig {
+            service_name: "client-test".into(),
+            log_filter: "info".into(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+        },
+        exporter.clone(),
+    )
+    .unwrap();
+    let (app, _db) = slow_app(Duration::from_millis(10)).await;
+    let grpc = app.grpc_addr();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+
+    let channel =
+        mirai_platform::grpc::client::traced(&format!("http://{grpc}"), Duration::from_secs(2))
+            .unwrap();
+    let span = tracing::info_span!("caller");
+    let caller_trace = {
+        use opentelemetry::trace::TraceContextExt as _;
+        span.context().span().span_context().trace_id()
+    };
+    let seen_ms = async {
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.unwrap();
+        client
+            .unary(
+                tonic::Request::new(()),
+                http::uri::PathAndQuery::from_static(crate::helpers::SLEEP_PATH),
+                tonic_prost::ProstCodec::<(), u64>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner()
+    }
+    .instrument(span)
+    .await;
+    assert!(
+        (1000..=2000).contains(&seen_ms),
+        "the default client timeout reached the server: {seen_ms} ms"
+    );
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let server_span = spans
+        .iter()
+        .find(|s| s.name == "test.Slow/Sleep")
+        .expect("server span");
+    assert_eq!(server_span.span_context.trace_id(), caller_trace);
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
