@@ -6,7 +6,7 @@
 //!   platform's graceful-shutdown sequence.
 //! - `upstream`: gRPC channels to the five services (trace context and deadlines propagate)
 //!   and their health, which drives `/readyz`.
-//! - `routes`: the axum router of the public API.
+//! - `routes`: the axum router of the public API; one module per resource (`symbols`).
 //! - `observability`: per-request server span (continuing an incoming `traceparent`) and HTTP
 //!   RED metrics.
 //! - `problem`: RFC 9457 problem+json error bodies.
@@ -16,4 +16,5 @@ pub mod observability;
 pub mod problem;
 pub mod routes;
 pub mod startup;
+pub mod symbols;
 pub mod upstream;

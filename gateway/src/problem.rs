@@ -58,3 +58,98 @@ impl IntoResponse for Problem {
             .into_response()
     }
 }
+
+impl From<tonic::Status> for Problem {
+    /// An upstream's answer, as the HTTP problem a client can act on. The message of an
+    /// expected error (validation, not found, conflict) is meant for the caller and becomes the
+    /// detail; unexpected ones keep the upstream's generic message (which names the trace).
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        let (http, slug, title) = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => (
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+            ),
+            Code::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not Found"),
+            Code::AlreadyExists => (StatusCode::CONFLICT, "already-exists", "Already exists"),
+            Code::FailedPrecondition | Code::Aborted => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict with the current state",
+            ),
+            Code::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Code::ResourceExhausted => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            Code::Unimplemented => (
+                StatusCode::NOT_IMPLEMENTED,
+                "not-implemented",
+                "Not implemented yet",
+            ),
+            Code::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service temporarily unavailable",
+            ),
+            Code::DeadlineExceeded | Code::Cancelled => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "The request took too long",
+            ),
+            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        };
+        Problem::new(http, slug, title).detail(status.message())
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for Problem {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Problem::new(rejection.status(), "invalid-body", "Invalid request body")
+            .detail(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for Problem {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query string",
+        )
+        .detail(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for Problem {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        Problem::new(rejection.status(), "invalid-path", "Invalid path parameter")
+            .detail(rejection.body_text())
+    }
+}
+
+/// `axum::Json` whose rejection is a problem+json body.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(Problem))]
+pub struct Json<T>(pub T);
+
+/// `axum::extract::Query` whose rejection is a problem+json body.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Problem))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path` whose rejection is a problem+json body.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Problem))]
+pub struct Path<T>(pub T);

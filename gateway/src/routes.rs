@@ -18,6 +18,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .merge(crate::symbols::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use mirai_platform::app::ServiceApp;
 use mirai_platform::config::ServiceConfig;
+use mirai_platform::events::pubsub::PubSubConfig;
 use mirai_platform::testing::TestDatabase;
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +43,14 @@ async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> Running
     }
 }
 
-/// All five services, in ARCHITECTURE.md order.
+/// All five services, in ARCHITECTURE.md order, sharing one set of topics on the emulator.
 pub struct Platform {
     pub services: Vec<RunningService>,
 }
 
 impl Platform {
     pub async fn start() -> Self {
+        let pubsub = PubSubConfig::for_tests();
         let mut services = Vec::new();
         macro_rules! service {
             ($name:literal, $krate:ident) => {{
@@ -59,7 +61,8 @@ impl Platform {
                         .as_str(),
                 )
                 .await;
-                let config = ServiceConfig::for_tests($name, db.url());
+                let mut config = ServiceConfig::for_tests($name, db.url());
+                config.pubsub = pubsub.clone();
                 let app = $krate::startup::build(&config)
                     .await
                     .expect(concat!($name, " builds"));
@@ -72,6 +75,15 @@ impl Platform {
         service!("mirai-analytics", mirai_analytics);
         service!("mirai-notification", mirai_notification);
         Self { services }
+    }
+
+    /// A gateway configuration in front of these services, listening on free ports.
+    pub fn gateway_config(&self) -> mirai_gateway::config::Config {
+        let mut env = self.upstream_env();
+        env.push(("MIRAI_HTTP_ADDR", "127.0.0.1:0".to_owned()));
+        env.push(("MIRAI_ADMIN_ADDR", "127.0.0.1:0".to_owned()));
+        mirai_gateway::config::Config::from_env(&mirai_platform::config::Env::from_pairs(env))
+            .expect("valid config")
     }
 
     /// The gateway's upstream URL variables pointing at these services.

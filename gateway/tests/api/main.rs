@@ -3,3 +3,4 @@
 mod helpers;
 mod local_stack;
 mod readiness;
+mod symbols;

@@ -1,21 +1,12 @@
 use std::time::Duration;
 
-use mirai_gateway::config::Config;
 use mirai_gateway::startup::Application;
-use mirai_platform::config::Env;
 use mirai_platform::testing::{ChildProcess, conformance, http_status, wait_for_status};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::Platform;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mirai-gateway");
-
-fn gateway_config(platform: &Platform) -> Config {
-    let mut env = platform.upstream_env();
-    env.push(("MIRAI_HTTP_ADDR", "127.0.0.1:0".to_owned()));
-    env.push(("MIRAI_ADMIN_ADDR", "127.0.0.1:0".to_owned()));
-    Config::from_env(&Env::from_pairs(env)).expect("valid config")
-}
 
 #[test]
 fn malformed_config_names_the_variable() {
@@ -35,7 +26,7 @@ fn malformed_config_names_the_variable() {
 #[tokio::test]
 async fn readyz_is_green_only_when_every_upstream_serves() {
     let mut platform = Platform::start().await;
-    let app = Application::build(gateway_config(&platform)).await.unwrap();
+    let app = Application::build(platform.gateway_config()).await.unwrap();
     let (http, admin) = (app.http_addr(), app.admin_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));

@@ -1,17 +1,22 @@
 //! Assembly of `mirai-notification`.
 
 use mirai_platform::app::{ServiceApp, StartupError};
+use mirai_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use sqlx::migrate::Migrator;
 
+use crate::api::Api;
 use crate::config::Config;
 
-/// The service's own schema; it owns no tables yet (the platform's outbox and inbox tables
-/// are applied by [`ServiceApp::prepare`]).
-pub static MIGRATIONS: Migrator = Migrator::DEFAULT;
+/// The service's own schema (versions from 1000; the platform's outbox and inbox tables are
+/// applied by [`ServiceApp::prepare`]).
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// Prepares the database and listeners and registers the service's gRPC services.
+/// Prepares the database and listeners, registers the gRPC services and the event consumers.
 pub async fn build(config: &Config) -> Result<ServiceApp, StartupError> {
     let mut app = ServiceApp::prepare(config, &MIGRATIONS).await?;
+    app.server
+        .add_service(NotificationServiceServer::new(Api::new(app.pool.clone())));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
+    crate::symbols::consume(&mut app);
     Ok(app)
 }

@@ -1,17 +1,24 @@
 //! The skeleton every gRPC service is assembled on.
 //!
-//! [`ServiceApp::prepare`] connects to the service's database, applies migrations, binds the
-//! gRPC and admin listeners and registers the database readiness check. The service then adds
-//! its tonic services to [`ServiceApp::server`] and calls [`ServiceApp::run_until_stopped`].
+//! [`ServiceApp::prepare`] connects to the service's database, applies migrations, provisions
+//! Pub/Sub when configured, binds the gRPC and admin listeners and registers the database
+//! readiness check. The service then adds its tonic services to [`ServiceApp::server`], its
+//! event handlers with [`ServiceApp::consume`], and calls [`ServiceApp::run_until_stopped`],
+//! which also runs the outbox relay.
 
 use std::net::SocketAddr;
 
+use google_cloud_pubsub::client::{BasePublisher, Subscriber};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::db::{self, MigrationError};
+use crate::events::consumer::{Consumer, ConsumerMetrics, ConsumerSettings};
+use crate::events::outbox::{Relay, RelayMetrics, RelaySettings};
+use crate::events::pubsub::{self, ClientError, PubSubConfig};
+use crate::events::topology::{self, DeliveryPolicy, ProvisionError};
 use crate::grpc::{GrpcServer, ServeError};
 use crate::telemetry::Metrics;
 
@@ -24,6 +31,12 @@ pub enum StartupError {
     /// A migration failed; the service does not start on a schema it does not understand.
     #[error("database migration: {0}")]
     Migration(#[from] MigrationError),
+    /// The Pub/Sub clients could not be built.
+    #[error(transparent)]
+    PubSub(#[from] ClientError),
+    /// Topics or subscriptions could not be created.
+    #[error("Pub/Sub provisioning: {0}")]
+    Provision(#[from] ProvisionError),
     /// A listener could not be bound.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -34,6 +47,12 @@ pub struct ServiceApp {
     pub server: GrpcServer,
     pub pool: PgPool,
     pub metrics: Metrics,
+    pub pubsub: PubSubConfig,
+    consumer_name: &'static str,
+    publisher: BasePublisher,
+    subscriber: Subscriber,
+    consumer_metrics: ConsumerMetrics,
+    consumers: Vec<Consumer>,
 }
 
 impl ServiceApp {
@@ -43,6 +62,17 @@ impl ServiceApp {
     ) -> Result<Self, StartupError> {
         let pool = db::connect(&config.database).await?;
         db::migrate(&pool, migrations).await?;
+        let consumer_name = config.consumer_name();
+        if config.pubsub.provision {
+            topology::provision(
+                &config.pubsub,
+                &topology::subscriptions_of(consumer_name),
+                DeliveryPolicy::default(),
+            )
+            .await?;
+        }
+        let publisher = pubsub::publisher(&config.pubsub).await?;
+        let subscriber = pubsub::subscriber(&config.pubsub).await?;
         let metrics = Metrics::new();
         let server = GrpcServer::bind(config, metrics.clone()).await?;
         server
@@ -51,7 +81,13 @@ impl ServiceApp {
         Ok(Self {
             server,
             pool,
+            consumer_metrics: ConsumerMetrics::register(&metrics),
             metrics,
+            pubsub: config.pubsub.clone(),
+            consumer_name,
+            publisher,
+            subscriber,
+            consumers: Vec::new(),
         })
     }
 
@@ -63,9 +99,53 @@ impl ServiceApp {
         self.server.admin_addr()
     }
 
-    /// Serves until `shutdown` fires, then drains (see [`GrpcServer::serve`]) and closes the pool.
+    /// A consumer of this service's subscription to `topic` (see [`topology::topics`]); register
+    /// its handlers with [`Consumer::on`] and hand it to [`ServiceApp::consume`].
+    pub fn consumer(&self, topic: &str) -> Consumer {
+        let subscription = format!("{}.{topic}", self.consumer_name);
+        debug_assert!(
+            topology::subscriptions_of(self.consumer_name)
+                .iter()
+                .any(|spec| spec.name == subscription),
+            "{subscription} is not in topology::SUBSCRIPTIONS"
+        );
+        Consumer::new(
+            self.pool.clone(),
+            &self.pubsub,
+            &subscription,
+            ConsumerSettings::default(),
+            self.consumer_metrics.clone(),
+        )
+    }
+
+    /// Runs `consumer` alongside the server.
+    pub fn consume(&mut self, consumer: Consumer) {
+        self.consumers.push(consumer);
+    }
+
+    /// Serves until `shutdown` fires. Then the server drains (see [`GrpcServer::serve`]) while
+    /// the consumers stop pulling and finish their in-flight handlers; the relay publishes what
+    /// is committed until both are done, and the pool closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(
+            Relay::new(
+                self.pool.clone(),
+                self.pubsub.clone(),
+                self.publisher,
+                RelaySettings::default(),
+                RelayMetrics::register(&self.metrics),
+            )
+            .run(relay_stop.clone()),
+        );
+        let mut consumers = tokio::task::JoinSet::new();
+        for consumer in self.consumers {
+            consumers.spawn(consumer.run(self.subscriber.clone(), shutdown.clone()));
+        }
         let result = self.server.serve(shutdown).await;
+        while consumers.join_next().await.is_some() {}
+        relay_stop.cancel();
+        let _ = relay.await;
         self.pool.close().await;
         result
     }

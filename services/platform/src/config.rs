@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::events::pubsub::PubSubConfig;
+
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -253,6 +255,7 @@ pub struct ServiceConfig {
     pub database: DatabaseConfig,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
+    pub pubsub: PubSubConfig,
 }
 
 impl ServiceConfig {
@@ -264,11 +267,12 @@ impl ServiceConfig {
             database: DatabaseConfig::from_env(env)?,
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, defaults.name)?,
+            pubsub: PubSubConfig::from_env(env)?,
         })
     }
 
-    /// A config for tests: loopback port 0 for both listeners, the given database, and
-    /// short shutdown timings.
+    /// A config for tests: loopback port 0 for both listeners, the given database, short
+    /// shutdown timings, and the test emulator with a fresh name prefix.
     pub fn for_tests(name: &'static str, database_url: impl Into<String>) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
@@ -286,7 +290,13 @@ impl ServiceConfig {
                 log_format: LogFormat::Pretty,
                 otlp_endpoint: None,
             },
+            pubsub: PubSubConfig::for_tests(),
         }
+    }
+
+    /// The consumer name in subscription names: the binary name without `mirai-`.
+    pub fn consumer_name(&self) -> &'static str {
+        self.name.strip_prefix("mirai-").unwrap_or(self.name)
     }
 }
 
@@ -352,6 +362,7 @@ mod tests {
     fn defaults_apply_and_empty_counts_as_unset() {
         let env = Env::from_pairs([
             ("DATABASE_URL", "postgres://localhost/db"),
+            ("GOOGLE_CLOUD_PROJECT", "p"),
             ("MIRAI_ADMIN_ADDR", " "),
             ("MIRAI_LOG_FORMAT", "pretty"),
         ]);
@@ -361,5 +372,10 @@ mod tests {
         assert_eq!(cfg.telemetry.log_format, LogFormat::Pretty);
         assert_eq!(cfg.shutdown.grace, Duration::from_secs(20));
         assert_eq!(cfg.database.max_connections, 10);
+        assert!(
+            !cfg.pubsub.provision,
+            "provisioning is off on Google Cloud by default"
+        );
+        assert_eq!(cfg.consumer_name(), "test");
     }
 }

@@ -13,6 +13,7 @@
 //! - [`db`]: the PostgreSQL pool, migrations (platform + service), unique-violation mapping.
 //! - [`events`]: Pub/Sub clients, topology, typed CloudEvents, the outbox relay and consumers.
 //! - [`error`]: conventions for turning errors into `tonic::Status`.
+//! - [`wire`]: timestamps and page tokens on the wire.
 //! - [`shutdown`]: OS signals to a cancellation token.
 //! - [`bootstrap`]: the `main` of every binary: config → telemetry → app → exit code.
 //! - `testing` (feature `testing`): fresh databases and process helpers for integration tests.
@@ -29,6 +30,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wire;
 
 pub use tokio_util::sync::CancellationToken;
 

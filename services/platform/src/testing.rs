@@ -347,6 +347,18 @@ pub mod conformance {
     }
 }
 
+/// The variables that point a service binary at `config`'s emulator and prefix.
+pub fn pubsub_env(config: &crate::events::pubsub::PubSubConfig) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "PUBSUB_EMULATOR_HOST",
+            config.emulator_host.clone().unwrap_or_default(),
+        ),
+        ("GOOGLE_CLOUD_PROJECT", config.project.clone()),
+        ("MIRAI_PUBSUB_PREFIX", config.prefix.clone()),
+    ]
+}
+
 /// The integration tests every gRPC service binary must pass, as one macro so the five
 /// services share a single definition:
 /// `mirai_platform::service_conformance_tests!("mirai-user", mirai_user, "user");`
@@ -380,12 +392,10 @@ macro_rules! service_conformance_tests {
         #[tokio::test]
         async fn sigterm_drains_and_exits() {
             let db = $crate::testing::TestDatabase::create($db_prefix).await;
-            $crate::testing::conformance::sigterm_drains_and_exits(
-                BINARY,
-                &[("DATABASE_URL", db.url().to_owned())],
-                true,
-            )
-            .await;
+            let mut env =
+                $crate::testing::pubsub_env(&$crate::events::pubsub::PubSubConfig::for_tests());
+            env.push(("DATABASE_URL", db.url().to_owned()));
+            $crate::testing::conformance::sigterm_drains_and_exits(BINARY, &env, true).await;
         }
     };
 }

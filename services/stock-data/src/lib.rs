@@ -3,7 +3,13 @@
 //! # Layout
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
+//! - `api`: the gRPC API; `symbols`: symbol values, validation and storage.
 //! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
 
+pub mod api;
 pub mod config;
 pub mod startup;
+pub mod symbols;
+
+/// `ce-source` of the events this service publishes.
+pub const SERVICE: &str = "stock-data";

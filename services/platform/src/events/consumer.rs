@@ -43,6 +43,27 @@ pub trait Handler<E: Event>: Send + Sync + 'static {
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
+/// Plain functions are handlers:
+/// `fn on_listed<'a>(tx: &'a mut PgConnection, envelope: &'a Envelope, event: SymbolListed)
+/// -> BoxFuture<'a, anyhow::Result<()>>`.
+impl<E, F> Handler<E> for F
+where
+    E: Event,
+    F: for<'a> Fn(&'a mut PgConnection, &'a Envelope, E) -> BoxFuture<'a, anyhow::Result<()>>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        envelope: &'a Envelope,
+        event: E,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        self(tx, envelope, event)
+    }
+}
+
 enum DispatchError {
     Decode(prost::DecodeError),
     Handler(anyhow::Error),

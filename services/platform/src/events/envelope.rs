@@ -37,6 +37,7 @@ macro_rules! events {
 events! {
     UserRegistered => "mirai.user.registered.v1", topics::USER, |e| e.user_id;
     UserRoleChanged => "mirai.user.role.changed.v1", topics::USER, |e| e.user_id;
+    UserWatchlistChanged => "mirai.user.watchlist.changed.v1", topics::USER, |e| e.user_id;
     UserDeletionRequested => "mirai.user.deletion.requested.v1", topics::USER, |e| e.user_id;
     UserDeleted => "mirai.user.deleted.v1", topics::USER, |e| e.user_id;
     SymbolListed => "mirai.symbol.listed.v1", topics::STOCK, |e| e.symbol;
@@ -44,7 +45,7 @@ events! {
     SymbolDelisted => "mirai.symbol.delisted.v1", topics::STOCK, |e| e.symbol;
     BarClosed => "mirai.stock.bar.closed.v1", topics::STOCK, |e| e.bar.as_ref().map(|b| b.symbol.as_str()).unwrap_or_default();
     PriceUpdated => "mirai.stock.price.updated.v1", topics::STOCK, |e| e.symbol;
-    DataQualityIssue => "mirai.stock.data.quality.issue.v1", topics::STOCK, |e| e.symbol;
+    DataQualityIssue => "mirai.data.quality.issue.v1", topics::STOCK, |e| e.symbol;
     SymbolTrackingConfirmed => "mirai.symbol.tracking.confirmed.v1", topics::STOCK, |e| e.symbol;
     SymbolTrackingRejected => "mirai.symbol.tracking.rejected.v1", topics::STOCK, |e| e.symbol;
     AlertRequested => "mirai.alert.requested.v1", topics::NOTIFICATION, |e| e.symbol;
@@ -53,9 +54,9 @@ events! {
     AlertRejected => "mirai.alert.rejected.v1", topics::NOTIFICATION, |e| e.user_id;
     AlertTriggered => "mirai.alert.triggered.v1", topics::NOTIFICATION, |e| e.user_id;
     PredictionGenerated => "mirai.prediction.generated.v1", topics::PREDICTION, |e| e.symbol;
-    ModelPerformanceUpdated => "mirai.model.performance.updated.v1", topics::PREDICTION, |e| e.model_version;
-    ModelDegraded => "mirai.model.degraded.v1", topics::PREDICTION, |e| e.model_version;
-    ModelPromoted => "mirai.model.promoted.v1", topics::PREDICTION, |e| e.model_version;
+    ModelPerformanceUpdated => "mirai.model.performance.updated.v1", topics::PREDICTION, |e| e.model_name;
+    ModelDegraded => "mirai.model.degraded.v1", topics::PREDICTION, |e| e.model_name;
+    ModelPromoted => "mirai.model.promoted.v1", topics::PREDICTION, |e| e.model_name;
     ReportCompleted => "mirai.report.completed.v1", topics::ANALYTICS, |e| e.user_id;
 }
 

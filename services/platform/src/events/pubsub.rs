@@ -19,15 +19,42 @@ pub struct PubSubConfig {
     /// `MIRAI_PUBSUB_PREFIX`: prepended to every topic and subscription name (tests use a
     /// unique one so they run in parallel on one emulator). Default empty.
     pub prefix: String,
+    /// `MIRAI_PUBSUB_PROVISION`: create the topics and this service's subscriptions at start
+    /// (idempotent). Default: on with the emulator, off on Google Cloud, where the chart's
+    /// provisioning job or Config Connector owns them.
+    pub provision: bool,
 }
 
 impl PubSubConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let emulator_host: Option<String> = env.optional("PUBSUB_EMULATOR_HOST")?;
         Ok(Self {
             project: env.required("GOOGLE_CLOUD_PROJECT")?,
-            emulator_host: env.optional("PUBSUB_EMULATOR_HOST")?,
+            provision: env.or("MIRAI_PUBSUB_PROVISION", emulator_host.is_some())?,
+            emulator_host,
             prefix: env.or("MIRAI_PUBSUB_PREFIX", String::new())?,
         })
+    }
+
+    /// The emulator of the test run (`PUBSUB_EMULATOR_HOST`, as `scripts/test` exports it) with
+    /// a fresh name prefix, so every test has its own topics and subscriptions.
+    pub fn for_tests() -> Self {
+        let env = Env::from_process();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Self {
+            project: env
+                .get("GOOGLE_CLOUD_PROJECT")
+                .unwrap_or("mirai-test")
+                .to_owned(),
+            emulator_host: Some(
+                env.get("PUBSUB_EMULATOR_HOST")
+                    .expect("PUBSUB_EMULATOR_HOST must be set for tests (scripts/test does it)")
+                    .to_owned(),
+            ),
+            // The random tail of a UUIDv7 (its head is the timestamp).
+            prefix: format!("t{}-", &id[20..]),
+            provision: true,
+        }
     }
 
     /// `projects/<project>/topics/<prefix><name>`.

@@ -125,6 +125,15 @@ impl Default for DeliveryPolicy {
     }
 }
 
+/// The subscriptions a consumer reads (those named `<consumer>.<topic>`), e.g. `"notification"`.
+pub fn subscriptions_of(consumer: &str) -> Vec<SubscriptionSpec> {
+    SUBSCRIPTIONS
+        .iter()
+        .filter(|spec| spec.name.split_once('.').map(|(c, _)| c) == Some(consumer))
+        .copied()
+        .collect()
+}
+
 /// The dead-letter topic of a subscription, and the name of the subscription that keeps it.
 pub fn dead_letter_name(subscription: &str) -> String {
     format!("{subscription}.dlq")

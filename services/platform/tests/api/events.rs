@@ -32,14 +32,7 @@ struct Setup {
 /// A fresh database with the platform tables and a `seen` table, and a unique topic prefix
 /// provisioned on the emulator (fast redelivery so dead-lettering takes seconds).
 async fn setup() -> Setup {
-    let emulator = std::env::var("PUBSUB_EMULATOR_HOST").expect(
-        "PUBSUB_EMULATOR_HOST must point at the Pub/Sub emulator (scripts/test starts one)",
-    );
-    let config = PubSubConfig {
-        project: "mirai-test".into(),
-        emulator_host: Some(emulator),
-        prefix: format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-    };
+    let config = PubSubConfig::for_tests();
     let policy = DeliveryPolicy {
         ack_deadline: Duration::from_secs(10),
         min_backoff: Duration::from_millis(100),

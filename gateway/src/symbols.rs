@@ -1,0 +1,228 @@
+//! `/v1/symbols`: listing, looking up, searching and delisting symbols (stock-data).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use mirai_platform::wire;
+use mirai_proto::stock::v1 as pb;
+use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Json, Path, Problem, Query};
+use crate::routes::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/symbols", post(add).get(search))
+        .route("/v1/symbols/{symbol}", get(get_one))
+        .route("/v1/symbols/{symbol}/delist", post(delist))
+}
+
+fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
+    StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetType {
+    Equity,
+    Etf,
+    Index,
+    Crypto,
+    Fx,
+}
+
+impl From<AssetType> for pb::AssetType {
+    fn from(value: AssetType) -> Self {
+        match value {
+            AssetType::Equity => Self::Equity,
+            AssetType::Etf => Self::Etf,
+            AssetType::Index => Self::Index,
+            AssetType::Crypto => Self::Crypto,
+            AssetType::Fx => Self::Fx,
+        }
+    }
+}
+
+impl AssetType {
+    fn from_wire(value: i32) -> Option<Self> {
+        Some(match pb::AssetType::try_from(value).ok()? {
+            pb::AssetType::Unspecified => return None,
+            pb::AssetType::Equity => Self::Equity,
+            pb::AssetType::Etf => Self::Etf,
+            pb::AssetType::Index => Self::Index,
+            pb::AssetType::Crypto => Self::Crypto,
+            pb::AssetType::Fx => Self::Fx,
+        })
+    }
+}
+
+/// Body of `POST /v1/symbols`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSymbol {
+    pub symbol: String,
+    pub name: String,
+    pub exchange_mic: String,
+    pub currency: String,
+    pub asset_type: AssetType,
+}
+
+/// A symbol as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Symbol {
+    pub symbol: String,
+    pub name: String,
+    pub exchange_mic: String,
+    pub currency: String,
+    pub asset_type: Option<AssetType>,
+    /// `active` or `delisted`.
+    pub status: &'static str,
+    pub listed_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delisted_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub delisting_reason: String,
+}
+
+impl From<pb::Symbol> for Symbol {
+    fn from(s: pb::Symbol) -> Self {
+        Self {
+            asset_type: AssetType::from_wire(s.asset_type),
+            status: if s.status == pb::SymbolStatus::Delisted as i32 {
+                "delisted"
+            } else {
+                "active"
+            },
+            listed_at: s.listed_at.as_ref().and_then(wire::datetime),
+            updated_at: s.updated_at.as_ref().and_then(wire::datetime),
+            delisted_at: s.delisted_at.as_ref().and_then(wire::datetime),
+            symbol: s.symbol,
+            name: s.name,
+            exchange_mic: s.exchange_mic,
+            currency: s.currency,
+            delisting_reason: s.delisting_reason,
+        }
+    }
+}
+
+fn symbol_of(symbol: Option<pb::Symbol>) -> Result<Symbol, Problem> {
+    symbol
+        .map(Symbol::from)
+        .ok_or_else(|| tonic::Status::internal("upstream answered without a symbol").into())
+}
+
+/// `POST /v1/symbols` (admin): lists a symbol; `201 Created` with its location.
+async fn add(
+    State(state): State<AppState>,
+    Json(body): Json<NewSymbol>,
+) -> Result<impl IntoResponse, Problem> {
+    let request = pb::AddSymbolRequest {
+        symbol: Some(pb::Symbol {
+            symbol: body.symbol,
+            name: body.name,
+            exchange_mic: body.exchange_mic,
+            currency: body.currency,
+            asset_type: pb::AssetType::from(body.asset_type).into(),
+            ..Default::default()
+        }),
+        actor_user_id: String::new(),
+    };
+    let symbol = symbol_of(
+        client(&state)
+            .add_symbol(request)
+            .await?
+            .into_inner()
+            .symbol,
+    )?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = format!("/v1/symbols/{}", symbol.symbol).parse() {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, axum::Json(symbol)))
+}
+
+/// `GET /v1/symbols/{symbol}`.
+async fn get_one(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+) -> Result<axum::Json<Symbol>, Problem> {
+    let response = client(&state)
+        .get_symbol(pb::GetSymbolRequest { symbol })
+        .await?;
+    Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
+}
+
+/// Query of `GET /v1/symbols`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Ticker prefix or part of the name.
+    #[serde(default)]
+    pub q: String,
+    pub asset_type: Option<AssetType>,
+    pub exchange_mic: Option<String>,
+    #[serde(default)]
+    pub include_delisted: bool,
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SymbolPage {
+    pub symbols: Vec<Symbol>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub next_page_token: String,
+}
+
+/// `GET /v1/symbols?q=…`: search, best matches first, paged.
+async fn search(
+    State(state): State<AppState>,
+    Query(query): Query<SearchQuery>,
+) -> Result<axum::Json<SymbolPage>, Problem> {
+    let request = pb::SearchSymbolsRequest {
+        query: query.q,
+        asset_type: query
+            .asset_type
+            .map(|a| pb::AssetType::from(a).into())
+            .unwrap_or_default(),
+        exchange_mic: query.exchange_mic.unwrap_or_default(),
+        tracked_only: false,
+        include_delisted: query.include_delisted,
+        page_size: query.page_size.unwrap_or_default(),
+        page_token: query.page_token.unwrap_or_default(),
+    };
+    let response = client(&state).search_symbols(request).await?.into_inner();
+    Ok(axum::Json(SymbolPage {
+        symbols: response.symbols.into_iter().map(Symbol::from).collect(),
+        next_page_token: response.next_page_token,
+    }))
+}
+
+/// Body of `POST /v1/symbols/{symbol}/delist`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delisting {
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/symbols/{symbol}/delist` (admin): idempotent.
+async fn delist(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    Json(body): Json<Delisting>,
+) -> Result<axum::Json<Symbol>, Problem> {
+    let response = client(&state)
+        .delist_symbol(pb::DelistSymbolRequest {
+            symbol,
+            reason: body.reason,
+            actor_user_id: String::new(),
+        })
+        .await?;
+    Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
+}

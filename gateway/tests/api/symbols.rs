@@ -1,0 +1,240 @@
+//! The `symbol.listed` vertical slice: gateway → stock-data (row + outbox in one transaction) →
+//! relay → Pub/Sub emulator → notification and analytics read models, one trace throughout.
+
+use std::time::Duration;
+
+use mirai_gateway::startup::Application;
+use mirai_platform::config::{LogFormat, TelemetryConfig};
+use mirai_proto::analytics::v1::ListSymbolsRequest;
+use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+use mirai_proto::notification::v1::ListKnownSymbolsRequest;
+use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use opentelemetry_sdk::trace::InMemorySpanExporter;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::Platform;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+
+async fn known_in_notification(platform: &Platform, include_delisted: bool) -> Vec<(String, bool)> {
+    let addr = platform.services[4].grpc_addr;
+    let mut client = NotificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    client
+        .list_known_symbols(ListKnownSymbolsRequest {
+            include_delisted,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .symbols
+        .into_iter()
+        .map(|s| (s.symbol, s.delisted))
+        .collect()
+}
+
+async fn known_in_analytics(platform: &Platform) -> Vec<(String, String, bool)> {
+    let addr = platform.services[3].grpc_addr;
+    let mut client = AnalyticsServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    client
+        .list_symbols(ListSymbolsRequest {
+            include_delisted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .symbols
+        .into_iter()
+        .map(|s| (s.symbol, s.currency, s.delisted))
+        .collect()
+}
+
+async fn eventually<T: PartialEq + std::fmt::Debug, F: AsyncFn() -> T>(
+    what: &str,
+    want: T,
+    probe: F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = probe().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
+    let exporter = InMemorySpanExporter::default();
+    let _telemetry = mirai_platform::telemetry::init_with_exporter(
+        &TelemetryConfig {
+            service_name: "slice-test".into(),
+            log_filter: "info".into(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+        },
+        exporter.clone(),
+    )
+    .unwrap();
+    let platform = Platform::start().await;
+    let app = Application::build(platform.gateway_config()).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let stop = CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let http = reqwest::Client::new();
+
+    let response = http
+        .post(format!("{base}/v1/symbols"))
+        .header("traceparent", format!("00-{TRACE_ID}-b7ad6b7169203331-01"))
+        .json(&json!({
+            "symbol": "aapl", "name": "Apple Inc.", "exchange_mic": "XNAS",
+            "currency": "USD", "asset_type": "equity"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["location"], "/v1/symbols/AAPL");
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["symbol"], "AAPL");
+    assert_eq!(created["status"], "active");
+
+    eventually(
+        "notification's known symbols",
+        vec![("AAPL".to_owned(), false)],
+        async || known_in_notification(&platform, false).await,
+    )
+    .await;
+    eventually(
+        "analytics' symbols",
+        vec![("AAPL".to_owned(), "USD".to_owned(), false)],
+        async || known_in_analytics(&platform).await,
+    )
+    .await;
+
+    // The gateway's trace reaches both consumers' handler spans.
+    let handled: Vec<String> = exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name == "mirai.symbol.listed.v1 handle")
+        .map(|s| s.span_context.trace_id().to_string())
+        .collect();
+    assert_eq!(
+        handled,
+        vec![TRACE_ID.to_owned(); 2],
+        "handler spans' trace ids"
+    );
+
+    // Delisting flows the same way.
+    let response = http
+        .post(format!("{base}/v1/symbols/AAPL/delist"))
+        .json(&json!({ "reason": "test" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    eventually(
+        "delisted in notification",
+        vec![("AAPL".to_owned(), true)],
+        async || known_in_notification(&platform, true).await,
+    )
+    .await;
+    eventually(
+        "delisted in analytics",
+        vec![("AAPL".to_owned(), "USD".to_owned(), true)],
+        async || known_in_analytics(&platform).await,
+    )
+    .await;
+
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn bad_symbol_requests_get_problem_details_and_change_nothing() {
+    let platform = Platform::start().await;
+    let app = Application::build(platform.gateway_config()).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let stop = CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let http = reqwest::Client::new();
+    let valid = json!({
+        "symbol": "MSFT", "name": "Microsoft", "exchange_mic": "XNAS",
+        "currency": "USD", "asset_type": "equity"
+    });
+
+    let post = |body: Value| {
+        let http = http.clone();
+        let url = format!("{base}/v1/symbols");
+        async move {
+            let response = http.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body: Value = response.json().await.unwrap();
+            (status, content_type, body)
+        }
+    };
+    let mut bad_mic = valid.clone();
+    bad_mic["exchange_mic"] = json!("NASDAQ");
+    let mut bad_type = valid.clone();
+    bad_type["asset_type"] = json!("bond");
+    let mut extra = valid.clone();
+    extra["colour"] = json!("blue");
+    for (body, status, needle) in [
+        (bad_mic, 400, "symbol.exchange_mic"),
+        (bad_type, 422, "asset_type"),
+        (extra, 422, "colour"),
+    ] {
+        let (got, content_type, problem) = post(body).await;
+        assert_eq!(got, status, "{problem}");
+        assert_eq!(content_type, "application/problem+json");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{problem}"
+        );
+    }
+
+    let (status, _, _) = post(valid.clone()).await;
+    assert_eq!(status, 201);
+    let (status, _, problem) = post(valid).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "https://mirai.dev/problems/already-exists");
+
+    let response = http
+        .get(format!("{base}/v1/symbols/NOPE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = http
+        .get(format!("{base}/v1/symbols?q=micro"))
+        .send()
+        .await
+        .unwrap();
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page["symbols"][0]["symbol"], "MSFT", "{page}");
+    let response = http
+        .get(format!("{base}/v1/symbols?page_size=5000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+}

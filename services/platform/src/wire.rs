@@ -1,0 +1,82 @@
+//! Conversions between domain values and their gRPC wire forms: timestamps and page tokens.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+/// A UTC instant as a protobuf `Timestamp`.
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A protobuf `Timestamp` as a UTC instant; `None` when out of range.
+pub fn datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+/// A requested page size: `0` means `default`; anything else must be in `1..=max`.
+pub fn page_size(requested: u32, default: u32, max: u32) -> Result<u32, tonic::Status> {
+    match requested {
+        0 => Ok(default),
+        n if n <= max => Ok(n),
+        n => Err(crate::error::invalid_argument(
+            "page_size",
+            format!("must be between 1 and {max}, got {n}"),
+        )),
+    }
+}
+
+/// An opaque page token carrying the last key of the previous page (keyset pagination).
+pub fn page_token(last_key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last_key)
+}
+
+/// The key in a token from [`page_token`]; empty for the first page.
+pub fn page_after(token: &str) -> Result<String, tonic::Status> {
+    if token.is_empty() {
+        return Ok(String::new());
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| crate::error::invalid_argument("page_token", "not a token from this API"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        let at = DateTime::parse_from_rfc3339("2024-02-29T13:14:15.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(datetime(&timestamp(at)), Some(at));
+        assert_eq!(
+            datetime(&prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn page_sizes_and_tokens() {
+        assert_eq!(page_size(0, 20, 100).unwrap(), 20);
+        assert_eq!(page_size(100, 20, 100).unwrap(), 100);
+        let err = page_size(101, 20, 100).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with("page_size:"), "{}", err.message());
+        assert_eq!(page_after(&page_token("BRK.B")).unwrap(), "BRK.B");
+        assert_eq!(page_after("").unwrap(), "");
+        assert_eq!(
+            page_after("%%%").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The `StockDataService` gRPC API. RPCs not implemented yet answer `UNIMPLEMENTED`.
+
+use mirai_platform::db;
+use mirai_platform::error::invalid_argument;
+use mirai_platform::wire;
+use mirai_proto::stock::v1 as pb;
+use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::symbols::{self, NewSymbol, Search, Ticker};
+
+pub struct Api {
+    pool: PgPool,
+}
+
+impl Api {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[tonic::async_trait]
+impl StockDataService for Api {
+    async fn add_symbol(
+        &self,
+        request: Request<pb::AddSymbolRequest>,
+    ) -> Result<Response<pb::AddSymbolResponse>, Status> {
+        let request = request.into_inner();
+        let symbol = request
+            .symbol
+            .as_ref()
+            .ok_or_else(|| invalid_argument("symbol", "required"))?;
+        let new = NewSymbol::parse(symbol)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db::status(e, "symbol"))?;
+        let row = symbols::list(&mut tx, &new)
+            .await
+            .map_err(|e| db::status(e, "symbol"))?
+            .ok_or_else(|| {
+                Status::already_exists(format!("symbol {} is already listed", new.ticker.as_str()))
+            })?;
+        tx.commit().await.map_err(|e| db::status(e, "symbol"))?;
+        tracing::info!(message = "Symbol listed.", symbol = %row.symbol, actor = %request.actor_user_id);
+        Ok(Response::new(pb::AddSymbolResponse {
+            symbol: Some(row.into()),
+        }))
+    }
+
+    async fn delist_symbol(
+        &self,
+        request: Request<pb::DelistSymbolRequest>,
+    ) -> Result<Response<pb::DelistSymbolResponse>, Status> {
+        let request = request.into_inner();
+        let ticker = Ticker::parse(&request.symbol)?;
+        let reason = request.reason.trim();
+        if reason.chars().count() > 500 {
+            return Err(invalid_argument("reason", "at most 500 characters"));
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db::status(e, "symbol"))?;
+        let row = symbols::delist(&mut tx, &ticker, reason)
+            .await
+            .map_err(|e| db::status(e, "symbol"))?
+            .ok_or_else(|| not_found(&ticker))?;
+        tx.commit().await.map_err(|e| db::status(e, "symbol"))?;
+        Ok(Response::new(pb::DelistSymbolResponse {
+            symbol: Some(row.into()),
+        }))
+    }
+
+    async fn get_symbol(
+        &self,
+        request: Request<pb::GetSymbolRequest>,
+    ) -> Result<Response<pb::GetSymbolResponse>, Status> {
+        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let row = symbols::get(&self.pool, &ticker)
+            .await
+            .map_err(|e| db::status(e, "symbol"))?
+            .ok_or_else(|| not_found(&ticker))?;
+        Ok(Response::new(pb::GetSymbolResponse {
+            symbol: Some(row.into()),
+        }))
+    }
+
+    async fn search_symbols(
+        &self,
+        request: Request<pb::SearchSymbolsRequest>,
+    ) -> Result<Response<pb::SearchSymbolsResponse>, Status> {
+        let search = Search::parse(request.get_ref())?;
+        let mut rows = symbols::search(&self.pool, &search)
+            .await
+            .map_err(|e| db::status(e, "symbol"))?;
+        let next_page_token = if rows.len() > search.limit as usize {
+            rows.truncate(search.limit as usize);
+            rows.last()
+                .map(|last| wire::page_token(&symbols::search_key(&search.query, last)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::SearchSymbolsResponse {
+            symbols: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+fn not_found(ticker: &Ticker) -> Status {
+    Status::not_found(format!("symbol {} is not listed", ticker.as_str()))
+}
