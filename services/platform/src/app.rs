@@ -132,7 +132,7 @@ impl ServiceApp {
             Relay::new(
                 self.pool.clone(),
                 self.pubsub.clone(),
-                self.publisher,
+                self.publisher.clone(),
                 RelaySettings::default(),
                 RelayMetrics::register(&self.metrics),
             )
@@ -140,7 +140,11 @@ impl ServiceApp {
         );
         let mut consumers = tokio::task::JoinSet::new();
         for consumer in self.consumers {
-            consumers.spawn(consumer.run(self.subscriber.clone(), shutdown.clone()));
+            consumers.spawn(consumer.run(
+                self.subscriber.clone(),
+                self.publisher.clone(),
+                shutdown.clone(),
+            ));
         }
         let result = self.server.serve(shutdown).await;
         while consumers.join_next().await.is_some() {}

@@ -5,8 +5,11 @@
 //! transaction together with the inbox row `processed_events(handler, event_id)`; the message is
 //! acknowledged only after that commit. A duplicate (same `ce-id`) finds the inbox row and is
 //! acknowledged without effect. A handler error rolls back and nacks, so Pub/Sub redelivers with
-//! backoff and, after the subscription's maximum attempts, moves the message to its dead-letter
-//! topic. Unknown event types are acknowledged and counted.
+//! backoff. Failures are counted per message in `consumer_failures`; at
+//! [`ConsumerSettings::max_attempts`] the consumer publishes the message, with the reason, to the
+//! subscription's dead-letter topic and acknowledges it (Pub/Sub's own dead-letter policy, with
+//! a higher limit, stays as a backstop; the emulator does not dead-letter ordered messages).
+//! Unknown event types are acknowledged and counted.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -15,7 +18,7 @@ use std::time::Instant;
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
-use google_cloud_pubsub::client::Subscriber;
+use google_cloud_pubsub::client::{BasePublisher, Subscriber};
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler as AckHandler;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -117,7 +120,7 @@ struct SubscriptionLabels {
 }
 
 /// Consumer metrics; `outcome` is one of received, acked, nacked, duplicate, unknown_type,
-/// malformed, decode_failed, handler_failed, dead_lettered_soon.
+/// malformed, decode_failed, handler_failed, dead_lettered.
 #[derive(Clone)]
 pub struct ConsumerMetrics {
     messages: Family<OutcomeLabels, Counter>,
@@ -159,6 +162,8 @@ pub struct ConsumerSettings {
     pub streams: usize,
     /// Messages handled at once (backpressure: pulling waits for a free slot).
     pub concurrency: usize,
+    /// Failed deliveries of one message before it moves to the dead-letter topic.
+    pub max_attempts: i32,
 }
 
 impl Default for ConsumerSettings {
@@ -166,8 +171,16 @@ impl Default for ConsumerSettings {
         Self {
             streams: 2,
             concurrency: 64,
+            max_attempts: 5,
         }
     }
+}
+
+/// Attributes added to a dead-lettered message (the original ones are kept).
+pub mod dead_letter_attr {
+    pub const REASON: &str = "mirai-dead-letter-reason";
+    pub const SUBSCRIPTION: &str = "mirai-dead-letter-subscription";
+    pub const ATTEMPTS: &str = "mirai-dead-letter-attempts";
 }
 
 /// Pulls one subscription and dispatches to typed handlers.
@@ -175,6 +188,7 @@ pub struct Consumer {
     pool: PgPool,
     subscription: String,
     path: String,
+    dead_letter_topic: String,
     handlers: HashMap<&'static str, Arc<dyn Erased>>,
     settings: ConsumerSettings,
     metrics: ConsumerMetrics,
@@ -193,6 +207,7 @@ impl Consumer {
             pool,
             subscription: subscription.to_owned(),
             path: config.subscription_path(subscription),
+            dead_letter_topic: config.topic_path(&super::topology::dead_letter_name(subscription)),
             handlers: HashMap::new(),
             settings,
             metrics,
@@ -212,16 +227,26 @@ impl Consumer {
         self
     }
 
-    /// Runs until `shutdown`, then stops pulling and waits for in-flight handlers.
-    pub async fn run(self, subscriber: Subscriber, shutdown: CancellationToken) {
-        let shared = Arc::new(self);
-        let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
+    /// Runs until `shutdown`, then stops pulling and waits for in-flight handlers. `publisher`
+    /// moves messages to the dead-letter topic.
+    pub async fn run(
+        self,
+        subscriber: Subscriber,
+        publisher: BasePublisher,
+        shutdown: CancellationToken,
+    ) {
+        let dead_letters = publisher.publisher(self.dead_letter_topic.clone()).build();
+        let shared = Arc::new(Running {
+            consumer: self,
+            dead_letters,
+        });
+        let permits = Arc::new(Semaphore::new(shared.consumer.settings.concurrency));
         let mut streams = tokio::task::JoinSet::new();
-        for _ in 0..shared.settings.streams.max(1) {
+        for _ in 0..shared.consumer.settings.streams.max(1) {
             let (shared, permits, shutdown) = (shared.clone(), permits.clone(), shutdown.clone());
             let mut stream = subscriber
-                .subscribe(shared.path.clone())
-                .set_max_outstanding_messages(shared.settings.concurrency as i64)
+                .subscribe(shared.consumer.path.clone())
+                .set_max_outstanding_messages(shared.consumer.settings.concurrency as i64)
                 .build();
             streams.spawn(async move {
                 let mut in_flight = tokio::task::JoinSet::new();
@@ -258,7 +283,7 @@ impl Consumer {
                             tails.retain(|_, tail| tail.peek().is_none());
                         }
                         Some(Err(error)) => {
-                            tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %shared.subscription);
+                            tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %shared.consumer.subscription);
                         }
                         None => break,
                     }
@@ -268,23 +293,30 @@ impl Consumer {
             });
         }
         while streams.join_next().await.is_some() {}
-        tracing::info!(message = "Consumer stopped.", subscription = %shared.subscription);
+        tracing::info!(message = "Consumer stopped.", subscription = %shared.consumer.subscription);
     }
+}
 
+/// A running consumer and its dead-letter publisher.
+struct Running {
+    consumer: Consumer,
+    dead_letters: google_cloud_pubsub::client::Publisher,
+}
+
+impl Running {
     async fn process(&self, message: Message, ack: AckHandler) {
-        let sub = self.subscription.as_str();
-        self.metrics.count(sub, "received");
+        let sub = self.consumer.subscription.as_str();
+        let metrics = &self.consumer.metrics;
+        metrics.count(sub, "received");
         let envelope = match Envelope::from_attributes(&message.attributes) {
             Ok(envelope) => envelope,
             Err(error) => {
-                tracing::warn!(message = "Malformed envelope; nacking (dead-letter after retries).", %error, subscription = sub);
-                self.metrics.count(sub, "malformed");
-                ack.nack();
-                return;
+                let reason = format!("malformed envelope: {error}");
+                return self.fail(message, ack, "malformed", reason).await;
             }
         };
-        let Some(handler) = self.handlers.get(envelope.event_type.as_str()) else {
-            self.metrics.count(sub, "unknown_type");
+        let Some(handler) = self.consumer.handlers.get(envelope.event_type.as_str()) else {
+            metrics.count(sub, "unknown_type");
             ack.ack();
             return;
         };
@@ -307,7 +339,7 @@ impl Consumer {
             .apply(handler.as_ref(), &envelope, &message.data)
             .instrument(span)
             .await;
-        self.metrics
+        metrics
             .handler_seconds
             .get_or_create(&SubscriptionLabels {
                 subscription: sub.to_owned(),
@@ -315,30 +347,97 @@ impl Consumer {
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(true) => {
-                self.metrics.count(sub, "acked");
+                metrics.count(sub, "acked");
                 ack.ack();
             }
             Ok(false) => {
-                self.metrics.count(sub, "duplicate");
+                metrics.count(sub, "duplicate");
                 ack.ack();
             }
-            Err(kind) => {
-                self.metrics.count(sub, kind);
-                self.metrics.count(sub, "nacked");
+            Err((kind, reason)) => self.fail(message, ack, kind, reason).await,
+        }
+    }
+
+    /// Counts a failed delivery; below the limit the message is nacked for redelivery, at the
+    /// limit it goes to the dead-letter topic with the reason and is acknowledged.
+    async fn fail(&self, message: Message, ack: AckHandler, kind: &'static str, reason: String) {
+        let sub = self.consumer.subscription.as_str();
+        let metrics = &self.consumer.metrics;
+        metrics.count(sub, kind);
+        let attempts: Result<i32, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO consumer_failures (subscription, message_id, attempts, last_error)
+             VALUES ($1, $2, 1, $3)
+             ON CONFLICT (subscription, message_id) DO UPDATE
+                SET attempts = consumer_failures.attempts + 1, last_error = EXCLUDED.last_error,
+                    last_failed_at = now()
+             RETURNING attempts",
+        )
+        .bind(sub)
+        .bind(&message.message_id)
+        .bind(&reason)
+        .fetch_one(&self.consumer.pool)
+        .await;
+        let attempts = match attempts {
+            Ok(attempts) if attempts >= self.consumer.settings.max_attempts => attempts,
+            Ok(attempts) => {
+                tracing::warn!(message = "Delivery failed; nacking for redelivery.", subscription = sub, attempts, %reason);
+                metrics.count(sub, "nacked");
+                ack.nack();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(message = "Delivery failed and could not be counted; nacking.", subscription = sub, %reason, %error);
+                metrics.count(sub, "nacked");
+                ack.nack();
+                return;
+            }
+        };
+        let mut attributes = message.attributes.clone();
+        attributes.insert(
+            dead_letter_attr::REASON.to_owned(),
+            reason.chars().take(1000).collect(),
+        );
+        attributes.insert(dead_letter_attr::SUBSCRIPTION.to_owned(), sub.to_owned());
+        attributes.insert(dead_letter_attr::ATTEMPTS.to_owned(), attempts.to_string());
+        let dead = Message::new()
+            .set_data(message.data.clone())
+            .set_attributes(attributes);
+        match self.dead_letters.publish(dead).await {
+            Ok(_) => {
+                let _ = sqlx::query(
+                    "UPDATE consumer_failures SET dead_lettered_at = now()
+                     WHERE subscription = $1 AND message_id = $2",
+                )
+                .bind(sub)
+                .bind(&message.message_id)
+                .execute(&self.consumer.pool)
+                .await;
+                tracing::error!(message = "Message moved to the dead-letter topic.", subscription = sub, attempts, %reason);
+                metrics.count(sub, "dead_lettered");
+                ack.ack();
+            }
+            Err(error) => {
+                tracing::warn!(message = "Dead-lettering failed; nacking.", subscription = sub, %error);
+                metrics.count(sub, "nacked");
                 ack.nack();
             }
         }
     }
 
-    /// Ok(true) applied, Ok(false) duplicate, Err(outcome) failed (rolled back).
+    /// Ok(true) applied, Ok(false) duplicate, Err((outcome, reason)) failed (rolled back).
     async fn apply(
         &self,
         handler: &dyn Erased,
         envelope: &Envelope,
         data: &[u8],
-    ) -> Result<bool, &'static str> {
+    ) -> Result<bool, (&'static str, String)> {
         let result: Result<bool, DispatchError> = async {
-            let mut tx = self.pool.begin().await.map_err(|e| DispatchError::Handler(e.into()))?;
+            let mut tx = self
+                .consumer
+                .pool
+                .begin()
+                .await
+                .map_err(|e| DispatchError::Handler(e.into()))?;
             let inserted = sqlx::query(
                 "INSERT INTO processed_events (handler, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
@@ -359,16 +458,12 @@ impl Consumer {
         match result {
             Ok(applied) => Ok(applied),
             Err(DispatchError::Decode(error)) => {
-                tracing::warn!(message = "Payload does not decode; nacking (dead-letter after retries).", %error);
-                Err("decode_failed")
+                Err(("decode_failed", format!("payload does not decode: {error}")))
             }
-            Err(DispatchError::Handler(error)) => {
-                tracing::warn!(
-                    message = "Handler failed; nacking for redelivery.",
-                    error = format!("{error:#}")
-                );
-                Err("handler_failed")
-            }
+            Err(DispatchError::Handler(error)) => Err((
+                "handler_failed",
+                format!("handler {}: {error:#}", handler.name()),
+            )),
         }
     }
 }

@@ -80,7 +80,8 @@ pub struct RelaySettings {
     /// First retry delay after a failed publish; doubles per attempt up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Published rows older than this are deleted.
+    /// Published outbox rows, inbox rows and failure counts older than this are deleted
+    /// (default 8 days: above Pub/Sub's 7-day message retention).
     pub retention: Duration,
 }
 
@@ -91,7 +92,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(60),
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: Duration::from_secs(8 * 24 * 3600),
         }
     }
 }
@@ -373,15 +374,22 @@ impl Relay {
         }
     }
 
+    /// Deletes published outbox rows, inbox rows and failure counts older than the retention
+    /// (which must exceed Pub/Sub's message retention, so a redelivery still finds its inbox
+    /// row).
     async fn prune(&self) {
-        let result = sqlx::query(
+        for statement in [
             "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
-        )
-        .bind(self.settings.retention.as_secs_f64())
-        .execute(&self.pool)
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(message = "Outbox prune failed.", %error);
+            "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
+            "DELETE FROM consumer_failures WHERE last_failed_at < now() - make_interval(secs => $1)",
+        ] {
+            let result = sqlx::query(statement)
+                .bind(self.settings.retention.as_secs_f64())
+                .execute(&self.pool)
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(message = "Prune failed.", %error, statement);
+            }
         }
     }
 }

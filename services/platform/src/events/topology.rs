@@ -110,7 +110,9 @@ pub struct DeliveryPolicy {
     /// Redelivery backoff after a nack or an expired deadline.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
-    /// Deliveries before a message moves to the dead-letter topic (Pub/Sub allows 5..=100).
+    /// Deliveries before Pub/Sub itself moves a message to the dead-letter topic (5..=100): a
+    /// backstop above the consumer's own limit (`ConsumerSettings::max_attempts`), for
+    /// messages a consumer cannot even count (e.g. it crashes on them).
     pub max_delivery_attempts: i32,
 }
 
@@ -120,7 +122,7 @@ impl Default for DeliveryPolicy {
             ack_deadline: Duration::from_secs(30),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
-            max_delivery_attempts: 5,
+            max_delivery_attempts: 10,
         }
     }
 }

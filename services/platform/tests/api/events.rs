@@ -5,7 +5,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use google_cloud_pubsub::model::Message;
 use mirai_platform::config::DatabaseConfig;
-use mirai_platform::events::consumer::{Consumer, ConsumerMetrics, ConsumerSettings, Handler};
+use mirai_platform::events::consumer::{
+    Consumer, ConsumerMetrics, ConsumerSettings, Handler, dead_letter_attr,
+};
 use mirai_platform::events::outbox::{self, Relay, RelayMetrics, RelaySettings};
 use mirai_platform::events::pubsub::{self, PubSubConfig};
 use mirai_platform::events::topology::{self, DeliveryPolicy, SubscriptionSpec, topics};
@@ -113,12 +115,14 @@ impl Setup {
             ConsumerSettings {
                 streams: 2,
                 concurrency: 32,
+                max_attempts: 3,
             },
             ConsumerMetrics::register(&self.metrics),
         )
         .on::<SymbolListed, _>("test.record", Record);
         let subscriber = pubsub::subscriber(&self.config).await.unwrap();
-        tokio::spawn(consumer.run(subscriber, self.stop.clone()));
+        let publisher = pubsub::publisher(&self.config).await.unwrap();
+        tokio::spawn(consumer.run(subscriber, publisher, self.stop.clone()));
     }
 
     async fn enqueue(&self, symbol: &str, name: &str, commit: bool) {
@@ -286,14 +290,44 @@ async fn poison_garbled_and_unknown_messages_do_not_stop_the_consumer() {
         s.metrics.encode()
     );
 
-    // Both bad messages are nacked on every delivery, up to the subscription's 5 attempts.
-    // (Their arrival on the dead-letter subscription is not asserted yet: the emulator stops
-    // redelivering after 5 attempts but, as observed here, does not forward them; see the
-    // event-backbone issue notes.)
-    s.wait_until("5 attempts each", async || {
-        s.metric(r#"outcome="decode_failed"} 5"#) && s.metric(r#"outcome="handler_failed"} 5"#)
-    })
-    .await;
+    // Both bad messages fail 3 times (the consumer's limit), then wait on the dead-letter
+    // subscription with the reason, the original attributes and payload.
+    let dead = pubsub::subscriber(&s.config).await.unwrap();
+    let mut stream = dead
+        .subscribe(
+            s.config
+                .subscription_path(&topology::dead_letter_name(SUBSCRIPTION.name)),
+        )
+        .build();
+    let mut reasons = std::collections::BTreeMap::new();
+    while reasons.len() < 2 {
+        let (message, ack) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("dead letters arrive")
+            .expect("stream open")
+            .expect("message");
+        ack.ack();
+        assert_eq!(message.attributes[dead_letter_attr::ATTEMPTS], "3");
+        reasons.insert(
+            message.attributes["ce-subject"].clone(),
+            message.attributes[dead_letter_attr::REASON].clone(),
+        );
+    }
+    assert!(reasons["POISON"].contains("poison event"), "{reasons:?}");
+    assert!(
+        reasons["GARBLED"].contains("does not decode"),
+        "{reasons:?}"
+    );
+    assert!(
+        s.metric(r#"outcome="dead_lettered"} 2"#),
+        "{}",
+        s.metrics.encode()
+    );
+    assert!(
+        s.metric(r#"outcome="handler_failed"} 3"#),
+        "{}",
+        s.metrics.encode()
+    );
     assert_eq!(s.seen("POISON").await, 0);
     s.stop.cancel();
 }
