@@ -8,6 +8,7 @@
 //! - [`grpc`]: the gRPC server ([`grpc::GrpcServer`]) with health, reflection, RED metrics,
 //!   deadlines and trace-context extraction; outgoing channels that propagate trace context and
 //!   the remaining deadline.
+//! - [`auth`]: the caller (principal) in gRPC metadata and role checks.
 //! - [`app`]: [`app::ServiceApp`], the database + listeners skeleton each service builds on.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`db`]: the PostgreSQL pool, migrations (platform + service), unique-violation mapping.
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod db;
