@@ -156,7 +156,7 @@ impl Bench {
         sqlx::query_as(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_us) / 1000.0,
                     percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_us) / 1000.0,
-                    max(latency_us) / 1000.0
+                    max(latency_us)::float8 / 1000.0
              FROM bench_seen",
         )
         .fetch_one(&self.pool)
