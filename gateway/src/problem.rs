@@ -10,9 +10,10 @@ pub const TYPE_BASE: &str = "https://mirai.dev/problems/";
 /// An `application/problem+json` body.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub type_uri: String,
-    pub title: String,
+    /// The kind of problem, serialised as the `type` URI under [`TYPE_BASE`].
+    #[serde(rename = "type", serialize_with = "type_uri")]
+    pub kind: &'static str,
+    pub title: &'static str,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -24,10 +25,10 @@ pub struct Problem {
 
 impl Problem {
     /// A problem of kind `slug` (e.g. `not-found`) with the given status and title.
-    pub fn new(status: StatusCode, slug: &str, title: &str) -> Self {
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str) -> Self {
         Self {
-            type_uri: format!("{TYPE_BASE}{slug}"),
-            title: title.to_owned(),
+            kind,
+            title,
             status: status.as_u16(),
             detail: None,
             instance: None,
@@ -44,6 +45,10 @@ impl Problem {
         self.instance = Some(instance.into());
         self
     }
+}
+
+fn type_uri<S: serde::Serializer>(kind: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{TYPE_BASE}{kind}"))
 }
 
 impl IntoResponse for Problem {

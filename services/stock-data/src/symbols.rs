@@ -371,7 +371,8 @@ mod tests {
             ),
             ("AAPL", "Apple Inc.", "XNAS", "USD", "equity")
         );
-        let cases: [(fn(&mut pb::Symbol), &str); 4] = [
+        type Breaker = fn(&mut pb::Symbol);
+        let cases: [(Breaker, &str); 4] = [
             (|s| s.name = " ".into(), "symbol.name:"),
             (|s| s.exchange_mic = "NASDAQ".into(), "symbol.exchange_mic:"),
             (|s| s.currency = "US$".into(), "symbol.currency:"),
