@@ -8,6 +8,7 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::bars;
 use crate::symbols::{self, NewSymbol, Search, Ticker};
 
 pub struct Api {
@@ -73,6 +74,14 @@ impl StockDataService for Api {
         Ok(Response::new(pb::DelistSymbolResponse {
             symbol: Some(row.into()),
         }))
+    }
+
+    async fn get_bars(
+        &self,
+        request: Request<pb::GetBarsRequest>,
+    ) -> Result<Response<pb::GetBarsResponse>, Status> {
+        let query = bars::Query::parse(request.get_ref())?;
+        bars::get(&self.pool, &query).await.map(Response::new)
     }
 
     async fn get_symbol(

@@ -1,6 +1,7 @@
 //! Configuration of `mirai-stock-data`.
 
-use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use mirai_platform::bootstrap::Settings;
+use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults, TelemetryConfig};
 
 /// Name and default ports (see ARCHITECTURE.md "Default ports").
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
@@ -9,9 +10,23 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     admin_port: 9092,
 };
 
-/// The service needs nothing beyond the shared service configuration yet.
-pub type Config = ServiceConfig;
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// `MIRAI_SAMPLE_DATA`: list `SPX` and load the bundled S&P 500 daily history at start
+    /// (idempotent; `scripts/dev-up` turns it on). Default off.
+    pub sample_data: bool,
+}
+
+impl Settings for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.service.telemetry
+    }
+}
 
 pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
-    ServiceConfig::from_env(env, DEFAULTS)
+    Ok(Config {
+        service: ServiceConfig::from_env(env, DEFAULTS)?,
+        sample_data: env.or("MIRAI_SAMPLE_DATA", false)?,
+    })
 }

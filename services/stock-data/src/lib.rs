@@ -3,10 +3,12 @@
 //! # Layout
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
-//! - `api`: the gRPC API; `symbols`: symbol values, validation and storage.
+//! - `api`: the gRPC API; `symbols`: symbol values, validation and storage; `bars`: OHLCV
+//!   storage, the sample loader, range queries with aggregation.
 //! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
 
 pub mod api;
+pub mod bars;
 pub mod config;
 pub mod startup;
 pub mod symbols;
