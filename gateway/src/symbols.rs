@@ -1,4 +1,5 @@
-//! `/v1/symbols`: listing, looking up, searching and delisting symbols (stock-data).
+//! `/v1/symbols`: listing, looking up, searching and delisting symbols, and their bars
+//! (stock-data).
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/symbols", post(add).get(search))
         .route("/v1/symbols/{symbol}", get(get_one))
         .route("/v1/symbols/{symbol}/delist", post(delist))
+        .route("/v1/symbols/{symbol}/bars", get(bars))
 }
 
 fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
@@ -225,4 +227,134 @@ async fn delist(
         })
         .await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
+}
+
+/// Bar intervals, named as Alpaca names them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Timeframe {
+    #[serde(rename = "1Min")]
+    OneMinute,
+    #[serde(rename = "5Min")]
+    FiveMinutes,
+    #[serde(rename = "15Min")]
+    FifteenMinutes,
+    #[serde(rename = "30Min")]
+    ThirtyMinutes,
+    #[serde(rename = "1Hour")]
+    OneHour,
+    #[serde(rename = "1Day")]
+    OneDay,
+    #[serde(rename = "1Week")]
+    OneWeek,
+    #[serde(rename = "1Month")]
+    OneMonth,
+}
+
+impl From<Timeframe> for pb::Timeframe {
+    fn from(value: Timeframe) -> Self {
+        match value {
+            Timeframe::OneMinute => Self::OneMinute,
+            Timeframe::FiveMinutes => Self::FiveMinutes,
+            Timeframe::FifteenMinutes => Self::FifteenMinutes,
+            Timeframe::ThirtyMinutes => Self::ThirtyMinutes,
+            Timeframe::OneHour => Self::OneHour,
+            Timeframe::OneDay => Self::OneDay,
+            Timeframe::OneWeek => Self::OneWeek,
+            Timeframe::OneMonth => Self::OneMonth,
+        }
+    }
+}
+
+/// Query of `GET /v1/symbols/{symbol}/bars`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarsQuery {
+    /// Default `1Day`.
+    pub timeframe: Option<Timeframe>,
+    /// RFC 3339, inclusive.
+    pub start: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive.
+    pub end: Option<DateTime<Utc>>,
+    /// 1–10,000, default 1,000.
+    pub limit: Option<u32>,
+    pub page_token: Option<String>,
+    #[serde(default)]
+    pub newest_first: bool,
+}
+
+/// One bar as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Bar {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    /// Stored bars aggregated into this one.
+    pub source_bars: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quality_flags: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BarPage {
+    pub symbol: String,
+    /// Always `raw` for now: no corporate actions are stored to adjust with.
+    pub adjustment: &'static str,
+    pub source: String,
+    pub bars: Vec<Bar>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub next_page_token: String,
+}
+
+/// `GET /v1/symbols/{symbol}/bars`: OHLCV over a range, aggregated to coarser timeframes.
+async fn bars(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    Query(query): Query<BarsQuery>,
+) -> Result<axum::Json<BarPage>, Problem> {
+    let request = pb::GetBarsRequest {
+        symbol,
+        timeframe: pb::Timeframe::from(query.timeframe.unwrap_or(Timeframe::OneDay)).into(),
+        start: query.start.map(wire::timestamp),
+        end: query.end.map(wire::timestamp),
+        limit: query.limit.unwrap_or_default(),
+        page_token: query.page_token.unwrap_or_default(),
+        adjustment: pb::Adjustment::Unspecified.into(),
+        newest_first: query.newest_first,
+        include_partial: false,
+    };
+    let response = client(&state).get_bars(request).await?.into_inner();
+    Ok(axum::Json(BarPage {
+        symbol: response.symbol,
+        adjustment: "raw",
+        source: response.source,
+        bars: response
+            .bars
+            .into_iter()
+            .map(|b| Bar {
+                start: b.start.as_ref().and_then(wire::datetime),
+                end: b.end.as_ref().and_then(wire::datetime),
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                volume: b.volume,
+                source_bars: b.source_bar_count,
+                quality_flags: b
+                    .quality_flags
+                    .iter()
+                    .filter_map(|f| pb::QualityFlag::try_from(*f).ok())
+                    .map(|f| {
+                        f.as_str_name()
+                            .trim_start_matches("QUALITY_FLAG_")
+                            .to_ascii_lowercase()
+                    })
+                    .collect(),
+            })
+            .collect(),
+        next_page_token: response.next_page_token,
+    }))
 }

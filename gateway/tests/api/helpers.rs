@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub struct RunningService {
     pub name: &'static str,
     pub grpc_addr: SocketAddr,
+    pub pool: sqlx::PgPool,
     pub stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _db: TestDatabase,
@@ -27,6 +28,7 @@ impl RunningService {
 
 async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> RunningService {
     let grpc_addr = app.grpc_addr();
+    let pool = app.pool.clone();
     let stop = CancellationToken::new();
     let task = tokio::spawn({
         let stop = stop.clone();
@@ -37,6 +39,7 @@ async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> Running
     RunningService {
         name,
         grpc_addr,
+        pool,
         stop,
         task,
         _db: db,

@@ -238,3 +238,50 @@ async fn bad_symbol_requests_get_problem_details_and_change_nothing() {
     stop.cancel();
     gateway.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems() {
+    let platform = Platform::start().await;
+    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
+        .await
+        .unwrap();
+    let app = Application::build(platform.gateway_config()).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let stop = CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+
+    let page: Value = reqwest::get(format!(
+        "{base}/v1/symbols/SPX/bars?timeframe=1Week&start=2000-01-03T00:00:00Z&limit=1"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(page["adjustment"], "raw", "{page}");
+    assert_eq!(page["source"], "sample", "{page}");
+    let bar = &page["bars"][0];
+    assert_eq!(bar["start"], "2000-01-03T14:30:00Z", "{page}");
+    assert_eq!(bar["open"], 1469.25, "{page}");
+    assert_eq!(bar["close"], 1441.469971, "{page}");
+    assert_eq!(bar["source_bars"], 5, "{page}");
+    assert!(page["next_page_token"].is_string(), "{page}");
+
+    for (query, status) in [
+        ("timeframe=2Day", 400),
+        ("start=yesterday", 400),
+        ("start=2010-01-01T00:00:00Z&end=2009-01-01T00:00:00Z", 400),
+    ] {
+        let response = reqwest::get(format!("{base}/v1/symbols/SPX/bars?{query}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{query}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+    }
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+}
