@@ -8,8 +8,8 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::bars;
 use crate::symbols::{self, NewSymbol, Search, Ticker};
+use crate::{bars, import};
 
 pub struct Api {
     pool: PgPool,
@@ -82,6 +82,50 @@ impl StockDataService for Api {
     ) -> Result<Response<pb::GetBarsResponse>, Status> {
         let query = bars::Query::parse(request.get_ref())?;
         bars::get(&self.pool, &query).await.map(Response::new)
+    }
+
+    async fn import_bars(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportBarsRequest>>,
+    ) -> Result<Response<pb::ImportBarsResponse>, Status> {
+        use pb::import_bars_request::Part;
+        let mut stream = request.into_inner();
+        let options = match stream.message().await? {
+            Some(pb::ImportBarsRequest {
+                part: Some(Part::Options(options)),
+            }) => import::Options::parse(&options)?,
+            _ => {
+                return Err(invalid_argument(
+                    "options",
+                    "the first message must carry the options",
+                ));
+            }
+        };
+        let mut body = Vec::new();
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(Part::Data(chunk)) => {
+                    if body.len() + chunk.len() > import::MAX_BYTES {
+                        return Err(Status::resource_exhausted(format!(
+                            "uploads are limited to {} MiB; split the file",
+                            import::MAX_BYTES >> 20
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                _ => return Err(invalid_argument("options", "sent more than once")),
+            }
+        }
+        let response = import::run(&self.pool, &options, &body).await?;
+        tracing::info!(
+            message = "Bars imported.",
+            import_id = %response.import_id,
+            read = response.rows_read,
+            inserted = response.rows_inserted,
+            updated = response.rows_updated,
+            rejected = response.rows_rejected,
+        );
+        Ok(Response::new(response))
     }
 
     async fn get_symbol(

@@ -9,14 +9,14 @@ use sqlx::{PgConnection, PgPool};
 use crate::symbols::{self, NewSymbol, Ticker};
 
 /// Where an exchange trades: its IANA time zone and regular session (local times).
-struct Exchange {
-    mic: &'static str,
-    time_zone: &'static str,
-    open: &'static str,
-    close: &'static str,
+pub(crate) struct Exchange {
+    pub mic: &'static str,
+    pub time_zone: &'static str,
+    pub open: &'static str,
+    pub close: &'static str,
 }
 
-const EXCHANGES: &[Exchange] = &[
+pub(crate) const EXCHANGES: &[Exchange] = &[
     Exchange {
         mic: "XNYS",
         time_zone: "America/New_York",
@@ -231,6 +231,8 @@ struct Row {
     low: f64,
     close: f64,
     volume: f64,
+    vwap: Option<f64>,
+    trade_count: Option<i64>,
     flags: i32,
     sources: i64,
     source: String,
@@ -299,6 +301,10 @@ pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse, to
                    max(high) AS high, min(low) AS low,
                    (array_agg(close ORDER BY start_at DESC))[1] AS close,
                    sum(volume) AS volume, bit_or(quality_flags) AS flags,
+                   CASE WHEN count(vwap) = count(*) AND sum(volume) > 0
+                        THEN sum(vwap * volume) / sum(volume) END AS vwap,
+                   CASE WHEN count(trade_count) = count(*)
+                        THEN sum(trade_count)::bigint END AS trade_count,
                    count(*) AS sources,
                    CASE WHEN count(DISTINCT source) = 1 THEN min(source) ELSE 'mixed' END AS source
             FROM b
@@ -307,7 +313,8 @@ pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse, to
             ORDER BY bucket {order}
             LIMIT $7
          )
-         SELECT bucket, start_at, end_at, open, high, low, close, volume, flags, sources, source,
+         SELECT bucket, start_at, end_at, open, high, low, close, volume, vwap, trade_count,
+                flags, sources, source,
                 end_at <= now() AS complete
          FROM agg ORDER BY bucket {order}"
     );
@@ -346,8 +353,8 @@ pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse, to
             low: r.low,
             close: r.close,
             volume: r.volume,
-            vwap: None,
-            trade_count: None,
+            vwap: r.vwap,
+            trade_count: r.trade_count.map(|n| n as u64),
             quality_flags: (1..=10).filter(|bit| r.flags & (1 << bit) != 0).collect(),
             source_bar_count: r.sources as u32,
             complete: r.complete,

@@ -4,12 +4,14 @@
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
 //! - `api`: the gRPC API; `symbols`: symbol values, validation and storage; `bars`: OHLCV
-//!   storage, the sample loader, range queries with aggregation.
+//!   storage, the sample loader, range queries with aggregation; `import`: bulk CSV/NDJSON
+//!   import through `COPY`.
 //! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
 
 pub mod api;
 pub mod bars;
 pub mod config;
+pub mod import;
 pub mod startup;
 pub mod symbols;
 

@@ -3,3 +3,4 @@
 mirai_platform::service_conformance_tests!("mirai-stock-data", mirai_stock_data, "stock_data");
 
 mod bars;
+mod import;
