@@ -8,16 +8,21 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::replay::Replays;
 use crate::symbols::{self, NewSymbol, Search, Ticker};
 use crate::{bars, import};
 
 pub struct Api {
     pool: PgPool,
+    replays: Replays,
 }
 
 impl Api {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            replays: Replays::new(pool.clone()),
+            pool,
+        }
     }
 }
 
@@ -128,6 +133,54 @@ impl StockDataService for Api {
         Ok(Response::new(response))
     }
 
+    async fn start_replay(
+        &self,
+        request: Request<pb::StartReplayRequest>,
+    ) -> Result<Response<pb::StartReplayResponse>, Status> {
+        let status = self.replays.start(request.into_inner()).await?;
+        Ok(Response::new(pb::StartReplayResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn stop_replay(
+        &self,
+        request: Request<pb::StopReplayRequest>,
+    ) -> Result<Response<pb::StopReplayResponse>, Status> {
+        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let status = self
+            .replays
+            .stop(ticker.as_str())
+            .await
+            .ok_or_else(|| no_replay(&ticker))?;
+        Ok(Response::new(pb::StopReplayResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn get_replay_status(
+        &self,
+        request: Request<pb::GetReplayStatusRequest>,
+    ) -> Result<Response<pb::GetReplayStatusResponse>, Status> {
+        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let status = self
+            .replays
+            .status(ticker.as_str())
+            .ok_or_else(|| no_replay(&ticker))?;
+        Ok(Response::new(pb::GetReplayStatusResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn list_replays(
+        &self,
+        _: Request<pb::ListReplaysRequest>,
+    ) -> Result<Response<pb::ListReplaysResponse>, Status> {
+        Ok(Response::new(pb::ListReplaysResponse {
+            replays: self.replays.list(),
+        }))
+    }
+
     async fn get_symbol(
         &self,
         request: Request<pb::GetSymbolRequest>,
@@ -163,6 +216,13 @@ impl StockDataService for Api {
             next_page_token,
         }))
     }
+}
+
+fn no_replay(ticker: &Ticker) -> Status {
+    Status::not_found(format!(
+        "no replay of {} since the service started",
+        ticker.as_str()
+    ))
 }
 
 fn not_found(ticker: &Ticker) -> Status {

@@ -4,3 +4,4 @@ mirai_platform::service_conformance_tests!("mirai-stock-data", mirai_stock_data,
 
 mod bars;
 mod import;
+mod replay;

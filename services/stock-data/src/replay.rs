@@ -1,0 +1,338 @@
+//! The replay feed: plays a symbol's stored history forward as live data.
+//!
+//! Each stored bar becomes a `stock.bar.closed` event (source `replay`), preceded by
+//! `quotes_per_bar` synthetic `stock.price.updated` events along a seeded intra-bar path
+//! (open → first extreme → other extreme → close, so every quote stays within the bar's range)
+//! and followed by one at the close. Events go through the outbox like live data, one
+//! transaction per bar. The same seed, speed and range give the same events.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mirai_platform::error::invalid_argument;
+use mirai_platform::events::outbox;
+use mirai_platform::wire;
+use mirai_proto::events::v1 as ev;
+use mirai_proto::stock::v1 as pb;
+use rand::{Rng as _, SeedableRng as _};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::SERVICE;
+use crate::symbols::{self, Ticker};
+
+struct Entry {
+    status: pb::ReplayStatus,
+    stop: CancellationToken,
+}
+
+/// Every replay since the service started, by symbol.
+#[derive(Clone)]
+pub struct Replays {
+    pool: PgPool,
+    entries: Arc<Mutex<BTreeMap<String, Entry>>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct BarRow {
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    vwap: Option<f64>,
+    trade_count: Option<i64>,
+}
+
+impl Replays {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            entries: Arc::default(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> T) -> T {
+        f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub async fn start(
+        &self,
+        mut request: pb::StartReplayRequest,
+    ) -> Result<pb::ReplayStatus, tonic::Status> {
+        let ticker = Ticker::parse(&request.symbol)?;
+        request.symbol = ticker.as_str().to_owned();
+        let timeframe = match pb::Timeframe::try_from(request.timeframe) {
+            Ok(pb::Timeframe::Unspecified) => pb::Timeframe::OneDay,
+            Ok(timeframe) => timeframe,
+            Err(_) => return Err(invalid_argument("timeframe", "unknown timeframe")),
+        };
+        request.timeframe = timeframe.into();
+        if request.bars_per_second == 0.0 {
+            request.bars_per_second = 1.0;
+        }
+        if !(request.bars_per_second > 0.0 && request.bars_per_second <= 1000.0) {
+            return Err(invalid_argument("bars_per_second", "must be in (0, 1000]"));
+        }
+        if request.quotes_per_bar > 100 {
+            return Err(invalid_argument("quotes_per_bar", "must be 0-100"));
+        }
+        let from = request.from.as_ref().and_then(wire::datetime);
+        let to = request.to.as_ref().and_then(wire::datetime);
+        let status = |e| mirai_platform::db::status(e, "replay");
+        let symbol = symbols::get(&self.pool, &ticker)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| {
+                tonic::Status::not_found(format!("symbol {} is not listed", ticker.as_str()))
+            })?;
+        if symbol.status != "active" {
+            return Err(tonic::Status::failed_precondition(format!(
+                "symbol {} is delisted",
+                ticker.as_str()
+            )));
+        }
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM bars WHERE symbol = $1 AND timeframe = $2
+               AND ($3::timestamptz IS NULL OR start_at >= $3)
+               AND ($4::timestamptz IS NULL OR start_at < $4)",
+        )
+        .bind(ticker.as_str())
+        .bind(timeframe as i16)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(status)?;
+        if total == 0 {
+            return Err(tonic::Status::failed_precondition(format!(
+                "no stored {} bars of {} in the range",
+                timeframe.as_str_name(),
+                ticker.as_str()
+            )));
+        }
+        let stop = CancellationToken::new();
+        let state = pb::ReplayStatus {
+            symbol: ticker.as_str().to_owned(),
+            state: pb::ReplayState::Running.into(),
+            settings: Some(request.clone()),
+            bars_emitted: 0,
+            bars_total: total as u64,
+            started_at: Some(wire::timestamp(Utc::now())),
+            ..Default::default()
+        };
+        self.with(|entries| {
+            if entries
+                .get(ticker.as_str())
+                .is_some_and(|e| e.status.state == pb::ReplayState::Running as i32)
+            {
+                return Err(tonic::Status::already_exists(format!(
+                    "a replay of {} is running",
+                    ticker.as_str()
+                )));
+            }
+            entries.insert(
+                ticker.as_str().to_owned(),
+                Entry {
+                    status: state.clone(),
+                    stop: stop.clone(),
+                },
+            );
+            Ok(())
+        })?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = this.play(&request, timeframe, from, to, stop).await;
+            this.with(|entries| {
+                if let Some(entry) = entries.get_mut(&request.symbol) {
+                    let (state, error) = match outcome {
+                        Ok(true) => (pb::ReplayState::Finished, String::new()),
+                        Ok(false) => (pb::ReplayState::Stopped, String::new()),
+                        Err(error) => (pb::ReplayState::Failed, error.to_string()),
+                    };
+                    entry.status.state = state.into();
+                    entry.status.error = error;
+                    entry.status.ended_at = Some(wire::timestamp(Utc::now()));
+                }
+            });
+        });
+        Ok(state)
+    }
+
+    /// Emits the bars; `Ok(true)` at the end of the range, `Ok(false)` when stopped.
+    async fn play(
+        &self,
+        request: &pb::StartReplayRequest,
+        timeframe: pb::Timeframe,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        stop: CancellationToken,
+    ) -> Result<bool, sqlx::Error> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed);
+        let mut ticker =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / request.bars_per_second));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous_close: Option<f64> = None;
+        // The first page starts at `from` (inclusive), later ones after the last bar emitted.
+        let mut after = from;
+        let mut first = true;
+        loop {
+            let page: Vec<BarRow> = sqlx::query_as(
+                "SELECT start_at, end_at, open, high, low, close, volume, vwap, trade_count
+                 FROM bars WHERE symbol = $1 AND timeframe = $2
+                   AND ($3::timestamptz IS NULL OR start_at > $3 OR ($5 AND start_at = $3))
+                   AND ($4::timestamptz IS NULL OR start_at < $4)
+                 ORDER BY start_at LIMIT 1000",
+            )
+            .bind(&request.symbol)
+            .bind(timeframe as i16)
+            .bind(after)
+            .bind(to)
+            .bind(first)
+            .fetch_all(&self.pool)
+            .await?;
+            first = false;
+            let Some(last) = page.last() else {
+                return Ok(true);
+            };
+            after = Some(last.start_at);
+            for bar in page {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(false),
+                    _ = ticker.tick() => {}
+                }
+                self.emit(request, timeframe, &bar, previous_close, &mut rng)
+                    .await?;
+                previous_close = Some(bar.close);
+                self.with(|entries| {
+                    if let Some(entry) = entries.get_mut(&request.symbol) {
+                        entry.status.bars_emitted += 1;
+                        entry.status.position = Some(wire::timestamp(bar.start_at));
+                    }
+                });
+            }
+        }
+    }
+
+    async fn emit(
+        &self,
+        request: &pb::StartReplayRequest,
+        timeframe: pb::Timeframe,
+        bar: &BarRow,
+        previous_close: Option<f64>,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let span = (bar.end_at - bar.start_at).num_milliseconds().max(1);
+        let path = intra_bar_path(bar, request.quotes_per_bar, rng);
+        let n = path.len() as i64;
+        let (mut running_high, mut running_low) = (bar.open, bar.open);
+        for (i, price) in path.into_iter().enumerate() {
+            running_high = running_high.max(price);
+            running_low = running_low.min(price);
+            let at = bar.start_at + chrono::Duration::milliseconds(span * (i as i64 + 1) / (n + 1));
+            let event = ev::PriceUpdated {
+                symbol: request.symbol.clone(),
+                price,
+                price_time: Some(wire::timestamp(at)),
+                previous_close: previous_close.unwrap_or_default(),
+                day_open: bar.open,
+                day_high: running_high,
+                day_low: running_low,
+                day_volume: 0.0,
+                interval_high: price,
+                interval_low: price,
+                coalesced: 1,
+                source: "replay".to_owned(),
+            };
+            outbox::enqueue(&mut tx, SERVICE, &event, None).await?;
+        }
+        let closed = ev::BarClosed {
+            bar: Some(pb::Bar {
+                symbol: request.symbol.clone(),
+                timeframe: timeframe.into(),
+                start: Some(wire::timestamp(bar.start_at)),
+                end: Some(wire::timestamp(bar.end_at)),
+                open: bar.open,
+                high: bar.high,
+                low: bar.low,
+                close: bar.close,
+                volume: bar.volume,
+                vwap: bar.vwap,
+                trade_count: bar.trade_count.map(|n| n as u64),
+                quality_flags: Vec::new(),
+                source_bar_count: 1,
+                complete: true,
+            }),
+            adjustment: pb::Adjustment::Raw.into(),
+            source: "replay".to_owned(),
+            previous_close,
+        };
+        outbox::enqueue(&mut tx, SERVICE, &closed, None).await?;
+        let at_close = ev::PriceUpdated {
+            symbol: request.symbol.clone(),
+            price: bar.close,
+            price_time: Some(wire::timestamp(bar.end_at)),
+            previous_close: previous_close.unwrap_or_default(),
+            day_open: bar.open,
+            day_high: bar.high,
+            day_low: bar.low,
+            day_volume: bar.volume,
+            interval_high: bar.high.max(bar.close),
+            interval_low: bar.low.min(bar.close),
+            coalesced: 1,
+            source: "replay".to_owned(),
+        };
+        outbox::enqueue(&mut tx, SERVICE, &at_close, None).await?;
+        tx.commit().await
+    }
+
+    /// Stops a running replay and returns its final state (idempotent).
+    pub async fn stop(&self, symbol: &str) -> Option<pb::ReplayStatus> {
+        self.with(|entries| entries.get(symbol).map(|entry| entry.stop.cancel()))?;
+        for _ in 0..500 {
+            let status = self.status(symbol)?;
+            if status.state != pb::ReplayState::Running as i32 {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.status(symbol)
+    }
+
+    pub fn status(&self, symbol: &str) -> Option<pb::ReplayStatus> {
+        self.with(|entries| entries.get(symbol).map(|e| e.status.clone()))
+    }
+
+    pub fn list(&self) -> Vec<pb::ReplayStatus> {
+        self.with(|entries| entries.values().map(|e| e.status.clone()).collect())
+    }
+}
+
+/// `quotes` prices inside the bar: open → first extreme → other extreme → close, linearly
+/// interpolated, with the order of the extremes drawn from the seeded generator.
+fn intra_bar_path(bar: &BarRow, quotes: u32, rng: &mut rand::rngs::StdRng) -> Vec<f64> {
+    if quotes == 0 {
+        return Vec::new();
+    }
+    let high_first: bool = rng.random();
+    let (a, b) = if high_first {
+        (bar.high, bar.low)
+    } else {
+        (bar.low, bar.high)
+    };
+    let anchors = [bar.open, a, b, bar.close];
+    (1..=quotes)
+        .map(|i| {
+            // Position along the three legs, in (0, 3).
+            let t = 3.0 * f64::from(i) / f64::from(quotes + 1);
+            let leg = (t.floor() as usize).min(2);
+            let frac = t - leg as f64;
+            anchors[leg] + (anchors[leg + 1] - anchors[leg]) * frac
+        })
+        .collect()
+}
