@@ -21,6 +21,8 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
         .current_dir(root)
         .env("MIRAI_SKIP_BUILD", "1")
         .env("MIRAI_DEV_PORT_OFFSET", offset.to_string())
+        // Its own databases: a developer's stack (or an older schema) is never touched.
+        .env("MIRAI_DEV_DB_SUFFIX", format!("_e2e{offset}"))
         // Exercise the dev command's own emulator start, not the test run's emulator.
         .env_remove("PUBSUB_EMULATOR_HOST");
     if let Ok(server) = std::env::var("MIRAI_TEST_DATABASE_URL") {
@@ -57,4 +59,21 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
         None,
         "gateway stopped"
     );
+    drop_databases(&format!("_e2e{offset}")).await;
+}
+
+/// Drops the databases the run created (`mirai_*<suffix>`).
+async fn drop_databases(suffix: &str) {
+    use sqlx::Connection as _;
+    let server = std::env::var("MIRAI_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+    for name in ["user", "stock", "prediction", "analytics", "notification"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"mirai_{name}{suffix}\" WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
 }
