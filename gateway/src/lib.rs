@@ -6,12 +6,14 @@
 //!   platform's graceful-shutdown sequence.
 //! - `upstream`: gRPC channels to the five services (trace context and deadlines propagate)
 //!   and their health, which drives `/readyz`.
-//! - `routes`: the axum router of the public API; one module per resource (`symbols`).
+//! - `routes`: the axum router of the public API; one module per resource (`symbols`,
+//!   `ingest` for imports and replays).
 //! - `observability`: per-request server span (continuing an incoming `traceparent`) and HTTP
 //!   RED metrics.
 //! - `problem`: RFC 9457 problem+json error bodies.
 
 pub mod config;
+pub mod ingest;
 pub mod observability;
 pub mod problem;
 pub mod routes;

@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .merge(crate::symbols::routes())
+        .merge(crate::ingest::routes())
         .fallback(not_found)
         .with_state(state)
 }

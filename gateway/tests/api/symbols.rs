@@ -285,3 +285,80 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
     stop.cancel();
     gateway.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn admins_import_bars_over_http_and_replay_them() {
+    let platform = Platform::start().await;
+    let app = Application::build(platform.gateway_config()).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let stop = CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let http = reqwest::Client::new();
+    let listed = http
+        .post(format!("{base}/v1/symbols"))
+        .json(&json!({
+            "symbol": "ACME", "name": "Acme", "exchange_mic": "XNAS",
+            "currency": "USD", "asset_type": "equity"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 201);
+
+    let csv = "timestamp,open,high,low,close,volume\n2024-01-02,10,11,9,10.5,100\n2024-01-03,x,11,9,10,100\n2024-01-04,10.5,11,10,10.8,120\n";
+    let report: Value = http
+        .post(format!("{base}/v1/admin/bars/import?symbol=ACME"))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["rows_inserted"], 2, "{report}");
+    assert_eq!(report["errors"][0]["line"], 3, "{report}");
+    assert_eq!(report["errors"][0]["column"], "open", "{report}");
+
+    let wrong_type = http
+        .post(format!("{base}/v1/admin/bars/import?symbol=ACME"))
+        .header("content-type", "application/pdf")
+        .body("%PDF")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+
+    let started = http
+        .post(format!("{base}/v1/admin/replays"))
+        .json(&json!({ "symbol": "ACME", "bars_per_second": 1000 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let replay: Value = http
+            .get(format!("{base}/v1/admin/replays/ACME"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if replay["state"] == "finished" {
+            assert_eq!(replay["bars_emitted"], 2, "{replay}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{replay}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = http
+        .get(format!("{base}/v1/admin/replays/NOPE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+}

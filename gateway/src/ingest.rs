@@ -1,0 +1,283 @@
+//! `/v1/admin/bars/import` and `/v1/admin/replays`: getting market data in (stock-data).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use mirai_platform::wire;
+use mirai_proto::stock::v1 as pb;
+use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Json, Path, Problem, Query};
+use crate::routes::AppState;
+use crate::symbols::Timeframe;
+
+/// Largest upload accepted (the service's own limit).
+const MAX_UPLOAD: usize = 256 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/admin/bars/import",
+            post(import).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+        .route("/v1/admin/replays", post(start_replay).get(list_replays))
+        .route("/v1/admin/replays/{symbol}", get(replay_status))
+        .route("/v1/admin/replays/{symbol}/stop", post(stop_replay))
+}
+
+fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
+    StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
+}
+
+/// Query of `POST /v1/admin/bars/import`; the body is the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// Default `1Day`.
+    pub timeframe: Option<Timeframe>,
+    /// Ticker for rows without a `symbol` column.
+    pub symbol: Option<String>,
+    /// IANA zone of timestamps without an offset; default the exchange's.
+    pub time_zone: Option<String>,
+    /// Recorded on the bars; default `import`.
+    pub source: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/admin/bars/import` with a `text/csv` or `application/x-ndjson` body: streamed to
+/// stock-data's `ImportBars`; answers the import report.
+async fn import(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ImportQuery>,
+    body: Body,
+) -> Result<impl IntoResponse, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let format = match content_type.split(';').next().unwrap_or_default().trim() {
+        "text/csv" => pb::ImportFormat::Csv,
+        "application/x-ndjson" | "application/jsonl" => pb::ImportFormat::Ndjson,
+        other => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            )
+            .detail(format!(
+                "send text/csv or application/x-ndjson, not `{other}`"
+            )));
+        }
+    };
+    let options = pb::ImportOptions {
+        format: format.into(),
+        timeframe: pb::Timeframe::from(query.timeframe.unwrap_or(Timeframe::OneDay)).into(),
+        adjustment: pb::Adjustment::Raw.into(),
+        source: query.source.unwrap_or_default(),
+        default_symbol: query.symbol.unwrap_or_default(),
+        time_zone: query.time_zone.unwrap_or_default(),
+        file_name: String::new(),
+        dry_run: query.dry_run,
+    };
+    let first = futures::stream::once(async move {
+        pb::ImportBarsRequest {
+            part: Some(pb::import_bars_request::Part::Options(options)),
+        }
+    });
+    // A broken upload ends the stream early; the service then reports what it received.
+    let chunks = body
+        .into_data_stream()
+        .take_while(|chunk| std::future::ready(chunk.is_ok()))
+        .filter_map(|chunk| async move { chunk.ok() })
+        .map(|chunk| pb::ImportBarsRequest {
+            part: Some(pb::import_bars_request::Part::Data(chunk.to_vec())),
+        });
+    let report = client(&state)
+        .import_bars(first.chain(chunks))
+        .await?
+        .into_inner();
+    Ok(axum::Json(ImportReport::from(report)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct RowError {
+    pub line: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub column: String,
+    pub reason: String,
+}
+
+/// The answer of an import.
+#[derive(Debug, Serialize)]
+pub struct ImportReport {
+    pub import_id: String,
+    pub dry_run: bool,
+    pub rows_read: u64,
+    pub rows_inserted: u64,
+    pub rows_unchanged: u64,
+    pub rows_updated: u64,
+    pub rows_rejected: u64,
+    pub rows_flagged: u64,
+    pub errors: Vec<RowError>,
+    pub errors_truncated: bool,
+    pub symbols: Vec<String>,
+    pub first_bar_start: Option<DateTime<Utc>>,
+    pub last_bar_start: Option<DateTime<Utc>>,
+    pub bytes_read: u64,
+}
+
+impl From<pb::ImportBarsResponse> for ImportReport {
+    fn from(r: pb::ImportBarsResponse) -> Self {
+        Self {
+            first_bar_start: r.first_bar_start.as_ref().and_then(wire::datetime),
+            last_bar_start: r.last_bar_start.as_ref().and_then(wire::datetime),
+            import_id: r.import_id,
+            dry_run: r.dry_run,
+            rows_read: r.rows_read,
+            rows_inserted: r.rows_inserted,
+            rows_unchanged: r.rows_unchanged,
+            rows_updated: r.rows_updated,
+            rows_rejected: r.rows_rejected,
+            rows_flagged: r.rows_flagged,
+            errors: r
+                .errors
+                .into_iter()
+                .map(|e| RowError {
+                    line: e.line,
+                    column: e.column,
+                    reason: e.reason,
+                })
+                .collect(),
+            errors_truncated: r.errors_truncated,
+            symbols: r.symbols,
+            bytes_read: r.bytes_read,
+        }
+    }
+}
+
+/// Body of `POST /v1/admin/replays`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewReplay {
+    pub symbol: String,
+    pub timeframe: Option<Timeframe>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Default 1 (one trading day per second for daily bars), at most 1,000.
+    pub bars_per_second: Option<f64>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub quotes_per_bar: u32,
+}
+
+/// A replay as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Replay {
+    pub symbol: String,
+    /// `running`, `stopped`, `finished` or `failed`.
+    pub state: String,
+    pub bars_emitted: u64,
+    pub bars_total: u64,
+    pub position: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+impl From<pb::ReplayStatus> for Replay {
+    fn from(s: pb::ReplayStatus) -> Self {
+        Self {
+            state: pb::ReplayState::try_from(s.state)
+                .unwrap_or_default()
+                .as_str_name()
+                .trim_start_matches("REPLAY_STATE_")
+                .to_ascii_lowercase(),
+            position: s.position.as_ref().and_then(wire::datetime),
+            started_at: s.started_at.as_ref().and_then(wire::datetime),
+            ended_at: s.ended_at.as_ref().and_then(wire::datetime),
+            symbol: s.symbol,
+            bars_emitted: s.bars_emitted,
+            bars_total: s.bars_total,
+            error: s.error,
+        }
+    }
+}
+
+fn replay_of(status: Option<pb::ReplayStatus>) -> Result<Replay, Problem> {
+    status
+        .map(Replay::from)
+        .ok_or_else(|| tonic::Status::internal("upstream answered without a status").into())
+}
+
+/// `POST /v1/admin/replays`: starts playing a symbol's history forward as live events.
+async fn start_replay(
+    State(state): State<AppState>,
+    Json(body): Json<NewReplay>,
+) -> Result<impl IntoResponse, Problem> {
+    let request = pb::StartReplayRequest {
+        symbol: body.symbol,
+        timeframe: pb::Timeframe::from(body.timeframe.unwrap_or(Timeframe::OneDay)).into(),
+        from: body.from.map(wire::timestamp),
+        to: body.to.map(wire::timestamp),
+        bars_per_second: body.bars_per_second.unwrap_or(1.0),
+        seed: body.seed,
+        quotes_per_bar: body.quotes_per_bar,
+        actor_user_id: String::new(),
+    };
+    let replay = replay_of(
+        client(&state)
+            .start_replay(request)
+            .await?
+            .into_inner()
+            .status,
+    )?;
+    let location = format!("/v1/admin/replays/{}", replay.symbol);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(replay),
+    ))
+}
+
+/// `GET /v1/admin/replays`.
+async fn list_replays(State(state): State<AppState>) -> Result<axum::Json<Vec<Replay>>, Problem> {
+    let response = client(&state)
+        .list_replays(pb::ListReplaysRequest {})
+        .await?
+        .into_inner();
+    Ok(axum::Json(
+        response.replays.into_iter().map(Replay::from).collect(),
+    ))
+}
+
+/// `GET /v1/admin/replays/{symbol}`.
+async fn replay_status(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+) -> Result<axum::Json<Replay>, Problem> {
+    let response = client(&state)
+        .get_replay_status(pb::GetReplayStatusRequest { symbol })
+        .await?;
+    Ok(axum::Json(replay_of(response.into_inner().status)?))
+}
+
+/// `POST /v1/admin/replays/{symbol}/stop`: idempotent.
+async fn stop_replay(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+) -> Result<axum::Json<Replay>, Problem> {
+    let response = client(&state)
+        .stop_replay(pb::StopReplayRequest { symbol })
+        .await?;
+    Ok(axum::Json(replay_of(response.into_inner().status)?))
+}
