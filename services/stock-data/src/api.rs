@@ -8,19 +8,23 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::quotes::Quotes;
 use crate::replay::Replays;
 use crate::symbols::{self, NewSymbol, Search, Ticker};
 use crate::{bars, import};
 
 pub struct Api {
     pool: PgPool,
+    quotes: Quotes,
     replays: Replays,
 }
 
 impl Api {
     pub fn new(pool: PgPool) -> Self {
+        let quotes = Quotes::new(pool.clone());
         Self {
-            replays: Replays::new(pool.clone()),
+            replays: Replays::new(pool.clone(), quotes.clone()),
+            quotes,
             pool,
         }
     }
@@ -130,6 +134,53 @@ impl StockDataService for Api {
             updated = response.rows_updated,
             rejected = response.rows_rejected,
         );
+        Ok(Response::new(response))
+    }
+
+    async fn get_quote(
+        &self,
+        request: Request<pb::GetQuoteRequest>,
+    ) -> Result<Response<pb::GetQuoteResponse>, Status> {
+        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let quote = self
+            .quotes
+            .get(ticker.as_str())
+            .await
+            .map_err(|e| db::status(e, "quote"))?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no data for {} (unknown symbol or no bars)",
+                    ticker.as_str()
+                ))
+            })?;
+        Ok(Response::new(pb::GetQuoteResponse { quote: Some(quote) }))
+    }
+
+    async fn batch_get_quotes(
+        &self,
+        request: Request<pb::BatchGetQuotesRequest>,
+    ) -> Result<Response<pb::BatchGetQuotesResponse>, Status> {
+        let symbols = &request.get_ref().symbols;
+        if symbols.is_empty() || symbols.len() > 500 {
+            return Err(invalid_argument("symbols", "1-500 tickers"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut response = pb::BatchGetQuotesResponse::default();
+        for raw in symbols {
+            let ticker = Ticker::parse(raw)?;
+            if !seen.insert(ticker.clone()) {
+                continue;
+            }
+            match self
+                .quotes
+                .get(ticker.as_str())
+                .await
+                .map_err(|e| db::status(e, "quote"))?
+            {
+                Some(quote) => response.quotes.push(quote),
+                None => response.missing.push(ticker.as_str().to_owned()),
+            }
+        }
         Ok(Response::new(response))
     }
 

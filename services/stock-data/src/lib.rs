@@ -5,13 +5,15 @@
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
 //! - `api`: the gRPC API; `symbols`: symbol values, validation and storage; `bars`: OHLCV
 //!   storage, the sample loader, range queries with aggregation; `import`: bulk CSV/NDJSON
-//!   import through `COPY`; `replay`: the replay feed (history played forward as live events).
+//!   import through `COPY`; `replay`: the replay feed (history played forward as live events);
+//!   `quotes`: the in-memory latest-quote cache.
 //! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
 
 pub mod api;
 pub mod bars;
 pub mod config;
 pub mod import;
+pub mod quotes;
 pub mod replay;
 pub mod startup;
 pub mod symbols;

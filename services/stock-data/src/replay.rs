@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::SERVICE;
+use crate::quotes::{self, Quotes};
 use crate::symbols::{self, Ticker};
 
 struct Entry {
@@ -32,6 +33,7 @@ struct Entry {
 #[derive(Clone)]
 pub struct Replays {
     pool: PgPool,
+    quotes: Quotes,
     entries: Arc<Mutex<BTreeMap<String, Entry>>>,
 }
 
@@ -49,9 +51,10 @@ struct BarRow {
 }
 
 impl Replays {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, quotes: Quotes) -> Self {
         Self {
             pool,
+            quotes,
             entries: Arc::default(),
         }
     }
@@ -176,7 +179,7 @@ impl Replays {
         let mut ticker =
             tokio::time::interval(Duration::from_secs_f64(1.0 / request.bars_per_second));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut previous_close: Option<f64> = None;
+        let mut previous: Option<pb::Bar> = None;
         // The first page starts at `from` (inclusive), later ones after the last bar emitted.
         let mut after = from;
         let mut first = true;
@@ -205,9 +208,24 @@ impl Replays {
                     _ = stop.cancelled() => return Ok(false),
                     _ = ticker.tick() => {}
                 }
-                self.emit(request, timeframe, &bar, previous_close, &mut rng)
+                let emitted = self
+                    .emit(
+                        request,
+                        timeframe,
+                        &bar,
+                        previous.as_ref().map(|b| b.close),
+                        &mut rng,
+                    )
                     .await?;
-                previous_close = Some(bar.close);
+                if timeframe == pb::Timeframe::OneDay {
+                    self.quotes.update(quotes::quote(
+                        &request.symbol,
+                        emitted.clone(),
+                        previous.take(),
+                        "replay",
+                    ));
+                }
+                previous = Some(emitted);
                 self.with(|entries| {
                     if let Some(entry) = entries.get_mut(&request.symbol) {
                         entry.status.bars_emitted += 1;
@@ -225,7 +243,7 @@ impl Replays {
         bar: &BarRow,
         previous_close: Option<f64>,
         rng: &mut rand::rngs::StdRng,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<pb::Bar, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let span = (bar.end_at - bar.start_at).num_milliseconds().max(1);
         let path = intra_bar_path(bar, request.quotes_per_bar, rng);
@@ -251,23 +269,24 @@ impl Replays {
             };
             outbox::enqueue(&mut tx, SERVICE, &event, None).await?;
         }
+        let bar_closed = pb::Bar {
+            symbol: request.symbol.clone(),
+            timeframe: timeframe.into(),
+            start: Some(wire::timestamp(bar.start_at)),
+            end: Some(wire::timestamp(bar.end_at)),
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            volume: bar.volume,
+            vwap: bar.vwap,
+            trade_count: bar.trade_count.map(|n| n as u64),
+            quality_flags: Vec::new(),
+            source_bar_count: 1,
+            complete: true,
+        };
         let closed = ev::BarClosed {
-            bar: Some(pb::Bar {
-                symbol: request.symbol.clone(),
-                timeframe: timeframe.into(),
-                start: Some(wire::timestamp(bar.start_at)),
-                end: Some(wire::timestamp(bar.end_at)),
-                open: bar.open,
-                high: bar.high,
-                low: bar.low,
-                close: bar.close,
-                volume: bar.volume,
-                vwap: bar.vwap,
-                trade_count: bar.trade_count.map(|n| n as u64),
-                quality_flags: Vec::new(),
-                source_bar_count: 1,
-                complete: true,
-            }),
+            bar: Some(bar_closed.clone()),
             adjustment: pb::Adjustment::Raw.into(),
             source: "replay".to_owned(),
             previous_close,
@@ -288,7 +307,8 @@ impl Replays {
             source: "replay".to_owned(),
         };
         outbox::enqueue(&mut tx, SERVICE, &at_close, None).await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(bar_closed)
     }
 
     /// Stops a running replay and returns its final state (idempotent).

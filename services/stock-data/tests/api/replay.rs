@@ -183,3 +183,52 @@ async fn a_running_replay_can_be_stopped_and_not_started_twice() {
     }
     stop.cancel();
 }
+
+#[tokio::test]
+async fn quotes_come_from_the_latest_bars_and_follow_a_replay() {
+    let (mut client, _pool, stop, _db) = start().await;
+    let rows: Vec<f64> = include_str!("../../sample/sp500-2000.csv")
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    let quote = |client: &mut Client| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_quote(mirai_proto::stock::v1::GetQuoteRequest {
+                    symbol: "SPX".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .quote
+                .unwrap()
+        }
+    };
+    let latest = quote(&mut client).await;
+    let (last, before) = (rows[rows.len() - 1], rows[rows.len() - 2]);
+    assert_eq!((latest.last_price, latest.previous_close), (last, before));
+    assert!((latest.change_percent - (last - before) / before * 100.0).abs() < 1e-12);
+    assert_eq!(latest.source, "sample");
+
+    client.start_replay(first_week()).await.unwrap();
+    wait_for(&mut client, ReplayState::Finished).await;
+    let replayed = quote(&mut client).await;
+    assert_eq!(replayed.source, "replay");
+    assert_eq!(
+        (replayed.last_price, replayed.previous_close),
+        (rows[4], rows[3])
+    );
+
+    let batch = client
+        .batch_get_quotes(mirai_proto::stock::v1::BatchGetQuotesRequest {
+            symbols: vec!["SPX".into(), "NOPE".into(), "spx".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.quotes.len(), 1);
+    assert_eq!(batch.missing, vec!["NOPE"]);
+    stop.cancel();
+}

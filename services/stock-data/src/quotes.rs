@@ -1,0 +1,127 @@
+//! Latest quotes, served from memory.
+//!
+//! A symbol's quote is built from its two latest daily bars the first time it is asked for,
+//! then kept current by ingestion (the replay feed updates it on every price it emits), so
+//! lookups after the first never touch the database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use mirai_platform::wire;
+use mirai_proto::stock::v1 as pb;
+use sqlx::PgPool;
+
+#[derive(Clone)]
+pub struct Quotes {
+    pool: PgPool,
+    cache: Arc<RwLock<HashMap<String, pb::Quote>>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DayRow {
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    source: String,
+}
+
+impl DayRow {
+    fn bar(&self, symbol: &str) -> pb::Bar {
+        pb::Bar {
+            symbol: symbol.to_owned(),
+            timeframe: pb::Timeframe::OneDay.into(),
+            start: Some(wire::timestamp(self.start_at)),
+            end: Some(wire::timestamp(self.end_at)),
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            volume: self.volume,
+            source_bar_count: 1,
+            complete: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A quote from the latest bar (`day`) and the one before it.
+pub fn quote(symbol: &str, day: pb::Bar, previous: Option<pb::Bar>, source: &str) -> pb::Quote {
+    let previous_close = previous.as_ref().map_or(0.0, |b| b.close);
+    let change = if previous.is_some() {
+        day.close - previous_close
+    } else {
+        0.0
+    };
+    pb::Quote {
+        symbol: symbol.to_owned(),
+        last_price: day.close,
+        last_time: day.end,
+        previous_close,
+        change,
+        change_percent: if previous_close == 0.0 {
+            0.0
+        } else {
+            change / previous_close * 100.0
+        },
+        day_bar: Some(day),
+        previous_day_bar: previous,
+        source: source.to_owned(),
+        adjustment: pb::Adjustment::Raw.into(),
+    }
+}
+
+impl Quotes {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The latest quote of `symbol`; `None` when it has no daily bars.
+    pub async fn get(&self, symbol: &str) -> Result<Option<pb::Quote>, sqlx::Error> {
+        if let Some(quote) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(symbol)
+        {
+            return Ok(Some(quote.clone()));
+        }
+        let days: Vec<DayRow> = sqlx::query_as(
+            "SELECT start_at, end_at, open, high, low, close, volume, source FROM bars
+             WHERE symbol = $1 AND timeframe = $2 ORDER BY start_at DESC LIMIT 2",
+        )
+        .bind(symbol)
+        .bind(pb::Timeframe::OneDay as i16)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(latest) = days.first() else {
+            return Ok(None);
+        };
+        let built = quote(
+            symbol,
+            latest.bar(symbol),
+            days.get(1).map(|d| d.bar(symbol)),
+            &latest.source,
+        );
+        // A concurrent update (live data) wins over what was read from the database.
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(
+            cache.entry(symbol.to_owned()).or_insert(built).clone(),
+        ))
+    }
+
+    /// Replaces the cached quote (ingestion calls this for every new price).
+    pub fn update(&self, quote: pb::Quote) {
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(quote.symbol.clone(), quote);
+    }
+}
