@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/symbols/{symbol}", get(get_one))
         .route("/v1/symbols/{symbol}/delist", post(delist))
         .route("/v1/symbols/{symbol}/bars", get(bars))
+        .route("/v1/symbols/{symbol}/quote", get(quote))
 }
 
 fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
@@ -356,5 +357,52 @@ async fn bars(
             })
             .collect(),
         next_page_token: response.next_page_token,
+    }))
+}
+
+/// A latest quote as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct Quote {
+    pub symbol: String,
+    pub last_price: f64,
+    pub last_time: Option<DateTime<Utc>>,
+    pub previous_close: f64,
+    pub change: f64,
+    pub change_percent: f64,
+    pub day_open: Option<f64>,
+    pub day_high: Option<f64>,
+    pub day_low: Option<f64>,
+    pub day_volume: Option<f64>,
+    pub source: String,
+    pub adjustment: &'static str,
+}
+
+/// `GET /v1/symbols/{symbol}/quote`: last price, change, today's bar.
+async fn quote(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+) -> Result<axum::Json<Quote>, Problem> {
+    let quote = client(&state)
+        .get_quote(pb::GetQuoteRequest { symbol })
+        .await?
+        .into_inner()
+        .quote
+        .ok_or_else(|| {
+            Problem::from(tonic::Status::internal("upstream answered without a quote"))
+        })?;
+    let day = quote.day_bar.as_ref();
+    Ok(axum::Json(Quote {
+        last_time: quote.last_time.as_ref().and_then(wire::datetime),
+        day_open: day.map(|b| b.open),
+        day_high: day.map(|b| b.high),
+        day_low: day.map(|b| b.low),
+        day_volume: day.map(|b| b.volume),
+        symbol: quote.symbol,
+        last_price: quote.last_price,
+        previous_close: quote.previous_close,
+        change: quote.change,
+        change_percent: quote.change_percent,
+        source: quote.source,
+        adjustment: "raw",
     }))
 }

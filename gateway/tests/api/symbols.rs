@@ -267,6 +267,19 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
     assert_eq!(bar["source_bars"], 5, "{page}");
     assert!(page["next_page_token"].is_string(), "{page}");
 
+    let quote: Value = reqwest::get(format!("{base}/v1/symbols/SPX/quote"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(quote["last_time"], "2020-04-17T20:00:00Z", "{quote}");
+    assert_eq!(quote["source"], "sample", "{quote}");
+    let missing = reqwest::get(format!("{base}/v1/symbols/NOPE/quote"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
     for (query, status) in [
         ("timeframe=2Day", 400),
         ("start=yesterday", 400),
