@@ -1,5 +1,6 @@
 //! The `StockDataService` gRPC API. RPCs not implemented yet answer `UNIMPLEMENTED`.
 
+use futures::StreamExt as _;
 use mirai_platform::db;
 use mirai_platform::error::invalid_argument;
 use mirai_platform::wire;
@@ -12,6 +13,9 @@ use crate::quotes::Quotes;
 use crate::replay::Replays;
 use crate::symbols::{self, NewSymbol, Search, Ticker};
 use crate::{bars, import};
+
+/// The stream type tonic's generated trait expects (same as its private `BoxStream`).
+type QuoteStream = futures::stream::BoxStream<'static, Result<pb::StreamQuotesResponse, Status>>;
 
 pub struct Api {
     pool: PgPool,
@@ -32,6 +36,69 @@ impl Api {
 
 #[tonic::async_trait]
 impl StockDataService for Api {
+    async fn stream_quotes(
+        &self,
+        request: Request<pb::StreamQuotesRequest>,
+    ) -> Result<Response<QuoteStream>, Status> {
+        let request = request.into_inner();
+        if request.symbols.is_empty() || request.symbols.len() > 500 {
+            return Err(invalid_argument("symbols", "1-500 tickers"));
+        }
+        let mut wanted = std::collections::BTreeSet::new();
+        for raw in &request.symbols {
+            let ticker = Ticker::parse(raw)?;
+            symbols::get(&self.pool, &ticker)
+                .await
+                .map_err(|e| db::status(e, "symbol"))?
+                .ok_or_else(|| {
+                    invalid_argument("symbols", format!("{} is not listed", ticker.as_str()))
+                })?;
+            wanted.insert(ticker.as_str().to_owned());
+        }
+        // Subscribe before reading the snapshot, so no update falls in between.
+        let updates = self.quotes.subscribe();
+        let mut snapshot = Vec::new();
+        if !request.skip_snapshot {
+            for symbol in &wanted {
+                if let Some(quote) = self
+                    .quotes
+                    .get(symbol)
+                    .await
+                    .map_err(|e| db::status(e, "quote"))?
+                {
+                    snapshot.push(Ok(pb::StreamQuotesResponse {
+                        quote: Some(quote),
+                        snapshot: true,
+                        dropped: 0,
+                    }));
+                }
+            }
+        }
+        let live = futures::stream::unfold(
+            (updates, wanted, 0u64),
+            |(mut updates, wanted, mut dropped)| async move {
+                loop {
+                    match updates.recv().await {
+                        Ok(quote) if wanted.contains(&quote.symbol) => {
+                            let message = pb::StreamQuotesResponse {
+                                quote: Some(quote),
+                                snapshot: false,
+                                dropped,
+                            };
+                            return Some((Ok(message), (updates, wanted, dropped)));
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => dropped += n,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        );
+        Ok(Response::new(
+            futures::stream::iter(snapshot).chain(live).boxed(),
+        ))
+    }
+
     async fn add_symbol(
         &self,
         request: Request<pb::AddSymbolRequest>,

@@ -2,7 +2,9 @@
 //!
 //! A symbol's quote is built from its two latest daily bars the first time it is asked for,
 //! then kept current by ingestion (the replay feed updates it on every price it emits), so
-//! lookups after the first never touch the database.
+//! lookups after the first never touch the database. Every update is also broadcast to the
+//! live streams ([`Quotes::subscribe`]); a stream that falls more than [`STREAM_BUFFER`]
+//! updates behind loses the oldest ones (counted), and never slows ingestion or other streams.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,10 +14,14 @@ use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::PgPool;
 
+/// Updates buffered per stream before the oldest are dropped.
+pub const STREAM_BUFFER: usize = 1024;
+
 #[derive(Clone)]
 pub struct Quotes {
     pool: PgPool,
     cache: Arc<RwLock<HashMap<String, pb::Quote>>>,
+    updates: tokio::sync::broadcast::Sender<pb::Quote>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -80,6 +86,7 @@ impl Quotes {
         Self {
             pool,
             cache: Arc::default(),
+            updates: tokio::sync::broadcast::Sender::new(STREAM_BUFFER),
         }
     }
 
@@ -117,11 +124,19 @@ impl Quotes {
         ))
     }
 
-    /// Replaces the cached quote (ingestion calls this for every new price).
+    /// Replaces the cached quote and tells the live streams (ingestion calls this for every
+    /// new price).
     pub fn update(&self, quote: pb::Quote) {
         self.cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(quote.symbol.clone(), quote);
+            .insert(quote.symbol.clone(), quote.clone());
+        // No receiver is not an error: nobody is streaming.
+        let _ = self.updates.send(quote);
+    }
+
+    /// Every future update, of all symbols.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<pb::Quote> {
+        self.updates.subscribe()
     }
 }

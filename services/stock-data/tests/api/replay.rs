@@ -232,3 +232,50 @@ async fn quotes_come_from_the_latest_bars_and_follow_a_replay() {
     assert_eq!(batch.missing, vec!["NOPE"]);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_quote_stream_sends_the_snapshot_then_every_update() {
+    let (mut client, _pool, stop, _db) = start().await;
+    let mut stream = client
+        .stream_quotes(mirai_proto::stock::v1::StreamQuotesRequest {
+            symbols: vec!["SPX".into()],
+            skip_snapshot: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = stream.message().await.unwrap().unwrap();
+    assert!(snapshot.snapshot);
+    assert_eq!(
+        snapshot.quote.unwrap().last_time,
+        Some(ts("2020-04-17T20:00:00Z"))
+    );
+
+    client.start_replay(first_week()).await.unwrap();
+    let closes: Vec<f64> = include_str!("../../sample/sp500-2000.csv")
+        .lines()
+        .skip(1)
+        .take(5)
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    for close in closes {
+        let update = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an update per replayed bar")
+            .unwrap()
+            .unwrap();
+        assert!(!update.snapshot);
+        assert_eq!(update.dropped, 0);
+        assert_eq!(update.quote.unwrap().last_price, close);
+    }
+
+    let unknown = client
+        .stream_quotes(mirai_proto::stock::v1::StreamQuotesRequest {
+            symbols: vec!["NOPE".into()],
+            skip_snapshot: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+    stop.cancel();
+}
