@@ -7,7 +7,7 @@
 //! - `upstream`: gRPC channels to the five services (trace context and deadlines propagate)
 //!   and their health, which drives `/readyz`.
 //! - `routes`: the axum router of the public API; one module per resource (`symbols`,
-//!   `ingest` for imports and replays).
+//!   `ingest` for imports and replays, `streams` for SSE).
 //! - `observability`: per-request server span (continuing an incoming `traceparent`) and HTTP
 //!   RED metrics.
 //! - `problem`: RFC 9457 problem+json error bodies.
@@ -18,5 +18,6 @@ pub mod observability;
 pub mod problem;
 pub mod routes;
 pub mod startup;
+pub mod streams;
 pub mod symbols;
 pub mod upstream;

@@ -12,6 +12,8 @@ use crate::upstream::Upstreams;
 #[derive(Clone)]
 pub struct AppState {
     pub upstreams: Upstreams,
+    /// Fires when shutdown begins; live streams end then.
+    pub streams_stop: tokio_util::sync::CancellationToken,
 }
 
 /// The API router (without the observability middleware, which `startup` adds).
@@ -20,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .merge(crate::symbols::routes())
         .merge(crate::ingest::routes())
+        .merge(crate::streams::routes())
         .fallback(not_found)
         .with_state(state)
 }

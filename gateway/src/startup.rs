@@ -36,6 +36,7 @@ pub struct Application {
     readiness: Readiness,
     metrics: Metrics,
     shutdown: ShutdownConfig,
+    streams_stop: CancellationToken,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -54,11 +55,15 @@ impl Application {
             readiness.add_check(upstream.name, upstream.readiness_check());
         }
         let metrics = Metrics::new();
-        let router =
-            routes::router(AppState { upstreams }).layer(axum::middleware::from_fn_with_state(
-                HttpMetrics::register(&metrics),
-                observability::track,
-            ));
+        let streams_stop = CancellationToken::new();
+        let state = AppState {
+            upstreams,
+            streams_stop: streams_stop.clone(),
+        };
+        let router = routes::router(state).layer(axum::middleware::from_fn_with_state(
+            HttpMetrics::register(&metrics),
+            observability::track,
+        ));
         Ok(Self {
             http,
             admin,
@@ -66,6 +71,7 @@ impl Application {
             readiness,
             metrics,
             shutdown: config.shutdown,
+            streams_stop,
         })
     }
 
@@ -88,6 +94,13 @@ impl Application {
             http_addr = ?self.http.local_addr().ok(),
             admin_addr = ?self.admin.local_addr().ok()
         );
+        // Live streams end when shutdown begins, so draining does not wait for their clients.
+        let streams_stop = self.streams_stop.clone();
+        let stop_streams = shutdown.clone();
+        tokio::spawn(async move {
+            stop_streams.cancelled().await;
+            streams_stop.cancel();
+        });
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
             self.admin,

@@ -390,19 +390,25 @@ async fn quote(
         .ok_or_else(|| {
             Problem::from(tonic::Status::internal("upstream answered without a quote"))
         })?;
-    let day = quote.day_bar.as_ref();
-    Ok(axum::Json(Quote {
-        last_time: quote.last_time.as_ref().and_then(wire::datetime),
-        day_open: day.map(|b| b.open),
-        day_high: day.map(|b| b.high),
-        day_low: day.map(|b| b.low),
-        day_volume: day.map(|b| b.volume),
-        symbol: quote.symbol,
-        last_price: quote.last_price,
-        previous_close: quote.previous_close,
-        change: quote.change,
-        change_percent: quote.change_percent,
-        source: quote.source,
-        adjustment: "raw",
-    }))
+    Ok(axum::Json(Quote::from(quote)))
+}
+
+impl From<pb::Quote> for Quote {
+    fn from(quote: pb::Quote) -> Self {
+        let day = quote.day_bar.as_ref();
+        Self {
+            last_time: quote.last_time.as_ref().and_then(wire::datetime),
+            day_open: day.map(|b| b.open),
+            day_high: day.map(|b| b.high),
+            day_low: day.map(|b| b.low),
+            day_volume: day.map(|b| b.volume),
+            symbol: quote.symbol,
+            last_price: quote.last_price,
+            previous_close: quote.previous_close,
+            change: quote.change,
+            change_percent: quote.change_percent,
+            source: quote.source,
+            adjustment: "raw",
+        }
+    }
 }

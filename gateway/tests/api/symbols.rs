@@ -375,3 +375,72 @@ async fn admins_import_bars_over_http_and_replay_them() {
     stop.cancel();
     gateway.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_quote_stream_outlives_the_upstream_timeout_and_follows_a_replay() {
+    use futures::StreamExt as _;
+    let platform = Platform::start().await;
+    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
+        .await
+        .unwrap();
+    let mut config = platform.gateway_config();
+    config.upstream_timeout = Duration::from_secs(1);
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let stop = CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+
+    let response = reqwest::get(format!("{base}/v1/stream/quotes?symbols=SPX"))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut next_quote = async || -> Value {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    let snapshot = next_quote().await;
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+
+    // Longer than the 1 s upstream timeout: the stream must still be open.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = reqwest::Client::new()
+        .post(format!("{base}/v1/admin/replays"))
+        .json(&json!({ "symbol": "SPX", "to": "2000-01-05T00:00:00Z", "bars_per_second": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let first = next_quote().await;
+    let second = next_quote().await;
+    assert_eq!(first["snapshot"], false, "{first}");
+    assert_eq!(first["last_price"], 1455.219971, "{first}");
+    assert_eq!(second["last_price"], 1399.420044, "{second}");
+    assert_eq!(second["source"], "replay", "{second}");
+
+    let bad = reqwest::get(format!("{base}/v1/stream/quotes?symbols=NOPE"))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // Shutdown ends the open stream instead of waiting for the client to leave.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), gateway)
+        .await
+        .expect("the gateway stops promptly despite an open stream")
+        .unwrap()
+        .unwrap();
+}

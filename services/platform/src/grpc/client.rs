@@ -40,6 +40,12 @@ pub fn traced(
     ))
 }
 
+/// Marks a call as open-ended (a stream that lives as long as its client, e.g. a live quote
+/// stream behind an SSE connection): no default deadline is added. A deadline propagated from
+/// an incoming call still applies. Insert it into the request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenEnded;
+
 /// Injects `traceparent` and the propagated deadline into each outgoing call.
 #[derive(Clone, Copy, Debug)]
 pub struct OutgoingContext {
@@ -61,8 +67,13 @@ impl Interceptor for OutgoingContext {
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
         });
-        let timeout = deadline::remaining()
-            .map_or(self.default_timeout, |left| left.min(self.default_timeout));
+        let open_ended = request.extensions().get::<OpenEnded>().is_some();
+        let timeout = match deadline::remaining() {
+            Some(left) if open_ended => left,
+            Some(left) => left.min(self.default_timeout),
+            None if open_ended => return Ok(request),
+            None => self.default_timeout,
+        };
         if timeout.is_zero() {
             return Err(tonic::Status::deadline_exceeded(
                 "the caller's deadline passed before this call was made",
