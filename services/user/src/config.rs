@@ -1,6 +1,10 @@
 //! Configuration of `mirai-user`.
 
-use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mirai_platform::bootstrap::Settings;
+use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults, TelemetryConfig};
 
 /// Name and default ports (see ARCHITECTURE.md "Default ports").
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
@@ -9,9 +13,265 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     admin_port: 9091,
 };
 
-/// The service needs nothing beyond the shared service configuration yet.
-pub type Config = ServiceConfig;
+/// The whole configuration: the shared service block plus the user service's own settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub auth: AuthConfig,
+}
+
+impl Settings for Config {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.service.telemetry
+    }
+}
 
 pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
-    ServiceConfig::from_env(env, DEFAULTS)
+    Ok(Config {
+        service: ServiceConfig::from_env(env, DEFAULTS)?,
+        auth: AuthConfig::from_env(env)?,
+    })
+}
+
+/// Argon2id cost parameters. New hashes use them; a stored hash with lower ones is replaced at
+/// the next successful login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Config {
+    /// `MIRAI_ARGON2_MEMORY_KIB` (default 19456 = 19 MiB, the OWASP minimum).
+    pub memory_kib: u32,
+    /// `MIRAI_ARGON2_ITERATIONS` (default 2, the OWASP minimum at 19 MiB).
+    pub iterations: u32,
+    /// `MIRAI_ARGON2_PARALLELISM` (default 1: one lane; concurrency comes from requests).
+    pub parallelism: u32,
+}
+
+impl Argon2Config {
+    /// OWASP Password Storage Cheat Sheet: Argon2id with m=19 MiB, t=2, p=1 at least.
+    pub const MINIMUM: Self = Self {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+}
+
+/// Brute-force protection: per-account and per-IP failure counters with growing lockouts.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutConfig {
+    /// `MIRAI_LOCKOUT_ACCOUNT_FAILURES` (default 5): failures of one email within the window
+    /// that lock it.
+    pub account_failures: u32,
+    /// `MIRAI_LOCKOUT_IP_FAILURES` (default 20): failures from one IP within the window that
+    /// lock it (higher: offices and carrier NAT share addresses).
+    pub ip_failures: u32,
+    /// `MIRAI_LOCKOUT_WINDOW` (default 15m): failures older than this are forgotten.
+    pub window: Duration,
+    /// `MIRAI_LOCKOUT_BASE` (default 1m): the first lockout; each further one doubles.
+    pub base: Duration,
+    /// `MIRAI_LOCKOUT_MAX` (default 1h): the longest lockout.
+    pub max: Duration,
+}
+
+/// Where the JWT signing keys come from.
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// `MIRAI_JWT_KEYS_DIR`: folder with `current.pem`, `next.pem` and `retired-<unix>.pem`
+    /// (PKCS#8 Ed25519). Unset: an ephemeral key pair is made at start (a warning is logged;
+    /// tokens then die with the process and replicas do not share keys).
+    pub dir: Option<PathBuf>,
+    /// `MIRAI_JWT_GENERATE_KEYS` (default false): write missing `current.pem` / `next.pem`
+    /// into the folder at start. For the local stack and tests only.
+    pub generate: bool,
+    /// `MIRAI_JWT_RETIRED_KEY_GRACE` (default 1h): how long a retired key stays in the JWKS
+    /// (and verifies tokens). Must exceed the access-token lifetime plus the JWKS max-age.
+    pub retired_grace: Duration,
+    /// `MIRAI_JWKS_MAX_AGE` (default 5m): how long caches may keep the JWKS.
+    pub jwks_max_age: Duration,
+}
+
+/// The user service's own settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub argon2: Argon2Config,
+    /// `MIRAI_ARGON2_MAX_CONCURRENT` (default 2): hashes computed at once. Each holds
+    /// `memory_kib` of RAM and a blocking thread; more requests wait their turn.
+    pub max_concurrent_hashes: usize,
+    /// `MIRAI_JWT_ISSUER` (default `https://mirai.local`): `iss` of access tokens.
+    pub issuer: String,
+    /// `MIRAI_JWT_AUDIENCE` (default `mirai-api`): `aud` of access tokens.
+    pub audience: String,
+    /// `MIRAI_ACCESS_TOKEN_TTL` (default 15m, at most 15m).
+    pub access_token_ttl: Duration,
+    /// `MIRAI_REFRESH_IDLE_TTL` (default 14d): an unused refresh token expires after this.
+    pub refresh_idle_ttl: Duration,
+    /// `MIRAI_REFRESH_ABSOLUTE_TTL` (default 30d): a session (family) ends after this,
+    /// however often it is refreshed.
+    pub refresh_absolute_ttl: Duration,
+    pub keys: KeysConfig,
+    pub lockout: LockoutConfig,
+}
+
+const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl AuthConfig {
+    /// Production defaults: everything at the values documented on the fields.
+    pub fn defaults() -> Self {
+        Self {
+            argon2: Argon2Config::MINIMUM,
+            max_concurrent_hashes: 2,
+            issuer: "https://mirai.local".to_owned(),
+            audience: "mirai-api".to_owned(),
+            access_token_ttl: MAX_ACCESS_TOKEN_TTL,
+            refresh_idle_ttl: Duration::from_secs(14 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
+            keys: KeysConfig {
+                dir: None,
+                generate: false,
+                retired_grace: Duration::from_secs(3600),
+                jwks_max_age: Duration::from_secs(300),
+            },
+            lockout: LockoutConfig {
+                account_failures: 5,
+                ip_failures: 20,
+                window: Duration::from_secs(15 * 60),
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(3600),
+            },
+        }
+    }
+
+    /// Test settings: cheap Argon2 parameters (below the production minimum, which only
+    /// [`AuthConfig::from_env`] enforces) and ephemeral keys.
+    pub fn for_tests() -> Self {
+        Self {
+            argon2: Argon2Config {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..Self::defaults()
+        }
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let d = Self::defaults();
+        let invalid = |name: &str, reason: String| ConfigError::Invalid {
+            name: name.to_owned(),
+            reason,
+        };
+        let argon2 = Argon2Config {
+            memory_kib: env.or("MIRAI_ARGON2_MEMORY_KIB", d.argon2.memory_kib)?,
+            iterations: env.or("MIRAI_ARGON2_ITERATIONS", d.argon2.iterations)?,
+            parallelism: env.or("MIRAI_ARGON2_PARALLELISM", d.argon2.parallelism)?,
+        };
+        let min = Argon2Config::MINIMUM;
+        if argon2.memory_kib < min.memory_kib {
+            return Err(invalid(
+                "MIRAI_ARGON2_MEMORY_KIB",
+                format!("must be at least {} (OWASP minimum)", min.memory_kib),
+            ));
+        }
+        if argon2.iterations < min.iterations {
+            return Err(invalid(
+                "MIRAI_ARGON2_ITERATIONS",
+                format!("must be at least {} (OWASP minimum)", min.iterations),
+            ));
+        }
+        if !(1..=16).contains(&argon2.parallelism) {
+            return Err(invalid(
+                "MIRAI_ARGON2_PARALLELISM",
+                "must be between 1 and 16".to_owned(),
+            ));
+        }
+        let max_concurrent_hashes: usize =
+            env.or("MIRAI_ARGON2_MAX_CONCURRENT", d.max_concurrent_hashes)?;
+        if max_concurrent_hashes == 0 {
+            return Err(invalid(
+                "MIRAI_ARGON2_MAX_CONCURRENT",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        let access_token_ttl = env.duration_or("MIRAI_ACCESS_TOKEN_TTL", d.access_token_ttl)?;
+        if access_token_ttl.is_zero() || access_token_ttl > MAX_ACCESS_TOKEN_TTL {
+            return Err(invalid(
+                "MIRAI_ACCESS_TOKEN_TTL",
+                "must be between 1s and 15m".to_owned(),
+            ));
+        }
+        let refresh_idle_ttl = env.duration_or("MIRAI_REFRESH_IDLE_TTL", d.refresh_idle_ttl)?;
+        let refresh_absolute_ttl =
+            env.duration_or("MIRAI_REFRESH_ABSOLUTE_TTL", d.refresh_absolute_ttl)?;
+        if refresh_idle_ttl.is_zero() || refresh_idle_ttl > refresh_absolute_ttl {
+            return Err(invalid(
+                "MIRAI_REFRESH_IDLE_TTL",
+                "must be positive and at most MIRAI_REFRESH_ABSOLUTE_TTL".to_owned(),
+            ));
+        }
+        let keys = KeysConfig {
+            dir: env.optional("MIRAI_JWT_KEYS_DIR")?,
+            generate: env.or("MIRAI_JWT_GENERATE_KEYS", false)?,
+            retired_grace: env.duration_or("MIRAI_JWT_RETIRED_KEY_GRACE", d.keys.retired_grace)?,
+            jwks_max_age: env.duration_or("MIRAI_JWKS_MAX_AGE", d.keys.jwks_max_age)?,
+        };
+        if keys.generate && keys.dir.is_none() {
+            return Err(ConfigError::Missing {
+                name: "MIRAI_JWT_KEYS_DIR".to_owned(),
+            });
+        }
+        if keys.retired_grace < access_token_ttl + keys.jwks_max_age {
+            return Err(invalid(
+                "MIRAI_JWT_RETIRED_KEY_GRACE",
+                "must be at least MIRAI_ACCESS_TOKEN_TTL + MIRAI_JWKS_MAX_AGE".to_owned(),
+            ));
+        }
+        let lockout = LockoutConfig {
+            account_failures: env
+                .or("MIRAI_LOCKOUT_ACCOUNT_FAILURES", d.lockout.account_failures)?
+                .max(1),
+            ip_failures: env
+                .or("MIRAI_LOCKOUT_IP_FAILURES", d.lockout.ip_failures)?
+                .max(1),
+            window: env.duration_or("MIRAI_LOCKOUT_WINDOW", d.lockout.window)?,
+            base: env.duration_or("MIRAI_LOCKOUT_BASE", d.lockout.base)?,
+            max: env.duration_or("MIRAI_LOCKOUT_MAX", d.lockout.max)?,
+        };
+        Ok(Self {
+            argon2,
+            max_concurrent_hashes,
+            issuer: env.or("MIRAI_JWT_ISSUER", d.issuer)?,
+            audience: env.or("MIRAI_JWT_AUDIENCE", d.audience)?,
+            access_token_ttl,
+            refresh_idle_ttl,
+            refresh_absolute_ttl,
+            keys,
+            lockout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_meet_the_owasp_minimum() {
+        let config = AuthConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(config.argon2, Argon2Config::MINIMUM);
+        assert!(config.access_token_ttl <= Duration::from_secs(900));
+    }
+
+    #[test]
+    fn weak_argon2_parameters_are_refused() {
+        let env = Env::from_pairs([("MIRAI_ARGON2_MEMORY_KIB", "4096")]);
+        let error = AuthConfig::from_env(&env).unwrap_err();
+        assert!(
+            error.to_string().contains("MIRAI_ARGON2_MEMORY_KIB"),
+            "{error}"
+        );
+        let env = Env::from_pairs([("MIRAI_ACCESS_TOKEN_TTL", "1h")]);
+        let error = AuthConfig::from_env(&env).unwrap_err();
+        assert!(
+            error.to_string().contains("MIRAI_ACCESS_TOKEN_TTL"),
+            "{error}"
+        );
+    }
 }

@@ -3,7 +3,25 @@
 //! # Layout
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
-//! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
+//! - `api`: the gRPC API (translation, the flows of login, refresh and friends);
+//!   `principal`: who is calling and the role checks made with it.
+//! - `domain`: email, password policy and profile values (no I/O); `password`: Argon2id on
+//!   blocking threads; `keys`: the Ed25519 key ring, JWKS and rotation; `tokens`: access
+//!   tokens and opaque secrets.
+//! - `store`: accounts, refresh-token families and brute-force counters in PostgreSQL;
+//!   `audit`: the security audit log.
+//! - `migrations/`: its schema, versions from 1000 up. `data/`: the common-password list.
 
+pub mod api;
+pub mod audit;
 pub mod config;
+pub mod domain;
+pub mod keys;
+pub mod password;
+pub mod principal;
 pub mod startup;
+pub mod store;
+pub mod tokens;
+
+/// `ce-source` of the events this service publishes.
+pub const SERVICE: &str = "user";

@@ -4,7 +4,7 @@ fn main() -> std::process::ExitCode {
     bootstrap::run(
         mirai_user::config::from_env,
         |config, shutdown| async move {
-            let app = mirai_user::startup::build(&config).await?;
+            let app = mirai_user::startup::build_with(&config.service, &config.auth).await?;
             Ok(app.run_until_stopped(shutdown).await?)
         },
     )

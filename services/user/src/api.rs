@@ -1,0 +1,1222 @@
+//! The `UserService` gRPC API. The account-deletion saga RPCs answer `UNIMPLEMENTED` for now.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use mirai_platform::db;
+use mirai_platform::error::{internal, invalid_argument};
+use mirai_platform::events::outbox;
+use mirai_platform::wire;
+use mirai_proto::events::v1 as ev;
+use mirai_proto::user::v1 as pb;
+use mirai_proto::user::v1::user_service_server::UserService;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::SERVICE;
+use crate::audit::{self, Entry};
+use crate::config::AuthConfig;
+use crate::domain::{self, Email};
+use crate::keys::KeyRing;
+use crate::password::Hasher;
+use crate::principal;
+use crate::store::{self, Scope, UserRow};
+use crate::tokens::{self, TokenIssuer};
+
+type Kind = pb::AuditEventKind;
+
+/// The one answer for every failed credential check: unknown email, wrong password, unusable
+/// refresh token or API key. Never says which.
+fn bad_credentials() -> Status {
+    Status::unauthenticated("invalid credentials")
+}
+
+/// RESOURCE_EXHAUSTED with the `retry-after` trailer in whole seconds (rounded up).
+fn locked_out(until: DateTime<Utc>, now: DateTime<Utc>) -> Status {
+    let seconds = ((until - now).num_milliseconds().max(0) as u64)
+        .div_ceil(1000)
+        .max(1);
+    let mut status = Status::resource_exhausted("too many failed attempts; try again later");
+    if let Ok(value) = seconds.to_string().parse() {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
+}
+
+fn user_id(raw: &str, field: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(raw.trim()).map_err(|_| invalid_argument(field, "not a user id (UUID)"))
+}
+
+fn dbe(what: &'static str) -> impl Fn(sqlx::Error) -> Status {
+    move |e| db::status(e, what)
+}
+
+pub struct Api {
+    pool: PgPool,
+    config: AuthConfig,
+    hasher: Hasher,
+    keys: Arc<KeyRing>,
+    issuer: TokenIssuer,
+}
+
+impl Api {
+    pub fn new(pool: PgPool, config: AuthConfig, keys: KeyRing) -> Result<Self, String> {
+        let hasher =
+            Hasher::new(config.argon2, config.max_concurrent_hashes).map_err(|e| e.to_string())?;
+        Ok(Self {
+            issuer: TokenIssuer {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                ttl: config.access_token_ttl,
+            },
+            pool,
+            config,
+            hasher,
+            keys: Arc::new(keys),
+        })
+    }
+
+    /// Access token for `user` plus the given refresh token, as a `TokenSet`.
+    fn token_set(
+        &self,
+        user: &UserRow,
+        refresh: store::IssuedRefresh,
+        now: DateTime<Utc>,
+    ) -> Result<pb::TokenSet, Status> {
+        let access = self
+            .issuer
+            .issue(&self.keys, &user.user_id.to_string(), &user.roles, now)
+            .map_err(internal)?;
+        Ok(pb::TokenSet {
+            access_token: access.token,
+            token_type: "Bearer".to_owned(),
+            access_token_expires_at: Some(wire::timestamp(access.expires_at)),
+            access_token_expires_in: Some(prost_types::Duration {
+                seconds: access.ttl.as_secs() as i64,
+                nanos: 0,
+            }),
+            refresh_token: refresh.secret,
+            refresh_token_expires_at: Some(wire::timestamp(refresh.expires_at)),
+        })
+    }
+
+    /// Counts a failed credential check against the account key and the IP; audits lockouts.
+    async fn count_failure(
+        &self,
+        account: &str,
+        user: Option<Uuid>,
+        client: Option<&pb::ClientContext>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Status> {
+        let lockout = &self.config.lockout;
+        let mut scopes = vec![(Scope::Account, account.to_owned(), lockout.account_failures)];
+        if let Some(ip) = client.map(|c| c.ip.trim()).filter(|ip| !ip.is_empty()) {
+            scopes.push((Scope::Ip, ip.to_owned(), lockout.ip_failures));
+        }
+        for (scope, key, threshold) in scopes {
+            let locked = store::record_failure(&self.pool, scope, &key, threshold, lockout, now)
+                .await
+                .map_err(dbe("throttle"))?;
+            if let Some(until) = locked {
+                let mut entry = Entry::new(Kind::LockedOut, client)
+                    .detail(
+                        "scope",
+                        match scope {
+                            Scope::Account => "account",
+                            Scope::Ip => "ip",
+                        },
+                    )
+                    .detail("locked_until", until.to_rfc3339());
+                if let (Scope::Account, Some(user)) = (scope, user) {
+                    entry = entry.user(user);
+                }
+                entry.write(&self.pool).await.map_err(dbe("audit"))?;
+                tracing::warn!(message = "Login locked out.", scope = ?scope, %until);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses while the account or IP is locked out.
+    async fn check_lockout(
+        &self,
+        account: &str,
+        client: Option<&pb::ClientContext>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Status> {
+        let ip = client.map(|c| c.ip.trim()).unwrap_or("");
+        match store::locked_until(&self.pool, account, ip, now)
+            .await
+            .map_err(dbe("throttle"))?
+        {
+            Some(until) => Err(locked_out(until, now)),
+            None => Ok(()),
+        }
+    }
+
+    async fn load_user(&self, id: Uuid) -> Result<UserRow, Status> {
+        store::user_by_id(&self.pool, id)
+            .await
+            .map_err(dbe("account"))?
+            .ok_or_else(|| Status::not_found("account not found"))
+    }
+
+    fn api_key_row_to_pb(row: ApiKeyRow) -> pb::ApiKey {
+        pb::ApiKey {
+            api_key_id: row.api_key_id.to_string(),
+            user_id: row.user_id.to_string(),
+            name: row.name,
+            prefix: row.prefix,
+            scopes: store::role_values(&row.scopes),
+            created_at: Some(wire::timestamp(row.created_at)),
+            last_used_at: row.last_used_at.map(wire::timestamp),
+            expires_at: row.expires_at.map(wire::timestamp),
+            revoked_at: row.revoked_at.map(wire::timestamp),
+        }
+    }
+
+    async fn change_role(
+        &self,
+        request: Request<(String, i32, String, Option<pb::ClientContext>)>,
+        grant: bool,
+    ) -> Result<(pb::User, bool), Status> {
+        let admin = principal::require_admin(&request)?;
+        let (target, role, reason, client) = request.into_inner();
+        let actor = user_id(&admin.user_id, "actor_user_id")?;
+        let target = user_id(&target, "user_id")?;
+        let role_name = domain::parse_role(role, "role")?;
+        if reason.chars().count() > 500 {
+            return Err(invalid_argument("reason", "at most 500 characters"));
+        }
+        if role_name == "user" {
+            if grant {
+                // Every account has `user`: granting it changes nothing.
+                return Ok((self.load_user(target).await?.into(), false));
+            }
+            return Err(Status::failed_precondition(
+                "the user role cannot be revoked",
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
+        let user = store::user_for_update(&mut tx, target)
+            .await
+            .map_err(dbe("account"))?
+            .ok_or_else(|| Status::not_found("account not found"))?;
+        let has = user.roles.iter().any(|r| r == role_name);
+        if has == grant {
+            return Ok((user.into(), false));
+        }
+        let roles: Vec<String> = if grant {
+            user.roles
+                .iter()
+                .cloned()
+                .chain([role_name.to_owned()])
+                .collect()
+        } else {
+            user.roles
+                .iter()
+                .filter(|r| *r != role_name)
+                .cloned()
+                .collect()
+        };
+        sqlx::query("UPDATE users SET roles = $2, updated_at = now() WHERE user_id = $1")
+            .bind(target)
+            .bind(&roles)
+            .execute(&mut *tx)
+            .await
+            .map_err(dbe("account"))?;
+        let event = ev::UserRoleChanged {
+            user_id: target.to_string(),
+            role,
+            granted: grant,
+            roles: store::role_values(&roles),
+            actor_user_id: actor.to_string(),
+            reason: reason.clone(),
+        };
+        outbox::enqueue(&mut tx, SERVICE, &event, None)
+            .await
+            .map_err(dbe("event"))?;
+        Entry::new(Kind::RoleChanged, client.as_ref())
+            .user(target)
+            .actor(actor)
+            .detail("role", role_name)
+            .detail("granted", grant.to_string())
+            .detail("reason", reason)
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        let user = store::user_by_id(&mut *tx, target)
+            .await
+            .map_err(dbe("account"))?
+            .ok_or_else(|| Status::not_found("account not found"))?;
+        tx.commit().await.map_err(dbe("account"))?;
+        tracing::info!(message = "Role changed.", user_id = %target, role = role_name, granted = grant, actor = %actor);
+        Ok((user.into(), true))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    api_key_id: Uuid,
+    user_id: Uuid,
+    name: String,
+    prefix: String,
+    scopes: Vec<String>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyWithOwner {
+    #[sqlx(flatten)]
+    key: ApiKeyRow,
+    owner_roles: Vec<String>,
+    owner_status: String,
+}
+
+const API_KEY_COLUMNS: &str =
+    "api_key_id, user_id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at";
+
+/// Prefix of every API key secret.
+const API_KEY_PREFIX: &str = "mk_";
+
+#[tonic::async_trait]
+impl UserService for Api {
+    // === Sign-up and sessions ===
+
+    #[tracing::instrument(skip_all)]
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let email = Email::parse(&request.email)?;
+        domain::check_new_password(&request.password, &email, "password")?;
+        let display_name = match &request.display_name {
+            Some(name) => domain::display_name(name, "display_name")?,
+            None => domain::display_name(email.local_part(), "display_name")
+                .unwrap_or_else(|_| "user".to_owned()),
+        };
+        let time_zone = match &request.time_zone {
+            Some(tz) => domain::time_zone(tz, "time_zone")?,
+            None => "UTC".to_owned(),
+        };
+        let locale = match &request.locale {
+            Some(locale) => domain::locale(locale, "locale")?,
+            None => "en-US".to_owned(),
+        };
+        let phc = self
+            .hasher
+            .hash(&request.password)
+            .await
+            .map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
+        let user = store::insert_user(
+            &mut tx,
+            &store::NewUser {
+                email: email.as_str(),
+                password_hash: &phc,
+                display_name: &display_name,
+                time_zone: &time_zone,
+                locale: &locale,
+            },
+        )
+        .await
+        .map_err(dbe("account"))?;
+        let event = ev::UserRegistered {
+            user_id: user.user_id.to_string(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            time_zone: user.time_zone.clone(),
+            locale: user.locale.clone(),
+            roles: store::role_values(&user.roles),
+        };
+        outbox::enqueue(&mut tx, SERVICE, &event, None)
+            .await
+            .map_err(dbe("event"))?;
+        Entry::new(Kind::Registered, request.client.as_ref())
+            .user(user.user_id)
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("account"))?;
+        tracing::info!(message = "Account registered.", user_id = %user.user_id);
+        Ok(Response::new(pb::RegisterResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let client = request.client.as_ref();
+        let email = Email::parse(&request.email)?;
+        if request.password.is_empty() || request.password.chars().count() > 1024 {
+            return Err(bad_credentials());
+        }
+        let account = store::account_key(email.as_str());
+        let now = Utc::now();
+        self.check_lockout(&account, client, now).await?;
+        let user = store::user_by_email(&self.pool, email.as_str())
+            .await
+            .map_err(dbe("account"))?;
+        // Unknown email: the dummy hash is verified, at the same cost as a real one.
+        let phc = user.as_ref().and_then(|u| u.password_hash.clone());
+        let known_id = user.as_ref().map(|u| u.user_id);
+        let matched = self
+            .hasher
+            .verify(&request.password, phc.as_deref())
+            .await
+            .map_err(internal)?;
+        let Some(user) = user.filter(|_| matched) else {
+            let mut entry = Entry::new(Kind::LoginFailed, client);
+            if let Some(id) = known_id {
+                entry = entry.user(id);
+            }
+            entry.write(&self.pool).await.map_err(dbe("audit"))?;
+            self.count_failure(&account, known_id, client, now).await?;
+            return Err(bad_credentials());
+        };
+        if !user.is_active() {
+            return Err(Status::failed_precondition("account is being deleted"));
+        }
+        if let Some(phc) = &phc
+            && self.hasher.needs_rehash(phc)
+        {
+            let rehashed = self
+                .hasher
+                .hash(&request.password)
+                .await
+                .map_err(internal)?;
+            store::set_password_hash(&self.pool, user.user_id, &rehashed)
+                .await
+                .map_err(dbe("account"))?;
+            tracing::info!(message = "Password rehashed with the current parameters.", user_id = %user.user_id);
+        }
+        store::clear_account(&self.pool, &account)
+            .await
+            .map_err(dbe("throttle"))?;
+        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
+        store::touch_login(&mut *tx, user.user_id)
+            .await
+            .map_err(dbe("account"))?;
+        let refresh = store::new_family(
+            &mut tx,
+            user.user_id,
+            now,
+            self.config.refresh_idle_ttl,
+            self.config.refresh_absolute_ttl,
+        )
+        .await
+        .map_err(dbe("session"))?;
+        Entry::new(Kind::LoginSucceeded, client)
+            .user(user.user_id)
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        let user = store::user_by_id(&mut *tx, user.user_id)
+            .await
+            .map_err(dbe("account"))?
+            .ok_or_else(|| Status::not_found("account not found"))?;
+        tx.commit().await.map_err(dbe("session"))?;
+        let tokens = self.token_set(&user, refresh, now)?;
+        Ok(Response::new(pb::LoginResponse {
+            tokens: Some(tokens),
+            user: Some(user.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        let request = request.into_inner();
+        let client = request.client.as_ref();
+        if request.refresh_token.is_empty() || request.refresh_token.len() > 128 {
+            return Err(bad_credentials());
+        }
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
+        let presented = store::find_token(&mut tx, &request.refresh_token)
+            .await
+            .map_err(dbe("session"))?
+            .ok_or_else(bad_credentials)?;
+        if presented.family_revoked_at.is_some() {
+            return Err(bad_credentials());
+        }
+        if presented.used_at.is_some() {
+            // Reuse of a spent token: it leaked (or was replayed). Kill the whole family, so
+            // the attacker's and the victim's current tokens both die (RFC 9700 §4.14.2).
+            store::revoke_family(&mut *tx, presented.family_id, "reuse")
+                .await
+                .map_err(dbe("session"))?;
+            Entry::new(Kind::RefreshTokenReused, client)
+                .user(presented.user_id)
+                .detail("family_id", presented.family_id.to_string())
+                .write(&mut *tx)
+                .await
+                .map_err(dbe("audit"))?;
+            tx.commit().await.map_err(dbe("session"))?;
+            tracing::warn!(message = "Refresh token reused; family revoked.", user_id = %presented.user_id, family_id = %presented.family_id);
+            return Err(bad_credentials());
+        }
+        if presented.token_expires_at <= now || presented.family_expires_at <= now {
+            return Err(bad_credentials());
+        }
+        let user = store::user_by_id(&mut *tx, presented.user_id)
+            .await
+            .map_err(dbe("account"))?
+            .filter(UserRow::is_active)
+            .ok_or_else(bad_credentials)?;
+        let refresh = store::rotate(
+            &mut tx,
+            &request.refresh_token,
+            &presented,
+            now,
+            self.config.refresh_idle_ttl,
+        )
+        .await
+        .map_err(dbe("session"))?;
+        tx.commit().await.map_err(dbe("session"))?;
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(self.token_set(&user, refresh, now)?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let request = request.into_inner();
+        if request.refresh_token.is_empty() || request.refresh_token.len() > 128 {
+            return Err(bad_credentials());
+        }
+        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
+        let presented = store::find_token(&mut tx, &request.refresh_token)
+            .await
+            .map_err(dbe("session"))?
+            .ok_or_else(bad_credentials)?;
+        let revoked = store::revoke_family(&mut *tx, presented.family_id, "logout")
+            .await
+            .map_err(dbe("session"))?;
+        if revoked {
+            Entry::new(Kind::LoggedOut, request.client.as_ref())
+                .user(presented.user_id)
+                .detail("family_id", presented.family_id.to_string())
+                .write(&mut *tx)
+                .await
+                .map_err(dbe("audit"))?;
+        }
+        tx.commit().await.map_err(dbe("session"))?;
+        Ok(Response::new(pb::LogoutResponse {
+            revoked_families: u32::from(revoked),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn logout_everywhere(
+        &self,
+        request: Request<pb::LogoutEverywhereRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self(&request, &id.to_string(), true)?;
+        let request = request.into_inner();
+        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
+        let revoked = store::revoke_all_families(&mut *tx, id, "logout_everywhere")
+            .await
+            .map_err(dbe("session"))?;
+        Entry::new(Kind::LoggedOut, request.client.as_ref())
+            .user(id)
+            .detail("everywhere", "true")
+            .detail("revoked_families", revoked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("session"))?;
+        Ok(Response::new(pb::LogoutResponse {
+            revoked_families: revoked as u32,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self_session(&request, &id.to_string())?;
+        let request = request.into_inner();
+        let client = request.client.as_ref();
+        let user = self.load_user(id).await?;
+        if !user.is_active() {
+            return Err(Status::failed_precondition("account is being deleted"));
+        }
+        let account = store::account_key(&user.email);
+        let now = Utc::now();
+        self.check_lockout(&account, client, now).await?;
+        let matched = self
+            .hasher
+            .verify(&request.current_password, user.password_hash.as_deref())
+            .await
+            .map_err(internal)?;
+        if !matched {
+            self.count_failure(&account, Some(id), client, now).await?;
+            return Err(bad_credentials());
+        }
+        let email = Email::parse(&user.email)?;
+        domain::check_new_password(&request.new_password, &email, "new_password")?;
+        let phc = self
+            .hasher
+            .hash(&request.new_password)
+            .await
+            .map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
+        store::set_password_hash(&mut *tx, id, &phc)
+            .await
+            .map_err(dbe("account"))?;
+        let revoked = store::revoke_all_families(&mut *tx, id, "password_changed")
+            .await
+            .map_err(dbe("session"))?;
+        let refresh = store::new_family(
+            &mut tx,
+            id,
+            now,
+            self.config.refresh_idle_ttl,
+            self.config.refresh_absolute_ttl,
+        )
+        .await
+        .map_err(dbe("session"))?;
+        Entry::new(Kind::PasswordChanged, client)
+            .user(id)
+            .detail("revoked_families", revoked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("account"))?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            tokens: Some(self.token_set(&user, refresh, now)?),
+            revoked_families: revoked as u32,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn introspect_token(
+        &self,
+        request: Request<pb::IntrospectTokenRequest>,
+    ) -> Result<Response<pb::IntrospectTokenResponse>, Status> {
+        let inactive = || Ok(Response::new(pb::IntrospectTokenResponse::default()));
+        let Some(claims) = self
+            .issuer
+            .verify(&self.keys, &request.into_inner().access_token)
+        else {
+            return inactive();
+        };
+        let Ok(id) = Uuid::parse_str(&claims.sub) else {
+            return inactive();
+        };
+        let active = store::user_by_id(&self.pool, id)
+            .await
+            .map_err(dbe("account"))?
+            .is_some_and(|u| u.is_active());
+        if !active {
+            return inactive();
+        }
+        Ok(Response::new(pb::IntrospectTokenResponse {
+            active: true,
+            principal: Some(pb::Principal {
+                user_id: claims.sub,
+                roles: store::role_values(&claims.roles),
+                api_key_id: None,
+            }),
+            expires_at: DateTime::from_timestamp(claims.exp, 0).map(wire::timestamp),
+            token_id: claims.jti,
+        }))
+    }
+
+    // === Signing keys and discovery ===
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let (keys, json) = self.keys.jwks();
+        Ok(Response::new(pb::GetJwksResponse {
+            keys,
+            json,
+            max_age: Some(prost_types::Duration {
+                seconds: self.config.keys.jwks_max_age.as_secs() as i64,
+                nanos: 0,
+            }),
+        }))
+    }
+
+    async fn get_discovery_document(
+        &self,
+        request: Request<pb::GetDiscoveryDocumentRequest>,
+    ) -> Result<Response<pb::GetDiscoveryDocumentResponse>, Status> {
+        let base = request.into_inner().public_base_url;
+        let base = if base.trim().is_empty() {
+            self.config.issuer.clone()
+        } else if base.starts_with("https://") || base.starts_with("http://") {
+            base
+        } else {
+            return Err(invalid_argument(
+                "public_base_url",
+                "must be an absolute http(s) URL",
+            ));
+        };
+        let base = base.trim_end_matches('/');
+        let response = pb::GetDiscoveryDocumentResponse {
+            issuer: self.config.issuer.clone(),
+            jwks_uri: format!("{base}/.well-known/jwks.json"),
+            token_endpoint: format!("{base}/v1/auth/login"),
+            revocation_endpoint: format!("{base}/v1/auth/logout"),
+            token_signing_alg_values_supported: vec!["EdDSA".to_owned()],
+            json: String::new(),
+        };
+        let json = serde_json::json!({
+            "issuer": response.issuer,
+            "jwks_uri": response.jwks_uri,
+            "token_endpoint": response.token_endpoint,
+            "revocation_endpoint": response.revocation_endpoint,
+            "token_endpoint_auth_methods_supported": ["none"],
+            "grant_types_supported": ["password", "refresh_token"],
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+            "token_signing_alg_values_supported": response.token_signing_alg_values_supported,
+        })
+        .to_string();
+        Ok(Response::new(pb::GetDiscoveryDocumentResponse {
+            json,
+            ..response
+        }))
+    }
+
+    // === Profile ===
+
+    async fn get_profile(
+        &self,
+        request: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::GetProfileResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self(&request, &id.to_string(), true)?;
+        Ok(Response::new(pb::GetProfileResponse {
+            user: Some(self.load_user(id).await?.into()),
+        }))
+    }
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self(&request, &id.to_string(), false)?;
+        let request = request.into_inner();
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let new = request.user.unwrap_or_default();
+        let (mut display_name, mut time_zone, mut locale, mut watchlist) = (None, None, None, None);
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => {
+                    display_name = Some(domain::display_name(
+                        &new.display_name,
+                        "user.display_name",
+                    )?)
+                }
+                "time_zone" => {
+                    time_zone = Some(domain::time_zone(&new.time_zone, "user.time_zone")?)
+                }
+                "locale" => locale = Some(domain::locale(&new.locale, "user.locale")?),
+                "watchlist" => watchlist = Some(domain::watchlist(&new.watchlist)?),
+                other => {
+                    return Err(invalid_argument(
+                        "update_mask",
+                        format!(
+                            "`{other}` cannot be changed (display_name, time_zone, locale, watchlist)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
+        let before = store::user_for_update(&mut tx, id)
+            .await
+            .map_err(dbe("account"))?
+            .ok_or_else(|| Status::not_found("account not found"))?;
+        if !before.is_active() {
+            return Err(Status::failed_precondition("account is being deleted"));
+        }
+        if paths.is_empty() {
+            return Ok(Response::new(pb::UpdateProfileResponse {
+                user: Some(before.into()),
+            }));
+        }
+        sqlx::query(
+            "UPDATE users SET display_name = COALESCE($2, display_name),
+                    time_zone = COALESCE($3, time_zone), locale = COALESCE($4, locale),
+                    watchlist = COALESCE($5, watchlist), updated_at = now()
+              WHERE user_id = $1",
+        )
+        .bind(id)
+        .bind(&display_name)
+        .bind(&time_zone)
+        .bind(&locale)
+        .bind(&watchlist)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe("account"))?;
+        if let Some(symbols) = watchlist.filter(|w| *w != before.watchlist) {
+            let added = symbols
+                .iter()
+                .filter(|s| !before.watchlist.contains(s))
+                .cloned()
+                .collect();
+            let removed = before
+                .watchlist
+                .iter()
+                .filter(|s| !symbols.contains(s))
+                .cloned()
+                .collect();
+            let event = ev::UserWatchlistChanged {
+                user_id: id.to_string(),
+                symbols,
+                added,
+                removed,
+            };
+            outbox::enqueue(&mut tx, SERVICE, &event, None)
+                .await
+                .map_err(dbe("event"))?;
+        }
+        let user = store::user_by_id(&mut *tx, id)
+            .await
+            .map_err(dbe("account"))?
+            .ok_or_else(|| Status::not_found("account not found"))?;
+        tx.commit().await.map_err(dbe("account"))?;
+        Ok(Response::new(pb::UpdateProfileResponse {
+            user: Some(user.into()),
+        }))
+    }
+
+    // === Personal API keys ===
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self_session(&request, &id.to_string())?;
+        let request = request.into_inner();
+        let name = request.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(invalid_argument("name", "must be 1-100 characters"));
+        }
+        let expires_at = match &request.expires_at {
+            Some(ts) => {
+                let at = wire::datetime(ts)
+                    .ok_or_else(|| invalid_argument("expires_at", "out of range"))?;
+                if at <= Utc::now() {
+                    return Err(invalid_argument("expires_at", "must be in the future"));
+                }
+                Some(at)
+            }
+            None => None,
+        };
+        let mut scopes: Vec<&'static str> = request
+            .scopes
+            .iter()
+            .map(|s| domain::parse_role(*s, "scopes"))
+            .collect::<Result<_, _>>()?;
+        if scopes.is_empty() {
+            scopes.push("user");
+        }
+        scopes.sort_unstable();
+        scopes.dedup();
+        let owner = self.load_user(id).await?;
+        if !owner.is_active() {
+            return Err(Status::failed_precondition("account is being deleted"));
+        }
+        if let Some(missing) = scopes.iter().find(|s| !owner.roles.iter().any(|r| r == *s)) {
+            return Err(Status::permission_denied(format!(
+                "scopes: you do not hold the role {missing}"
+            )));
+        }
+        let secret = format!("{API_KEY_PREFIX}{}", tokens::new_secret());
+        let prefix = secret[API_KEY_PREFIX.len()..API_KEY_PREFIX.len() + 8].to_owned();
+        let key_id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await.map_err(dbe("API key"))?;
+        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_keys (api_key_id, user_id, name, prefix, secret_hash, scopes, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {API_KEY_COLUMNS}"
+        )))
+        .bind(key_id)
+        .bind(id)
+        .bind(name)
+        .bind(&prefix)
+        .bind(tokens::secret_hash(&secret))
+        .bind(&scopes)
+        .bind(expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(dbe("API key with this name"))?;
+        Entry::new(Kind::ApiKeyCreated, request.client.as_ref())
+            .user(id)
+            .detail("api_key_id", key_id.to_string())
+            .detail("scopes", scopes.join(","))
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("API key"))?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: Some(Self::api_key_row_to_pb(row)),
+            secret,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self(&request, &id.to_string(), true)?;
+        let request = request.into_inner();
+        let size = wire::page_size(request.page_size, 50, 100)?;
+        let after = wire::page_after(&request.page_token)?;
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?,
+            )
+        };
+        let mut rows: Vec<ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys
+              WHERE user_id = $1
+                AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())))
+                AND ($3::uuid IS NULL OR api_key_id < $3)
+              ORDER BY api_key_id DESC LIMIT $4"
+        )))
+        .bind(id)
+        .bind(request.include_revoked)
+        .bind(after)
+        .bind(i64::from(size) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(dbe("API key"))?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|r| wire::page_token(&r.api_key_id.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: rows.into_iter().map(Self::api_key_row_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        let caller = principal::require_self(&request, &id.to_string(), true)?;
+        let request = request.into_inner();
+        let key_id = Uuid::parse_str(request.api_key_id.trim())
+            .map_err(|_| invalid_argument("api_key_id", "not an API key id"))?;
+        let mut tx = self.pool.begin().await.map_err(dbe("API key"))?;
+        let before: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE api_key_id = $1 AND user_id = $2 FOR UPDATE"
+        )))
+        .bind(key_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(dbe("API key"))?
+        .ok_or_else(|| Status::not_found("API key not found"))?;
+        if before.revoked_at.is_some() {
+            return Ok(Response::new(pb::RevokeApiKeyResponse {
+                api_key: Some(Self::api_key_row_to_pb(before)),
+            }));
+        }
+        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 RETURNING {API_KEY_COLUMNS}"
+        )))
+        .bind(key_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(dbe("API key"))?;
+        let mut entry = Entry::new(Kind::ApiKeyRevoked, request.client.as_ref())
+            .user(id)
+            .detail("api_key_id", key_id.to_string());
+        if caller.user_id != id.to_string()
+            && let Ok(actor) = Uuid::parse_str(&caller.user_id)
+        {
+            entry = entry.actor(actor);
+        }
+        entry.write(&mut *tx).await.map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("API key"))?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            api_key: Some(Self::api_key_row_to_pb(row)),
+        }))
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        request: Request<pb::AuthenticateApiKeyRequest>,
+    ) -> Result<Response<pb::AuthenticateApiKeyResponse>, Status> {
+        let request = request.into_inner();
+        let client = request.client.as_ref();
+        let secret = request.secret.trim();
+        let reject = |reason: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                Entry::new(Kind::ApiKeyRejected, client)
+                    .detail("reason", reason)
+                    .write(&pool)
+                    .await
+                    .map_err(dbe("audit"))?;
+                Err::<Response<pb::AuthenticateApiKeyResponse>, Status>(bad_credentials())
+            }
+        };
+        if !secret.starts_with(API_KEY_PREFIX) || secret.len() > 128 {
+            return reject("malformed").await;
+        }
+        let now = Utc::now();
+        let found: Option<KeyWithOwner> = sqlx::query_as(
+            "SELECT k.api_key_id, k.user_id, k.name, k.prefix, k.scopes, k.created_at,
+                    k.last_used_at, k.expires_at, k.revoked_at,
+                    u.roles AS owner_roles, u.status AS owner_status
+               FROM api_keys k JOIN users u USING (user_id)
+              WHERE k.secret_hash = $1",
+        )
+        .bind(tokens::secret_hash(secret))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(dbe("API key"))?;
+        let Some(KeyWithOwner {
+            key,
+            owner_roles,
+            owner_status,
+        }) = found
+        else {
+            return reject("unknown").await;
+        };
+        if key.revoked_at.is_some() {
+            return reject("revoked").await;
+        }
+        if key.expires_at.is_some_and(|at| at <= now) {
+            return reject("expired").await;
+        }
+        if owner_status != "active" {
+            return reject("owner_inactive").await;
+        }
+        // Effective roles: the key's scopes still held by the owner.
+        let roles: Vec<String> = key
+            .scopes
+            .iter()
+            .filter(|s| owner_roles.contains(s))
+            .cloned()
+            .collect();
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE api_key_id = $1")
+            .bind(key.api_key_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(dbe("API key"))?;
+        Ok(Response::new(pb::AuthenticateApiKeyResponse {
+            principal: Some(pb::Principal {
+                user_id: key.user_id.to_string(),
+                roles: store::role_values(&roles),
+                api_key_id: Some(key.api_key_id.to_string()),
+            }),
+            expires_at: key.expires_at.map(wire::timestamp),
+        }))
+    }
+
+    // === Administration ===
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        principal::require_admin(&request)?;
+        let request = request.into_inner();
+        let size = wire::page_size(request.page_size, 50, 500)?;
+        let after = wire::page_after(&request.page_token)?;
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?,
+            )
+        };
+        let role = match pb::Role::try_from(request.role) {
+            Ok(pb::Role::Unspecified) => None,
+            Ok(role) => domain::role_name(role),
+            Err(_) => return Err(invalid_argument("role", "unknown role")),
+        };
+        let status = match pb::AccountStatus::try_from(request.status) {
+            Ok(pb::AccountStatus::Unspecified) => None,
+            Ok(pb::AccountStatus::Active) => Some("active"),
+            Ok(pb::AccountStatus::Deleting) => Some("deleting"),
+            Ok(pb::AccountStatus::Deleted) => Some("deleted"),
+            Err(_) => return Err(invalid_argument("status", "unknown status")),
+        };
+        let mut rows = store::list_users(
+            &self.pool,
+            &store::UserFilter {
+                query: request.query,
+                role,
+                status,
+                after,
+                limit: i64::from(size) + 1,
+            },
+        )
+        .await
+        .map_err(dbe("account"))?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|r| wire::page_token(&r.user_id.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn grant_role(
+        &self,
+        request: Request<pb::GrantRoleRequest>,
+    ) -> Result<Response<pb::GrantRoleResponse>, Status> {
+        let (metadata, extensions, inner) = request.into_parts();
+        let request = Request::from_parts(
+            metadata,
+            extensions,
+            (inner.user_id, inner.role, inner.reason, inner.client),
+        );
+        let (user, changed) = self.change_role(request, true).await?;
+        Ok(Response::new(pb::GrantRoleResponse {
+            user: Some(user),
+            changed,
+        }))
+    }
+
+    async fn revoke_role(
+        &self,
+        request: Request<pb::RevokeRoleRequest>,
+    ) -> Result<Response<pb::RevokeRoleResponse>, Status> {
+        let (metadata, extensions, inner) = request.into_parts();
+        let request = Request::from_parts(
+            metadata,
+            extensions,
+            (inner.user_id, inner.role, inner.reason, inner.client),
+        );
+        let (user, changed) = self.change_role(request, false).await?;
+        Ok(Response::new(pb::RevokeRoleResponse {
+            user: Some(user),
+            changed,
+        }))
+    }
+
+    async fn unlock_account(
+        &self,
+        request: Request<pb::UnlockAccountRequest>,
+    ) -> Result<Response<pb::UnlockAccountResponse>, Status> {
+        let admin = principal::require_admin(&request)?;
+        let actor = user_id(&admin.user_id, "actor_user_id")?;
+        let request = request.into_inner();
+        let id = user_id(&request.user_id, "user_id")?;
+        let user = self.load_user(id).await?;
+        let cleared = store::clear_account(&self.pool, &store::account_key(&user.email))
+            .await
+            .map_err(dbe("throttle"))?;
+        if cleared {
+            Entry::new(Kind::Unlocked, request.client.as_ref())
+                .user(id)
+                .actor(actor)
+                .write(&self.pool)
+                .await
+                .map_err(dbe("audit"))?;
+        }
+        Ok(Response::new(pb::UnlockAccountResponse {
+            user: Some(self.load_user(id).await?.into()),
+        }))
+    }
+
+    async fn query_audit_log(
+        &self,
+        request: Request<pb::QueryAuditLogRequest>,
+    ) -> Result<Response<pb::QueryAuditLogResponse>, Status> {
+        principal::require_admin(&request)?;
+        let request = request.into_inner();
+        let size = wire::page_size(request.page_size, 100, 1000)?;
+        let optional_id = |raw: &str, field: &str| -> Result<Option<Uuid>, Status> {
+            if raw.trim().is_empty() {
+                Ok(None)
+            } else {
+                user_id(raw, field).map(Some)
+            }
+        };
+        let after = wire::page_after(&request.page_token)?;
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?,
+            )
+        };
+        let kinds = request
+            .kinds
+            .iter()
+            .filter_map(|k| pb::AuditEventKind::try_from(*k).ok())
+            .filter(|k| *k != pb::AuditEventKind::Unspecified)
+            .map(|k| audit::kind_name(k).to_owned())
+            .collect();
+        let time = |ts: &Option<prost_types::Timestamp>, field: &str| {
+            ts.as_ref()
+                .map(|ts| wire::datetime(ts).ok_or_else(|| invalid_argument(field, "out of range")))
+                .transpose()
+        };
+        let query = audit::Query {
+            user_id: optional_id(&request.user_id, "user_id")?,
+            actor_user_id: optional_id(&request.actor_user_id, "actor_user_id")?,
+            kinds,
+            ip: Some(request.ip.trim().to_owned()).filter(|ip| !ip.is_empty()),
+            since: time(&request.since, "since")?,
+            until: time(&request.until, "until")?,
+            after,
+            limit: i64::from(size) + 1,
+        };
+        let mut rows = audit::query(&self.pool, &query)
+            .await
+            .map_err(dbe("audit"))?;
+        let next_page_token = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|r| wire::page_token(&r.audit_event_id.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::QueryAuditLogResponse {
+            events: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+}
