@@ -28,6 +28,11 @@ pub struct Config {
     pub upstreams: Upstreams,
     /// Deadline given to each upstream call (`MIRAI_UPSTREAM_TIMEOUT`, default 5 s).
     pub upstream_timeout: Duration,
+    /// `iss` access tokens must carry (`MIRAI_JWT_ISSUER`, default `https://mirai.local`; the
+    /// user service's setting of the same name).
+    pub jwt_issuer: String,
+    /// `aud` access tokens must carry (`MIRAI_JWT_AUDIENCE`, default `mirai-api`).
+    pub jwt_audience: String,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -56,6 +61,8 @@ impl Config {
                 notification: url(env, "MIRAI_NOTIFICATION_URL", 50055)?,
             },
             upstream_timeout: env.duration_or("MIRAI_UPSTREAM_TIMEOUT", Duration::from_secs(5))?,
+            jwt_issuer: env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?,
+            jwt_audience: env.or("MIRAI_JWT_AUDIENCE", "mirai-api".to_owned())?,
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, NAME)?,
         })

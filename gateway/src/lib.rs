@@ -1,6 +1,7 @@
 //! `mirai-gateway`: the one REST door of the platform.
 //!
 //! # Layout
+//! - `auth`: access-token verification (JWKS), the principal, role requirements.
 //! - `config`: listeners, upstream URLs and timeouts from the environment.
 //! - `startup`: [`startup::Application`] binds the API and admin listeners and runs them with the
 //!   platform's graceful-shutdown sequence.
@@ -12,6 +13,7 @@
 //!   RED metrics.
 //! - `problem`: RFC 9457 problem+json error bodies.
 
+pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod observability;

@@ -88,3 +88,38 @@ impl Upstreams {
         ]
     }
 }
+
+impl Upstream {
+    /// The user service's signing keys, for [`crate::auth::Verifier`].
+    pub fn key_source(&self) -> crate::auth::KeySource {
+        let channel = self.channel.clone();
+        std::sync::Arc::new(move || {
+            let mut client =
+                mirai_proto::user::v1::user_service_client::UserServiceClient::new(channel.clone());
+            Box::pin(async move {
+                let response = client
+                    .get_jwks(mirai_proto::user::v1::GetJwksRequest {})
+                    .await
+                    .map_err(|status| status.message().to_owned())?
+                    .into_inner();
+                Ok(crate::auth::KeySet {
+                    keys: response
+                        .keys
+                        .into_iter()
+                        .map(|k| crate::auth::Jwk {
+                            kid: k.kid,
+                            kty: k.kty,
+                            crv: k.crv,
+                            x: k.x,
+                            alg: k.alg,
+                        })
+                        .collect(),
+                    max_age: response
+                        .max_age
+                        .and_then(|d| Duration::try_from(d).ok())
+                        .unwrap_or(Duration::from_secs(300)),
+                })
+            })
+        })
+    }
+}
