@@ -190,7 +190,7 @@ impl KeyRing {
             }
         }
         // Newest retirement first.
-        retired.sort_by(|a, b| b.published_until.cmp(&a.published_until));
+        retired.sort_by_key(|key| std::cmp::Reverse(key.published_until));
         Ok(Self {
             current,
             next,

@@ -1,3 +1,7 @@
 //! Integration tests of `mirai-user` against real PostgreSQL.
 
 mirai_platform::service_conformance_tests!("mirai-user", mirai_user, "user");
+
+mod admin;
+mod helpers;
+mod sessions;
