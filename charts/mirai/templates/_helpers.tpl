@@ -227,7 +227,7 @@ error. Sorted by name, so a rendering is stable.
 - name: {{ $key }}
   value: {{ get $plain $key | quote }}
 {{- end }}
-{{- include "mirai.databaseEnv" . | nindent 0 }}
+{{- with include "mirai.databaseEnv" . }}{{ . | nindent 0 }}{{ end }}
 {{- range $key := keys ($svc.secretEnv | default dict) | sortAlpha }}
 {{- $ref := get $svc.secretEnv $key }}
 - name: {{ $key }}
@@ -331,6 +331,9 @@ seccompProfile:
     sizeLimit: 64Mi
 {{- range $fname, $file := .svc.files }}
 - name: files-{{ $fname }}
+{{- if and $file.csi $file.secretName }}
+{{- fail (printf "services.%s.files.%s: set secretName or csi, not both (secretName: null drops a default)" $.svc.name $fname) }}
+{{- end }}
 {{- if $file.csi }}
   csi:
     driver: {{ $.root.Values.secretsStore.driver }}
@@ -437,4 +440,9 @@ dict "root" $ "svc" $svc
 {{/* A Pub/Sub name as a Kubernetes object name (dots are fine; lower case, at most 253). */}}
 {{- define "mirai.kccName" -}}
 {{- . | lower | replace "_" "-" | trunc 253 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* A YAML flow list of quoted strings: ["a", "b"] */}}
+{{- define "mirai.flowList" -}}
+[{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ $e | quote }}{{ end }}]
 {{- end -}}

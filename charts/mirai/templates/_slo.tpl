@@ -77,9 +77,7 @@ groups:
           slo: {{ $slo }}
         annotations:
           summary: "{{ $name }} is burning its {{ $slo }} error budget fast"
-          description: >-
-            {{ $name }} {{ $slo }} SLO ({{ $objective }}%): at this rate the 30-day error budget
-            is gone within days. Error ratio over the long window: {{ "{{" }} $value | humanizePercentage {{ "}}" }}.
+          description: "{{ $name }} {{ $slo }} SLO {{ $objective }}%: at this rate the 30-day error budget is gone within days (burn above 14.4x over 1h and 5m, or 6x over 6h and 30m)."
       - alert: MiraiErrorBudgetBurnSlow
         expr: |
           mirai:slo_errors:ratio_rate3d{{ $m }} > {{ $budget }}
@@ -94,9 +92,7 @@ groups:
           slo: {{ $slo }}
         annotations:
           summary: "{{ $name }} is spending its {{ $slo }} error budget faster than it accrues"
-          description: >-
-            {{ $name }} {{ $slo }} SLO ({{ $objective }}%): over three days the error ratio is
-            above the budget of {{ $budget }}.
+          description: "{{ $name }} {{ $slo }} SLO {{ $objective }}%: the error ratio is above the budget of {{ $budget }} over 3d and 6h."
       {{- end }}
 {{- end }}
 {{- end -}}
