@@ -715,6 +715,8 @@ def istio_security(ctx: Context) -> list[str]:
     issuers = {e.get("value") for p in ctx.pods for c in p.spec.get("containers") or []
                for e in c.get("env") or [] if e["name"] == "MIRAI_JWT_ISSUER"}
     for ra in ctx.of("RequestAuthentication"):
+        if not issuers:
+            out.append(f"{ident(ra)}: no service sets MIRAI_JWT_ISSUER, so tokens carry the default issuer")
         for rule in dig(ra, "spec", "jwtRules", default=[]):
             found = _URL.match(rule.get("jwksUri", ""))
             if not found or ctx.service_by_host(found.group(1)) is None:

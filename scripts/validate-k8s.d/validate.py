@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import difflib
+import functools
 import json
 import os
 import re
@@ -172,7 +173,7 @@ def stage_helm_render(sets: dict[str, dict]) -> tuple[list[str], dict[str, dict[
         try:
             rendered[name] = render(values)
         except Exception as error:  # HelmRenderError / HelmValuesError: the message says where
-            problems.append(f"{name}: {error}")
+            problems.append(f"{name}: {' '.join(str(error).split())}")
     return problems, rendered
 
 
@@ -217,8 +218,35 @@ def is_core(api_version: str) -> bool:
     return group == "" or "." not in group or (group.endswith(".k8s.io") and not group.endswith(".x-k8s.io"))
 
 
+@functools.lru_cache(maxsize=None)
+def k8s_validator(version: str, kind: str, api_version: str):
+    """kubernetes-validate's strict schema for a kind, as its validate() picks it, built once
+    (its validate() reloads the 20 MB definitions file for every object)."""
+    import jsonschema
+    from kubernetes_validate import utils as kvu
+    from referencing import Registry, Resource
+
+    schema_version = [x for x in kvu.all_versions() if kvu.major_minor(x) <= kvu.major_minor(version)][-1]
+    schema_dir = f"kubernetes-json-schema/v{schema_version}-local-strict"
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = kvu.schema_contents(f"{schema_dir}/{kind.lower()}-{group}.json", version)
+    except FileNotFoundError:
+        raise kvu.SchemaNotFoundError(version=kvu.major_minor(version), kind=kind, api_version=api_version)
+    definitions = _k8s_definitions(schema_dir, version)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+@functools.lru_cache(maxsize=None)
+def _k8s_definitions(schema_dir: str, version: str) -> Any:
+    from kubernetes_validate import utils as kvu
+
+    return kvu.schema_contents(f"{schema_dir}/_definitions.json", version)
+
+
 def stage_kubernetes_validate(docs: list[tuple[str, dict]]) -> list[str]:
-    import kubernetes_validate as kv
+    from kubernetes_validate import utils as kvu
 
     problems = []
     for source, doc in docs:
@@ -227,13 +255,15 @@ def stage_kubernetes_validate(docs: list[tuple[str, dict]]) -> list[str]:
         for version in KUBE_VERSIONS:
             where = f"{source}: {k8s_checks.ident(doc)} (Kubernetes {version})"
             try:
-                kv.validate(doc, version, strict=True)
-            except kv.ValidationError as error:
+                validator = k8s_validator(version, doc.get("kind", ""), doc.get("apiVersion", ""))
+            except (kvu.SchemaNotFoundError, kvu.InvalidSchemaError) as error:
+                # The kubernetes-validate CLI only warns here (exit 0): a removed apiVersion or an
+                # unknown kind. Here it fails.
+                problems.append(f"{where}: {getattr(error, 'message', error)}")
+                continue
+            for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path))):
                 path = ".".join(str(p) for p in error.path)
                 problems.append(f"{where}: {path}: {error.message}")
-            except (kv.SchemaNotFoundError, kv.InvalidSchemaError) as error:
-                # The CLI only warns here (and exits 0): a removed apiVersion or an unknown kind.
-                problems.append(f"{where}: {getattr(error, 'message', error)}")
     return problems
 
 
@@ -321,9 +351,16 @@ GENERATED_HEADER = """\
 """
 
 
+# Renders already made by the helm render stage, by value set (generated_content reuses them).
+RENDER_CACHE: dict[str, dict[str, str]] = {}
+
+
 def generated_content(sets_values: dict[str, dict], path: str) -> str:
     set_name, extra, keep = GENERATED[path]
-    rendered = render(deep_merge(sets_values[set_name], extra))
+    if not extra and set_name in RENDER_CACHE:
+        rendered = RENDER_CACHE[set_name]
+    else:
+        rendered = render(deep_merge(sets_values[set_name], extra))
     if keep is not None:
         rendered = {k: v for k, v in rendered.items() if k in keep}
     docs = []
@@ -343,9 +380,11 @@ def generated_content(sets_values: dict[str, dict], path: str) -> str:
     return GENERATED_HEADER.format(values=set_name, extra=extra_note) + body
 
 
-def stage_drift(sets_values: dict[str, dict], write: bool) -> list[str]:
+def stage_drift(sets_values: dict[str, dict], write: bool, read: Callable[[str], str] | None = None,
+                only: list[str] | None = None) -> list[str]:
     problems = []
-    for path in GENERATED:
+    read = read or (lambda p: (ROOT / p).read_text() if (ROOT / p).exists() else "")
+    for path in only or GENERATED:
         expected = generated_content(sets_values, path)
         target = ROOT / path
         if write:
@@ -353,7 +392,7 @@ def stage_drift(sets_values: dict[str, dict], write: bool) -> list[str]:
             target.write_text(expected)
             say(f"   wrote {path}")
             continue
-        actual = target.read_text() if target.exists() else ""
+        actual = read(path)
         if actual != expected:
             diff = list(difflib.unified_diff(actual.splitlines(), expected.splitlines(), f"{path} (on disk)", f"{path} (from the chart)", lineterm="", n=1))
             shown = "\n      ".join(diff[:30]) + ("\n      ..." if len(diff) > 30 else "")
@@ -410,7 +449,7 @@ def metric_problems(expr: str, known: set[str], recorded: set[str], where: str) 
     return problems
 
 
-def stage_dashboards(tools: Tools, groups: list[dict], work: Path) -> list[str]:
+def stage_dashboards(tools: Tools, groups: list[dict], work: Path, folder: Path | None = None) -> list[str]:
     known = registered_metrics()
     if not known:
         return ["found no metric registrations in the Rust sources (Metrics::register)"]
@@ -419,7 +458,7 @@ def stage_dashboards(tools: Tools, groups: list[dict], work: Path) -> list[str]:
     for g in groups:
         for r in g.get("rules", []):
             problems += metric_problems(r["expr"], known, recorded, f"rule {r.get('record') or r.get('alert')}")
-    for path in sorted((CHART / "files" / "dashboards").glob("*.json")):
+    for path in sorted((folder or CHART / "files" / "dashboards").glob("*.json")):
         try:
             dashboard = json.loads(path.read_text())
         except json.JSONDecodeError as error:
@@ -500,7 +539,7 @@ def dockerignore_excludes(patterns: list[str], path: str) -> bool:
     return excluded
 
 
-def stage_images(values: dict) -> list[str]:
+def stage_images(values: dict, dockerignore: str | None = None) -> list[str]:
     problems = []
     dockerfile = (ROOT / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (mirai-[a-z-]+)\s*$", dockerfile, re.M))
@@ -519,7 +558,8 @@ def stage_images(values: dict) -> list[str]:
             problems.append(f"Dockerfile never installs /usr/local/bin/{binary}")
     if not re.search(r"COPY --from=builder /out/models", dockerfile):
         problems.append("the prediction image does not copy the ONNX models (services/prediction/models)")
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    ignore_text = dockerignore if dockerignore is not None else (ROOT / ".dockerignore").read_text()
+    patterns = [line.strip() for line in ignore_text.splitlines() if line.strip() and not line.startswith("#")]
     members = re.findall(r'^\s*"([^"]+)",\s*$', (ROOT / "Cargo.toml").read_text().split("[workspace.package]")[0], re.M)
     needed = ["Cargo.toml", "Cargo.lock", "services/prediction/models/model.onnx",
               "services/stock-data/sample/sp500-2000.csv", "services/user/migrations/0001.sql"]
@@ -597,6 +637,7 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     def do_render() -> list[str]:
         problems, out = stage_helm_render(sets)
         rendered.update(out)
+        RENDER_CACHE.update(out)
         for name, files in out.items():
             (tools.out / "rendered" / f"{name}.yaml").write_text(as_stream(files))
         return problems
@@ -626,7 +667,10 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
 
     rendered_files = sorted((tools.out / "rendered").glob("*.yaml"))
     p.stage("checkov", "checkov --framework kubernetes on every rendered set", lambda: stage_checkov(tools, rendered_files))
-    lint_files = (rendered_files + sorted(ROOT.glob("istio/*.yaml")) + sorted(ROOT.glob("k8s/**/*.yaml"))
+    # k8s/**/*.generated.yaml and generated.yaml are PyYAML's dump of a render checked above (and
+    # drift-checked below): linting them again would only cost time.
+    hand_written_k8s = [f for f in sorted(ROOT.glob("k8s/**/*.yaml")) if not f.name.endswith("generated.yaml")]
+    lint_files = (rendered_files + sorted(ROOT.glob("istio/*.yaml")) + hand_written_k8s
                   + sorted((CHART / "ci").glob("*.yaml")) + [CHART / "values.yaml", ROOT / "cloudbuild.yaml"]
                   + sorted((CHART / "tests").glob("*.yaml")) + [HERE / "fixtures.yaml", HERE / "checkov.yaml", HERE / "yamllint.yaml"])
     p.stage("yamllint", f"yamllint (duplicate keys, syntax, whitespace) on {len(lint_files)} files", lambda: stage_yamllint(tools, lint_files))
