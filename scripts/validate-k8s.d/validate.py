@@ -693,7 +693,8 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
             problems += [f"{name}: {m}" for m in k8s_checks.run_all(objs, NAMESPACE, [d for _, d in external])]
         return problems
 
-    p.stage("semantic checks", f"{len(k8s_checks.CHECKS)} cross-object checks on {len(everything)} sets", semantic)
+    p.stage("semantic checks", f"{len(k8s_checks.CHECKS)} cross-object checks on {len(everything)} sets "
+            f"({sum(len(d) for d in everything.values())} objects)", semantic)
     topology_rs = (ROOT / "services/platform/src/events/topology.rs").read_text()
     p.stage("pubsub topology", "values.yaml pubsub.topology and delivery equal services/platform/src/events/topology.rs",
             lambda: stage_topology(chart_values, topology_rs))

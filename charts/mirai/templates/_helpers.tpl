@@ -87,8 +87,9 @@ Returns YAML: use with fromYaml.
 {{- $_ := set $svc "name" $name -}}
 {{- $_ := set $svc "fullname" (printf "%s-%s" $fullname $name) -}}
 {{- $_ := set $svc "binary" (printf "mirai-%s" $name) -}}
-{{- $_ := set $svc "imageTag" $tag -}}
-{{- $_ := set $svc "image" (include "mirai.imageRef" (dict "root" $root "name" $name "tag" $tag)) -}}
+{{- $svcTag := $svc.imageTag | default $tag | toString -}}
+{{- $_ := set $svc "imageTag" $svcTag -}}
+{{- $_ := set $svc "image" (include "mirai.imageRef" (dict "root" $root "name" $name "tag" $svcTag "noDigest" (ne $svcTag $tag))) -}}
 {{- if $svc.canary.enabled -}}
 {{- $_ := set $svc "canaryImage" (include "mirai.imageRef" (dict "root" $root "name" $name "tag" (required (printf "services.%s.canary.tag is required when the canary is enabled" $name) $svc.canary.tag) "noDigest" true)) -}}
 {{- end -}}
