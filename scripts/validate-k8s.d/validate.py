@@ -11,6 +11,7 @@ fails the run too.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import copy
 import difflib
 import functools
@@ -650,6 +651,18 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
             lambda: stage_helm_dry_run(sets, rendered))
 
     helm_docs = {name: docs_of(files) for name, files in rendered.items()}
+    groups = {name: rule_groups(docs) for name, docs in helm_docs.items()}
+    # The slowest subprocess stages start now and run while the in-process stages work; their
+    # stages below wait for the results (and report them in the usual order).
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+    background = {
+        "checkov": pool.submit(stage_checkov, tools, sorted((tools.out / "rendered").glob("*.yaml"))),
+        "promtool test": pool.submit(stage_promtool_test, tools, groups.get("gke", []),
+                                     CHART / "tests" / "slo-rules.test.yaml", tools.out / "promtool-test"),
+        "images": pool.submit(lambda: stage_images(chart_values) + stage_hadolint(tools, ROOT / "Dockerfile")
+                              + stage_checkov(tools, [ROOT / "Dockerfile"], "dockerfile")),
+    }
+    pool.shutdown(wait=False)
     kustomized: dict[str, list[tuple[str, dict]]] = {}
 
     def do_kustomize() -> list[str]:
@@ -666,7 +679,7 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
             lambda: stage_custom_resources(tools, all_docs, "all"))
 
     rendered_files = sorted((tools.out / "rendered").glob("*.yaml"))
-    p.stage("checkov", "checkov --framework kubernetes on every rendered set", lambda: stage_checkov(tools, rendered_files))
+    p.stage("checkov", "checkov --framework kubernetes on every rendered set", lambda: background["checkov"].result())
     # k8s/**/*.generated.yaml and generated.yaml are PyYAML's dump of a render checked above (and
     # drift-checked below): linting them again would only cost time.
     hand_written_k8s = [f for f in sorted(ROOT.glob("k8s/**/*.yaml")) if not f.name.endswith("generated.yaml")]
@@ -676,11 +689,10 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     p.stage("yamllint", f"yamllint (duplicate keys, syntax, whitespace) on {len(lint_files)} files", lambda: stage_yamllint(tools, lint_files))
     p.stage("k8s drift", "k8s/ generated files equal a fresh render of the chart", lambda: stage_drift(sets, write=False))
 
-    groups = {name: rule_groups(docs) for name, docs in helm_docs.items()}
     p.stage("promtool check", "promtool check rules on the SLO rules of every value set",
             lambda: [x for name, g in groups.items() if g for x in stage_promtool_check(tools, g, tools.out / "promtool" / name, name)])
     p.stage("promtool test", "promtool test rules charts/mirai/tests/slo-rules.test.yaml (burn-rate windows)",
-            lambda: stage_promtool_test(tools, groups["gke"], CHART / "tests" / "slo-rules.test.yaml", tools.out / "promtool-test"))
+            lambda: background["promtool test"].result())
     p.stage("dashboards", "Grafana dashboard JSON: every expression parses (promtool) and names registered metrics",
             lambda: stage_dashboards(tools, groups["gke"], tools.out / "dashboards"))
 
@@ -699,8 +711,7 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     p.stage("pubsub topology", "values.yaml pubsub.topology and delivery equal services/platform/src/events/topology.rs",
             lambda: stage_topology(chart_values, topology_rs))
     p.stage("images", "Dockerfile (hadolint, checkov), targets = chart services = cloudbuild.yaml, .dockerignore keeps what builds need",
-            lambda: stage_images(chart_values) + stage_hadolint(tools, ROOT / "Dockerfile")
-            + stage_checkov(tools, [ROOT / "Dockerfile"], "dockerfile"))
+            lambda: background["images"].result())
 
     if not args.no_fixtures and not p.only or (p.only and "fixtures" in p.only):
         import fixtures
