@@ -1,4 +1,4 @@
-//! The `StockDataService` gRPC API. RPCs not implemented yet answer `UNIMPLEMENTED`.
+//! The `StockDataService` gRPC API: parses requests, calls the modules, maps errors.
 
 use futures::StreamExt as _;
 use mirai_platform::db;
@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::quotes::Quotes;
 use crate::replay::Replays;
 use crate::symbols::{self, NewSymbol, Search, Ticker};
-use crate::{bars, import};
+use crate::tracking::{self, Reference, Tracked};
+use crate::{bars, import, quality};
 
 /// The stream type tonic's generated trait expects (same as its private `BoxStream`).
 type QuoteStream = futures::stream::BoxStream<'static, Result<pb::StreamQuotesResponse, Status>>;
@@ -21,15 +22,23 @@ pub struct Api {
     pool: PgPool,
     quotes: Quotes,
     replays: Replays,
+    quality: quality::Settings,
+    tracking_capacity: u32,
 }
 
 impl Api {
-    pub fn new(pool: PgPool) -> Self {
-        let quotes = Quotes::new(pool.clone());
+    pub fn new(
+        pool: PgPool,
+        quotes: Quotes,
+        quality: quality::Settings,
+        tracking_capacity: u32,
+    ) -> Self {
         Self {
             replays: Replays::new(pool.clone(), quotes.clone()),
             quotes,
             pool,
+            quality,
+            tracking_capacity,
         }
     }
 }
@@ -192,7 +201,7 @@ impl StockDataService for Api {
                 _ => return Err(invalid_argument("options", "sent more than once")),
             }
         }
-        let response = import::run(&self.pool, &options, &body).await?;
+        let response = import::run(&self.pool, &self.quality, &options, &body).await?;
         tracing::info!(
             message = "Bars imported.",
             import_id = %response.import_id,
@@ -296,6 +305,125 @@ impl StockDataService for Api {
     ) -> Result<Response<pb::ListReplaysResponse>, Status> {
         Ok(Response::new(pb::ListReplaysResponse {
             replays: self.replays.list(),
+        }))
+    }
+
+    async fn update_symbol(
+        &self,
+        request: Request<pb::UpdateSymbolRequest>,
+    ) -> Result<Response<pb::UpdateSymbolResponse>, Status> {
+        let principal =
+            mirai_platform::auth::require(&request, &[mirai_platform::auth::Role::Admin])?;
+        let request = request.into_inner();
+        let update = request
+            .symbol
+            .as_ref()
+            .ok_or_else(|| invalid_argument("symbol", "required"))?;
+        let ticker = Ticker::parse(&update.symbol)?;
+        let mask = request
+            .update_mask
+            .clone()
+            .map(|m| m.paths)
+            .unwrap_or_default();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db::status(e, "symbol"))?;
+        let row = symbols::update(&mut tx, update, &mask)
+            .await?
+            .ok_or_else(|| not_found(&ticker))?;
+        tx.commit().await.map_err(|e| db::status(e, "symbol"))?;
+        tracing::info!(message = "Symbol updated.", symbol = %row.symbol, fields = ?mask, actor = %principal.user_id);
+        Ok(Response::new(pb::UpdateSymbolResponse {
+            symbol: Some(row.into()),
+        }))
+    }
+
+    async fn get_quality_report(
+        &self,
+        request: Request<pb::GetQualityReportRequest>,
+    ) -> Result<Response<pb::GetQualityReportResponse>, Status> {
+        let query = quality::store::ReportQuery::parse(request.get_ref())?;
+        quality::store::report(&self.pool, &query)
+            .await
+            .map(Response::new)
+    }
+
+    async fn track_symbol(
+        &self,
+        request: Request<pb::TrackSymbolRequest>,
+    ) -> Result<Response<pb::TrackSymbolResponse>, Status> {
+        let request = request.into_inner();
+        let ticker = Ticker::parse(&request.symbol)?;
+        let reference = Reference::parse(&request.reference)?;
+        let status = |e| db::status(e, "tracking");
+        let mut tx = self.pool.begin().await.map_err(status)?;
+        let outcome = tracking::track(&mut tx, &ticker, &reference, self.tracking_capacity)
+            .await
+            .map_err(status)?;
+        let (state, added) = match outcome {
+            Tracked::Held { state, added } => (state, added),
+            Tracked::Unknown => return Err(not_found(&ticker)),
+            Tracked::Delisted(_) => {
+                return Err(Status::failed_precondition(format!(
+                    "symbol {} is delisted and cannot be tracked",
+                    ticker.as_str()
+                )));
+            }
+            Tracked::Full(capacity) => {
+                return Err(Status::resource_exhausted(format!(
+                    "the platform tracks at most {capacity} symbols"
+                )));
+            }
+        };
+        tx.commit().await.map_err(status)?;
+        Ok(Response::new(pb::TrackSymbolResponse {
+            state: Some(state.into()),
+            added,
+        }))
+    }
+
+    async fn untrack_symbol(
+        &self,
+        request: Request<pb::UntrackSymbolRequest>,
+    ) -> Result<Response<pb::UntrackSymbolResponse>, Status> {
+        let request = request.into_inner();
+        let ticker = Ticker::parse(&request.symbol)?;
+        let reference = Reference::parse(&request.reference)?;
+        let status = |e| db::status(e, "tracking");
+        let mut tx = self.pool.begin().await.map_err(status)?;
+        let (state, removed) = tracking::untrack(&mut tx, &ticker, &reference)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| not_found(&ticker))?;
+        tx.commit().await.map_err(status)?;
+        Ok(Response::new(pb::UntrackSymbolResponse {
+            state: Some(state.into()),
+            removed,
+        }))
+    }
+
+    async fn list_tracked_symbols(
+        &self,
+        request: Request<pb::ListTrackedSymbolsRequest>,
+    ) -> Result<Response<pb::ListTrackedSymbolsResponse>, Status> {
+        let limit = wire::page_size(request.get_ref().page_size, 500, 1000)?;
+        let after = wire::page_after(&request.get_ref().page_token)?;
+        let mut rows = tracking::list(&self.pool, &after, limit)
+            .await
+            .map_err(|e| db::status(e, "tracking"))?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|r| wire::page_token(&r.symbol))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListTrackedSymbolsResponse {
+            symbols: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
         }))
     }
 

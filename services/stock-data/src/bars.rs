@@ -6,6 +6,8 @@ use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
+use crate::calendar::Calendar;
+use crate::quality;
 use crate::symbols::{self, NewSymbol, Ticker};
 
 /// Where an exchange trades: its IANA time zone and regular session (local times).
@@ -32,7 +34,7 @@ pub(crate) const EXCHANGES: &[Exchange] = &[
 ];
 
 /// The time zone bars of an exchange are bucketed in (UTC for exchanges not in the table).
-fn time_zone(mic: &str) -> &'static str {
+pub(crate) fn time_zone(mic: &str) -> &'static str {
     EXCHANGES
         .iter()
         .find(|e| e.mic == mic)
@@ -86,8 +88,17 @@ fn bucket_end(timeframe: pb::Timeframe) -> &'static str {
 const SP500: &str = include_str!("../sample/sp500-2000.csv");
 
 /// Lists `SPX` (the S&P 500 index) if needed and loads its daily bars, idempotently: rows
-/// already stored are left alone. Returns the number of new bars.
+/// already stored are left alone. New bars go through the quality checks like any ingest
+/// (findings are recorded and announced, never repaired). Returns the number of new bars.
 pub async fn load_sample(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    load_sample_with(pool, &quality::Settings::default()).await
+}
+
+/// [`load_sample`] with explicit quality settings.
+pub async fn load_sample_with(
+    pool: &PgPool,
+    settings: &quality::Settings,
+) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let spx = NewSymbol {
         ticker: Ticker::parse("SPX").expect("valid ticker"),
@@ -100,19 +111,27 @@ pub async fn load_sample(pool: &PgPool) -> Result<u64, sqlx::Error> {
         symbols::list(&mut tx, &spx).await?;
     }
     let loaded = copy_daily_csv(&mut tx, "SPX", "XNYS", SP500, "sample").await?;
+    let series = quality::store::Series::new("SPX", pb::Timeframe::OneDay, "XNYS", "index");
+    let origin = quality::store::Origin {
+        source: "sample",
+        import_id: "",
+    };
+    quality::store::check(&mut tx, settings, &series, &loaded, origin).await?;
     tx.commit().await?;
-    Ok(loaded)
+    Ok(loaded.len() as u64)
 }
 
 /// Loads `date,open,high,low,close,adjclose,volume` CSV rows of one symbol as raw daily bars
-/// through `COPY`, each starting at the exchange's session open; existing bars are kept.
+/// through `COPY`, each from the exchange's session open to its close (13:00 on the
+/// calendar's early-close days); existing bars are kept. Returns the starts of the new bars,
+/// oldest first.
 async fn copy_daily_csv(
     conn: &mut PgConnection,
     symbol: &str,
     mic: &str,
     csv: &str,
     source: &str,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
     let exchange = EXCHANGES
         .iter()
         .find(|e| e.mic == mic)
@@ -130,17 +149,19 @@ async fn copy_daily_csv(
         .await?;
     copy.send(csv.as_bytes()).await?;
     copy.finish().await?;
-    let inserted = sqlx::query(
+    let early_closes = Calendar::for_mic(mic)
+        .map(|c| c.early_closes())
+        .unwrap_or_default();
+    let mut inserted: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close, volume,
-                           adjustment, source, quality_flags)
-         SELECT $1, $2, (day + $4::time) AT TIME ZONE $3, (day + $5::time) AT TIME ZONE $3,
-                open, high, low, close, volume, $6, $7,
-                (CASE WHEN high < greatest(open, close) OR low > least(open, close)
-                      THEN 1 << 1 ELSE 0 END)
-              | (CASE WHEN least(open, high, low, close) <= 0 THEN 1 << 2 ELSE 0 END)
-              | (CASE WHEN volume <= 0 THEN 1 << 3 ELSE 0 END)
+                           adjustment, source)
+         SELECT $1, $2, (day + $4::time) AT TIME ZONE $3,
+                (day + CASE WHEN day = ANY($8) THEN '13:00'::time ELSE $5::time END)
+                    AT TIME ZONE $3,
+                open, high, low, close, volume, $6, $7
          FROM daily_import
-         ON CONFLICT (symbol, timeframe, start_at) DO NOTHING",
+         ON CONFLICT (symbol, timeframe, start_at) DO NOTHING
+         RETURNING start_at",
     )
     .bind(symbol)
     .bind(pb::Timeframe::OneDay as i16)
@@ -149,9 +170,10 @@ async fn copy_daily_csv(
     .bind(exchange.close)
     .bind(pb::Adjustment::Raw as i16)
     .bind(source)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .bind(&early_closes)
+    .fetch_all(&mut *conn)
+    .await?;
+    inserted.sort();
     Ok(inserted)
 }
 

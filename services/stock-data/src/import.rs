@@ -4,8 +4,10 @@
 //! column at fault and the reason, and never stops the good rows. Good rows go to a temporary
 //! table with `COPY`, then into `bars` in one statement: new bars are inserted, identical ones
 //! left alone, changed ones replaced and flagged `VALUE_CHANGED`, so re-importing a file is
-//! idempotent. Data-quality flags (OHLC inconsistent, non-positive price or volume, duplicate
-//! in one file) are stored with the bar.
+//! idempotent. A duplicate within one file is flagged `DUPLICATE` (the last row wins); then
+//! the quality checks run over every symbol's imported range in the same transaction
+//! ([`crate::quality::store::check`]), so flags, findings and `data.quality.issue` events
+//! commit with the bars (and a dry run reports them without storing anything).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -17,6 +19,8 @@ use mirai_proto::stock::v1 as pb;
 use sqlx::{PgPool, Row as _};
 
 use crate::bars::EXCHANGES;
+use crate::calendar::Calendar;
+use crate::quality;
 use crate::symbols::Ticker;
 
 /// Uploads above this size are refused (RESOURCE_EXHAUSTED); split larger files.
@@ -327,10 +331,12 @@ fn copy_value(out: &mut String, value: Option<String>) {
 /// Imports `body` with `options`.
 pub async fn run(
     pool: &PgPool,
+    settings: &quality::Settings,
     options: &Options,
     body: &[u8],
 ) -> Result<pb::ImportBarsResponse, tonic::Status> {
     let started = std::time::Instant::now();
+    let import_id = uuid::Uuid::now_v7().to_string();
     let status = |e| mirai_platform::db::status(e, "bars");
     if let Some(tz) = &options.time_zone {
         sqlx::query("SELECT now() AT TIME ZONE $1")
@@ -432,6 +438,7 @@ pub async fn run(
         ),
         resolved AS (
             SELECT r.*, coalesce($5, ss.tz, 'UTC') AS tz,
+                   sy.exchange_mic = ANY($13) AS has_calendar,
                    coalesce(ss.open_at, '00:00') AS open_at,
                    coalesce(ss.close_at, '24:00') AS close_at
             FROM import_rows r
@@ -457,14 +464,12 @@ pub async fn run(
         chosen AS (
             SELECT symbol, start_at,
                    CASE WHEN $6 = '1 day' THEN
-                        ((start_at AT TIME ZONE tz)::date + close_at) AT TIME ZONE tz
+                        ((start_at AT TIME ZONE tz)::date
+                         + CASE WHEN has_calendar AND (start_at AT TIME ZONE tz)::date = ANY($12)
+                                THEN '13:00'::time ELSE close_at END) AT TIME ZONE tz
                    ELSE start_at + $6::interval END AS end_at,
                    open, high, low, close, volume, vwap, trade_count,
-                   (CASE WHEN high < greatest(open, close) OR low > least(open, close)
-                         THEN 1 << 1 ELSE 0 END)
-                 | (CASE WHEN least(open, high, low, close) <= 0 THEN 1 << 2 ELSE 0 END)
-                 | (CASE WHEN volume <= 0 THEN 1 << 3 ELSE 0 END)
-                 | (CASE WHEN copies > 1 THEN 1 << 4 ELSE 0 END) AS flags
+                   CASE WHEN copies > 1 THEN 1 << 4 ELSE 0 END AS flags
             FROM counted WHERE latest = 1
         ),
         written AS (
@@ -487,7 +492,10 @@ pub async fn run(
             RETURNING (xmax = 0) AS inserted
         )
         SELECT (SELECT count(*) FROM chosen) AS distinct_rows,
-               (SELECT count(*) FROM chosen WHERE flags <> 0) AS flagged,
+               (SELECT coalesce(array_agg(symbol ORDER BY symbol COLLATE \"C\", start_at), '{}') FROM chosen)
+                   AS chosen_symbols,
+               (SELECT coalesce(array_agg(start_at ORDER BY symbol COLLATE \"C\", start_at), '{}') FROM chosen)
+                   AS chosen_starts,
                (SELECT count(*) FROM written WHERE inserted) AS inserted,
                (SELECT count(*) FROM written WHERE NOT inserted) AS updated,
                (SELECT min(start_at) FROM chosen) AS first_start,
@@ -506,9 +514,47 @@ pub async fn run(
         .bind(pb::Adjustment::Raw as i16)
         .bind(&options.source)
         .bind(options.dry_run)
+        .bind(
+            Calendar::for_mic("XNYS")
+                .map(|c| c.early_closes())
+                .unwrap_or_default(),
+        )
+        .bind(
+            EXCHANGES
+                .iter()
+                .filter(|e| Calendar::for_mic(e.mic).is_some())
+                .map(|e| e.mic)
+                .collect::<Vec<_>>(),
+        )
         .fetch_one(&mut *tx)
         .await
         .map_err(status)?;
+
+    // Quality checks per symbol over what was just written (or, in a dry run, would be).
+    let chosen_symbols: Vec<String> = summary.get("chosen_symbols");
+    let chosen_starts: Vec<DateTime<Utc>> = summary.get("chosen_starts");
+    let listed: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT symbol, exchange_mic, asset_type FROM symbols WHERE symbol = ANY($1)",
+    )
+    .bind(summary.get::<Vec<String>, _>("symbols"))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(status)?;
+    let mut rows_flagged = 0;
+    let origin = quality::store::Origin {
+        source: &options.source,
+        import_id: &import_id,
+    };
+    for (symbol, mic, asset_type) in &listed {
+        let lo = chosen_symbols.partition_point(|s| s < symbol);
+        let hi = chosen_symbols.partition_point(|s| s <= symbol);
+        let series = quality::store::Series::new(symbol, options.timeframe, mic, asset_type);
+        let outcome =
+            quality::store::check(&mut tx, settings, &series, &chosen_starts[lo..hi], origin)
+                .await
+                .map_err(status)?;
+        rows_flagged += outcome.flagged;
+    }
     if options.dry_run {
         tx.rollback().await.map_err(status)?;
     } else {
@@ -520,7 +566,7 @@ pub async fn run(
     let first: Option<DateTime<Utc>> = summary.get("first_start");
     let last: Option<DateTime<Utc>> = summary.get("last_start");
     Ok(pb::ImportBarsResponse {
-        import_id: uuid::Uuid::now_v7().to_string(),
+        import_id,
         rows_read,
         rows_inserted: inserted as u64,
         rows_updated: updated as u64,
@@ -530,7 +576,7 @@ pub async fn run(
             (distinct - inserted - updated).max(0) as u64
         },
         rows_rejected,
-        rows_flagged: summary.get::<i64, _>("flagged") as u64,
+        rows_flagged,
         errors,
         errors_truncated,
         symbols: summary.get("symbols"),

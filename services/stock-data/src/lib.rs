@@ -7,16 +7,26 @@
 //!   storage, the sample loader, range queries with aggregation; `import`: bulk CSV/NDJSON
 //!   import through `COPY`; `replay`: the replay feed (history played forward as live events);
 //!   `quotes`: the in-memory latest-quote cache.
-//! - `migrations/` (when the service owns tables): its schema, versions from 1000 up.
+//! - `calendar`: exchange trading calendars (NYSE holidays, special closures, early closes).
+//! - `quality`: data-quality checks on every ingest, findings, coalesced events, the report.
+//! - `tracking`: the tracked-symbol set and the alert-activation saga participant.
+//! - `ingest`: the live ingest path (vendor bars and prices → storage, checks, quotes, events).
+//! - `vendor`: live vendor adapters (`vendor::alpaca`).
+//! - `migrations/`: the service's schema, versions from 1000 up.
 
 pub mod api;
 pub mod bars;
+pub mod calendar;
 pub mod config;
 pub mod import;
+pub mod ingest;
+pub mod quality;
 pub mod quotes;
 pub mod replay;
 pub mod startup;
 pub mod symbols;
+pub mod tracking;
+pub mod vendor;
 
 /// `ce-source` of the events this service publishes.
 pub const SERVICE: &str = "stock-data";

@@ -140,3 +140,100 @@ impl Quotes {
         self.updates.subscribe()
     }
 }
+
+/// The session date of an instant in a time zone.
+fn day_of(ts: Option<&prost_types::Timestamp>, tz: chrono_tz::Tz) -> Option<chrono::NaiveDate> {
+    ts.and_then(wire::datetime)
+        .map(|at| at.with_timezone(&tz).date_naive())
+}
+
+/// The quote after a live bar closed: a daily bar replaces the day; an intraday bar extends
+/// today's bar (or starts a new day, the old one becoming the previous session).
+pub fn with_bar(
+    current: Option<pb::Quote>,
+    bar: &pb::Bar,
+    source: &str,
+    tz: chrono_tz::Tz,
+) -> pb::Quote {
+    let (day, previous) = (
+        current.as_ref().and_then(|q| q.day_bar.clone()),
+        current.as_ref().and_then(|q| q.previous_day_bar.clone()),
+    );
+    let same_day = day
+        .as_ref()
+        .is_some_and(|d| day_of(d.start.as_ref(), tz) == day_of(bar.start.as_ref(), tz));
+    let daily = bar.timeframe == pb::Timeframe::OneDay as i32;
+    let (new_day, new_previous) = match (daily, same_day, day) {
+        (true, true, _) => (bar.clone(), previous),
+        (true, false, day) => (bar.clone(), day),
+        (false, true, Some(mut day)) => {
+            day.high = day.high.max(bar.high);
+            day.low = day.low.min(bar.low);
+            day.close = bar.close;
+            day.volume += bar.volume;
+            day.end = bar.end;
+            day.source_bar_count += 1;
+            day.complete = false;
+            day.vwap = None;
+            day.trade_count = None;
+            (day, previous)
+        }
+        (false, _, day) => (
+            pb::Bar {
+                timeframe: pb::Timeframe::OneDay.into(),
+                source_bar_count: 1,
+                complete: false,
+                vwap: None,
+                trade_count: None,
+                ..bar.clone()
+            },
+            day,
+        ),
+    };
+    quote(&bar.symbol, new_day, new_previous, source)
+}
+
+/// The quote after a trade at `price`: today's bar moves (or a new day starts).
+pub fn with_trade(
+    current: Option<pb::Quote>,
+    symbol: &str,
+    price: f64,
+    at: chrono::DateTime<chrono::Utc>,
+    source: &str,
+    tz: chrono_tz::Tz,
+) -> pb::Quote {
+    let stamp = wire::timestamp(at);
+    let day = current.as_ref().and_then(|q| q.day_bar.clone());
+    let previous = current.as_ref().and_then(|q| q.previous_day_bar.clone());
+    let same_day = day
+        .as_ref()
+        .is_some_and(|d| day_of(d.start.as_ref(), tz) == day_of(Some(&stamp), tz));
+    let (new_day, new_previous) = match (same_day, day) {
+        (true, Some(mut day)) => {
+            day.high = day.high.max(price);
+            day.low = day.low.min(price);
+            day.close = price;
+            day.end = Some(stamp);
+            day.complete = false;
+            (day, previous)
+        }
+        (_, day) => (
+            pb::Bar {
+                symbol: symbol.to_owned(),
+                timeframe: pb::Timeframe::OneDay.into(),
+                start: Some(stamp),
+                end: Some(stamp),
+                open: price,
+                high: price,
+                low: price,
+                close: price,
+                volume: 0.0,
+                source_bar_count: 0,
+                complete: false,
+                ..Default::default()
+            },
+            day,
+        ),
+    };
+    quote(symbol, new_day, new_previous, source)
+}

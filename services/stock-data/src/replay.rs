@@ -4,7 +4,8 @@
 //! `quotes_per_bar` synthetic `stock.price.updated` events along a seeded intra-bar path
 //! (open → first extreme → other extreme → close, so every quote stays within the bar's range)
 //! and followed by one at the close. Events go through the outbox like live data, one
-//! transaction per bar. The same seed, speed and range give the same events.
+//! transaction per bar. The same seed, speed and range give the same events. The bars were
+//! checked when they were ingested; their quality flags travel in `bar.closed`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,7 @@ struct BarRow {
     volume: f64,
     vwap: Option<f64>,
     trade_count: Option<i64>,
+    quality_flags: i32,
 }
 
 impl Replays {
@@ -185,7 +187,8 @@ impl Replays {
         let mut first = true;
         loop {
             let page: Vec<BarRow> = sqlx::query_as(
-                "SELECT start_at, end_at, open, high, low, close, volume, vwap, trade_count
+                "SELECT start_at, end_at, open, high, low, close, volume, vwap, trade_count,
+                        quality_flags
                  FROM bars WHERE symbol = $1 AND timeframe = $2
                    AND ($3::timestamptz IS NULL OR start_at > $3 OR ($5 AND start_at = $3))
                    AND ($4::timestamptz IS NULL OR start_at < $4)
@@ -281,7 +284,10 @@ impl Replays {
             volume: bar.volume,
             vwap: bar.vwap,
             trade_count: bar.trade_count.map(|n| n as u64),
-            quality_flags: Vec::new(),
+            // The flags found when the bar was ingested travel with it.
+            quality_flags: crate::quality::flags_of(bar.quality_flags)
+                .map(|f| f as i32)
+                .collect(),
             source_bar_count: 1,
             complete: true,
         };

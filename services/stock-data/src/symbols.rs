@@ -132,6 +132,15 @@ pub struct SymbolRow {
     pub updated_at: DateTime<Utc>,
     pub delisted_at: Option<DateTime<Utc>>,
     pub delisting_reason: String,
+    /// Tracking references held (alerts, watchlists).
+    pub reference_count: i32,
+    pub tracked_since: Option<DateTime<Utc>>,
+}
+
+impl SymbolRow {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
 }
 
 impl From<SymbolRow> for pb::Symbol {
@@ -151,15 +160,14 @@ impl From<SymbolRow> for pb::Symbol {
             exchange_mic: row.exchange_mic,
             currency: row.currency,
             delisting_reason: row.delisting_reason,
-            // Tracking references arrive with the tracking RPCs and the alert saga.
-            tracked: false,
-            tracking_references: 0,
+            tracked: row.reference_count > 0,
+            tracking_references: row.reference_count.max(0) as u32,
         }
     }
 }
 
 const COLUMNS: &str = "symbol, name, exchange_mic, currency, asset_type, status, listed_at, \
-                       updated_at, delisted_at, delisting_reason";
+                       updated_at, delisted_at, delisting_reason, reference_count, tracked_since";
 
 /// Lists `new` (or re-lists a delisted ticker) and enqueues `symbol.listed`, in one transaction.
 /// `Ok(None)` when the ticker is already active.
@@ -228,6 +236,94 @@ pub async fn delist(
     }
 }
 
+/// The fields `UpdateSymbol` may change.
+const UPDATABLE: [&str; 4] = ["name", "exchange_mic", "currency", "asset_type"];
+
+/// Applies the fields of `update` named in `mask` to the stored symbol and enqueues
+/// `symbol.updated` (with the full metadata after the change), in the caller's transaction.
+/// Unknown paths are INVALID_ARGUMENT; the merged values are validated like a new listing.
+/// A mask that changes nothing returns the row unchanged, without an event. `Ok(None)` for an
+/// unknown ticker.
+pub async fn update(
+    tx: &mut Transaction<'_, Postgres>,
+    update: &pb::Symbol,
+    mask: &[String],
+) -> Result<Option<SymbolRow>, tonic::Status> {
+    let status = |e| mirai_platform::db::status(e, "symbol");
+    let ticker = Ticker::parse(&update.symbol)?;
+    for path in mask {
+        if !UPDATABLE.contains(&path.as_str()) {
+            return Err(invalid_argument(
+                "update_mask",
+                format!(
+                    "`{path}` cannot be changed (one of {})",
+                    UPDATABLE.join(", ")
+                ),
+            ));
+        }
+    }
+    let current: Option<SymbolRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM symbols WHERE symbol = $1 FOR UPDATE"
+    )))
+    .bind(ticker.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(status)?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let mut merged: pb::Symbol = current.clone().into();
+    for path in mask {
+        match path.as_str() {
+            "name" => merged.name = update.name.clone(),
+            "exchange_mic" => merged.exchange_mic = update.exchange_mic.clone(),
+            "currency" => merged.currency = update.currency.clone(),
+            _ => merged.asset_type = update.asset_type,
+        }
+    }
+    let new = NewSymbol::parse(&merged).map_err(|e| {
+        // Name the field as the caller sent it (`symbol.name` → the masked `name`).
+        tonic::Status::invalid_argument(e.message().trim_start_matches("symbol.").to_owned())
+    })?;
+    if (
+        new.name.as_str(),
+        new.exchange_mic.as_str(),
+        new.currency.as_str(),
+        new.asset_type,
+    ) == (
+        current.name.as_str(),
+        current.exchange_mic.as_str(),
+        current.currency.as_str(),
+        current.asset_type.as_str(),
+    ) {
+        return Ok(Some(current));
+    }
+    let row: SymbolRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE symbols SET name = $2, exchange_mic = $3, currency = $4, asset_type = $5,
+                updated_at = now()
+         WHERE symbol = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(ticker.as_str())
+    .bind(&new.name)
+    .bind(&new.exchange_mic)
+    .bind(&new.currency)
+    .bind(new.asset_type)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(status)?;
+    let event = ev::SymbolUpdated {
+        symbol: row.symbol.clone(),
+        name: row.name.clone(),
+        exchange_mic: row.exchange_mic.clone(),
+        currency: row.currency.clone(),
+        asset_type: asset_type_of(&row.asset_type).into(),
+    };
+    outbox::enqueue(tx, SERVICE, &event, None)
+        .await
+        .map_err(status)?;
+    Ok(Some(row))
+}
+
 /// One symbol by ticker.
 pub async fn get<'e>(
     executor: impl sqlx::PgExecutor<'e>,
@@ -249,6 +345,7 @@ pub struct Search {
     pub asset_type: Option<&'static str>,
     pub exchange_mic: Option<String>,
     pub include_delisted: bool,
+    pub tracked_only: bool,
     /// Keyset: tickers after this one (only for the unranked listing).
     pub after: String,
     pub limit: u32,
@@ -256,13 +353,6 @@ pub struct Search {
 
 impl Search {
     pub fn parse(request: &pb::SearchSymbolsRequest) -> Result<Self, tonic::Status> {
-        if request.tracked_only {
-            // Nothing is tracked until the tracking RPCs exist; refusing is more honest than
-            // an empty answer.
-            return Err(tonic::Status::unimplemented(
-                "tracked_only is not supported yet",
-            ));
-        }
         let asset_type = match pb::AssetType::try_from(request.asset_type) {
             Ok(pb::AssetType::Unspecified) => None,
             Ok(other) => asset_type_name(other),
@@ -280,6 +370,7 @@ impl Search {
             exchange_mic: Some(request.exchange_mic.trim().to_ascii_uppercase())
                 .filter(|mic| !mic.is_empty()),
             include_delisted: request.include_delisted,
+            tracked_only: request.tracked_only,
             after: wire::page_after(&request.page_token)?,
             limit: wire::page_size(request.page_size, 20, 100)?,
         })
@@ -308,6 +399,7 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<SymbolRow>, sq
               AND ($2::text IS NULL OR asset_type = $2)
               AND ($3::text IS NULL OR exchange_mic = $3)
               AND ($4 OR status = 'active')
+              AND (NOT $8 OR reference_count > 0)
          ) ranked
          WHERE (rank, symbol) > ($5, $6)
          ORDER BY rank, symbol
@@ -320,6 +412,7 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<SymbolRow>, sq
     .bind(after_rank)
     .bind(after_ticker)
     .bind(i64::from(search.limit) + 1)
+    .bind(search.tracked_only)
     .fetch_all(pool)
     .await
 }

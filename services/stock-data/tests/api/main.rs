@@ -1,7 +1,13 @@
-//! Integration tests of `mirai-stock-data` against real PostgreSQL.
+//! Integration tests of `mirai-stock-data` against real PostgreSQL and the Pub/Sub emulator.
 
 mirai_platform::service_conformance_tests!("mirai-stock-data", mirai_stock_data, "stock_data");
 
+mod aggregation;
+mod alpaca;
 mod bars;
+mod helpers;
 mod import;
+mod quality;
 mod replay;
+mod symbols;
+mod tracking;

@@ -1,0 +1,281 @@
+//! The live ingest path: every bar and price from a vendor feed goes through here.
+//!
+//! One transaction per bar: the symbol's row is locked (so a symbol's events commit in
+//! order), the bar is stored (a bar older than the feed's latest is flagged `OUT_OF_ORDER`, a
+//! changed re-delivery `VALUE_CHANGED`, an identical one changes nothing and emits nothing),
+//! the quality checks run, and `stock.bar.closed` + `stock.price.updated` go to the outbox.
+//! After the commit the in-memory quote is replaced and the quote streams are told.
+
+use chrono::{DateTime, Utc};
+use mirai_platform::events::outbox;
+use mirai_platform::wire;
+use mirai_proto::events::v1 as ev;
+use mirai_proto::stock::v1::{self as pb, QualityFlag, Timeframe};
+use sqlx::PgPool;
+
+use crate::SERVICE;
+use crate::quality::{self, bit};
+use crate::quotes::{self, Quotes};
+
+/// A closed bar from a feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveBar {
+    pub symbol: String,
+    pub timeframe: Timeframe,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub vwap: Option<f64>,
+    pub trade_count: Option<i64>,
+}
+
+/// What happened to a bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Changed,
+    /// Already stored with the same values (e.g. the overlap of a backfill): no events.
+    Unchanged,
+    /// Not stored: the symbol is unknown or delisted.
+    Refused(String),
+}
+
+/// The latest trade of a symbol and the range of the trades coalesced with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Price {
+    pub symbol: String,
+    pub price: f64,
+    pub at: DateTime<Utc>,
+    pub interval_high: f64,
+    pub interval_low: f64,
+    pub coalesced: u32,
+}
+
+#[derive(Clone)]
+pub struct Ingest {
+    pool: PgPool,
+    quotes: Quotes,
+    settings: quality::Settings,
+}
+
+impl Ingest {
+    pub fn new(pool: PgPool, quotes: Quotes, settings: quality::Settings) -> Self {
+        Self {
+            pool,
+            quotes,
+            settings,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores one closed bar from `source` and emits its events (see the module docs).
+    pub async fn bar(&self, bar: &LiveBar, source: &str) -> Result<Stored, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let listed: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT exchange_mic, asset_type, status FROM symbols WHERE symbol = $1 FOR UPDATE",
+        )
+        .bind(&bar.symbol)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((mic, asset_type, status)) = listed else {
+            return Ok(Stored::Refused(format!("{} is not listed", bar.symbol)));
+        };
+        if status != "active" {
+            return Ok(Stored::Refused(format!("{} is delisted", bar.symbol)));
+        }
+        let tf = bar.timeframe as i16;
+        let latest: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT max(start_at) FROM bars WHERE symbol = $1 AND timeframe = $2 AND source = $3",
+        )
+        .bind(&bar.symbol)
+        .bind(tf)
+        .bind(source)
+        .fetch_one(&mut *tx)
+        .await?;
+        let out_of_order = latest.is_some_and(|latest| latest > bar.start);
+        let flags = if out_of_order {
+            bit(QualityFlag::OutOfOrder)
+        } else {
+            0
+        };
+        let written: Option<bool> = sqlx::query_scalar(
+            "INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
+                                   volume, vwap, trade_count, adjustment, source, quality_flags)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (symbol, timeframe, start_at) DO UPDATE
+                SET end_at = EXCLUDED.end_at, open = EXCLUDED.open, high = EXCLUDED.high,
+                    low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume,
+                    vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
+                    source = EXCLUDED.source, ingested_at = now(),
+                    quality_flags = EXCLUDED.quality_flags | $15
+                WHERE (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count)
+                      IS DISTINCT FROM
+                      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
+                       EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count)
+             RETURNING (xmax = 0)",
+        )
+        .bind(&bar.symbol)
+        .bind(tf)
+        .bind(bar.start)
+        .bind(bar.end)
+        .bind(bar.open)
+        .bind(bar.high)
+        .bind(bar.low)
+        .bind(bar.close)
+        .bind(bar.volume)
+        .bind(bar.vwap)
+        .bind(bar.trade_count)
+        .bind(pb::Adjustment::Raw as i16)
+        .bind(source)
+        .bind(flags)
+        .bind(bit(QualityFlag::ValueChanged))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(inserted) = written else {
+            return Ok(Stored::Unchanged);
+        };
+        let series = quality::store::Series::new(&bar.symbol, bar.timeframe, &mic, &asset_type);
+        let origin = quality::store::Origin {
+            source,
+            import_id: "",
+        };
+        quality::store::check(&mut tx, &self.settings, &series, &[bar.start], origin).await?;
+        let stored_flags: i32 = sqlx::query_scalar(
+            "SELECT quality_flags FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at = $3",
+        )
+        .bind(&bar.symbol)
+        .bind(tf)
+        .bind(bar.start)
+        .fetch_one(&mut *tx)
+        .await?;
+        let previous_close: Option<f64> = sqlx::query_scalar(
+            "SELECT close FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at < $3
+             ORDER BY start_at DESC LIMIT 1",
+        )
+        .bind(&bar.symbol)
+        .bind(tf)
+        .bind(bar.start)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let closed = pb::Bar {
+            symbol: bar.symbol.clone(),
+            timeframe: bar.timeframe.into(),
+            start: Some(wire::timestamp(bar.start)),
+            end: Some(wire::timestamp(bar.end)),
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            volume: bar.volume,
+            vwap: bar.vwap,
+            trade_count: bar.trade_count.map(|n| n.max(0) as u64),
+            quality_flags: quality::flags_of(stored_flags).map(|f| f as i32).collect(),
+            source_bar_count: 1,
+            complete: true,
+        };
+        let quote = quotes::with_bar(
+            self.quotes.get(&bar.symbol).await?,
+            &closed,
+            source,
+            series.venue.time_zone,
+        );
+        outbox::enqueue(
+            &mut tx,
+            SERVICE,
+            &ev::BarClosed {
+                bar: Some(closed),
+                adjustment: pb::Adjustment::Raw.into(),
+                source: source.to_owned(),
+                previous_close,
+            },
+            None,
+        )
+        .await?;
+        let price = Price {
+            symbol: bar.symbol.clone(),
+            price: bar.close,
+            at: bar.end,
+            interval_high: bar.high,
+            interval_low: bar.low,
+            coalesced: 1,
+        };
+        outbox::enqueue(
+            &mut tx,
+            SERVICE,
+            &price_updated(&quote, &price, source),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        self.quotes.update(quote);
+        Ok(if inserted {
+            Stored::New
+        } else {
+            Stored::Changed
+        })
+    }
+
+    /// Emits one `stock.price.updated` per coalesced price, in one transaction, and updates
+    /// the quotes. Prices of unknown symbols are dropped (logged by the caller's feed).
+    pub async fn prices(&self, prices: &[Price], source: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut updated = Vec::new();
+        for price in prices {
+            let mic: Option<String> = sqlx::query_scalar(
+                "SELECT exchange_mic FROM symbols WHERE symbol = $1 AND status = 'active'
+                 FOR UPDATE",
+            )
+            .bind(&price.symbol)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(mic) = mic else { continue };
+            let tz = quality::store::venue(&mic).time_zone;
+            let quote = quotes::with_trade(
+                self.quotes.get(&price.symbol).await?,
+                &price.symbol,
+                price.price,
+                price.at,
+                source,
+                tz,
+            );
+            outbox::enqueue(
+                &mut tx,
+                SERVICE,
+                &price_updated(&quote, price, source),
+                None,
+            )
+            .await?;
+            updated.push(quote);
+        }
+        tx.commit().await?;
+        for quote in updated {
+            self.quotes.update(quote);
+        }
+        Ok(())
+    }
+}
+
+fn price_updated(quote: &pb::Quote, price: &Price, source: &str) -> ev::PriceUpdated {
+    let day = quote.day_bar.clone().unwrap_or_default();
+    ev::PriceUpdated {
+        symbol: price.symbol.clone(),
+        price: price.price,
+        price_time: Some(wire::timestamp(price.at)),
+        previous_close: quote.previous_close,
+        day_open: day.open,
+        day_high: day.high,
+        day_low: day.low,
+        day_volume: day.volume,
+        interval_high: price.interval_high,
+        interval_low: price.interval_low,
+        coalesced: price.coalesced,
+        source: source.to_owned(),
+    }
+}

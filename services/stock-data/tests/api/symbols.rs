@@ -1,0 +1,135 @@
+//! UpdateSymbol: admin only, masked fields, `symbol.updated` through the outbox.
+
+use mirai_platform::auth::{Principal, Role};
+use mirai_proto::events::v1::SymbolUpdated;
+use mirai_proto::stock::v1::{AssetType, Symbol, UpdateSymbolRequest};
+use prost::Message as _;
+
+use crate::helpers::spawn;
+
+fn as_role(role: Role, message: UpdateSymbolRequest) -> tonic::Request<UpdateSymbolRequest> {
+    let mut request = tonic::Request::new(message);
+    Principal {
+        user_id: "admin-1".into(),
+        roles: [role].into(),
+        api_key_id: None,
+    }
+    .insert_into(request.metadata_mut())
+    .unwrap();
+    request
+}
+
+fn update(fields: &[&str], symbol: Symbol) -> UpdateSymbolRequest {
+    UpdateSymbolRequest {
+        symbol: Some(symbol),
+        update_mask: Some(prost_types::FieldMask {
+            paths: fields.iter().map(|f| f.to_string()).collect(),
+        }),
+        actor_user_id: "admin-1".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_admin_updates_masked_fields_and_symbol_updated_is_emitted() {
+    let mut app = spawn().await;
+    app.list("ACME", "XNAS", AssetType::Equity).await;
+    let renamed = Symbol {
+        symbol: "acme".into(),
+        name: "Acme Holdings".into(),
+        exchange_mic: "IGNORED-NOT-IN-MASK".into(),
+        ..Default::default()
+    };
+    let response = app
+        .client
+        .update_symbol(as_role(Role::Admin, update(&["name"], renamed.clone())))
+        .await
+        .unwrap()
+        .into_inner()
+        .symbol
+        .unwrap();
+    assert_eq!(
+        (response.name.as_str(), response.exchange_mic.as_str()),
+        ("Acme Holdings", "XNAS"),
+        "only masked fields change"
+    );
+    assert!(response.updated_at.unwrap().seconds >= response.listed_at.unwrap().seconds);
+    let events: Vec<SymbolUpdated> = app
+        .outbox("mirai.symbol.updated.v1")
+        .await
+        .iter()
+        .map(|p| SymbolUpdated::decode(p.as_slice()).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (
+            events[0].name.as_str(),
+            events[0].exchange_mic.as_str(),
+            events[0].currency.as_str()
+        ),
+        ("Acme Holdings", "XNAS", "USD"),
+        "the event carries the full metadata"
+    );
+
+    // The same values again, or an empty mask: nothing changes and nothing is emitted.
+    app.client
+        .update_symbol(as_role(Role::Admin, update(&["name"], renamed.clone())))
+        .await
+        .unwrap();
+    app.client
+        .update_symbol(as_role(Role::Admin, update(&[], renamed.clone())))
+        .await
+        .unwrap();
+    assert_eq!(app.outbox("mirai.symbol.updated.v1").await.len(), 1);
+
+    // Refusals.
+    let anonymous = app
+        .client
+        .update_symbol(update(&["name"], renamed.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let user = app
+        .client
+        .update_symbol(as_role(Role::User, update(&["name"], renamed.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(user.code(), tonic::Code::PermissionDenied);
+    let bad_path = app
+        .client
+        .update_symbol(as_role(Role::Admin, update(&["status"], renamed.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_path.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad_path.message().starts_with("update_mask:"),
+        "{bad_path:?}"
+    );
+    let bad_value = app
+        .client
+        .update_symbol(as_role(
+            Role::Admin,
+            update(&["exchange_mic"], renamed.clone()),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        bad_value.message().starts_with("exchange_mic:"),
+        "{bad_value:?}"
+    );
+    let unknown = app
+        .client
+        .update_symbol(as_role(
+            Role::Admin,
+            update(
+                &["name"],
+                Symbol {
+                    symbol: "NOPE".into(),
+                    name: "x".into(),
+                    ..Default::default()
+                },
+            ),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
