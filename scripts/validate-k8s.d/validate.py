@@ -250,9 +250,10 @@ def stage_kubernetes_validate(docs: list[tuple[str, dict]]) -> list[str]:
     from kubernetes_validate import utils as kvu
 
     problems = []
-    for source, doc in docs:
-        if not is_core(doc.get("apiVersion", "")):
-            continue
+    core = [(source, doc) for source, doc in docs if is_core(doc.get("apiVersion", ""))]
+    if not core:
+        return ["no Kubernetes objects to validate (did the render produce nothing?)"]
+    for source, doc in core:
         for version in KUBE_VERSIONS:
             where = f"{source}: {k8s_checks.ident(doc)} (Kubernetes {version})"
             try:
