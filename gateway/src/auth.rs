@@ -15,12 +15,15 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mirai_platform::auth::{Principal, Role};
+use mirai_platform::grpc::client::TracedChannel;
+use mirai_proto::user::v1 as user_pb;
+use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
@@ -183,48 +186,108 @@ impl Verifier {
     }
 }
 
-/// Middleware: a valid `Authorization: Bearer` token puts its [`Principal`] into the request's
-/// extensions; an invalid one is answered with 401 at once; no header means anonymous (routes
-/// decide with [`Caller`] and [`Admin`]).
+/// Authenticates requests: access tokens locally against the JWKS, API keys through the user
+/// service (so a revoked key stops working at once).
+pub struct Authenticator {
+    pub verifier: Verifier,
+    pub user: TracedChannel,
+}
+
+/// The credential a request presents.
+enum Credential<'a> {
+    Bearer(&'a str),
+    ApiKey(&'a str),
+}
+
+fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, &'static str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| AUTH_USAGE)?;
+        let (scheme, rest) = value.split_once(' ').ok_or(AUTH_USAGE)?;
+        let rest = rest.trim();
+        return match scheme.to_ascii_lowercase().as_str() {
+            "bearer" if !rest.is_empty() => Ok(Some(Credential::Bearer(rest))),
+            "apikey" if !rest.is_empty() => Ok(Some(Credential::ApiKey(rest))),
+            _ => Err(AUTH_USAGE),
+        };
+    }
+    match headers.get(API_KEY_HEADER) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| Some(Credential::ApiKey(v)))
+            .ok_or(AUTH_USAGE),
+        None => Ok(None),
+    }
+}
+
+const AUTH_USAGE: &str = "use `Authorization: Bearer <access token>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`";
+const API_KEY_HEADER: &str = "x-api-key";
+
+/// Middleware: a valid credential puts its [`Principal`] into the request's extensions; an
+/// invalid one is answered with 401 at once; none means anonymous (routes decide with
+/// [`Caller`] and [`Admin`]).
 pub async fn authenticate(
-    State(verifier): State<Arc<Verifier>>,
+    State(auth): State<Arc<Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return next.run(request).await;
+    let principal = match credential(request.headers()) {
+        Ok(None) => return next.run(request).await,
+        Err(usage) => return unauthenticated(usage),
+        Ok(Some(Credential::Bearer(token))) => match auth.verifier.verify(token).await {
+            Ok(principal) => principal,
+            Err(TokenError::KeysUnavailable(error)) => {
+                tracing::warn!(message = "Cannot verify tokens: no key set.", %error);
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service temporarily unavailable",
+                )
+                .detail("token keys are unavailable; retry shortly")
+                .retry_after(5)
+                .into_response();
+            }
+            Err(error) => {
+                tracing::info!(message = "Token refused.", reason = %error);
+                return unauthenticated("the access token is invalid or expired");
+            }
+        },
+        Ok(Some(Credential::ApiKey(secret))) => {
+            let client = crate::client::context(request.headers(), request.extensions());
+            let answer = UserServiceClient::new(auth.user.clone())
+                .authenticate_api_key(user_pb::AuthenticateApiKeyRequest {
+                    secret: secret.to_owned(),
+                    client: Some(client),
+                })
+                .await;
+            match answer.map(|r| r.into_inner().principal) {
+                Ok(Some(p)) => Principal {
+                    roles: p
+                        .roles
+                        .iter()
+                        .filter_map(|r| user_pb::Role::try_from(*r).ok())
+                        .filter_map(|r| match r {
+                            user_pb::Role::User => Some(Role::User),
+                            user_pb::Role::Premium => Some(Role::Premium),
+                            user_pb::Role::Admin => Some(Role::Admin),
+                            user_pb::Role::Unspecified => None,
+                        })
+                        .collect(),
+                    user_id: p.user_id,
+                    api_key_id: p.api_key_id,
+                },
+                Ok(None) => return unauthenticated("the API key is invalid, revoked or expired"),
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    return unauthenticated("the API key is invalid, revoked or expired");
+                }
+                Err(status) => return Problem::from(status).into_response(),
+            }
+        }
     };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(token) = token else {
-        return unauthenticated("use `Authorization: Bearer <access token>`");
-    };
-    match verifier.verify(token).await {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Err(TokenError::KeysUnavailable(error)) => {
-            tracing::warn!(message = "Cannot verify tokens: no key set.", %error);
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service temporarily unavailable",
-            )
-            .detail("token keys are unavailable; retry shortly")
-            .into_response()
-        }
-        Err(error) => {
-            tracing::info!(message = "Token refused.", reason = %error);
-            unauthenticated("the access token is invalid or expired")
-        }
-    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
 }
 
 fn unauthenticated(detail: &str) -> Response {

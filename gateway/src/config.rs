@@ -33,12 +33,76 @@ pub struct Config {
     pub jwt_issuer: String,
     /// `aud` access tokens must carry (`MIRAI_JWT_AUDIENCE`, default `mirai-api`).
     pub jwt_audience: String,
+    /// The gateway's public base URL, for discovery metadata and `Location` headers
+    /// (`MIRAI_PUBLIC_URL`, default the JWT issuer).
+    pub public_url: String,
+    /// Origins a browser may call the API from (`MIRAI_CORS_ORIGINS`, comma-separated, exact
+    /// `scheme://host[:port]`; default none: cross-origin browser calls are refused).
+    pub cors_origins: Vec<http::HeaderValue>,
+    /// Largest request body outside the bulk import (`MIRAI_MAX_BODY`, bytes, default 1 MiB).
+    pub max_body: usize,
+    /// `MIRAI_REDIS_URL`: when set, rate limits and idempotency records live in Redis and are
+    /// shared by every replica; unset, each replica keeps its own in memory.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key the gateway writes (`MIRAI_REDIS_PREFIX`, default `mirai:`).
+    pub redis_prefix: String,
+    /// Believe the right-most `X-Forwarded-For` hop as the client IP
+    /// (`MIRAI_TRUST_FORWARDED_FOR`, default false: only behind our own load balancer).
+    pub trust_forwarded_for: bool,
+    pub rate_limits: RateLimits,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
 }
 
+/// One rate-limit policy: `quota` requests per `window`, refilled continuously (GCRA, a token
+/// bucket that holds `quota` tokens and regains one every `window / quota`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub quota: u32,
+    pub window: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// `"<quota>/<duration>"`, e.g. `600/1m`, `20/1s`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (quota, window) = s
+            .split_once('/')
+            .ok_or_else(|| "expected <requests>/<duration>, e.g. 600/1m".to_owned())?;
+        let quota: u32 = quota
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{quota}` is not a request count"))?;
+        let window =
+            humantime::parse_duration(window.trim()).map_err(|e| format!("`{window}`: {e}"))?;
+        if quota == 0 || window.is_zero() {
+            return Err("quota and window must be positive".to_owned());
+        }
+        Ok(Self { quota, window })
+    }
+}
+
+/// The rate-limit policies.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Per authenticated principal, every route (`MIRAI_RATE_LIMIT_USER`, default `1200/1m`).
+    pub user: Rate,
+    /// Per principal holding `premium` or `admin` (`MIRAI_RATE_LIMIT_PREMIUM`, default `6000/1m`).
+    pub premium: Rate,
+    /// Per client IP for anonymous requests (`MIRAI_RATE_LIMIT_ANONYMOUS`, default `300/1m`).
+    pub anonymous: Rate,
+    /// Per client IP on `/v1/auth/*`, on top of the others: credential guessing is throttled
+    /// before it reaches the user service's lockout (`MIRAI_RATE_LIMIT_AUTH`, default `20/1m`).
+    pub auth: Rate,
+}
+
 fn url(env: &Env, name: &str, default_port: u16) -> Result<String, ConfigError> {
-    let value = env.or(name, format!("http://127.0.0.1:{default_port}"))?;
+    url_or(env, name, &format!("http://127.0.0.1:{default_port}"))
+}
+
+fn url_or(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
+    let value = env.or(name, default.to_owned())?;
     if !(value.starts_with("http://") || value.starts_with("https://")) {
         return Err(ConfigError::Invalid {
             name: name.to_owned(),
@@ -48,8 +112,37 @@ fn url(env: &Env, name: &str, default_port: u16) -> Result<String, ConfigError> 
     Ok(value)
 }
 
+fn origins(env: &Env) -> Result<Vec<http::HeaderValue>, ConfigError> {
+    let name = "MIRAI_CORS_ORIGINS";
+    let Some(raw) = env.get(name) else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|origin| {
+            let invalid = |reason: &str| ConfigError::Invalid {
+                name: name.to_owned(),
+                reason: format!("`{origin}`: {reason}"),
+            };
+            if origin == "*" {
+                return Err(invalid("a wildcard is not allowed; name each origin"));
+            }
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| invalid("expected scheme://host[:port]"))?;
+            if rest.is_empty() || rest.contains('/') {
+                return Err(invalid("expected scheme://host[:port] without a path"));
+            }
+            http::HeaderValue::from_str(origin).map_err(|_| invalid("not a valid header value"))
+        })
+        .collect()
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let jwt_issuer = env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?;
         Ok(Self {
             http_addr: env.or("MIRAI_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             admin_addr: env.or("MIRAI_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
@@ -61,8 +154,26 @@ impl Config {
                 notification: url(env, "MIRAI_NOTIFICATION_URL", 50055)?,
             },
             upstream_timeout: env.duration_or("MIRAI_UPSTREAM_TIMEOUT", Duration::from_secs(5))?,
-            jwt_issuer: env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?,
+            public_url: url_or(env, "MIRAI_PUBLIC_URL", &jwt_issuer)?,
+            jwt_issuer,
             jwt_audience: env.or("MIRAI_JWT_AUDIENCE", "mirai-api".to_owned())?,
+            cors_origins: origins(env)?,
+            max_body: env.or("MIRAI_MAX_BODY", 1024 * 1024)?,
+            redis_url: env.optional("MIRAI_REDIS_URL")?,
+            redis_prefix: env.or("MIRAI_REDIS_PREFIX", "mirai:".to_owned())?,
+            trust_forwarded_for: env.or("MIRAI_TRUST_FORWARDED_FOR", false)?,
+            rate_limits: RateLimits {
+                user: env.or("MIRAI_RATE_LIMIT_USER", "1200/1m".parse().expect("valid"))?,
+                premium: env.or(
+                    "MIRAI_RATE_LIMIT_PREMIUM",
+                    "6000/1m".parse().expect("valid"),
+                )?,
+                anonymous: env.or(
+                    "MIRAI_RATE_LIMIT_ANONYMOUS",
+                    "300/1m".parse().expect("valid"),
+                )?,
+                auth: env.or("MIRAI_RATE_LIMIT_AUTH", "20/1m".parse().expect("valid"))?,
+            },
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, NAME)?,
         })
@@ -90,5 +201,35 @@ mod tests {
             err.to_string().starts_with("MIRAI_USER_URL is invalid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rates_and_origins_parse_or_name_the_variable() {
+        let config = Config::from_env(&Env::from_pairs([
+            ("MIRAI_RATE_LIMIT_AUTH", "5/10s"),
+            (
+                "MIRAI_CORS_ORIGINS",
+                "https://app.mirai.dev, http://localhost:5173",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.rate_limits.auth,
+            Rate {
+                quota: 5,
+                window: Duration::from_secs(10)
+            }
+        );
+        assert_eq!(config.cors_origins.len(), 2);
+        for (name, value) in [
+            ("MIRAI_RATE_LIMIT_USER", "0/1m"),
+            ("MIRAI_RATE_LIMIT_USER", "lots"),
+            ("MIRAI_CORS_ORIGINS", "*"),
+            ("MIRAI_CORS_ORIGINS", "https://app.mirai.dev/path"),
+            ("MIRAI_CORS_ORIGINS", "app.mirai.dev"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{value}: {err}");
+        }
     }
 }

@@ -1,34 +1,30 @@
 //! `/v1/admin/bars/import` and `/v1/admin/replays`: getting market data in (stock-data).
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 use crate::symbols::Timeframe;
 
-/// Largest upload accepted (the service's own limit).
-const MAX_UPLOAD: usize = 256 * 1024 * 1024;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/admin/bars/import",
-            post(import).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
-        )
-        .route("/v1/admin/replays", post(start_replay).get(list_replays))
-        .route("/v1/admin/replays/{symbol}", get(replay_status))
-        .route("/v1/admin/replays/{symbol}/stop", post(stop_replay))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(import))
+        .routes(routes!(start_replay, list_replays))
+        .routes(routes!(replay_status))
+        .routes(routes!(stop_replay))
 }
 
 fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
@@ -36,8 +32,9 @@ fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::clie
 }
 
 /// Query of `POST /v1/admin/bars/import`; the body is the file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// Default `1Day`.
     pub timeframe: Option<Timeframe>,
@@ -51,10 +48,22 @@ pub struct ImportQuery {
     pub dry_run: bool,
 }
 
-/// `POST /v1/admin/bars/import` with a `text/csv` or `application/x-ndjson` body: streamed to
-/// stock-data's `ImportBars`; answers the import report.
+/// Bulk import of bars (admin): the `text/csv` or `application/x-ndjson` body is streamed to
+/// stock-data (PostgreSQL `COPY`). Good rows are kept, bad ones reported with line numbers and
+/// reasons; re-importing the same rows changes nothing. Not subject to the body-size limit of
+/// the other routes.
+#[utoipa::path(post, path = "/v1/admin/bars/import", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(ImportQuery),
+    request_body(content((String = "text/csv"), (String = "application/x-ndjson")), description = "The file"),
+    responses(
+        (status = 200, description = "The import report", body = ImportReport),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither CSV nor NDJSON", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn import(
     State(state): State<AppState>,
+    Admin(admin): Admin,
     headers: HeaderMap,
     Query(query): Query<ImportQuery>,
     body: Body,
@@ -100,14 +109,12 @@ async fn import(
         .map(|chunk| pb::ImportBarsRequest {
             part: Some(pb::import_bars_request::Part::Data(chunk.to_vec())),
         });
-    let report = client(&state)
-        .import_bars(first.chain(chunks))
-        .await?
-        .into_inner();
+    let request = forward(first.chain(chunks), &admin)?;
+    let report = client(&state).import_bars(request).await?.into_inner();
     Ok(axum::Json(ImportReport::from(report)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RowError {
     pub line: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -116,7 +123,7 @@ pub struct RowError {
 }
 
 /// The answer of an import.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ImportReport {
     pub import_id: String,
     pub dry_run: bool,
@@ -164,7 +171,7 @@ impl From<pb::ImportBarsResponse> for ImportReport {
 }
 
 /// Body of `POST /v1/admin/replays`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewReplay {
     pub symbol: String,
@@ -180,7 +187,7 @@ pub struct NewReplay {
 }
 
 /// A replay as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Replay {
     pub symbol: String,
     /// `running`, `stopped`, `finished` or `failed`.
@@ -219,9 +226,18 @@ fn replay_of(status: Option<pb::ReplayStatus>) -> Result<Replay, Problem> {
         .ok_or_else(|| tonic::Status::internal("upstream answered without a status").into())
 }
 
-/// `POST /v1/admin/replays`: starts playing a symbol's history forward as live events.
+/// Starts playing a symbol's stored history forward as live bars and quotes (admin), emitting
+/// the same events as live data.
+#[utoipa::path(post, path = "/v1/admin/replays", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = NewReplay,
+    responses(
+        (status = 201, description = "The replay", body = Replay),
+        (status = 409, description = "A replay of this symbol is running", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn start_replay(
     State(state): State<AppState>,
+    Admin(admin): Admin,
     Json(body): Json<NewReplay>,
 ) -> Result<impl IntoResponse, Problem> {
     let request = pb::StartReplayRequest {
@@ -232,8 +248,9 @@ async fn start_replay(
         bars_per_second: body.bars_per_second.unwrap_or(1.0),
         seed: body.seed,
         quotes_per_bar: body.quotes_per_bar,
-        actor_user_id: String::new(),
+        actor_user_id: admin.user_id.clone(),
     };
+    let request = forward(request, &admin)?;
     let replay = replay_of(
         client(&state)
             .start_replay(request)
@@ -249,35 +266,50 @@ async fn start_replay(
     ))
 }
 
-/// `GET /v1/admin/replays`.
-async fn list_replays(State(state): State<AppState>) -> Result<axum::Json<Vec<Replay>>, Problem> {
-    let response = client(&state)
-        .list_replays(pb::ListReplaysRequest {})
-        .await?
-        .into_inner();
+/// Every replay this service instance knows (admin).
+#[utoipa::path(get, path = "/v1/admin/replays", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Replays", body = Vec<Replay>)))]
+async fn list_replays(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+) -> Result<axum::Json<Vec<Replay>>, Problem> {
+    let request = forward(pb::ListReplaysRequest {}, &admin)?;
+    let response = client(&state).list_replays(request).await?.into_inner();
     Ok(axum::Json(
         response.replays.into_iter().map(Replay::from).collect(),
     ))
 }
 
-/// `GET /v1/admin/replays/{symbol}`.
+/// One replay's progress (admin).
+#[utoipa::path(get, path = "/v1/admin/replays/{symbol}", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("symbol" = String, Path, description = "Ticker")),
+    responses(
+        (status = 200, description = "The replay", body = Replay),
+        (status = 404, description = "No replay of this symbol", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn replay_status(
     State(state): State<AppState>,
+    Admin(admin): Admin,
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Replay>, Problem> {
-    let response = client(&state)
-        .get_replay_status(pb::GetReplayStatusRequest { symbol })
-        .await?;
+    let request = forward(pb::GetReplayStatusRequest { symbol }, &admin)?;
+    let response = client(&state).get_replay_status(request).await?;
     Ok(axum::Json(replay_of(response.into_inner().status)?))
 }
 
-/// `POST /v1/admin/replays/{symbol}/stop`: idempotent.
+/// Stops a replay (admin); idempotent.
+#[utoipa::path(post, path = "/v1/admin/replays/{symbol}/stop", tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("symbol" = String, Path, description = "Ticker")),
+    responses((status = 200, description = "The replay, stopped", body = Replay)))]
 async fn stop_replay(
     State(state): State<AppState>,
+    Admin(admin): Admin,
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Replay>, Problem> {
-    let response = client(&state)
-        .stop_replay(pb::StopReplayRequest { symbol })
-        .await?;
+    let request = forward(pb::StopReplayRequest { symbol }, &admin)?;
+    let response = client(&state).stop_replay(request).await?;
     Ok(axum::Json(replay_of(response.into_inner().status)?))
 }

@@ -1,23 +1,34 @@
-//! `mirai-gateway`: the one REST door of the platform.
+//! `mirai-gateway`: the public REST API in front of the gRPC services.
 //!
 //! # Layout
-//! - `auth`: access-token verification (JWKS), the principal, role requirements.
-//! - `config`: listeners, upstream URLs and timeouts from the environment.
-//! - `startup`: [`startup::Application`] binds the API and admin listeners and runs them with the
+//! - `config`: configuration from the environment (see the README's table).
+//! - `startup`: `Application::build` binds the public and admin listeners, connects the
+//!   upstream channels and assembles the middleware; `run_until_stopped` serves with the
 //!   platform's graceful-shutdown sequence.
 //! - `upstream`: gRPC channels to the five services (trace context and deadlines propagate)
 //!   and their health, which drives `/readyz`.
-//! - `routes`: the axum router of the public API; one module per resource (`symbols`,
-//!   `ingest` for imports and replays, `streams` for SSE).
-//! - `observability`: per-request server span (continuing an incoming `traceparent`) and HTTP
-//!   RED metrics.
-//! - `problem`: RFC 9457 problem+json error bodies.
+//! - `routes`: every route of the public API with its OpenAPI description; `openapi` the
+//!   document and its page. One module per resource: `account` (sign-up, sessions, the
+//!   caller's account and API keys), `admin` (users, roles, audit), `symbols` (symbols, bars,
+//!   quotes), `ingest` (imports and replays), `streams` (SSE).
+//! - The middleware, outermost first: `observability` (server span continuing an incoming
+//!   `traceparent`, HTTP RED metrics), `edge` (request id, security headers, CORS), `auth`
+//!   (JWT against the user service's JWKS, API keys, role extractors), `ratelimit`,
+//!   `idempotency`.
+//! - `client`: the caller's IP, user agent and request id; `problem`: RFC 9457 bodies.
 
+pub mod account;
+pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod config;
+pub mod edge;
+pub mod idempotency;
 pub mod ingest;
 pub mod observability;
+pub mod openapi;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod streams;

@@ -7,20 +7,42 @@ use serde::Serialize;
 /// Base URI of our problem types; each kind of error has a stable `type` under it.
 pub const TYPE_BASE: &str = "https://mirai.dev/problems/";
 
-/// An `application/problem+json` body.
-#[derive(Debug, Clone, Serialize)]
+/// An `application/problem+json` body (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "https://mirai.dev/problems/invalid-argument",
+    "title": "Invalid argument",
+    "status": 400,
+    "detail": "password: must be at least 12 characters",
+    "request_id": "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
+}))]
 pub struct Problem {
-    /// The kind of problem, serialised as the `type` URI under [`TYPE_BASE`].
+    /// The kind of problem: a stable URI under `https://mirai.dev/problems/`.
     #[serde(rename = "type", serialize_with = "type_uri")]
+    #[schema(value_type = String, format = "uri")]
     pub kind: &'static str,
+    /// Short, human-readable summary of the kind.
+    #[schema(value_type = String)]
     pub title: &'static str,
+    /// The HTTP status code.
     pub status: u16,
+    /// What went wrong with this request, naming the field at fault where there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The path the problem occurred at.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The request's `x-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The W3C trace id of the request, to find its logs and spans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Sent as the `Retry-After` header (seconds), e.g. with 429 and 503.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<std::num::NonZeroU32>,
 }
 
 impl Problem {
@@ -32,8 +54,15 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             instance: None,
+            request_id: crate::edge::current_request_id(),
             trace_id: mirai_platform::telemetry::current_trace_id(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = std::num::NonZeroU32::new(seconds.clamp(1, u32::MAX as u64) as u32);
+        self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -55,12 +84,19 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(seconds.get()),
+            );
+        }
+        response
     }
 }
 
@@ -115,7 +151,14 @@ impl From<tonic::Status> for Problem {
                 "Internal error",
             ),
         };
-        Problem::new(http, slug, title).detail(status.message())
+        let mut problem = Problem::new(http, slug, title).detail(status.message());
+        // The user service puts lockout time in a `retry-after` trailer (whole seconds).
+        problem.retry_after = status
+            .metadata()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        problem
     }
 }
 

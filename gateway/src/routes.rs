@@ -1,10 +1,13 @@
-//! The public REST API.
+//! The public REST API: every route, registered with its OpenAPI description.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::problem::Problem;
 use crate::upstream::Upstreams;
@@ -14,34 +17,56 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// Fires when shutdown begins; live streams end then.
     pub streams_stop: tokio_util::sync::CancellationToken,
+    /// The gateway's public base URL (discovery metadata).
+    pub public_url: String,
 }
 
-/// The API router (without the observability middleware, which `startup` adds).
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
+/// Every API route with its documentation. Routes are only ever added here through
+/// `routes!`, which registers the handler and its `#[utoipa::path]` together.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(status))
+        .merge(crate::account::routes())
+        .merge(crate::admin::routes())
         .merge(crate::symbols::routes())
         .merge(crate::ingest::routes())
         .merge(crate::streams::routes())
+}
+
+/// Paths served besides the documented API: the document itself and its page.
+pub const UNDOCUMENTED: [&str; 2] = ["/openapi.json", "/docs"];
+
+/// The API router plus `/openapi.json`, `/docs` and the problem+json fallback (without the
+/// middleware, which `startup` adds).
+pub fn router(state: AppState) -> Router {
+    let (router, document) = api().split_for_parts();
+    router
+        .merge(SwaggerUi::new(UNDOCUMENTED[1]).url(UNDOCUMENTED[0], document))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceStatus {
     pub name: &'static str,
     /// `SERVING`, `NOT_SERVING`, `UNKNOWN`, or `UNREACHABLE`.
     pub status: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PlatformStatus {
     pub ready: bool,
     pub services: Vec<ServiceStatus>,
 }
 
-/// `GET /v1/status`: the health of every service behind the gateway.
-async fn status(State(state): State<AppState>) -> (StatusCode, Json<PlatformStatus>) {
+/// The health of every service behind the gateway.
+#[utoipa::path(get, path = "/v1/status", tag = "platform",
+    responses(
+        (status = 200, description = "All services serving", body = PlatformStatus),
+        (status = 503, description = "Some service is not serving", body = PlatformStatus),
+    ))]
+async fn status(State(state): State<AppState>) -> (StatusCode, axum::Json<PlatformStatus>) {
     let services = futures::future::join_all(state.upstreams.all().into_iter().map(
         |upstream| async move {
             let status = match upstream.health().await {
@@ -61,11 +86,24 @@ async fn status(State(state): State<AppState>) -> (StatusCode, Json<PlatformStat
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(PlatformStatus { ready, services }))
+    (code, axum::Json(PlatformStatus { ready, services }))
+}
+
+/// The kind of the fallback's 404: no route has this path (a handler's own 404 is `not-found`).
+pub const NO_ROUTE: &str = "no-route";
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .detail(format!("{method} is not allowed on {}", uri.path()))
+    .instance(uri.path().to_owned())
 }
 
 async fn not_found(uri: Uri) -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not Found")
+    Problem::new(StatusCode::NOT_FOUND, NO_ROUTE, "No such route")
         .detail(format!("no route for {}", uri.path()))
         .instance(uri.path().to_owned())
 }

@@ -2,7 +2,10 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use mirai_platform::admin::{self, Readiness};
 use mirai_platform::config::ShutdownConfig;
 use mirai_platform::shutdown;
@@ -10,8 +13,15 @@ use mirai_platform::telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use redis::aio::ConnectionManager;
+
+use crate::auth::{self, Authenticator, Verifier};
+use crate::client::ForwardedFor;
 use crate::config::Config;
+use crate::edge;
+use crate::idempotency::{self, Idempotency};
 use crate::observability::{self, HttpMetrics};
+use crate::ratelimit::{self, RateLimiter};
 use crate::routes::{self, AppState};
 use crate::upstream::Upstreams;
 
@@ -26,6 +36,10 @@ pub enum StartupError {
     /// An upstream URL is not a valid gRPC endpoint.
     #[error("upstream endpoint: {0}")]
     Upstream(#[from] tonic::transport::Error),
+    /// `MIRAI_REDIS_URL` is malformed or Redis did not answer at start (the URL is not
+    /// repeated: it may hold a password).
+    #[error("Redis (MIRAI_REDIS_URL): {0}")]
+    Redis(redis::RedisError),
 }
 
 /// The bound gateway, ready to serve.
@@ -37,6 +51,14 @@ pub struct Application {
     metrics: Metrics,
     shutdown: ShutdownConfig,
     streams_stop: CancellationToken,
+    limiter: Arc<RateLimiter>,
+}
+
+async fn connect_redis(url: &str) -> Result<ConnectionManager, StartupError> {
+    let client = redis::Client::open(url).map_err(StartupError::Redis)?;
+    ConnectionManager::new(client)
+        .await
+        .map_err(StartupError::Redis)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
@@ -56,14 +78,62 @@ impl Application {
         }
         let metrics = Metrics::new();
         let streams_stop = CancellationToken::new();
+        let redis = match &config.redis_url {
+            Some(url) => Some(connect_redis(url).await?),
+            None => None,
+        };
+        let limiter = Arc::new(RateLimiter::new(
+            &config.rate_limits,
+            redis.clone().map(|c| (c, config.redis_prefix.as_str())),
+            &metrics,
+        ));
+        let idempotency = Arc::new(match redis {
+            Some(connection) => {
+                Idempotency::redis(connection, &config.redis_prefix, config.max_body)
+            }
+            None => Idempotency::memory(config.max_body),
+        });
+        let authenticator = Arc::new(Authenticator {
+            verifier: Verifier::new(
+                &config.jwt_issuer,
+                &config.jwt_audience,
+                upstreams.user.key_source(),
+            ),
+            user: upstreams.user.channel.clone(),
+        });
         let state = AppState {
             upstreams,
             streams_stop: streams_stop.clone(),
+            public_url: config.public_url.clone(),
         };
-        let router = routes::router(state).layer(axum::middleware::from_fn_with_state(
-            HttpMetrics::register(&metrics),
-            observability::track,
-        ));
+        // Innermost first: the handler sees idempotency, then rate limits (which need the
+        // principal), then authentication; CORS answers preflights before any of them; the
+        // request id and metrics wrap everything, so even a refused request is counted and
+        // carries its id.
+        let router = routes::router(state)
+            .layer(axum::middleware::from_fn_with_state(
+                idempotency,
+                idempotency::idempotent,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                limiter.clone(),
+                ratelimit::limit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                authenticator,
+                auth::authenticate,
+            ))
+            .layer(DefaultBodyLimit::max(config.max_body))
+            .layer(axum::Extension(ForwardedFor {
+                trusted: config.trust_forwarded_for,
+            }))
+            .layer(edge::cors(&config.cors_origins));
+        let router = edge::security_headers(router)
+            .layer(axum::middleware::from_fn(edge::request_id))
+            .layer(axum::middleware::from_fn_with_state(
+                HttpMetrics::register(&metrics),
+                observability::track,
+            ));
         Ok(Self {
             http,
             admin,
@@ -72,6 +142,7 @@ impl Application {
             metrics,
             shutdown: config.shutdown,
             streams_stop,
+            limiter,
         })
     }
 
@@ -95,6 +166,7 @@ impl Application {
             admin_addr = ?self.admin.local_addr().ok()
         );
         // Live streams end when shutdown begins, so draining does not wait for their clients.
+        tokio::spawn(self.limiter.clone().prune_periodically(shutdown.clone()));
         let streams_stop = self.streams_stop.clone();
         let stop_streams = shutdown.clone();
         tokio::spawn(async move {
@@ -108,12 +180,16 @@ impl Application {
             self.readiness.clone(),
             admin_stop.clone(),
         ));
-        let server =
-            axum::serve(self.http, self.router).with_graceful_shutdown(shutdown::stop_accepting(
-                shutdown.clone(),
-                self.readiness.clone(),
-                self.shutdown.drain_delay,
-            ));
+        let server = axum::serve(
+            self.http,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown::stop_accepting(
+            shutdown.clone(),
+            self.readiness.clone(),
+            self.shutdown.drain_delay,
+        ));
         let outcome = shutdown::bounded(
             server.into_future(),
             &shutdown,

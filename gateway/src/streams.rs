@@ -3,35 +3,44 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures::{Stream, StreamExt as _};
 use mirai_platform::grpc::client::OpenEnded;
 use mirai_proto::stock::v1 as pb;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::problem::{Problem, Query};
 use crate::routes::AppState;
 use crate::symbols::Quote;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/stream/quotes", get(quotes))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(quotes))
 }
 
 /// Query of `GET /v1/stream/quotes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct QuotesQuery {
     /// Comma-separated tickers, 1–500.
     pub symbols: String,
 }
 
-/// `GET /v1/stream/quotes?symbols=SPX,AAPL`: `event: quote` with the current quote of each
-/// symbol first, then one per update; `data` is the same JSON as `GET …/quote` plus `dropped`
-/// (updates this stream lost by reading too slowly). Keep-alive comments every 15 s.
+/// Live quotes as Server-Sent Events: `event: quote` with the current quote of each symbol
+/// first (`snapshot: true`), then one per update; `data` is the JSON of `GET
+/// /v1/stocks/{symbol}/quote` plus `dropped` (updates this stream lost by reading too slowly —
+/// a slow reader never slows the others). Keep-alive comments every 15 s.
+#[utoipa::path(get, path = "/v1/stream/quotes", tag = "streams",
+    params(QuotesQuery),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "An unknown symbol", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 async fn quotes(
     State(state): State<AppState>,
     Query(query): Query<QuotesQuery>,

@@ -1,34 +1,36 @@
 //! `/v1/symbols`: listing, looking up, searching and delisting symbols, and their bars
 //! (stock-data).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/symbols", post(add).get(search))
-        .route("/v1/symbols/{symbol}", get(get_one))
-        .route("/v1/symbols/{symbol}/delist", post(delist))
-        .route("/v1/symbols/{symbol}/bars", get(bars))
-        .route("/v1/symbols/{symbol}/quote", get(quote))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add, search))
+        .routes(routes!(get_one))
+        .routes(routes!(delist))
+        .routes(routes!(bars))
+        .routes(routes!(quote))
 }
 
 fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
     StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetType {
     Equity,
@@ -64,7 +66,7 @@ impl AssetType {
 }
 
 /// Body of `POST /v1/symbols`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSymbol {
     pub symbol: String,
@@ -75,7 +77,7 @@ pub struct NewSymbol {
 }
 
 /// A symbol as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Symbol {
     pub symbol: String,
     pub name: String,
@@ -83,6 +85,7 @@ pub struct Symbol {
     pub currency: String,
     pub asset_type: Option<AssetType>,
     /// `active` or `delisted`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub listed_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
@@ -119,9 +122,19 @@ fn symbol_of(symbol: Option<pb::Symbol>) -> Result<Symbol, Problem> {
         .ok_or_else(|| tonic::Status::internal("upstream answered without a symbol").into())
 }
 
-/// `POST /v1/symbols` (admin): lists a symbol; `201 Created` with its location.
+/// Lists a symbol (admin); `201 Created` with its location. Emits `symbol.listed`.
+#[utoipa::path(post, path = "/v1/symbols", tag = "market-data",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = NewSymbol,
+    responses(
+        (status = 201, description = "The listed symbol", body = Symbol),
+        (status = 400, description = "Invalid field (named in detail)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already listed", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn add(
     State(state): State<AppState>,
+    Admin(admin): Admin,
     Json(body): Json<NewSymbol>,
 ) -> Result<impl IntoResponse, Problem> {
     let request = pb::AddSymbolRequest {
@@ -133,8 +146,9 @@ async fn add(
             asset_type: pb::AssetType::from(body.asset_type).into(),
             ..Default::default()
         }),
-        actor_user_id: String::new(),
+        actor_user_id: admin.user_id.clone(),
     };
+    let request = forward(request, &admin)?;
     let symbol = symbol_of(
         client(&state)
             .add_symbol(request)
@@ -149,7 +163,13 @@ async fn add(
     Ok((StatusCode::CREATED, headers, axum::Json(symbol)))
 }
 
-/// `GET /v1/symbols/{symbol}`.
+/// One symbol's metadata.
+#[utoipa::path(get, path = "/v1/symbols/{symbol}", tag = "market-data",
+    params(("symbol" = String, Path, description = "Ticker, e.g. `AAPL`")),
+    responses(
+        (status = 200, description = "The symbol", body = Symbol),
+        (status = 404, description = "Unknown symbol", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_one(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -161,8 +181,9 @@ async fn get_one(
 }
 
 /// Query of `GET /v1/symbols`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Ticker prefix or part of the name.
     #[serde(default)]
@@ -175,14 +196,20 @@ pub struct SearchQuery {
     pub page_token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SymbolPage {
     pub symbols: Vec<Symbol>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub next_page_token: String,
 }
 
-/// `GET /v1/symbols?q=…`: search, best matches first, paged.
+/// Searches symbols by ticker prefix or name, best matches first, paged.
+#[utoipa::path(get, path = "/v1/symbols", tag = "market-data",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "Matching symbols", body = SymbolPage),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn search(
     State(state): State<AppState>,
     Query(query): Query<SearchQuery>,
@@ -207,31 +234,43 @@ async fn search(
 }
 
 /// Body of `POST /v1/symbols/{symbol}/delist`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delisting {
     #[serde(default)]
     pub reason: String,
 }
 
-/// `POST /v1/symbols/{symbol}/delist` (admin): idempotent.
+/// Delists a symbol (admin); idempotent. Emits `symbol.delisted`.
+#[utoipa::path(post, path = "/v1/symbols/{symbol}/delist", tag = "market-data",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("symbol" = String, Path, description = "Ticker")),
+    request_body = Delisting,
+    responses(
+        (status = 200, description = "The symbol, delisted", body = Symbol),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown symbol", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn delist(
     State(state): State<AppState>,
+    Admin(admin): Admin,
     Path(symbol): Path<String>,
     Json(body): Json<Delisting>,
 ) -> Result<axum::Json<Symbol>, Problem> {
-    let response = client(&state)
-        .delist_symbol(pb::DelistSymbolRequest {
+    let request = forward(
+        pb::DelistSymbolRequest {
             symbol,
             reason: body.reason,
-            actor_user_id: String::new(),
-        })
-        .await?;
+            actor_user_id: admin.user_id.clone(),
+        },
+        &admin,
+    )?;
+    let response = client(&state).delist_symbol(request).await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
 }
 
 /// Bar intervals, named as Alpaca names them.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub enum Timeframe {
     #[serde(rename = "1Min")]
     OneMinute,
@@ -266,9 +305,10 @@ impl From<Timeframe> for pb::Timeframe {
     }
 }
 
-/// Query of `GET /v1/symbols/{symbol}/bars`.
-#[derive(Debug, Deserialize)]
+/// Query of `GET /v1/stocks/{symbol}/bars`.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BarsQuery {
     /// Default `1Day`.
     pub timeframe: Option<Timeframe>,
@@ -284,7 +324,7 @@ pub struct BarsQuery {
 }
 
 /// One bar as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Bar {
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
@@ -299,10 +339,11 @@ pub struct Bar {
     pub quality_flags: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BarPage {
     pub symbol: String,
     /// Always `raw` for now: no corporate actions are stored to adjust with.
+    #[schema(value_type = String)]
     pub adjustment: &'static str,
     pub source: String,
     pub bars: Vec<Bar>,
@@ -310,7 +351,16 @@ pub struct BarPage {
     pub next_page_token: String,
 }
 
-/// `GET /v1/symbols/{symbol}/bars`: OHLCV over a range, aggregated to coarser timeframes.
+/// OHLCV bars over a range, aggregated from stored ones to coarser timeframes (open of the
+/// first, high max, low min, close of the last, volume sum); intervals without trades have no
+/// bar. Paged with an opaque token that stays valid while new bars arrive.
+#[utoipa::path(get, path = "/v1/stocks/{symbol}/bars", tag = "market-data",
+    params(("symbol" = String, Path, description = "Ticker"), BarsQuery),
+    responses(
+        (status = 200, description = "Bars, with the adjustment basis and source", body = BarPage),
+        (status = 400, description = "Invalid query (inverted range, bad timeframe, limit > 10,000)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown symbol", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn bars(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
@@ -361,7 +411,7 @@ async fn bars(
 }
 
 /// A latest quote as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Quote {
     pub symbol: String,
     pub last_price: f64,
@@ -374,10 +424,18 @@ pub struct Quote {
     pub day_low: Option<f64>,
     pub day_volume: Option<f64>,
     pub source: String,
+    #[schema(value_type = String)]
     pub adjustment: &'static str,
 }
 
-/// `GET /v1/symbols/{symbol}/quote`: last price, change, today's bar.
+/// The latest quote: last price, change against the previous close, today's bar. Served
+/// from memory, kept current by ingestion.
+#[utoipa::path(get, path = "/v1/stocks/{symbol}/quote", tag = "market-data",
+    params(("symbol" = String, Path, description = "Ticker")),
+    responses(
+        (status = 200, description = "The quote", body = Quote),
+        (status = 404, description = "Unknown symbol or no data yet", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn quote(
     State(state): State<AppState>,
     Path(symbol): Path<String>,

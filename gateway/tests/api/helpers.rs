@@ -1,11 +1,13 @@
 //! Starting the five services in-process, each on port 0 with a fresh database.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mirai_platform::app::ServiceApp;
 use mirai_platform::config::ServiceConfig;
 use mirai_platform::events::pubsub::PubSubConfig;
 use mirai_platform::testing::TestDatabase;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// One running service: its addresses and a token that stops it.
@@ -14,15 +16,17 @@ pub struct RunningService {
     pub grpc_addr: SocketAddr,
     pub pool: sqlx::PgPool,
     pub stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    _db: TestDatabase,
+    task: Option<tokio::task::JoinHandle<()>>,
+    db: Option<TestDatabase>,
 }
 
 impl RunningService {
-    /// Stops the service and waits until it has drained.
-    pub async fn stop(self) {
+    /// Stops the service and waits until it has drained (its database stays).
+    pub async fn halt(&mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -41,14 +45,23 @@ async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> Running
         grpc_addr,
         pool,
         stop,
-        task,
-        _db: db,
+        task: Some(task),
+        db: Some(db),
     }
 }
 
 /// All five services, in ARCHITECTURE.md order, sharing one set of topics on the emulator.
 pub struct Platform {
     pub services: Vec<RunningService>,
+    pubsub: PubSubConfig,
+    /// The user service's signing keys (`current.pem`, `next.pem`), for forging tokens in tests.
+    pub keys_dir: std::path::PathBuf,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.keys_dir);
+    }
 }
 
 impl Platform {
@@ -56,7 +69,7 @@ impl Platform {
         let pubsub = PubSubConfig::for_tests();
         let mut services = Vec::new();
         macro_rules! service {
-            ($name:literal, $krate:ident) => {{
+            ($name:literal, $build:expr) => {{
                 let db = TestDatabase::create(
                     $name
                         .trim_start_matches("mirai-")
@@ -66,18 +79,56 @@ impl Platform {
                 .await;
                 let mut config = ServiceConfig::for_tests($name, db.url());
                 config.pubsub = pubsub.clone();
-                let app = $krate::startup::build(&config)
-                    .await
-                    .expect(concat!($name, " builds"));
+                let app = $build(config).await.expect(concat!($name, " builds"));
                 services.push(start($name, db, app).await);
             }};
         }
-        service!("mirai-user", mirai_user);
-        service!("mirai-stock-data", mirai_stock_data);
-        service!("mirai-prediction", mirai_prediction);
-        service!("mirai-analytics", mirai_analytics);
-        service!("mirai-notification", mirai_notification);
-        Self { services }
+        let keys_dir =
+            std::env::temp_dir().join(format!("mirai-test-keys-{}", uuid::Uuid::new_v4().simple()));
+        let mut auth = mirai_user::config::AuthConfig::for_tests();
+        auth.keys.dir = Some(keys_dir.clone());
+        auth.keys.generate = true;
+        // Short, so tests see key rotation reach the gateway within a second.
+        auth.keys.jwks_max_age = Duration::from_secs(1);
+        service!("mirai-user", async |config: ServiceConfig| {
+            mirai_user::startup::build_with(&config, &auth).await
+        });
+        service!("mirai-stock-data", async |config: ServiceConfig| {
+            mirai_stock_data::startup::build(&config).await
+        });
+        service!("mirai-prediction", async |config: ServiceConfig| {
+            mirai_prediction::startup::build(&config).await
+        });
+        service!("mirai-analytics", async |config: ServiceConfig| {
+            mirai_analytics::startup::build(&config).await
+        });
+        service!("mirai-notification", async |config: ServiceConfig| {
+            mirai_notification::startup::build(&config).await
+        });
+        Self {
+            services,
+            pubsub,
+            keys_dir,
+        }
+    }
+
+    /// Starts service `index` again after [`RunningService::halt`], on its database and its
+    /// port (so the gateway's channel finds it), built by `build` from its test config.
+    pub async fn restart<F, Fut, E>(&mut self, index: usize, build: F)
+    where
+        F: FnOnce(ServiceConfig) -> Fut,
+        Fut: std::future::Future<Output = Result<ServiceApp, E>>,
+        E: std::fmt::Debug,
+    {
+        let old = &mut self.services[index];
+        old.halt().await;
+        let db = old.db.take().expect("a service owns its database");
+        let mut config = ServiceConfig::for_tests(old.name, db.url());
+        config.pubsub = self.pubsub.clone();
+        config.grpc_addr = old.grpc_addr;
+        let app = build(config).await.expect("service rebuilds");
+        let name = old.name;
+        self.services[index] = start(name, db, app).await;
     }
 
     /// A gateway configuration in front of these services, listening on free ports.
@@ -102,5 +153,186 @@ impl Platform {
             .zip(&self.services)
             .map(|(var, service)| (var, format!("http://{}", service.grpc_addr)))
             .collect()
+    }
+}
+
+/// A gateway in front of a fresh platform.
+pub struct Gateway {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub platform: Platform,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A gateway whose configuration `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut mirai_gateway::config::Config)) -> Self {
+        let platform = Platform::start().await;
+        Self::start_on(platform, adjust).await
+    }
+
+    /// A gateway in front of `platform`.
+    pub async fn start_on(
+        platform: Platform,
+        adjust: impl FnOnce(&mut mirai_gateway::config::Config),
+    ) -> Self {
+        let mut config = platform.gateway_config();
+        adjust(&mut config);
+        let (base, stop, task) = serve(config).await;
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            platform,
+            stop,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST path` with a JSON body (and a bearer token when given): status, headers, body.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+
+    /// `GET path` (with a bearer token when given).
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+
+    /// Registers `email` and logs in: (user id, access token, refresh token).
+    pub async fn sign_up(&self, email: &str) -> (String, String, String) {
+        let (status, _, user) = self
+            .post(
+                "/v1/auth/register",
+                None,
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(status, 201, "{user}");
+        let (status, _, tokens) = self
+            .post(
+                "/v1/auth/login",
+                None,
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(status, 200, "{tokens}");
+        (
+            user["user_id"].as_str().unwrap().to_owned(),
+            tokens["access_token"].as_str().unwrap().to_owned(),
+            tokens["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// An admin's access token (see [`admin_token`]).
+    pub async fn admin_token(&self) -> String {
+        admin_token(&self.platform, &self.base).await
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Registers an account through the gateway at `base`, makes it admin in the user database
+/// directly (the first admin of a real deployment is bootstrapped the same way, see the user
+/// README), logs in and returns its access token.
+pub async fn admin_token(platform: &Platform, base: &str) -> String {
+    let http = reqwest::Client::new();
+    let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
+    let credentials = json!({ "email": email, "password": PASSWORD });
+    let registered = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let user: Value = registered.json().await.unwrap();
+    sqlx::query("UPDATE users SET roles = '{user,admin}' WHERE user_id = $1::uuid")
+        .bind(user["user_id"].as_str().unwrap())
+        .execute(&platform.services[0].pool)
+        .await
+        .unwrap();
+    let (status, _, tokens) = answer(
+        http.post(format!("{base}/v1/auth/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Starts a gateway with `config`: its base URL, stop token and task.
+pub async fn serve(
+    config: mirai_gateway::config::Config,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let app = mirai_gateway::startup::Application::build(config)
+        .await
+        .expect("gateway builds");
+    let base = format!("http://{}", app.http_addr());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    (base, stop, task)
+}
+
+pub async fn answer(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Polls `probe` until it returns `want`, for at most 30 s.
+pub async fn eventually<T: PartialEq + std::fmt::Debug, F: AsyncFn() -> T>(
+    what: &str,
+    want: T,
+    probe: F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = probe().await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,5 +1,7 @@
 //! Integration tests of the gateway against the real services and PostgreSQL.
 
+mod account;
+mod edge;
 mod helpers;
 mod local_stack;
 mod readiness;

@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::InMemorySpanExporter;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::Platform;
+use crate::helpers::{Platform, admin_token, eventually};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
@@ -55,25 +55,6 @@ async fn known_in_analytics(platform: &Platform) -> Vec<(String, String, bool)> 
         .collect()
 }
 
-async fn eventually<T: PartialEq + std::fmt::Debug, F: AsyncFn() -> T>(
-    what: &str,
-    want: T,
-    probe: F,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = probe().await;
-        if got == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: still {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
     let exporter = InMemorySpanExporter::default();
@@ -93,9 +74,11 @@ async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
     let http = reqwest::Client::new();
+    let admin = admin_token(&platform, &base).await;
 
     let response = http
         .post(format!("{base}/v1/symbols"))
+        .bearer_auth(&admin)
         .header("traceparent", format!("00-{TRACE_ID}-b7ad6b7169203331-01"))
         .json(&json!({
             "symbol": "aapl", "name": "Apple Inc.", "exchange_mic": "XNAS",
@@ -140,6 +123,7 @@ async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
     // Delisting flows the same way.
     let response = http
         .post(format!("{base}/v1/symbols/AAPL/delist"))
+        .bearer_auth(&admin)
         .json(&json!({ "reason": "test" }))
         .send()
         .await
@@ -170,6 +154,7 @@ async fn bad_symbol_requests_get_problem_details_and_change_nothing() {
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
     let http = reqwest::Client::new();
+    let admin = admin_token(&platform, &base).await;
     let valid = json!({
         "symbol": "MSFT", "name": "Microsoft", "exchange_mic": "XNAS",
         "currency": "USD", "asset_type": "equity"
@@ -177,9 +162,16 @@ async fn bad_symbol_requests_get_problem_details_and_change_nothing() {
 
     let post = |body: Value| {
         let http = http.clone();
+        let admin = admin.clone();
         let url = format!("{base}/v1/symbols");
         async move {
-            let response = http.post(url).json(&body).send().await.unwrap();
+            let response = http
+                .post(url)
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = response.status().as_u16();
             let content_type = response.headers()["content-type"]
                 .to_str()
@@ -251,7 +243,7 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
 
     let page: Value = reqwest::get(format!(
-        "{base}/v1/symbols/SPX/bars?timeframe=1Week&start=2000-01-03T00:00:00Z&limit=1"
+        "{base}/v1/stocks/SPX/bars?timeframe=1Week&start=2000-01-03T00:00:00Z&limit=1"
     ))
     .await
     .unwrap()
@@ -267,7 +259,7 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
     assert_eq!(bar["source_bars"], 5, "{page}");
     assert!(page["next_page_token"].is_string(), "{page}");
 
-    let quote: Value = reqwest::get(format!("{base}/v1/symbols/SPX/quote"))
+    let quote: Value = reqwest::get(format!("{base}/v1/stocks/SPX/quote"))
         .await
         .unwrap()
         .json()
@@ -275,7 +267,7 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
         .unwrap();
     assert_eq!(quote["last_time"], "2020-04-17T20:00:00Z", "{quote}");
     assert_eq!(quote["source"], "sample", "{quote}");
-    let missing = reqwest::get(format!("{base}/v1/symbols/NOPE/quote"))
+    let missing = reqwest::get(format!("{base}/v1/stocks/NOPE/quote"))
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
@@ -285,7 +277,7 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
         ("start=yesterday", 400),
         ("start=2010-01-01T00:00:00Z&end=2009-01-01T00:00:00Z", 400),
     ] {
-        let response = reqwest::get(format!("{base}/v1/symbols/SPX/bars?{query}"))
+        let response = reqwest::get(format!("{base}/v1/stocks/SPX/bars?{query}"))
             .await
             .unwrap();
         assert_eq!(response.status(), status, "{query}");
@@ -307,8 +299,10 @@ async fn admins_import_bars_over_http_and_replay_them() {
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
     let http = reqwest::Client::new();
+    let admin = admin_token(&platform, &base).await;
     let listed = http
         .post(format!("{base}/v1/symbols"))
+        .bearer_auth(&admin)
         .json(&json!({
             "symbol": "ACME", "name": "Acme", "exchange_mic": "XNAS",
             "currency": "USD", "asset_type": "equity"
@@ -321,6 +315,7 @@ async fn admins_import_bars_over_http_and_replay_them() {
     let csv = "timestamp,open,high,low,close,volume\n2024-01-02,10,11,9,10.5,100\n2024-01-03,x,11,9,10,100\n2024-01-04,10.5,11,10,10.8,120\n";
     let report: Value = http
         .post(format!("{base}/v1/admin/bars/import?symbol=ACME"))
+        .bearer_auth(&admin)
         .header("content-type", "text/csv")
         .body(csv)
         .send()
@@ -335,6 +330,7 @@ async fn admins_import_bars_over_http_and_replay_them() {
 
     let wrong_type = http
         .post(format!("{base}/v1/admin/bars/import?symbol=ACME"))
+        .bearer_auth(&admin)
         .header("content-type", "application/pdf")
         .body("%PDF")
         .send()
@@ -344,6 +340,7 @@ async fn admins_import_bars_over_http_and_replay_them() {
 
     let started = http
         .post(format!("{base}/v1/admin/replays"))
+        .bearer_auth(&admin)
         .json(&json!({ "symbol": "ACME", "bars_per_second": 1000 }))
         .send()
         .await
@@ -353,6 +350,7 @@ async fn admins_import_bars_over_http_and_replay_them() {
     loop {
         let replay: Value = http
             .get(format!("{base}/v1/admin/replays/ACME"))
+            .bearer_auth(&admin)
             .send()
             .await
             .unwrap()
@@ -368,6 +366,7 @@ async fn admins_import_bars_over_http_and_replay_them() {
     }
     let missing = http
         .get(format!("{base}/v1/admin/replays/NOPE"))
+        .bearer_auth(&admin)
         .send()
         .await
         .unwrap();
@@ -389,6 +388,7 @@ async fn the_quote_stream_outlives_the_upstream_timeout_and_follows_a_replay() {
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let admin = admin_token(&platform, &base).await;
 
     let response = reqwest::get(format!("{base}/v1/stream/quotes?symbols=SPX"))
         .await
@@ -420,6 +420,7 @@ async fn the_quote_stream_outlives_the_upstream_timeout_and_follows_a_replay() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = reqwest::Client::new()
         .post(format!("{base}/v1/admin/replays"))
+        .bearer_auth(&admin)
         .json(&json!({ "symbol": "SPX", "to": "2000-01-05T00:00:00Z", "bars_per_second": 100 }))
         .send()
         .await

@@ -3,11 +3,12 @@
 //! [`ServiceApp::prepare`] connects to the service's database, applies migrations, provisions
 //! Pub/Sub when configured, binds the gRPC and admin listeners and registers the database
 //! readiness check. The service then adds its tonic services to [`ServiceApp::server`], its
-//! event handlers with [`ServiceApp::consume`], and calls [`ServiceApp::run_until_stopped`],
-//! which also runs the outbox relay.
+//! event handlers with [`ServiceApp::consume`], periodic work with [`ServiceApp::background`],
+//! and calls [`ServiceApp::run_until_stopped`], which also runs the outbox relay.
 
 use std::net::SocketAddr;
 
+use futures::future::BoxFuture;
 use google_cloud_pubsub::client::{BasePublisher, Subscriber};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -53,7 +54,12 @@ pub struct ServiceApp {
     subscriber: Subscriber,
     consumer_metrics: ConsumerMetrics,
     consumers: Vec<Consumer>,
+    background: Vec<(&'static str, BackgroundTask)>,
 }
+
+/// Work that runs beside the server until shutdown (sweeps, schedules); it receives the
+/// shutdown token and should return promptly once it fires.
+pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
 impl ServiceApp {
     pub async fn prepare(
@@ -88,6 +94,7 @@ impl ServiceApp {
             publisher,
             subscriber,
             consumers: Vec::new(),
+            background: Vec::new(),
         })
     }
 
@@ -123,9 +130,17 @@ impl ServiceApp {
         self.consumers.push(consumer);
     }
 
+    /// Runs `task` alongside the server; `name` appears in the logs.
+    pub fn background<F>(&mut self, name: &'static str, task: F)
+    where
+        F: FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send + 'static,
+    {
+        self.background.push((name, Box::new(task)));
+    }
+
     /// Serves until `shutdown` fires. Then the server drains (see [`GrpcServer::serve`]) while
-    /// the consumers stop pulling and finish their in-flight handlers; the relay publishes what
-    /// is committed until both are done, and the pool closes.
+    /// the consumers stop pulling and finish their in-flight handlers and the background tasks
+    /// return; the relay publishes what is committed until all are done, and the pool closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(
@@ -146,8 +161,17 @@ impl ServiceApp {
                 shutdown.clone(),
             ));
         }
+        let mut background = tokio::task::JoinSet::new();
+        for (name, task) in self.background {
+            let stop = shutdown.clone();
+            background.spawn(async move {
+                task(stop).await;
+                tracing::debug!(message = "Background task stopped.", task = name);
+            });
+        }
         let result = self.server.serve(shutdown).await;
         while consumers.join_next().await.is_some() {}
+        while background.join_next().await.is_some() {}
         relay_stop.cancel();
         let _ = relay.await;
         self.pool.close().await;

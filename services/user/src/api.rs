@@ -1,4 +1,5 @@
-//! The `UserService` gRPC API. The account-deletion saga RPCs answer `UNIMPLEMENTED` for now.
+//! The `UserService` gRPC API: translation, and the flows of login, refresh and friends (the
+//! deletion saga lives in [`crate::deletion`]).
 
 use std::sync::Arc;
 
@@ -801,6 +802,48 @@ impl UserService for Api {
         tx.commit().await.map_err(dbe("account"))?;
         Ok(Response::new(pb::UpdateProfileResponse {
             user: Some(user.into()),
+        }))
+    }
+
+    // === Account deletion saga ===
+
+    #[tracing::instrument(skip_all)]
+    async fn request_account_deletion(
+        &self,
+        request: Request<pb::RequestAccountDeletionRequest>,
+    ) -> Result<Response<pb::RequestAccountDeletionResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        // The account itself with a session (a leaked script key must not delete it), or an
+        // admin acting on it.
+        let caller = principal::require_self(&request, &id.to_string(), true)?;
+        if caller.user_id == id.to_string() && caller.api_key_id.is_some() {
+            return Err(Status::permission_denied(
+                "not allowed with an API key; sign in with your password",
+            ));
+        }
+        let actor = Uuid::parse_str(&caller.user_id).ok();
+        let request = request.into_inner();
+        let status = crate::deletion::request(
+            &self.pool,
+            &self.config.deletion,
+            id,
+            actor,
+            request.client.as_ref(),
+        )
+        .await?;
+        Ok(Response::new(pb::RequestAccountDeletionResponse {
+            status: Some(status),
+        }))
+    }
+
+    async fn get_deletion_status(
+        &self,
+        request: Request<pb::GetDeletionStatusRequest>,
+    ) -> Result<Response<pb::GetDeletionStatusResponse>, Status> {
+        let id = user_id(&request.get_ref().user_id, "user_id")?;
+        principal::require_self(&request, &id.to_string(), true)?;
+        Ok(Response::new(pb::GetDeletionStatusResponse {
+            status: Some(crate::deletion::status(&self.pool, id).await?),
         }))
     }
 

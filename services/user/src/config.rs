@@ -88,6 +88,69 @@ pub struct KeysConfig {
     pub jwks_max_age: Duration,
 }
 
+/// The user side of the account-deletion saga.
+#[derive(Debug, Clone)]
+pub struct DeletionConfig {
+    /// `MIRAI_DELETION_PARTICIPANTS` (comma-separated service names; default
+    /// [`DEFAULT_PARTICIPANTS`]): the services that must confirm `user.data.purged` before an
+    /// account is erased. Each must consume `user.deletion.requested`
+    /// (`mirai_platform::events::deletion::participate`). `none`: deletion completes at once.
+    pub participants: Vec<String>,
+    /// `MIRAI_DELETION_REMIND_AFTER` (default 5m): a participant that has not confirmed this
+    /// long after the last request gets the request again.
+    pub remind_after: Duration,
+    /// `MIRAI_DELETION_SWEEP_INTERVAL` (default 30s): how often stalled participants are looked for.
+    pub sweep_interval: Duration,
+}
+
+/// Every service that holds user data and takes part in the deletion saga.
+pub const DEFAULT_PARTICIPANTS: &[&str] = &["stock-data"];
+
+/// Services that can be participants: those with a subscription to user-events whose
+/// confirmations the user service reads.
+pub const KNOWN_PARTICIPANTS: &[&str] = &["stock-data", "prediction", "analytics", "notification"];
+
+impl DeletionConfig {
+    pub fn defaults() -> Self {
+        Self {
+            participants: DEFAULT_PARTICIPANTS.iter().map(|p| p.to_string()).collect(),
+            remind_after: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let d = Self::defaults();
+        let participants = match env.optional::<String>("MIRAI_DELETION_PARTICIPANTS")? {
+            None => d.participants,
+            Some(list) if list.trim() == "none" => Vec::new(),
+            Some(list) => {
+                let mut names: Vec<String> = Vec::new();
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    if !KNOWN_PARTICIPANTS.contains(&name) {
+                        return Err(ConfigError::Invalid {
+                            name: "MIRAI_DELETION_PARTICIPANTS".to_owned(),
+                            reason: format!(
+                                "unknown participant `{name}` (known: {})",
+                                KNOWN_PARTICIPANTS.join(", ")
+                            ),
+                        });
+                    }
+                    if !names.iter().any(|n| n == name) {
+                        names.push(name.to_owned());
+                    }
+                }
+                names
+            }
+        };
+        Ok(Self {
+            participants,
+            remind_after: env.duration_or("MIRAI_DELETION_REMIND_AFTER", d.remind_after)?,
+            sweep_interval: env.duration_or("MIRAI_DELETION_SWEEP_INTERVAL", d.sweep_interval)?,
+        })
+    }
+}
+
 /// The user service's own settings.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -108,6 +171,7 @@ pub struct AuthConfig {
     pub refresh_absolute_ttl: Duration,
     pub keys: KeysConfig,
     pub lockout: LockoutConfig,
+    pub deletion: DeletionConfig,
 }
 
 const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -136,6 +200,7 @@ impl AuthConfig {
                 base: Duration::from_secs(60),
                 max: Duration::from_secs(3600),
             },
+            deletion: DeletionConfig::defaults(),
         }
     }
 
@@ -244,6 +309,7 @@ impl AuthConfig {
             refresh_absolute_ttl,
             keys,
             lockout,
+            deletion: DeletionConfig::from_env(env)?,
         })
     }
 }
@@ -257,6 +323,29 @@ mod tests {
         let config = AuthConfig::from_env(&Env::default()).unwrap();
         assert_eq!(config.argon2, Argon2Config::MINIMUM);
         assert!(config.access_token_ttl <= Duration::from_secs(900));
+    }
+
+    #[test]
+    fn deletion_participants_are_known_services() {
+        let env = Env::from_pairs([(
+            "MIRAI_DELETION_PARTICIPANTS",
+            "analytics, stock-data,analytics",
+        )]);
+        let config = DeletionConfig::from_env(&env).unwrap();
+        assert_eq!(config.participants, ["analytics", "stock-data"]);
+        let env = Env::from_pairs([("MIRAI_DELETION_PARTICIPANTS", "none")]);
+        assert!(
+            DeletionConfig::from_env(&env)
+                .unwrap()
+                .participants
+                .is_empty()
+        );
+        let env = Env::from_pairs([("MIRAI_DELETION_PARTICIPANTS", "stock-data,billing")]);
+        let error = DeletionConfig::from_env(&env).unwrap_err().to_string();
+        assert!(
+            error.contains("MIRAI_DELETION_PARTICIPANTS") && error.contains("billing"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
     build_with(config, &AuthConfig::defaults()).await
 }
 
-/// Prepares the database and listeners, loads the signing keys and registers the gRPC service.
+/// Prepares the database and listeners, loads the signing keys, registers the gRPC service and
+/// the deletion saga (confirmation consumers and the reminder sweep).
 pub async fn build_with(
     config: &ServiceConfig,
     auth: &AuthConfig,
@@ -43,6 +44,8 @@ pub async fn build_with(
     let api = Api::new(app.pool.clone(), auth.clone(), keys).map_err(BuildError::Hasher)?;
     app.server.add_service(UserServiceServer::new(api));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
+    crate::deletion::consume(&mut app);
+    crate::deletion::sweep(&mut app, &auth.deletion);
     Ok(app)
 }
 

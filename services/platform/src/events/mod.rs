@@ -8,8 +8,10 @@
 //!   that publishes committed rows in order per ordering key.
 //! - [`consumer`]: the [`consumer::Consumer`] runner: streaming pulls, dispatch by `ce-type`,
 //!   handler + inbox row in one transaction, ack after commit.
+//! - [`deletion`]: the participant side of the account-deletion saga (purge, then confirm).
 
 pub mod consumer;
+pub mod deletion;
 pub mod envelope;
 pub mod outbox;
 pub mod pubsub;

@@ -1,0 +1,473 @@
+//! Sign-up, sessions, the caller's account, API keys and roles through the gateway against the
+//! real user service.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Gateway, PASSWORD, answer};
+
+#[tokio::test]
+async fn register_login_me_refresh_and_reuse_detection() {
+    let gw = Gateway::start().await;
+    let (status, headers, user) = gw
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({ "email": "Ada@Example.COM", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(headers["location"], "/v1/me");
+    assert_eq!(user["email"], "Ada@example.com", "{user}");
+    assert_eq!(user["roles"], json!(["user"]));
+    assert_eq!(user["status"], "active");
+
+    let (status, headers, tokens) = gw
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "email": "ada@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens["expires_in"].as_i64().unwrap() <= 900);
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // The gateway verifies the token against the JWKS it fetched from the user service.
+    let (status, _, me) = gw.get("/v1/me", Some(&access)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user_id"], user["user_id"]);
+    let (status, headers, problem) = gw.get("/v1/me", Some("not-a-token")).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let (status, _, _) = gw.get("/v1/me", None).await;
+    assert_eq!(status, 401);
+
+    // Rotation: the new refresh token works once; replaying the old one kills the family.
+    let (status, _, rotated) = gw
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let next = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, _) = gw
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(status, 401, "a spent refresh token is refused");
+    let (status, _, _) = gw
+        .post("/v1/auth/refresh", None, json!({ "refresh_token": next }))
+        .await;
+    assert_eq!(status, 401, "reuse revoked the whole family");
+
+    let (status, headers, jwks) = gw.get("/.well-known/jwks.json", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("public, max-age=")
+    );
+    assert!(
+        jwks["keys"].as_array().unwrap().len() >= 2,
+        "current and next: {jwks}"
+    );
+    let (status, _, discovery) = gw.get("/.well-known/openid-configuration", None).await;
+    assert_eq!(status, 200, "{discovery}");
+    assert!(
+        discovery["jwks_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/.well-known/jwks.json"),
+        "{discovery}"
+    );
+    assert_eq!(
+        discovery["token_signing_alg_values_supported"],
+        json!(["EdDSA"])
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_look_the_same() {
+    let gw = Gateway::start().await;
+    gw.sign_up("bob@example.com").await;
+    let (s1, _, mut wrong) = gw
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "email": "bob@example.com", "password": "not the passphrase!" }),
+        )
+        .await;
+    let (s2, _, mut unknown) = gw
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "email": "nobody@example.com", "password": "not the passphrase!" }),
+        )
+        .await;
+    assert_eq!((s1, s2), (401, 401));
+    // Only the request and trace ids differ.
+    for problem in [&mut wrong, &mut unknown] {
+        let object = problem.as_object_mut().unwrap();
+        assert!(object.remove("request_id").is_some());
+        object.remove("trace_id");
+    }
+    assert_eq!(wrong, unknown);
+
+    let (status, _, problem) = gw
+        .post(
+            "/v1/auth/register",
+            None,
+            json!({ "email": "carol@example.com", "password": "short" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("password"),
+        "{problem}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_out_with_retry_after_until_an_admin_unlocks() {
+    let gw = Gateway::start().await;
+    let (user_id, _, _) = gw.sign_up("dora@example.com").await;
+    let wrong = json!({ "email": "dora@example.com", "password": "guessing guessing" });
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(gw.post("/v1/auth/login", None, wrong.clone()).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 429],
+        "five failures lock"
+    );
+    let right = json!({ "email": "dora@example.com", "password": PASSWORD });
+    let (status, headers, problem) = gw.post("/v1/auth/login", None, right.clone()).await;
+    assert_eq!(status, 429, "even the right password waits: {problem}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(problem["type"], "https://mirai.dev/problems/rate-limited");
+
+    let admin = gw.admin_token().await;
+    let (status, _, user) = gw
+        .get(&format!("/v1/admin/users/{user_id}"), Some(&admin))
+        .await;
+    assert_eq!(status, 200, "{user}");
+    assert!(user["locked_until"].is_string(), "{user}");
+    let (status, _, _) = gw
+        .post(
+            &format!("/v1/admin/users/{user_id}/unlock"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = gw.post("/v1/auth/login", None, right).await;
+    assert_eq!(status, 200, "unlocked");
+
+    let (status, _, audit) = gw
+        .get(
+            &format!("/v1/admin/audit?user_id={user_id}&kinds=locked_out,unlocked"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["unlocked", "locked_out"], "newest first");
+    let (status, _, problem) = gw
+        .get("/v1/admin/audit?kinds=no_such_kind", Some(&admin))
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn profile_password_change_and_logout_everywhere() {
+    let gw = Gateway::start().await;
+    let (_, access, refresh) = gw.sign_up("erin@example.com").await;
+    let patch = |body: Value| {
+        let request = gw
+            .http
+            .patch(gw.url("/v1/me"))
+            .bearer_auth(&access)
+            .json(&body);
+        async move { answer(request.send().await.unwrap()).await }
+    };
+    let (status, _, me) = patch(json!({
+        "display_name": "Erin", "time_zone": "Asia/Tokyo", "watchlist": ["AAPL", "SPX"]
+    }))
+    .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["time_zone"], "Asia/Tokyo");
+    assert_eq!(me["watchlist"], json!(["AAPL", "SPX"]));
+    let (status, _, problem) = patch(json!({ "time_zone": "Mars/Olympus" })).await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("time_zone"),
+        "{problem}"
+    );
+    let (status, _, problem) = patch(json!({ "email": "x@example.com" })).await;
+    assert_eq!(status, 422, "unknown fields are refused: {problem}");
+
+    // A password change ends every session and starts a fresh one.
+    let (status, _, tokens) = gw
+        .post(
+            "/v1/me/password",
+            Some(&access),
+            json!({ "current_password": PASSWORD, "new_password": "an entirely new passphrase" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    let (status, _, _) = gw
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({ "refresh_token": refresh }),
+        )
+        .await;
+    assert_eq!(status, 401, "the old session died");
+    let fresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _, revoked) = gw
+        .post("/v1/auth/logout-everywhere", Some(&access), json!({}))
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["revoked_sessions"], 1);
+    let (status, _, _) = gw
+        .post("/v1/auth/refresh", None, json!({ "refresh_token": fresh }))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _, _) = gw
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "email": "erin@example.com", "password": "an entirely new passphrase" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn users_cannot_reach_admin_routes_and_api_keys_keep_to_their_scopes() {
+    let gw = Gateway::start().await;
+    let (_, user, _) = gw.sign_up("fay@example.com").await;
+    let admin = gw.admin_token().await;
+
+    for (method, path) in [
+        ("GET", "/v1/admin/users"),
+        ("GET", "/v1/admin/audit"),
+        ("POST", "/v1/symbols"),
+        ("POST", "/v1/admin/replays"),
+    ] {
+        let request = |token: Option<&str>| {
+            let mut request = gw
+                .http
+                .request(method.parse().unwrap(), gw.url(path))
+                .json(&json!({}));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        let (status, _, problem) = answer(request(Some(&user)).await.unwrap()).await;
+        assert_eq!(status, 403, "{method} {path}: {problem}");
+        assert_eq!(problem["type"], "https://mirai.dev/problems/forbidden");
+        let (status, _, _) = answer(request(None).await.unwrap()).await;
+        assert_eq!(status, 401, "{method} {path} anonymously");
+    }
+
+    // An admin's key scoped to `user` cannot do admin work; one scoped to `admin` can.
+    let (status, headers, narrow) = gw
+        .post(
+            "/v1/me/api-keys",
+            Some(&admin),
+            json!({ "name": "reporting", "scopes": ["user"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{narrow}");
+    assert_eq!(headers["cache-control"], "no-store");
+    let narrow = narrow["secret"].as_str().unwrap().to_owned();
+    let (_, _, wide) = gw
+        .post(
+            "/v1/me/api-keys",
+            Some(&admin),
+            json!({ "name": "ops", "scopes": ["user", "admin"] }),
+        )
+        .await;
+    let wide_id = wide["api_key"]["api_key_id"].as_str().unwrap().to_owned();
+    let wide = wide["secret"].as_str().unwrap().to_owned();
+    let with_key = |key: &str, path: &str| {
+        let request = gw.http.get(gw.url(path)).header("x-api-key", key);
+        async move { answer(request.send().await.unwrap()).await.0 }
+    };
+    assert_eq!(with_key(&narrow, "/v1/me").await, 200);
+    assert_eq!(with_key(&narrow, "/v1/admin/users").await, 403);
+    assert_eq!(with_key(&wide, "/v1/admin/users").await, 200);
+    let (status, _, _) = answer(
+        gw.http
+            .get(gw.url("/v1/admin/users"))
+            .header("authorization", format!("ApiKey {wide}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "the Authorization form works too");
+
+    // A user cannot give a key a role they do not hold; a key cannot mint keys.
+    let (status, _, _) = gw
+        .post(
+            "/v1/me/api-keys",
+            Some(&user),
+            json!({ "name": "sneaky", "scopes": ["admin"] }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = answer(
+        gw.http
+            .post(gw.url("/v1/me/api-keys"))
+            .header("x-api-key", &wide)
+            .json(&json!({ "name": "child" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Listed without secrets; revoked keys stop at once.
+    let (status, _, page) = gw.get("/v1/me/api-keys", Some(&admin)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["api_keys"].as_array().unwrap().len(), 2);
+    assert!(
+        !page.to_string().contains(&wide),
+        "no secret in the listing"
+    );
+    let revoked = answer(
+        gw.http
+            .delete(gw.url(&format!("/v1/me/api-keys/{wide_id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(revoked.0, 200, "{}", revoked.2);
+    assert_eq!(with_key(&wide, "/v1/admin/users").await, 401);
+    assert_eq!(with_key("mk_not-a-real-key", "/v1/me").await, 401);
+
+    // Role changes through the admin API.
+    let (_, _, me) = gw.get("/v1/me", Some(&user)).await;
+    let fay = me["user_id"].as_str().unwrap().to_owned();
+    let (status, _, change) = gw
+        .post(
+            &format!("/v1/admin/users/{fay}/roles"),
+            Some(&admin),
+            json!({ "role": "premium", "reason": "paid" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{change}");
+    assert_eq!(change["changed"], true);
+    assert_eq!(change["user"]["roles"], json!(["user", "premium"]));
+    let revoked = answer(
+        gw.http
+            .delete(gw.url(&format!(
+                "/v1/admin/users/{fay}/roles/premium?reason=refund"
+            )))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(revoked.0, 200, "{}", revoked.2);
+    assert_eq!(revoked.2["user"]["roles"], json!(["user"]));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn signing_keys_rotate_without_downtime_and_retired_keys_expire() {
+    let mut gw = Gateway::start().await;
+    let (_, before, _) = gw.sign_up("kim@example.com").await;
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let (_, _, jwks) = gw.get("/.well-known/jwks.json", None).await;
+    let published: Vec<String> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    let old_kid = kid_of(&before);
+    assert!(published.contains(&old_kid));
+
+    // The documented procedure: rotate the folder, then restart (roll) the user service.
+    let keys_dir = gw.platform.keys_dir.clone();
+    mirai_user::keys::rotate(&keys_dir, chrono::Utc::now()).unwrap();
+    let auth = |grace_secs: u64| {
+        let mut auth = mirai_user::config::AuthConfig::for_tests();
+        auth.keys.dir = Some(keys_dir.clone());
+        auth.keys.retired_grace = std::time::Duration::from_secs(grace_secs);
+        auth.keys.jwks_max_age = std::time::Duration::from_secs(1);
+        auth
+    };
+    let rotated = auth(3600);
+    gw.platform
+        .restart(0, async |config| {
+            mirai_user::startup::build_with(&config, &rotated).await
+        })
+        .await;
+    let (status, _, tokens) = gw
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "email": "kim@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 200, "{tokens}");
+    let after = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(kid_of(&after), old_kid, "the next key signs now");
+    assert!(
+        published.contains(&kid_of(&after)),
+        "it was published before it signed anything"
+    );
+    assert_eq!(gw.get("/v1/me", Some(&after)).await.0, 200);
+    assert_eq!(
+        gw.get("/v1/me", Some(&before)).await.0,
+        200,
+        "tokens of the retired key verify during the grace period"
+    );
+
+    // Past the grace period the retired key leaves the JWKS, and its tokens stop working once
+    // the gateway's cached set expires.
+    let expired = auth(0);
+    gw.platform
+        .restart(0, async |config| {
+            mirai_user::startup::build_with(&config, &expired).await
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(gw.get("/v1/me", Some(&before)).await.0, 401);
+    assert_eq!(gw.get("/v1/me", Some(&after)).await.0, 200);
+    gw.stop().await;
+}

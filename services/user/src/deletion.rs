@@ -1,0 +1,370 @@
+//! The user side of the account-deletion saga (choreographed, no orchestrator).
+//!
+//! 1. [`request`]: the account becomes `deleting` (no more logins; sessions and API keys are
+//!    revoked at once), a saga row with one row per configured participant is written, and
+//!    `user.deletion.requested` naming them goes into the outbox — all in one transaction.
+//! 2. Every participant purges its data and answers `user.data.purged` on its own topic;
+//!    [`consume`] records each confirmation (idempotently: a repeated one changes nothing).
+//! 3. When the last outstanding participant has confirmed, [`complete`] erases credentials and
+//!    personal data (the account row stays as a tombstone holding only its id and status),
+//!    writes the audit entry and emits `user.deleted`, in the confirming handler's
+//!    transaction.
+//!
+//! A participant that stays silent for `remind_after` gets the request again (with the
+//! `attempt` counter raised) from the [`sweep`] task; until then the saga shows `DELETING`
+//! with that participant outstanding, which is what an operator or the user sees.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use mirai_platform::app::ServiceApp;
+use mirai_platform::db;
+use mirai_platform::events::topology::topics;
+use mirai_platform::events::{Envelope, outbox};
+use mirai_platform::wire;
+use mirai_proto::events::v1 as ev;
+use mirai_proto::user::v1 as pb;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::SERVICE;
+use crate::audit::Entry;
+use crate::config::DeletionConfig;
+use crate::store;
+
+type Kind = pb::AuditEventKind;
+
+fn dbe(what: &'static str) -> impl Fn(sqlx::Error) -> Status {
+    move |e| db::status(e, what)
+}
+
+/// Starts the saga for `user_id` (or returns the one already under way or finished).
+pub async fn request(
+    pool: &PgPool,
+    config: &DeletionConfig,
+    user_id: Uuid,
+    actor: Option<Uuid>,
+    client: Option<&pb::ClientContext>,
+) -> Result<pb::DeletionStatus, Status> {
+    let mut tx = pool.begin().await.map_err(dbe("account"))?;
+    let user = store::user_for_update(&mut tx, user_id)
+        .await
+        .map_err(dbe("account"))?
+        .ok_or_else(|| Status::not_found("account not found"))?;
+    if !user.is_active() {
+        // Asked again: the saga already exists; answer with its progress.
+        drop(tx);
+        return status(pool, user_id).await;
+    }
+    let correlation_id = Uuid::now_v7();
+    sqlx::query("UPDATE users SET status = 'deleting', updated_at = now() WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe("account"))?;
+    let revoked = store::revoke_all_families(&mut *tx, user_id, "account_deletion")
+        .await
+        .map_err(dbe("session"))?;
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe("api key"))?;
+    sqlx::query("INSERT INTO deletion_sagas (user_id, correlation_id) VALUES ($1, $2)")
+        .bind(user_id)
+        .bind(correlation_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe("deletion"))?;
+    for (position, participant) in config.participants.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO deletion_participants (user_id, participant, position)
+             VALUES ($1, $2, $3)",
+        )
+        .bind(user_id)
+        .bind(participant)
+        .bind(position as i16)
+        .execute(&mut *tx)
+        .await
+        .map_err(dbe("deletion"))?;
+    }
+    let mut entry = Entry::new(Kind::DeletionRequested, client)
+        .user(user_id)
+        .detail("participants", config.participants.join(","))
+        .detail("revoked_families", revoked.to_string());
+    if let Some(actor) = actor.filter(|a| *a != user_id) {
+        entry = entry.actor(actor);
+    }
+    entry.write(&mut *tx).await.map_err(dbe("audit"))?;
+    if config.participants.is_empty() {
+        complete(&mut tx, user_id).await.map_err(dbe("deletion"))?;
+    } else {
+        let event = ev::UserDeletionRequested {
+            user_id: user_id.to_string(),
+            participants: config.participants.clone(),
+            attempt: 0,
+        };
+        outbox::enqueue(&mut tx, SERVICE, &event, Some(correlation_id.to_string()))
+            .await
+            .map_err(dbe("event"))?;
+    }
+    tx.commit().await.map_err(dbe("account"))?;
+    tracing::info!(message = "Account deletion requested.", user_id = %user_id, participants = ?config.participants);
+    status(pool, user_id).await
+}
+
+#[derive(sqlx::FromRow)]
+struct SagaRow {
+    correlation_id: Uuid,
+    requested_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    status: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ParticipantRow {
+    participant: String,
+    purged_at: Option<DateTime<Utc>>,
+    items_purged: i64,
+    reminders_sent: i32,
+    last_requested_at: DateTime<Utc>,
+}
+
+/// The saga's progress; `NOT_FOUND` when no deletion was requested.
+pub async fn status(pool: &PgPool, user_id: Uuid) -> Result<pb::DeletionStatus, Status> {
+    let saga: SagaRow = sqlx::query_as(
+        "SELECT s.correlation_id, s.requested_at, s.completed_at, u.status
+           FROM deletion_sagas s JOIN users u USING (user_id) WHERE s.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(dbe("deletion"))?
+    .ok_or_else(|| Status::not_found("no deletion was requested for this account"))?;
+    let participants: Vec<ParticipantRow> = sqlx::query_as(
+        "SELECT participant, purged_at, items_purged, reminders_sent, last_requested_at
+           FROM deletion_participants WHERE user_id = $1 ORDER BY position",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+    .map_err(dbe("deletion"))?;
+    Ok(pb::DeletionStatus {
+        user_id: user_id.to_string(),
+        account_status: if saga.status == "deleted" {
+            pb::AccountStatus::Deleted
+        } else {
+            pb::AccountStatus::Deleting
+        }
+        .into(),
+        requested_at: Some(wire::timestamp(saga.requested_at)),
+        completed_at: saga.completed_at.map(wire::timestamp),
+        participants: participants
+            .into_iter()
+            .map(|p| pb::ParticipantProgress {
+                participant: p.participant,
+                purged: p.purged_at.is_some(),
+                purged_at: p.purged_at.map(wire::timestamp),
+                items_purged: p.items_purged.max(0) as u64,
+                reminders_sent: p.reminders_sent.max(0) as u32,
+                last_requested_at: Some(wire::timestamp(p.last_requested_at)),
+            })
+            .collect(),
+        correlation_id: saga.correlation_id.to_string(),
+    })
+}
+
+/// Erases the account: credentials, sessions, API keys, profile, and the IP and user agent in
+/// its audit entries (the entries themselves, keyed by the now anonymous id, are kept as the
+/// security record). Emits `user.deleted`.
+async fn complete(tx: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM login_throttle WHERE scope = 'account' AND key = $1")
+        .bind(store::account_key(&email))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE users SET status = 'deleted', email = 'deleted-' || user_id || '@invalid',
+                password_hash = NULL, display_name = 'deleted', time_zone = 'UTC',
+                locale = 'en-US', watchlist = '{}', roles = '{user}', last_login_at = NULL,
+                updated_at = now()
+          WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM refresh_families WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE audit_events SET ip = '', user_agent = ''
+          WHERE user_id = $1 OR actor_user_id = $1",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE deletion_sagas SET completed_at = now() WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    Entry::new(Kind::Deleted, None)
+        .user(user_id)
+        .write(&mut *tx)
+        .await?;
+    let correlation: Option<Uuid> =
+        sqlx::query_scalar("SELECT correlation_id FROM deletion_sagas WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let event = ev::UserDeleted {
+        user_id: user_id.to_string(),
+    };
+    outbox::enqueue(tx, SERVICE, &event, correlation.map(|c| c.to_string())).await?;
+    tracing::info!(message = "Account deleted.", user_id = %user_id);
+    Ok(())
+}
+
+/// Registers the confirmation handler on every participant topic this service reads.
+pub fn consume(app: &mut ServiceApp) {
+    for topic in [
+        topics::STOCK,
+        topics::PREDICTION,
+        topics::ANALYTICS,
+        topics::NOTIFICATION,
+    ] {
+        let consumer = app
+            .consumer(topic)
+            .on::<ev::UserDataPurged, _>("deletion-saga.purged", on_purged);
+        app.consume(consumer);
+    }
+}
+
+fn on_purged<'a>(
+    tx: &'a mut PgConnection,
+    _: &'a Envelope,
+    event: ev::UserDataPurged,
+) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let user_id = Uuid::parse_str(&event.user_id)
+            .map_err(|_| anyhow::anyhow!("user_id {:?} is not a UUID", event.user_id))?;
+        // Lock the account: confirmations of one saga are handled one at a time, so exactly
+        // one of them sees "none outstanding" and completes it.
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM users WHERE user_id = $1 FOR UPDATE")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if status.as_deref() != Some("deleting") {
+            // Unknown account, or a late duplicate after completion.
+            return Ok(());
+        }
+        let recorded = sqlx::query(
+            "UPDATE deletion_participants SET purged_at = now(), items_purged = $3
+              WHERE user_id = $1 AND participant = $2 AND purged_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(&event.participant)
+        .bind(event.items_purged.min(i64::MAX as u64) as i64)
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Ok(());
+        }
+        tracing::info!(message = "Deletion participant confirmed.", user_id = %user_id, participant = %event.participant, items_purged = event.items_purged);
+        let outstanding: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deletion_participants WHERE user_id = $1 AND purged_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if outstanding == 0 {
+            complete(tx, user_id).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Sends the request again to participants silent for longer than `remind_after`; returns how
+/// many sagas were reminded. Rows are claimed with `SKIP LOCKED`, so replicas share the work.
+pub async fn remind_stalled(pool: &PgPool, remind_after: Duration) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let stalled: Vec<(Uuid, String, i32, Uuid)> = sqlx::query_as(
+        "SELECT p.user_id, p.participant, p.reminders_sent, s.correlation_id
+           FROM deletion_participants p JOIN deletion_sagas s USING (user_id)
+          WHERE p.purged_at IS NULL AND s.completed_at IS NULL
+            AND p.last_requested_at < now() - make_interval(secs => $1)
+          ORDER BY p.user_id, p.position
+          LIMIT 500
+          FOR UPDATE OF p SKIP LOCKED",
+    )
+    .bind(remind_after.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_user: Vec<(Uuid, Uuid, Vec<String>, u32)> = Vec::new();
+    for (user_id, participant, reminders, correlation) in stalled {
+        match by_user.last_mut() {
+            Some((u, _, names, attempt)) if *u == user_id => {
+                names.push(participant);
+                *attempt = (*attempt).max(reminders as u32 + 1);
+            }
+            _ => by_user.push((
+                user_id,
+                correlation,
+                vec![participant],
+                reminders as u32 + 1,
+            )),
+        }
+    }
+    for (user_id, correlation, participants, attempt) in &by_user {
+        sqlx::query(
+            "UPDATE deletion_participants
+                SET reminders_sent = reminders_sent + 1, last_requested_at = now()
+              WHERE user_id = $1 AND participant = ANY ($2)",
+        )
+        .bind(user_id)
+        .bind(participants)
+        .execute(&mut *tx)
+        .await?;
+        let event = ev::UserDeletionRequested {
+            user_id: user_id.to_string(),
+            participants: participants.clone(),
+            attempt: *attempt,
+        };
+        outbox::enqueue(&mut tx, SERVICE, &event, Some(correlation.to_string())).await?;
+        tracing::warn!(message = "Deletion participants stalled; request sent again.", user_id = %user_id, participants = ?participants, attempt);
+    }
+    tx.commit().await?;
+    Ok(by_user.len())
+}
+
+/// Runs [`remind_stalled`] every `sweep_interval` until shutdown.
+pub fn sweep(app: &mut ServiceApp, config: &DeletionConfig) {
+    let pool = app.pool.clone();
+    let (every, after) = (config.sweep_interval, config.remind_after);
+    app.background("deletion-reminders", move |stop: CancellationToken| {
+        Box::pin(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(error) = remind_stalled(&pool, after).await {
+                    tracing::warn!(message = "Deletion reminder sweep failed.", %error);
+                }
+            }
+        })
+    });
+}
