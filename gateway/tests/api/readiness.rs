@@ -47,9 +47,9 @@ async fn readyz_is_green_only_when_every_upstream_serves() {
     assert_eq!(status["services"].as_array().unwrap().len(), 5);
 
     // One upstream goes away: readiness turns red and names it.
-    let prediction = platform.services.remove(2);
+    let prediction = &mut platform.services[2];
     assert_eq!(prediction.name, "mirai-prediction");
-    prediction.stop().await;
+    prediction.halt().await;
     wait_for_status(
         &format!("http://{admin}/readyz"),
         503,
