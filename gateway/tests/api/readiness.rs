@@ -81,7 +81,7 @@ async fn readyz_is_green_only_when_every_upstream_serves() {
         "application/problem+json"
     );
     let problem: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(problem["type"], "https://mirai.dev/problems/not-found");
+    assert_eq!(problem["type"], "https://mirai.dev/problems/no-route");
     assert_eq!(problem["status"], 404);
 
     // Metrics count requests by route template.
