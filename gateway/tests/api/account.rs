@@ -471,3 +471,135 @@ async fn signing_keys_rotate_without_downtime_and_retired_keys_expire() {
     assert_eq!(gw.get("/v1/me", Some(&after)).await.0, 200);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn account_deletion_waits_for_every_participant_then_erases_the_account() {
+    let mut gw = Gateway::start().await;
+    let admin = gw.admin_token().await;
+    let (status, _, listed) = gw
+        .post(
+            "/v1/symbols",
+            Some(&admin),
+            json!({ "symbol": "AAPL", "name": "Apple Inc.", "exchange_mic": "XNAS",
+                    "currency": "USD", "asset_type": "equity" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{listed}");
+    let (user_id, access, refresh) = gw.sign_up("lea@example.com").await;
+    // The watchlist makes stock-data hold data about the user (a tracking reference).
+    let patched = answer(
+        gw.http
+            .patch(gw.url("/v1/me"))
+            .bearer_auth(&access)
+            .json(&json!({ "watchlist": ["AAPL"] }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(patched.0, 200, "{}", patched.2);
+    let references = async |platform: &crate::helpers::Platform| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM tracking_references WHERE reference = $1")
+            .bind(format!("watchlist:{user_id}"))
+            .fetch_one(&platform.services[1].pool)
+            .await
+            .unwrap()
+    };
+    crate::helpers::eventually("the watchlist reference", 1, async || {
+        references(&gw.platform).await
+    })
+    .await;
+
+    // A participant is down: the saga waits, visibly.
+    gw.platform.services[1].halt().await;
+    let deleted = answer(
+        gw.http
+            .delete(gw.url("/v1/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(deleted.0, 202, "{}", deleted.2);
+    assert_eq!(deleted.1["location"], "/v1/me/deletion");
+    assert_eq!(deleted.2["status"], "deleting");
+    assert_eq!(deleted.2["participants"][0]["participant"], "stock-data");
+    assert_eq!(deleted.2["participants"][0]["purged"], false);
+    // Sessions ended at once; a second request is harmless.
+    let (status, _, _) = gw
+        .post("/v1/auth/refresh", None, json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(status, 401);
+    let again = answer(
+        gw.http
+            .delete(gw.url("/v1/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.0, 202);
+    assert_eq!(again.2["correlation_id"], deleted.2["correlation_id"]);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (status, _, progress) = gw.get("/v1/me/deletion", Some(&access)).await;
+    assert_eq!(status, 200, "{progress}");
+    assert_eq!(progress["status"], "deleting", "stock-data is down: {progress}");
+    assert!(progress["completed_at"].is_null());
+
+    // It comes back, purges, confirms; the user service erases the account.
+    gw.platform
+        .restart(1, async |config| {
+            mirai_stock_data::startup::build(&config).await
+        })
+        .await;
+    crate::helpers::eventually("the deletion to complete", json!("deleted"), async || {
+        gw.get("/v1/me/deletion", Some(&access)).await.2["status"].clone()
+    })
+    .await;
+    let (_, _, progress) = gw.get("/v1/me/deletion", Some(&access)).await;
+    assert_eq!(progress["participants"][0]["purged"], true, "{progress}");
+    assert_eq!(progress["participants"][0]["items_purged"], 1, "{progress}");
+    assert!(progress["completed_at"].is_string());
+    assert_eq!(references(&gw.platform).await, 0, "stock-data purged");
+    let (status, _, _) = gw
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "email": "lea@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, 401, "the credentials are gone");
+    let (email, display_name): (String, String) =
+        sqlx::query_as("SELECT email, display_name FROM users WHERE user_id = $1::uuid")
+            .bind(&user_id)
+            .fetch_one(&gw.platform.services[0].pool)
+            .await
+            .unwrap();
+    assert_eq!(email, format!("deleted-{user_id}@invalid"));
+    assert_eq!(display_name, "deleted");
+    let (status, _, audit) = gw
+        .get(
+            &format!("/v1/admin/audit?user_id={user_id}&kinds=deletion_requested,deleted"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["deleted", "deletion_requested"]);
+    assert!(
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["ip"] == "" && e["user_agent"] == ""),
+        "personal data scrubbed from the audit log: {audit}"
+    );
+    gw.stop().await;
+}

@@ -224,7 +224,32 @@ pub fn consume(app: &mut ServiceApp, capacity: u32) {
             "tracking.watchlist-changed",
             OnWatchlistChanged { capacity },
         );
+    let user = mirai_platform::events::deletion::participate(
+        user,
+        SERVICE,
+        topics::STOCK,
+        std::sync::Arc::new(purge_user),
+    );
     app.consume(user);
+}
+
+/// The account-deletion saga's purge: the user's watchlist references, releasing the tracking
+/// that only they held. Returns the references removed.
+fn purge_user(tx: &mut PgConnection, user_id: uuid::Uuid) -> BoxFuture<'_, anyhow::Result<u64>> {
+    Box::pin(async move {
+        let reference =
+            Reference::watchlist(&user_id.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let held: Vec<String> =
+            sqlx::query_scalar("SELECT symbol FROM tracking_references WHERE reference = $1")
+                .bind(reference.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        for symbol in &held {
+            let ticker = Ticker::parse(symbol).map_err(|e| anyhow::anyhow!("{e}"))?;
+            untrack(tx, &ticker, &reference).await?;
+        }
+        Ok(held.len() as u64)
+    })
 }
 
 struct OnAlertRequested {
