@@ -16,13 +16,14 @@ use chrono::{Duration, TimeZone as _, Utc};
 use mirai_platform::config::DatabaseConfig;
 use mirai_platform::testing::TestDatabase;
 use mirai_proto::stock::v1 as pb;
+use mirai_stock_data::calendar::NYSE;
 use mirai_stock_data::{import, quality};
 
 fn csv(rows: usize) -> String {
     let mut out = String::with_capacity(rows * 80);
     out.push_str("timestamp,open,high,low,close,volume,vwap,trade_count\n");
-    // A seeded random walk over regular sessions (390 minutes a day, weekdays), so the
-    // quality pass has a realistic series to check.
+    // A seeded random walk over regular NYSE sessions (390 minutes each; weekends and
+    // holidays skipped), so the quality pass has a realistic series to check.
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut price = 100.0f64;
     let mut day = Utc.with_ymd_and_hms(2010, 1, 4, 14, 30, 0).unwrap();
@@ -46,11 +47,12 @@ fn csv(rows: usize) -> String {
         minute += 1;
         if minute == 390 {
             minute = 0;
-            day += Duration::days(if day.format("%u").to_string() == "5" {
-                3
-            } else {
-                1
-            });
+            loop {
+                day += Duration::days(1);
+                if NYSE.is_trading_day(day.date_naive()) == Some(true) {
+                    break;
+                }
+            }
         }
     }
     out

@@ -1,6 +1,8 @@
 //! Bulk import of bars (CSV or NDJSON) through PostgreSQL `COPY`.
 //!
-//! Rows are parsed and checked here; every rejected row is reported with its line number, the
+//! Rows are parsed, checked and resolved to their bar's interval here (time zones through
+//! `chrono-tz`, session hours and early closes from the exchange's calendar), which keeps the
+//! database's work to storing; every rejected row is reported with its line number, the
 //! column at fault and the reason, and never stops the good rows. Good rows go to a temporary
 //! table with `COPY`, then into `bars` in one statement: new bars are inserted, identical ones
 //! left alone, changed ones replaced and flagged `VALUE_CHANGED`, so re-importing a file is
@@ -12,11 +14,12 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _, Utc};
+use chrono_tz::Tz;
 use mirai_platform::error::invalid_argument;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
-use sqlx::{PgPool, Row as _};
+use sqlx::PgPool;
 
 use crate::bars::EXCHANGES;
 use crate::calendar::Calendar;
@@ -328,7 +331,106 @@ fn copy_value(out: &mut String, value: Option<String>) {
     }
 }
 
+/// A listed symbol as the import needs it.
+struct Listed {
+    time_zone: Tz,
+    open: NaiveTime,
+    close: NaiveTime,
+    /// The exchange's calendar (early closes end daily bars at 13:00).
+    calendar: Option<Calendar>,
+    exchange_mic: String,
+    asset_type: String,
+}
+
+/// A row resolved to its bar's interval.
+struct Resolved {
+    row: Row,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+/// The instant a local time names in `tz`; `None` in a DST gap.
+fn local(tz: Tz, at: NaiveDateTime) -> Option<DateTime<Utc>> {
+    tz.from_local_datetime(&at).earliest().map(|t| t.to_utc())
+}
+
+/// Resolves a row's start and end: daily and coarser bars start at the session open of their
+/// local date (the exchange's zone, or the option's) and daily bars end at its close (13:00 on
+/// the calendar's early-close days); intraday bars start at their timestamp.
+fn resolve(row: Row, listed: &Listed, options: &Options) -> Result<Resolved, pb::RowError> {
+    let tz = match &options.time_zone {
+        Some(name) => name.parse::<Tz>().unwrap_or(listed.time_zone),
+        None => listed.time_zone,
+    };
+    let fail = |reason: String| row_error(row.line, "timestamp", reason, "");
+    let (start, end) = if options.intraday() {
+        let start = match row.when {
+            When::Instant(at) => at,
+            When::Local(at) => local(tz, at).ok_or_else(|| {
+                fail(format!(
+                    "{at} does not exist in {tz} (a daylight-saving gap)"
+                ))
+            })?,
+            When::Date(date) => {
+                return Err(fail(format!(
+                    "a date without a time cannot start an intraday bar: '{date}'"
+                )));
+            }
+        };
+        let minutes = match options.timeframe {
+            pb::Timeframe::FiveMinutes => 5,
+            pb::Timeframe::FifteenMinutes => 15,
+            pb::Timeframe::ThirtyMinutes => 30,
+            pb::Timeframe::OneHour => 60,
+            _ => 1,
+        };
+        (start, start + chrono::Duration::minutes(minutes))
+    } else {
+        let date = match row.when {
+            When::Instant(at) => at.with_timezone(&tz).date_naive(),
+            When::Local(at) => at.date(),
+            When::Date(date) => date,
+        };
+        let open = local(tz, date.and_time(listed.open))
+            .ok_or_else(|| fail(format!("the session open of {date} does not exist in {tz}")))?;
+        let end = match options.timeframe {
+            pb::Timeframe::OneWeek => open + chrono::Duration::weeks(1),
+            pb::Timeframe::OneMonth => open
+                .checked_add_months(chrono::Months::new(1))
+                .ok_or_else(|| fail("out of range".into()))?,
+            _ => {
+                let early = listed
+                    .calendar
+                    .and_then(|c| c.session(date).flatten())
+                    .filter(|s| s.is_early_close())
+                    .map(|s| s.close);
+                match early.or(Some(listed.close)).filter(|c| *c > listed.open) {
+                    Some(close) => local(tz, date.and_time(close)),
+                    // An exchange without a session table: the whole local day.
+                    None => local(
+                        tz,
+                        (date + chrono::Duration::days(1)).and_time(NaiveTime::MIN),
+                    ),
+                }
+                .ok_or_else(|| {
+                    fail(format!(
+                        "the session close of {date} does not exist in {tz}"
+                    ))
+                })?
+            }
+        };
+        (open, end)
+    };
+    Ok(Resolved { row, start, end })
+}
+
 /// Imports `body` with `options`.
+///
+/// Rows are parsed, checked against the symbol table and resolved to their bar intervals
+/// here; the distinct bars go to a temporary table with `COPY` and into `bars` with one
+/// `INSERT … ON CONFLICT` (new bars inserted, identical ones left alone, changed ones replaced
+/// and flagged `VALUE_CHANGED`); then the quality checks run over each symbol's range, all in
+/// one transaction.
 pub async fn run(
     pool: &PgPool,
     settings: &quality::Settings,
@@ -338,248 +440,210 @@ pub async fn run(
     let started = std::time::Instant::now();
     let import_id = uuid::Uuid::now_v7().to_string();
     let status = |e| mirai_platform::db::status(e, "bars");
-    if let Some(tz) = &options.time_zone {
-        sqlx::query("SELECT now() AT TIME ZONE $1")
-            .bind(tz)
-            .execute(pool)
-            .await
-            .map_err(|_| {
-                invalid_argument("options.time_zone", format!("unknown time zone `{tz}`"))
-            })?;
+    if let Some(tz) = &options.time_zone
+        && tz.parse::<Tz>().is_err()
+    {
+        return Err(invalid_argument(
+            "options.time_zone",
+            format!("unknown time zone `{tz}` (an IANA name, e.g. America/New_York)"),
+        ));
     }
     let (rows, mut errors, rows_read) = match options.format {
         Format::Csv => parse_csv(body, options)?,
         Format::Ndjson => parse_ndjson(body, options),
     };
 
-    let mut tx = pool.begin().await.map_err(status)?;
-    sqlx::query(
-        "CREATE TEMP TABLE import_rows (
-            line BIGINT, symbol TEXT, kind TEXT, at TEXT, open FLOAT8, high FLOAT8, low FLOAT8,
-            close FLOAT8, volume FLOAT8, vwap FLOAT8, trade_count BIGINT
-         ) ON COMMIT DROP",
+    // The symbols named in the file; rows of unknown or delisted ones are rejected.
+    let mut names: Vec<String> = rows.iter().map(|r| r.symbol.clone()).collect();
+    names.sort();
+    names.dedup();
+    let found: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT symbol, exchange_mic, asset_type, status FROM symbols WHERE symbol = ANY($1)",
     )
-    .execute(&mut *tx)
+    .bind(&names)
+    .fetch_all(pool)
     .await
     .map_err(status)?;
-    let mut data = String::new();
-    for row in &rows {
-        let (kind, at) = match row.when {
-            When::Instant(at) => ("i", at.to_rfc3339()),
-            When::Local(at) => ("l", at.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
-            When::Date(date) => ("d", date.to_string()),
-        };
-        let _ = write!(
-            data,
-            "{}\t{}\t{kind}\t{at}\t{:?}\t{:?}\t{:?}\t{:?}\t{:?}\t",
-            row.line, row.symbol, row.open, row.high, row.low, row.close, row.volume
-        );
-        copy_value(&mut data, row.vwap.map(|v| format!("{v:?}")));
-        data.push('\t');
-        copy_value(&mut data, row.trade_count.map(|n| n.to_string()));
-        data.push('\n');
-    }
-    let mut copy = tx
-        .copy_in_raw("COPY import_rows FROM STDIN")
-        .await
-        .map_err(status)?;
-    copy.send(data.into_bytes()).await.map_err(status)?;
-    copy.finish().await.map_err(status)?;
+    let listed: HashMap<String, Listed> = found
+        .into_iter()
+        .filter(|(.., status)| status == "active")
+        .map(|(symbol, mic, asset_type, _)| {
+            let exchange = EXCHANGES.iter().find(|e| e.mic == mic);
+            let time = |t: &str| NaiveTime::parse_from_str(t, "%H:%M").unwrap_or(NaiveTime::MIN);
+            let listed = Listed {
+                time_zone: crate::bars::time_zone(&mic)
+                    .parse()
+                    .unwrap_or(chrono_tz::UTC),
+                open: exchange.map_or(NaiveTime::MIN, |e| time(e.open)),
+                close: exchange.map_or(NaiveTime::MIN, |e| time(e.close)),
+                calendar: Calendar::for_mic(&mic),
+                exchange_mic: mic,
+                asset_type,
+            };
+            (symbol, listed)
+        })
+        .collect();
 
-    // Rows of symbols that are not listed (or delisted) are rejected, not guessed at.
-    let unknown = sqlx::query(
-        "DELETE FROM import_rows r
-         WHERE NOT EXISTS (SELECT 1 FROM symbols s WHERE s.symbol = r.symbol AND s.status = 'active')
-         RETURNING line, symbol",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(status)?;
-    for row in unknown {
-        let symbol: String = row.get("symbol");
-        errors.push(row_error(
-            row.get::<i64, _>("line") as u64,
-            "symbol",
-            format!("{symbol} is not a listed symbol"),
-            "",
-        ));
+    // Resolve, then keep the last row of each (symbol, start): earlier copies are reported as
+    // duplicates through the kept bar's flag.
+    let mut latest: HashMap<(String, DateTime<Utc>), (Resolved, u32)> = HashMap::new();
+    for row in rows {
+        let Some(symbol) = listed.get(&row.symbol) else {
+            errors.push(row_error(
+                row.line,
+                "symbol",
+                format!("{} is not a listed symbol", row.symbol),
+                "",
+            ));
+            continue;
+        };
+        match resolve(row, symbol, options) {
+            Ok(resolved) => {
+                let key = (resolved.row.symbol.clone(), resolved.start);
+                match latest.get_mut(&key) {
+                    Some((kept, copies)) => {
+                        *copies += 1;
+                        if resolved.row.line > kept.row.line {
+                            *kept = resolved;
+                        }
+                    }
+                    None => {
+                        latest.insert(key, (resolved, 1));
+                    }
+                }
+            }
+            Err(error) => errors.push(error),
+        }
     }
     errors.sort_by_key(|e| e.line);
     let rows_rejected = errors.len() as u64;
     let errors_truncated = errors.len() > MAX_ERRORS;
     errors.truncate(MAX_ERRORS);
+    let mut chosen: Vec<(Resolved, u32)> = latest.into_values().collect();
+    chosen.sort_by(|a, b| (&a.0.row.symbol, a.0.start).cmp(&(&b.0.row.symbol, b.0.start)));
 
-    let (mics, zones, opens, closes): (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = {
-        let mut parts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for e in EXCHANGES {
-            parts.0.push(e.mic);
-            parts.1.push(e.time_zone);
-            parts.2.push(e.open);
-            parts.3.push(e.close);
-        }
-        parts
-    };
-    let interval = match options.timeframe {
-        pb::Timeframe::OneMinute => "1 minute",
-        pb::Timeframe::FiveMinutes => "5 minutes",
-        pb::Timeframe::FifteenMinutes => "15 minutes",
-        pb::Timeframe::ThirtyMinutes => "30 minutes",
-        pb::Timeframe::OneHour => "1 hour",
-        pb::Timeframe::OneWeek => "1 week",
-        pb::Timeframe::OneMonth => "1 month",
-        _ => "1 day",
-    };
-    // Daily and coarser bars start at the session open of their local date (the exchange's
-    // zone, or the option's); intraday bars at their timestamp.
-    let statement = "
-        WITH sessions AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::time[], $4::time[])
-                AS s(mic, tz, open_at, close_at)
-        ),
-        resolved AS (
-            SELECT r.*, coalesce($5, ss.tz, 'UTC') AS tz,
-                   sy.exchange_mic = ANY($13) AS has_calendar,
-                   coalesce(ss.open_at, '00:00') AS open_at,
-                   coalesce(ss.close_at, '24:00') AS close_at
-            FROM import_rows r
-            JOIN symbols sy ON sy.symbol = r.symbol
-            LEFT JOIN sessions ss ON ss.mic = sy.exchange_mic
-        ),
-        timed AS (
-            SELECT *, CASE WHEN $7 THEN
-                    (CASE kind WHEN 'd' THEN at::date
-                               WHEN 'l' THEN at::timestamp::date
-                               ELSE (at::timestamptz AT TIME ZONE tz)::date END
-                     + open_at) AT TIME ZONE tz
-                 ELSE CASE kind WHEN 'l' THEN at::timestamp AT TIME ZONE tz
-                                ELSE at::timestamptz END
-                 END AS start_at
-            FROM resolved
-        ),
-        counted AS (
-            SELECT *, count(*) OVER (PARTITION BY symbol, start_at) AS copies,
-                   row_number() OVER (PARTITION BY symbol, start_at ORDER BY line DESC) AS latest
-            FROM timed
-        ),
-        chosen AS (
-            SELECT symbol, start_at,
-                   CASE WHEN $6 = '1 day' THEN
-                        ((start_at AT TIME ZONE tz)::date
-                         + CASE WHEN has_calendar AND (start_at AT TIME ZONE tz)::date = ANY($12)
-                                THEN '13:00'::time ELSE close_at END) AT TIME ZONE tz
-                   ELSE start_at + $6::interval END AS end_at,
-                   open, high, low, close, volume, vwap, trade_count,
-                   CASE WHEN copies > 1 THEN 1 << 4 ELSE 0 END AS flags
-            FROM counted WHERE latest = 1
-        ),
-        written AS (
+    let mut data = String::with_capacity(chosen.len() * 96);
+    for (bar, copies) in &chosen {
+        let row = &bar.row;
+        let flags = if *copies > 1 {
+            quality::bit(pb::QualityFlag::Duplicate)
+        } else {
+            0
+        };
+        let _ = write!(
+            data,
+            "{}\t{}\t{}\t{:?}\t{:?}\t{:?}\t{:?}\t{:?}\t",
+            row.symbol,
+            bar.start.format("%Y-%m-%d %H:%M:%S%.f+00"),
+            bar.end.format("%Y-%m-%d %H:%M:%S%.f+00"),
+            row.open,
+            row.high,
+            row.low,
+            row.close,
+            row.volume
+        );
+        copy_value(&mut data, row.vwap.map(|v| format!("{v:?}")));
+        data.push('\t');
+        copy_value(&mut data, row.trade_count.map(|n| n.to_string()));
+        let _ = writeln!(data, "\t{flags}");
+    }
+
+    let mut tx = pool.begin().await.map_err(status)?;
+    sqlx::query(
+        "CREATE TEMP TABLE import_bars (
+            symbol TEXT, start_at TIMESTAMPTZ, end_at TIMESTAMPTZ, open FLOAT8, high FLOAT8,
+            low FLOAT8, close FLOAT8, volume FLOAT8, vwap FLOAT8, trade_count BIGINT,
+            flags INTEGER
+         ) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(status)?;
+    let mut copy = tx
+        .copy_in_raw("COPY import_bars FROM STDIN")
+        .await
+        .map_err(status)?;
+    copy.send(data.into_bytes()).await.map_err(status)?;
+    copy.finish().await.map_err(status)?;
+    let (inserted, updated): (i64, i64) = sqlx::query_as(
+        "WITH written AS (
             INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
                                    volume, vwap, trade_count, adjustment, source, quality_flags)
-            SELECT symbol, $8, start_at, end_at, open, high, low, close, volume, vwap,
-                   trade_count, $9, $10, flags
-            FROM chosen
-            WHERE NOT $11
+            SELECT symbol, $1, start_at, end_at, open, high, low, close, volume, vwap,
+                   trade_count, $2, $3, flags
+            FROM import_bars
             ON CONFLICT (symbol, timeframe, start_at) DO UPDATE
                 SET end_at = EXCLUDED.end_at, open = EXCLUDED.open, high = EXCLUDED.high,
                     low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume,
                     vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
                     source = EXCLUDED.source, ingested_at = now(),
-                    quality_flags = EXCLUDED.quality_flags | (1 << 9)
+                    quality_flags = EXCLUDED.quality_flags | $4
                 WHERE (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count)
                       IS DISTINCT FROM
                       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
                        EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count)
             RETURNING (xmax = 0) AS inserted
-        )
-        SELECT (SELECT count(*) FROM chosen) AS distinct_rows,
-               (SELECT coalesce(array_agg(symbol ORDER BY symbol COLLATE \"C\", start_at), '{}') FROM chosen)
-                   AS chosen_symbols,
-               (SELECT coalesce(array_agg(start_at ORDER BY symbol COLLATE \"C\", start_at), '{}') FROM chosen)
-                   AS chosen_starts,
-               (SELECT count(*) FROM written WHERE inserted) AS inserted,
-               (SELECT count(*) FROM written WHERE NOT inserted) AS updated,
-               (SELECT min(start_at) FROM chosen) AS first_start,
-               (SELECT max(start_at) FROM chosen) AS last_start,
-               (SELECT coalesce(array_agg(DISTINCT symbol ORDER BY symbol), '{}') FROM chosen)
-                   AS symbols";
-    let summary = sqlx::query(statement)
-        .bind(&mics)
-        .bind(&zones)
-        .bind(&opens)
-        .bind(&closes)
-        .bind(&options.time_zone)
-        .bind(interval)
-        .bind(!options.intraday())
-        .bind(options.timeframe as i16)
-        .bind(pb::Adjustment::Raw as i16)
-        .bind(&options.source)
-        .bind(options.dry_run)
-        .bind(
-            Calendar::for_mic("XNYS")
-                .map(|c| c.early_closes())
-                .unwrap_or_default(),
-        )
-        .bind(
-            EXCHANGES
-                .iter()
-                .filter(|e| Calendar::for_mic(e.mic).is_some())
-                .map(|e| e.mic)
-                .collect::<Vec<_>>(),
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(status)?;
-
-    // Quality checks per symbol over what was just written (or, in a dry run, would be).
-    let chosen_symbols: Vec<String> = summary.get("chosen_symbols");
-    let chosen_starts: Vec<DateTime<Utc>> = summary.get("chosen_starts");
-    let listed: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT symbol, exchange_mic, asset_type FROM symbols WHERE symbol = ANY($1)",
+         )
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
+         FROM written",
     )
-    .bind(summary.get::<Vec<String>, _>("symbols"))
-    .fetch_all(&mut *tx)
+    .bind(options.timeframe as i16)
+    .bind(pb::Adjustment::Raw as i16)
+    .bind(&options.source)
+    .bind(quality::bit(pb::QualityFlag::ValueChanged))
+    .fetch_one(&mut *tx)
     .await
     .map_err(status)?;
+
+    // Quality checks per symbol over what was just written. A dry run writes and checks the
+    // same way and then rolls everything back, so its report is what a real import would say.
     let mut rows_flagged = 0;
     let origin = quality::store::Origin {
         source: &options.source,
         import_id: &import_id,
     };
-    for (symbol, mic, asset_type) in &listed {
-        let lo = chosen_symbols.partition_point(|s| s < symbol);
-        let hi = chosen_symbols.partition_point(|s| s <= symbol);
-        let series = quality::store::Series::new(symbol, options.timeframe, mic, asset_type);
-        let outcome =
-            quality::store::check(&mut tx, settings, &series, &chosen_starts[lo..hi], origin)
-                .await
-                .map_err(status)?;
+    let mut symbols: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < chosen.len() {
+        let symbol = chosen[i].0.row.symbol.clone();
+        let j = i + chosen[i..]
+            .iter()
+            .take_while(|(b, _)| b.row.symbol == symbol)
+            .count();
+        let starts: Vec<DateTime<Utc>> = chosen[i..j].iter().map(|(b, _)| b.start).collect();
+        let info = &listed[&symbol];
+        let series = quality::store::Series::new(
+            &symbol,
+            options.timeframe,
+            &info.exchange_mic,
+            &info.asset_type,
+        );
+        let outcome = quality::store::check(&mut tx, settings, &series, &starts, origin)
+            .await
+            .map_err(status)?;
         rows_flagged += outcome.flagged;
+        symbols.push(symbol);
+        i = j;
     }
     if options.dry_run {
         tx.rollback().await.map_err(status)?;
     } else {
         tx.commit().await.map_err(status)?;
     }
-    let distinct: i64 = summary.get("distinct_rows");
-    let inserted: i64 = summary.get("inserted");
-    let updated: i64 = summary.get("updated");
-    let first: Option<DateTime<Utc>> = summary.get("first_start");
-    let last: Option<DateTime<Utc>> = summary.get("last_start");
+    let distinct = chosen.len() as i64;
+    let first = chosen.iter().map(|(b, _)| b.start).min();
+    let last = chosen.iter().map(|(b, _)| b.start).max();
     Ok(pb::ImportBarsResponse {
         import_id,
         rows_read,
         rows_inserted: inserted as u64,
         rows_updated: updated as u64,
-        rows_unchanged: if options.dry_run {
-            0
-        } else {
-            (distinct - inserted - updated).max(0) as u64
-        },
+        rows_unchanged: (distinct - inserted - updated).max(0) as u64,
         rows_rejected,
         rows_flagged,
         errors,
         errors_truncated,
-        symbols: summary.get("symbols"),
+        symbols,
         first_bar_start: first.map(wire::timestamp),
         last_bar_start: last.map(wire::timestamp),
         bytes_read: body.len() as u64,

@@ -45,6 +45,10 @@ const MAX_ATTEMPTS: u32 = 6;
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 /// The stream must greet, authenticate and confirm a subscription within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session that lasted this long counts as healthy: the next reconnect starts the backoff
+/// from the bottom again. (Resetting at every successful handshake would let a server that
+/// accepts and drops at once pull the client into a tight reconnect loop.)
+const STABLE_SESSION: Duration = Duration::from_secs(30);
 
 /// One bar in Alpaca's REST and stream formats (`S` only in the stream).
 #[derive(Debug, Clone, Deserialize)]
@@ -258,9 +262,13 @@ impl Alpaca {
         };
         let mut attempt = 0;
         while !shutdown.is_cancelled() {
-            match self.session(&mut last_bar, &mut attempt, &shutdown).await {
+            let began = tokio::time::Instant::now();
+            match self.session(&mut last_bar, &shutdown).await {
                 Ok(()) => break,
                 Err(error) => {
+                    if began.elapsed() >= STABLE_SESSION {
+                        attempt = 0;
+                    }
                     let delay = backoff(self.config.backoff_base, self.config.backoff_max, attempt);
                     tracing::warn!(message = "Alpaca stream lost; reconnecting.", %error, attempt, retry_in_ms = delay.as_millis() as u64);
                     attempt = attempt.saturating_add(1);
@@ -298,11 +306,10 @@ impl Alpaca {
     }
 
     /// One connection: handshake, subscribe, backfill, then live data until it drops
-    /// (`Err`) or shutdown (`Ok`). `attempt` is reset once the subscription is confirmed.
+    /// (`Err`) or shutdown (`Ok`).
     async fn session(
         &self,
         last_bar: &mut HashMap<String, DateTime<Utc>>,
-        attempt: &mut u32,
         shutdown: &CancellationToken,
     ) -> Result<(), VendorError> {
         let url = format!("{}/v2/{}", self.config.stream_url, self.config.feed);
@@ -350,7 +357,6 @@ impl Alpaca {
                 }
             }
         }
-        *attempt = 0;
 
         // Backfill what was missed while disconnected, before reading the live stream (its
         // messages wait in the socket meanwhile).
