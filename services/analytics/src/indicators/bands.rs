@@ -1,7 +1,7 @@
 //! Bollinger bands.
 
 use super::moving_average::{MaType, ma_core};
-use super::{Error, Result, align, check_enough, check_finite, check_period, is_zero_or_neg};
+use super::{Error, Result, align, check_enough, check_finite, check_period};
 
 /// Bollinger bands, each aligned to the input.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,11 +18,9 @@ pub struct Bands {
 /// **population** standard deviation (divide by `period`) of the same window scaled by
 /// `nbdev_up` / `nbdev_dn`. Lookback: the average's lookback (at least `period − 1`).
 ///
-/// The deviation is computed two-pass per window (mean, then squared deviations from it).
-/// TA-Lib's published source uses running sums of `x` and `x²` (`E[x²] − E[x]²`), which
-/// cancels catastrophically on prices (squares near 10⁶ for a variance near 10²) and drifts
-/// with the running sums; TA-Lib 0.8's compiled library instead re-bases shifted sums, and its
-/// bands agree with the two-pass ones to ~3e-14 where the running-sum version is off by ~1e-12.
+/// The deviation follows TA-Lib 0.8.1's shifted-sum algorithm (see `stddev` below), not the
+/// `E[x²] − E[x]²` running sums of TA-Lib's older published source, which cancel on prices
+/// (squares near 10⁶ for a variance near 10²) and are off by ~1e-12 relative.
 pub fn bbands(
     values: &[f64],
     period: usize,
@@ -53,8 +51,10 @@ pub fn bbands(
     let n = ma.len();
     let mut upper = Vec::with_capacity(n);
     let mut lower = Vec::with_capacity(n);
-    // TA-Lib distinguishes these cases to skip multiplications by 1; the products differ in
-    // the last bit otherwise, so the same cases are kept.
+    // TA-Lib distinguishes these cases to skip multiplications by 1, and its compiled code
+    // fuses the upper band's own multiply-add (`fma(σ, nbdev_up, middle)`) but not the lower
+    // band's nor the shared one; the products round differently otherwise, so the same cases
+    // are kept.
     for (&mid, &sd) in ma.iter().zip(&std) {
         let (up, dn) = if nbdev_up == nbdev_dn {
             if nbdev_up == 1.0 {
@@ -66,9 +66,9 @@ pub fn bbands(
         } else if nbdev_up == 1.0 {
             (mid + sd, mid - sd * nbdev_dn)
         } else if nbdev_dn == 1.0 {
-            (mid + sd * nbdev_up, mid - sd)
+            (sd.mul_add(nbdev_up, mid), mid - sd)
         } else {
-            (mid + sd * nbdev_up, mid - sd * nbdev_dn)
+            (sd.mul_add(nbdev_up, mid), mid - sd * nbdev_dn)
         };
         upper.push(up);
         lower.push(dn);
@@ -86,27 +86,71 @@ pub(crate) fn lookback(period: usize, ma_type: MaType) -> usize {
     ma_type.lookback(period).max(period - 1)
 }
 
-/// Population standard deviation of every `period`-window of `x` (compact), two-pass: the
-/// window's mean summed oldest first, then the squared deviations from it. A variance below
-/// TA-Lib's epsilon counts as zero, as in TA-Lib.
+/// Population standard deviation of every `period`-window of `x` (compact), as TA-Lib 0.8.1
+/// computes it (read from its compiled `BBANDS`): running sums of `x − K` and `(x − K)²` for a
+/// shift `K` (initially the first value), so the variance `E[(x−K)²] − E[x−K]²` does not cancel
+/// like the textbook `E[x²] − E[x]²` on prices. The shift is re-based to the window's mean,
+/// and both sums recomputed, whenever cancellation shows (the variance below 1e-6 of
+/// `E[(x−K)²]`, or a leaving value dwarfing the remaining sum) and at least every
+/// `32·period` bars; a re-based variance below 1e-12 of `E[(x−K)²]` counts as zero.
 fn stddev(x: &[f64], period: usize) -> Vec<f64> {
-    let p = period as f64;
-    x.windows(period)
-        .map(|w| {
+    let inv = 1.0 / period as f64;
+    let rebase_every = 32 * period;
+    let mut shift = x[0];
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in &x[..period - 1] {
+        let d = v - shift;
+        s1 += d;
+        s2 += d * d;
+    }
+    let mut countdown = rebase_every;
+    let mut out = Vec::with_capacity(x.len() + 1 - period);
+    for t in period - 1..x.len() {
+        let start = t + 1 - period;
+        let d = x[t] - shift;
+        s1 += d;
+        s2 += d * d;
+        let mean = inv * s1;
+        let var = inv * s2 - mean * mean;
+        let old = x[start] - shift;
+        let old2 = old * old;
+        s2 -= old2;
+        let rebase = (inv * s2) * 1e-6 > var || old2 > s2 * 1e6 || {
+            countdown -= 1;
+            countdown == 0
+        };
+        let sd = if rebase {
+            let window = &x[start..=t];
             let mut sum = 0.0;
-            for &v in w {
+            for &v in window {
                 sum += v;
             }
-            let mean = sum / p;
-            let mut squares = 0.0;
-            for &v in w {
-                let d = v - mean;
-                squares += d * d;
+            shift = sum * inv;
+            (s1, s2) = (0.0, 0.0);
+            for &v in window {
+                let d = v - shift;
+                s1 += d;
+                s2 += d * d;
             }
-            let var = squares / p;
-            if is_zero_or_neg(var) { 0.0 } else { var.sqrt() }
-        })
-        .collect()
+            let mean = inv * s1;
+            let e2 = inv * s2;
+            let var = e2 - mean * mean;
+            let old = x[start] - shift;
+            s1 -= old;
+            s2 -= old * old;
+            countdown = rebase_every;
+            if e2 * 1e-12 > var || var == 0.0 {
+                0.0
+            } else {
+                var.sqrt()
+            }
+        } else {
+            s1 -= old;
+            if var == 0.0 { 0.0 } else { var.sqrt() }
+        };
+        out.push(sd);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,47 +9,46 @@ use super::{Error, Result, align, check_enough, check_finite, check_len, check_p
 /// Relative strength index with Wilder's smoothing: the first average gain and loss are plain
 /// means over `period` changes, later ones `(prev·(period−1) + change) / period`. Lookback
 /// `period`. A window without movement reads 0, as in TA-Lib.
+///
+/// As TA-Lib 0.8.1's compiled code: divisions by the period are multiplications by its
+/// reciprocal, and the ratio is `gain / (loss + gain) · 100`.
 pub fn rsi(values: &[f64], period: usize) -> Result<Vec<f64>> {
     const NAME: &str = "rsi";
     check_period(NAME, "period", period, 2)?;
     check_finite(NAME, "values", values)?;
     check_enough(NAME, period, values.len())?;
 
-    let p = period as f64;
+    let inv = 1.0 / period as f64;
     let p1 = (period - 1) as f64;
     let ratio = |gain: f64, loss: f64| {
-        let total = gain + loss;
+        let total = loss + gain;
         if is_zero(total) {
             0.0
         } else {
-            100.0 * (gain / total)
+            (gain / total) * 100.0
         }
+    };
+    // The up and down parts of a change, as TA-Lib splits it: `down = up − change`.
+    let split = |w: &[f64]| {
+        let change = w[1] - w[0];
+        let up = if change > 0.0 { change } else { 0.0 };
+        (up, up - change)
     };
     let mut out = Vec::with_capacity(values.len() - period);
     let mut gain = 0.0;
     let mut loss = 0.0;
     for w in values[..=period].windows(2) {
-        let change = w[1] - w[0];
-        if change < 0.0 {
-            loss -= change;
-        } else {
-            gain += change;
-        }
+        let (up, down) = split(w);
+        gain += up;
+        loss += down;
     }
-    loss /= p;
-    gain /= p;
+    gain *= inv;
+    loss *= inv;
     out.push(ratio(gain, loss));
     for w in values[period..].windows(2) {
-        let change = w[1] - w[0];
-        loss *= p1;
-        gain *= p1;
-        if change < 0.0 {
-            loss -= change;
-        } else {
-            gain += change;
-        }
-        loss /= p;
-        gain /= p;
+        let (up, down) = split(w);
+        gain = (gain * p1 + up) * inv;
+        loss = (down + loss * p1) * inv;
         out.push(ratio(gain, loss));
     }
     Ok(align(values.len(), period, &out))
