@@ -12,6 +12,12 @@ Output (deterministic: rerunning with the pinned requirements rewrites identical
 Floats are written with Python's repr (shortest string that round-trips the float64 exactly);
 NaN (TA-Lib's warm-up / lookback, empyrical's undefined values) is written as null.
 
+Machine independence: the wheel's libta-lib 0.8.1 carries two builds of some functions
+(EMA, DEMA, TEMA, MACD, BBANDS, ATR, NATR: `.default` and `.fma`, picked at load time by CPU).
+Both call libm's correctly rounded fma() where they fuse, and calling each build directly
+(ctypes, on the S&P 500 closes) gave identical outputs, so the vectors do not depend on the
+CPU that generated them.
+
 Run through scripts/analytics-reference/generate, which sets up the venv.
 """
 
@@ -252,6 +258,7 @@ def meta(sha: str, rows: int) -> dict:
             "bottleneck": bottleneck.__version__,
         },
         "talib_settings": "compatibility default, unstable periods 0 (TA-Lib defaults)",
+        "empyrical_backend": "bottleneck (sequential nanmean/nanstd)",
     }
 
 
