@@ -67,6 +67,13 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(200_000);
     let runs: usize = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(3);
+    // The import logs its phases at debug level (`RUST_LOG=mirai_stock_data=debug`).
+    let _telemetry = mirai_platform::telemetry::init(&mirai_platform::config::TelemetryConfig {
+        service_name: "import_bench".into(),
+        log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        log_format: mirai_platform::config::LogFormat::Pretty,
+        otlp_endpoint: None,
+    })?;
     let db = TestDatabase::create("stock_bench").await;
     let pool = mirai_platform::db::connect(&DatabaseConfig::with_url(db.url())).await?;
     mirai_platform::db::migrate(&pool, &mirai_stock_data::startup::MIGRATIONS).await?;
