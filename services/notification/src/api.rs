@@ -1,30 +1,1125 @@
-//! The `NotificationService` gRPC API. RPCs not implemented yet answer `UNIMPLEMENTED`.
+//! The `NotificationService` gRPC API: translation between the wire and the modules that do
+//! the work. Every RPC names its user; the caller (the principal the gateway forwards) must be
+//! that user or an admin.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use mirai_platform::auth::{self, Principal, Role};
+use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
 use mirai_proto::notification::v1::notification_service_server::NotificationService;
-use sqlx::PgPool;
+use mirai_proto::stock::v1::Timeframe;
+use prost::Message as _;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
+use crate::context::Shared;
+use crate::domain::alert::{DEFAULT_COOLDOWN, Frequency, MIN_COOLDOWN, Status as AlertStatus};
+use crate::domain::condition::Condition;
+use crate::domain::preferences;
+use crate::domain::target;
+use crate::domain::template::Template;
+use crate::error::{Error, Result, invalid};
+use crate::saga;
+use crate::store::{alerts, deliveries, endpoints, notifications};
 use crate::symbols;
 
 pub struct Api {
-    pool: PgPool,
+    ctx: Shared,
 }
 
 impl Api {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(ctx: Shared) -> Self {
+        Self { ctx }
     }
 }
 
+/// The caller, who must be `user_id` or an admin; returns the user's id.
+fn caller<T>(request: &Request<T>, user_id: &str) -> Result<(Uuid, Principal), Status> {
+    let principal = auth::require(request, &[])?;
+    if principal.user_id != user_id && !principal.has(Role::Admin) {
+        return Err(Status::permission_denied("may only act for the caller"));
+    }
+    let id = user_id
+        .parse()
+        .map_err(|_| mirai_platform::error::invalid_argument("user_id", "not a UUID"))?;
+    Ok((id, principal))
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<Uuid> {
+    raw.parse().map_err(|_| invalid(field, "not a valid id"))
+}
+
+fn limit(requested: u32) -> Result<i64, Status> {
+    Ok(i64::from(wire::page_size(requested, 50, 200)?))
+}
+
+fn before(token: &str) -> Result<Option<Uuid>, Status> {
+    let key = wire::page_after(token)?;
+    if key.is_empty() {
+        return Ok(None);
+    }
+    key.parse().map(Some).map_err(|_| {
+        mirai_platform::error::invalid_argument("page_token", "not a token from this API")
+    })
+}
+
+/// Tickers as stock-data spells them: 1–10 of A–Z, 0–9, `.`, `-`.
+fn parse_symbol(raw: &str) -> Result<String> {
+    let s = raw.trim().to_ascii_uppercase();
+    if s.is_empty()
+        || s.len() > 10
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return Err(invalid(
+            "alert.symbol",
+            "1-10 characters of A-Z, 0-9, '.', '-'",
+        ));
+    }
+    Ok(s)
+}
+
+fn duration(d: &prost_types::Duration) -> Option<Duration> {
+    (d.seconds >= 0 && d.nanos >= 0).then(|| Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// Alert fields that can be set on create and update, validated.
+struct AlertInput {
+    name: String,
+    condition: Condition,
+    frequency: Frequency,
+    timeframe: Timeframe,
+    cooldown: Duration,
+    expires_at: Option<DateTime<Utc>>,
+    message_template: String,
+    channels: Vec<pb::Channel>,
+    webhook_endpoint_ids: Vec<Uuid>,
+}
+
+fn parse_name(name: &str) -> Result<String> {
+    if name.chars().count() > 100 {
+        return Err(invalid("alert.name", "at most 100 characters"));
+    }
+    Ok(name.trim().to_owned())
+}
+
+fn parse_frequency(value: i32) -> Result<Frequency> {
+    Frequency::from_proto(value).ok_or_else(|| invalid("alert.frequency", "unknown frequency"))
+}
+
+fn parse_timeframe(value: i32) -> Result<Timeframe> {
+    match Timeframe::try_from(value) {
+        Ok(Timeframe::Unspecified) => Ok(Timeframe::OneDay),
+        Ok(tf) => Ok(tf),
+        Err(_) => Err(invalid("alert.bar_timeframe", "unknown timeframe")),
+    }
+}
+
+fn parse_cooldown(value: Option<&prost_types::Duration>) -> Result<Duration> {
+    match value {
+        None => Ok(DEFAULT_COOLDOWN),
+        Some(d) => match duration(d) {
+            Some(d) if d >= MIN_COOLDOWN && d <= Duration::from_secs(365 * 86400) => Ok(d),
+            _ => Err(invalid(
+                "alert.cooldown",
+                "must be between 1 minute and 365 days",
+            )),
+        },
+    }
+}
+
+fn parse_expiry(value: Option<&prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>> {
+    match value {
+        None => Ok(None),
+        Some(ts) => {
+            let at =
+                wire::datetime(ts).ok_or_else(|| invalid("alert.expires_at", "out of range"))?;
+            if at <= Utc::now() {
+                return Err(invalid("alert.expires_at", "must be in the future"));
+            }
+            Ok(Some(at))
+        }
+    }
+}
+
+fn parse_template(text: &str) -> Result<String> {
+    Template::parse(text).map_err(|e| invalid("alert.message_template", e))?;
+    Ok(text.to_owned())
+}
+
+fn parse_channels(values: &[i32]) -> Result<Vec<pb::Channel>> {
+    let mut channels = Vec::new();
+    for v in values {
+        match pb::Channel::try_from(*v) {
+            Ok(pb::Channel::Unspecified) | Err(_) => {
+                return Err(invalid("alert.channels", format!("unknown channel {v}")));
+            }
+            Ok(c) if !channels.contains(&c) => channels.push(c),
+            Ok(_) => {}
+        }
+    }
+    if channels.is_empty() {
+        channels.push(pb::Channel::InApp);
+    }
+    Ok(channels)
+}
+
+async fn parse_endpoint_ids(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    ids: &[String],
+) -> Result<Vec<Uuid>> {
+    let mut out = Vec::new();
+    for raw in ids {
+        let id = parse_id("alert.webhook_endpoint_ids", raw)?;
+        if endpoints::get(conn, user_id, id, false).await?.is_none() {
+            return Err(invalid(
+                "alert.webhook_endpoint_ids",
+                format!("no endpoint {id}"),
+            ));
+        }
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_condition(c: Option<&pb::Condition>) -> Result<Condition> {
+    let c = c.ok_or_else(|| invalid("alert.condition", "is required"))?;
+    Condition::parse(c).map_err(|e| invalid(&format!("alert.{}", e.field), e.problem))
+}
+
+impl Api {
+    fn limit_of(&self, principal: &Principal) -> u32 {
+        let l = self.ctx.config.limits;
+        let mut limit = l.user;
+        if principal.has(Role::Premium) {
+            limit = limit.max(l.premium);
+        }
+        if principal.has(Role::Admin) {
+            limit = limit.max(l.admin);
+        }
+        limit
+    }
+
+    fn saga_deadline(&self) -> DateTime<Utc> {
+        Utc::now()
+            + chrono::Duration::from_std(self.ctx.config.saga.activation_timeout)
+                .unwrap_or_default()
+    }
+
+    async fn create_alert_inner(
+        &self,
+        user_id: Uuid,
+        principal: &Principal,
+        alert: pb::Alert,
+    ) -> Result<pb::Alert> {
+        let symbol = parse_symbol(&alert.symbol)?;
+        let condition = parse_condition(alert.condition.as_ref())?;
+        let mut tx = self.ctx.pool.begin().await?;
+        let input = AlertInput {
+            name: parse_name(&alert.name)?,
+            condition,
+            frequency: parse_frequency(alert.frequency)?,
+            timeframe: parse_timeframe(alert.bar_timeframe)?,
+            cooldown: parse_cooldown(alert.cooldown.as_ref())?,
+            expires_at: parse_expiry(alert.expires_at.as_ref())?,
+            message_template: parse_template(&alert.message_template)?,
+            channels: parse_channels(&alert.channels)?,
+            webhook_endpoint_ids: parse_endpoint_ids(&mut tx, user_id, &alert.webhook_endpoint_ids)
+                .await?,
+        };
+        let enabled = alert.enabled.unwrap_or(true);
+        if enabled {
+            let live = alerts::count_live_locked(&mut tx, user_id).await?;
+            let limit = self.limit_of(principal);
+            if live >= i64::from(limit) {
+                return Err(Error::Limit(format!(
+                    "at most {limit} live alerts for your plan; delete or disable one first"
+                )));
+            }
+        }
+        let row = alerts::insert(
+            &mut tx,
+            &alerts::NewAlert {
+                alert_id: Uuid::now_v7(),
+                user_id,
+                symbol,
+                name: input.name,
+                condition: input.condition,
+                frequency: input.frequency,
+                timeframe: input.timeframe,
+                cooldown: input.cooldown,
+                expires_at: input.expires_at,
+                message_template: input.message_template,
+                channels: input.channels,
+                webhook_endpoint_ids: input.webhook_endpoint_ids,
+                enabled,
+                saga_next_at: Some(self.saga_deadline()),
+            },
+        )
+        .await?;
+        if enabled {
+            saga::request(&mut tx, &row, 0).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(message = "Alert created.", alert_id = %row.alert_id, symbol = %row.symbol);
+        Ok(row.to_proto())
+    }
+
+    async fn update_alert_inner(
+        &self,
+        user_id: Uuid,
+        principal: &Principal,
+        alert: pb::Alert,
+        paths: Vec<String>,
+    ) -> Result<pb::Alert> {
+        let id = parse_id("alert.alert_id", &alert.alert_id)?;
+        let mut tx = self.ctx.pool.begin().await?;
+        let row = alerts::get(&mut tx, user_id, id, true)
+            .await?
+            .ok_or(Error::NotFound("alert"))?;
+        let mut name = row.name.clone();
+        let mut condition = row.condition.clone();
+        let mut frequency = row.frequency;
+        let mut timeframe = row.bar_timeframe;
+        let mut cooldown = row.cooldown_secs;
+        let mut expires_at = row.expires_at;
+        let mut template = row.message_template.clone();
+        let mut channels = row.channels.clone();
+        let mut endpoint_ids = row.webhook_endpoint_ids.clone();
+        let mut enabled = row.enabled;
+        let mut rule_changed = false;
+        let mut rearm = false;
+        for path in &paths {
+            match path.as_str() {
+                "name" => name = parse_name(&alert.name)?,
+                "condition" => {
+                    condition = parse_condition(alert.condition.as_ref())?
+                        .to_proto()
+                        .encode_to_vec();
+                    rule_changed = true;
+                    rearm = true;
+                }
+                "frequency" => {
+                    frequency = parse_frequency(alert.frequency)?.to_proto() as i16;
+                    rule_changed = true;
+                }
+                "bar_timeframe" => {
+                    timeframe = parse_timeframe(alert.bar_timeframe)? as i16;
+                    rule_changed = true;
+                }
+                "cooldown" => {
+                    cooldown = parse_cooldown(alert.cooldown.as_ref())?.as_secs() as i64;
+                    rule_changed = true;
+                }
+                "expires_at" => expires_at = parse_expiry(alert.expires_at.as_ref())?,
+                "message_template" => {
+                    template = parse_template(&alert.message_template)?;
+                    rule_changed = true;
+                }
+                "channels" => channels = alerts::channel_codes(&parse_channels(&alert.channels)?),
+                "webhook_endpoint_ids" => {
+                    endpoint_ids =
+                        parse_endpoint_ids(&mut tx, user_id, &alert.webhook_endpoint_ids).await?
+                }
+                "enabled" => {
+                    enabled = alert
+                        .enabled
+                        .ok_or_else(|| invalid("alert.enabled", "must be set when named"))?
+                }
+                "symbol" => {
+                    return Err(invalid(
+                        "update_mask",
+                        "symbol is immutable; create a new alert instead",
+                    ));
+                }
+                other => {
+                    return Err(invalid("update_mask", format!("{other} cannot be changed")));
+                }
+            }
+        }
+        if paths.is_empty() {
+            return Ok(row.to_proto());
+        }
+        let status = row.status();
+        let rearm_arm = if rearm {
+            Some(
+                parse_condition(Some(
+                    &pb::Condition::decode(condition.as_slice())
+                        .map_err(|e| Error::Internal(e.into()))?,
+                ))?
+                .initial_arm(),
+            )
+        } else {
+            None
+        };
+        sqlx::query(
+            "UPDATE alerts SET name = $2, condition = $3, frequency = $4, bar_timeframe = $5,
+                cooldown_secs = $6, expires_at = $7, message_template = $8, channels = $9,
+                webhook_endpoint_ids = $10, enabled = $11,
+                rule_version = rule_version + CASE WHEN $12 THEN 1 ELSE 0 END,
+                armed_up = coalesce($13, armed_up), armed_down = coalesce($14, armed_down),
+                move_ref_at = CASE WHEN $13 IS NULL THEN move_ref_at ELSE now() END,
+                state_version = state_version + 1, updated_at = now()
+             WHERE alert_id = $1",
+        )
+        .bind(id)
+        .bind(&name)
+        .bind(&condition)
+        .bind(frequency)
+        .bind(timeframe)
+        .bind(cooldown)
+        .bind(expires_at)
+        .bind(&template)
+        .bind(&channels)
+        .bind(&endpoint_ids)
+        .bind(enabled)
+        .bind(rule_changed)
+        .bind(rearm_arm.map(|a| a.up))
+        .bind(rearm_arm.map(|a| a.down))
+        .execute(&mut *tx)
+        .await?;
+        // Switching off releases the symbol; switching on asks for it again.
+        if !enabled && status.is_live() {
+            alerts::set_status(&mut tx, id, AlertStatus::Disabled, "switched off").await?;
+            saga::release(&mut tx, id, &row.symbol).await?;
+        } else if enabled && !status.is_live() && paths.iter().any(|p| p == "enabled") {
+            let live = alerts::count_live_locked(&mut tx, user_id).await?;
+            let limit = self.limit_of(principal);
+            if live >= i64::from(limit) {
+                return Err(Error::Limit(format!(
+                    "at most {limit} live alerts for your plan; delete or disable one first"
+                )));
+            }
+            if expires_at.is_some_and(|e| e <= Utc::now()) {
+                return Err(Error::Precondition(
+                    "the alert has expired; set a new expires_at to enable it".into(),
+                ));
+            }
+            sqlx::query(
+                "UPDATE alerts SET trigger_count = 0 WHERE alert_id = $1 AND status = 'TRIGGERED'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let row = alerts::restart_saga(&mut tx, id, self.saga_deadline()).await?;
+            saga::request(&mut tx, &row, 0).await?;
+        }
+        let row = alerts::get(&mut tx, user_id, id, false)
+            .await?
+            .ok_or(Error::NotFound("alert"))?;
+        tx.commit().await?;
+        Ok(row.to_proto())
+    }
+
+    async fn delete_alert_inner(&self, user_id: Uuid, alert_id: &str) -> Result<()> {
+        let Ok(id) = alert_id.parse::<Uuid>() else {
+            return Ok(());
+        };
+        let mut tx = self.ctx.pool.begin().await?;
+        if let Some(row) = alerts::get(&mut tx, user_id, id, true).await? {
+            sqlx::query("DELETE FROM alerts WHERE alert_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if row.status().is_live() {
+                saga::release(&mut tx, id, &row.symbol).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoint_input(&self, e: &pb::WebhookEndpoint) -> Result<(String, String, Vec<i16>)> {
+        let url = target::parse_url(&e.url, self.ctx.config.webhooks.allow_private_targets)
+            .map_err(|err| invalid("endpoint.url", err))?;
+        if e.description.chars().count() > 200 {
+            return Err(invalid("endpoint.description", "at most 200 characters"));
+        }
+        let mut categories = Vec::new();
+        for c in &e.categories {
+            match pb::Category::try_from(*c) {
+                Ok(pb::Category::Unspecified) | Err(_) => {
+                    return Err(invalid(
+                        "endpoint.categories",
+                        format!("unknown category {c}"),
+                    ));
+                }
+                Ok(_) => categories.push(*c as i16),
+            }
+        }
+        Ok((url.to_string(), e.description.clone(), categories))
+    }
+}
+
+type NotificationStream =
+    futures::stream::BoxStream<'static, Result<pb::StreamNotificationsResponse, Status>>;
+
 #[tonic::async_trait]
 impl NotificationService for Api {
+    #[tracing::instrument(skip_all)]
+    async fn create_alert(
+        &self,
+        request: Request<pb::CreateAlertRequest>,
+    ) -> Result<Response<pb::CreateAlertResponse>, Status> {
+        let (user_id, principal) = caller(&request, &request.get_ref().user_id)?;
+        let alert = request.into_inner().alert.unwrap_or_default();
+        let alert = self.create_alert_inner(user_id, &principal, alert).await?;
+        Ok(Response::new(pb::CreateAlertResponse {
+            alert: Some(alert),
+        }))
+    }
+
+    async fn get_alert(
+        &self,
+        request: Request<pb::GetAlertRequest>,
+    ) -> Result<Response<pb::GetAlertResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let id = parse_id("alert_id", &request.get_ref().alert_id)?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let row = alerts::get(&mut conn, user_id, id, false)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound("alert"))?;
+        Ok(Response::new(pb::GetAlertResponse {
+            alert: Some(row.to_proto()),
+        }))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let limit = limit(r.page_size)?;
+        let before = before(&r.page_token)?;
+        let mut statuses = Vec::new();
+        for s in &r.statuses {
+            let status = pb::AlertStatus::try_from(*s)
+                .ok()
+                .and_then(AlertStatus::from_proto)
+                .ok_or_else(|| invalid("statuses", format!("unknown status {s}")))?;
+            statuses.push(status.as_str().to_owned());
+        }
+        let symbol = if r.symbol.is_empty() {
+            None
+        } else {
+            Some(r.symbol.trim().to_ascii_uppercase())
+        };
+        let mut rows: Vec<alerts::Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM alerts WHERE user_id = $1
+               AND (cardinality($2::text[]) = 0 OR status = ANY($2))
+               AND ($3::text IS NULL OR symbol = $3)
+               AND ($4::uuid IS NULL OR alert_id < $4)
+             ORDER BY alert_id DESC LIMIT $5",
+            alerts::COLUMNS
+        )))
+        .bind(user_id)
+        .bind(&statuses)
+        .bind(&symbol)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.ctx.pool)
+        .await
+        .map_err(Error::from)?;
+        let next_page_token = page(&mut rows, limit, |r| r.alert_id);
+        Ok(Response::new(pb::ListAlertsResponse {
+            alerts: rows.iter().map(alerts::Row::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_alert(
+        &self,
+        request: Request<pb::UpdateAlertRequest>,
+    ) -> Result<Response<pb::UpdateAlertResponse>, Status> {
+        let (user_id, principal) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let alert = r.alert.unwrap_or_default();
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let alert = self
+            .update_alert_inner(user_id, &principal, alert, paths)
+            .await?;
+        Ok(Response::new(pb::UpdateAlertResponse {
+            alert: Some(alert),
+        }))
+    }
+
+    async fn delete_alert(
+        &self,
+        request: Request<pb::DeleteAlertRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        self.delete_alert_inner(user_id, &request.get_ref().alert_id)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let limit = limit(r.page_size)?;
+        let before = before(&r.page_token)?;
+        let categories: Vec<i16> = r.categories.iter().map(|c| *c as i16).collect();
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let mut rows = notifications::list(
+            &mut conn,
+            user_id,
+            r.unread_only,
+            &categories,
+            before,
+            limit + 1,
+        )
+        .await
+        .map_err(Error::from)?;
+        let next_page_token = page(&mut rows, limit, |r| r.notification_id);
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: rows.iter().map(notifications::Row::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn mark_notifications(
+        &self,
+        request: Request<pb::MarkNotificationsRequest>,
+    ) -> Result<Response<pb::MarkNotificationsResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let ids: Vec<Uuid> = r
+            .notification_ids
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let updated = notifications::mark(
+            &mut conn,
+            user_id,
+            if r.all { None } else { Some(&ids) },
+            r.read,
+        )
+        .await
+        .map_err(Error::from)?;
+        let unread = notifications::unread_count(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::MarkNotificationsResponse {
+            updated: updated as u32,
+            unread_count: unread.max(0) as u32,
+        }))
+    }
+
+    async fn get_unread_count(
+        &self,
+        request: Request<pb::GetUnreadCountRequest>,
+    ) -> Result<Response<pb::GetUnreadCountResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let unread = notifications::unread_count(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::GetUnreadCountResponse {
+            unread_count: unread.max(0) as u32,
+        }))
+    }
+
+    async fn stream_notifications(
+        &self,
+        request: Request<pb::StreamNotificationsRequest>,
+    ) -> Result<Response<NotificationStream>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let receiver = self.ctx.hub.subscribe(user_id);
+        let live = futures::stream::unfold((receiver, 0u64), |(mut rx, mut dropped)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(mut message) => {
+                        message.dropped = dropped;
+                        return Some((Ok(message), (rx, dropped)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => dropped += n,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(live.boxed()))
+    }
+
+    async fn create_webhook_endpoint(
+        &self,
+        request: Request<pb::CreateWebhookEndpointRequest>,
+    ) -> Result<Response<pb::CreateWebhookEndpointResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let e = request.into_inner().endpoint.unwrap_or_default();
+        let (url, description, categories) = self.endpoint_input(&e).await?;
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mirai_endpoints:' || $1, 0))")
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::from)?;
+        let max = self.ctx.config.webhooks.max_endpoints;
+        if endpoints::count(&mut tx, user_id)
+            .await
+            .map_err(Error::from)?
+            >= i64::from(max)
+        {
+            return Err(Error::Limit(format!("at most {max} webhook endpoints")).into());
+        }
+        let secret = endpoints::new_secret();
+        let endpoint = endpoints::insert(
+            &mut tx,
+            user_id,
+            &url,
+            &description,
+            &categories,
+            e.enabled.unwrap_or(true),
+            &secret,
+        )
+        .await
+        .map_err(Error::from)?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(pb::CreateWebhookEndpointResponse {
+            endpoint: Some(endpoint.to_proto()),
+            secret,
+        }))
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        request: Request<pb::GetWebhookEndpointRequest>,
+    ) -> Result<Response<pb::GetWebhookEndpointResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let id = parse_id(
+            "webhook_endpoint_id",
+            &request.get_ref().webhook_endpoint_id,
+        )?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let e = endpoints::get(&mut conn, user_id, id, false)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound("webhook endpoint"))?;
+        Ok(Response::new(pb::GetWebhookEndpointResponse {
+            endpoint: Some(e.to_proto()),
+        }))
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        request: Request<pb::ListWebhookEndpointsRequest>,
+    ) -> Result<Response<pb::ListWebhookEndpointsResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let list = endpoints::list(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListWebhookEndpointsResponse {
+            endpoints: list.iter().map(endpoints::Endpoint::to_proto).collect(),
+        }))
+    }
+
+    async fn update_webhook_endpoint(
+        &self,
+        request: Request<pb::UpdateWebhookEndpointRequest>,
+    ) -> Result<Response<pb::UpdateWebhookEndpointResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let e = r.endpoint.unwrap_or_default();
+        let id = parse_id("endpoint.webhook_endpoint_id", &e.webhook_endpoint_id)?;
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        let mut stored = endpoints::get(&mut tx, user_id, id, true)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound("webhook endpoint"))?;
+        for path in r.update_mask.map(|m| m.paths).unwrap_or_default() {
+            match path.as_str() {
+                "url" => {
+                    stored.url =
+                        target::parse_url(&e.url, self.ctx.config.webhooks.allow_private_targets)
+                            .map_err(|err| invalid("endpoint.url", err))?
+                            .to_string();
+                }
+                "description" => {
+                    if e.description.chars().count() > 200 {
+                        return Err(
+                            invalid("endpoint.description", "at most 200 characters").into()
+                        );
+                    }
+                    stored.description = e.description.clone();
+                }
+                "categories" => {
+                    stored.categories = self
+                        .endpoint_input(&pb::WebhookEndpoint {
+                            url: stored.url.clone(),
+                            categories: e.categories.clone(),
+                            ..Default::default()
+                        })
+                        .await?
+                        .2
+                }
+                "enabled" => {
+                    let on = e
+                        .enabled
+                        .ok_or_else(|| invalid("endpoint.enabled", "must be set when named"))?;
+                    if on {
+                        // Re-enabling clears the failure state.
+                        stored.status = "ENABLED".into();
+                        stored.disabled_reason.clear();
+                        stored.failing_since = None;
+                        stored.last_error.clear();
+                    } else {
+                        stored.status = "DISABLED".into();
+                        stored.disabled_reason = "switched off".into();
+                    }
+                }
+                other => {
+                    return Err(invalid("update_mask", format!("{other} cannot be changed")).into());
+                }
+            }
+        }
+        let saved = endpoints::save(&mut tx, &stored)
+            .await
+            .map_err(Error::from)?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(pb::UpdateWebhookEndpointResponse {
+            endpoint: Some(saved.to_proto()),
+        }))
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        request: Request<pb::DeleteWebhookEndpointRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let Ok(id) = request.get_ref().webhook_endpoint_id.parse::<Uuid>() else {
+            return Ok(Response::new(()));
+        };
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        let deleted = sqlx::query(
+            "DELETE FROM webhook_endpoints WHERE webhook_endpoint_id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::from)?
+        .rows_affected();
+        if deleted > 0 {
+            // Queued deliveries to it end FAILED, kept in the log.
+            sqlx::query(
+                "UPDATE deliveries SET status = 'FAILED', last_error = 'the endpoint was deleted',
+                    next_attempt_at = NULL, updated_at = now()
+                 WHERE user_id = $1 AND channel = $2 AND target = $3
+                   AND status IN ('QUEUED', 'RETRYING', 'DEFERRED')",
+            )
+            .bind(user_id)
+            .bind(pb::Channel::Webhook as i16)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::from)?;
+        }
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(()))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let id = parse_id("webhook_endpoint_id", &r.webhook_endpoint_id)?;
+        let overlap = match r.overlap.as_ref() {
+            None => Duration::from_secs(24 * 3600),
+            Some(d) => match duration(d) {
+                Some(d) if d <= Duration::from_secs(7 * 24 * 3600) => d,
+                _ => return Err(invalid("overlap", "must be between 0 and 7 days").into()),
+            },
+        };
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        let mut stored = endpoints::get(&mut tx, user_id, id, true)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound("webhook endpoint"))?;
+        let secret = endpoints::new_secret();
+        stored.previous_secret = Some(std::mem::replace(&mut stored.secret, secret.clone()));
+        stored.previous_secret_expires_at =
+            Some(Utc::now() + chrono::Duration::from_std(overlap).unwrap_or_default());
+        let saved = endpoints::save(&mut tx, &stored)
+            .await
+            .map_err(Error::from)?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            endpoint: Some(saved.to_proto()),
+            secret,
+        }))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let limit = limit(r.page_size)?;
+        let before = before(&r.page_token)?;
+        let mut filter = deliveries::Filter::default();
+        if !r.webhook_endpoint_id.is_empty() {
+            filter.target =
+                Some(parse_id("webhook_endpoint_id", &r.webhook_endpoint_id)?.to_string());
+            filter.channel = Some(pb::Channel::Webhook as i16);
+        }
+        if !r.notification_id.is_empty() {
+            filter.notification_id = Some(parse_id("notification_id", &r.notification_id)?);
+        }
+        if r.channel != 0 {
+            filter.channel = Some(r.channel as i16);
+        }
+        for s in &r.statuses {
+            let name = pb::DeliveryStatus::try_from(*s)
+                .ok()
+                .and_then(deliveries::status_name)
+                .ok_or_else(|| invalid("statuses", format!("unknown status {s}")))?;
+            filter.statuses.push(name.to_owned());
+        }
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let mut rows = deliveries::list(&mut conn, user_id, &filter, before, limit + 1)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = page(&mut rows, limit, |r| r.delivery_id);
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.delivery_id).collect();
+        let attempts = deliveries::attempts_of(&mut conn, &ids)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: rows
+                .iter()
+                .map(|row| {
+                    row.to_proto(
+                        attempts
+                            .iter()
+                            .filter(|a| a.delivery_id == row.delivery_id)
+                            .map(deliveries::Attempt::to_proto)
+                            .collect(),
+                    )
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn resend_delivery(
+        &self,
+        request: Request<pb::ResendDeliveryRequest>,
+    ) -> Result<Response<pb::ResendDeliveryResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let id = parse_id("delivery_id", &request.get_ref().delivery_id)?;
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        let original = deliveries::get(&mut tx, user_id, id)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound("delivery"))?;
+        let channel = crate::store::channel_of(original.channel);
+        if channel == pb::Channel::InApp {
+            return Err(
+                Error::Precondition("in-app notifications are stored, not sent".into()).into(),
+            );
+        }
+        if channel == pb::Channel::Webhook {
+            let endpoint = match original.target.parse::<Uuid>() {
+                Ok(e) => endpoints::get(&mut tx, user_id, e, false)
+                    .await
+                    .map_err(Error::from)?,
+                Err(_) => None,
+            };
+            match endpoint {
+                None => return Err(Error::Precondition("the endpoint was deleted".into()).into()),
+                Some(e) if !e.enabled() => {
+                    return Err(Error::Precondition(
+                        "the endpoint is disabled; enable it first".into(),
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
+        let created = deliveries::insert(
+            &mut tx,
+            &deliveries::New {
+                user_id,
+                notification_id: original.notification_id,
+                channel,
+                target: original.target.clone(),
+                status: "QUEUED",
+                next_attempt_at: Some(Utc::now()),
+                digest: false,
+                last_error: String::new(),
+                resend_of: Some(original.delivery_id),
+            },
+        )
+        .await
+        .map_err(Error::from)?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("resend not stored")))?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(pb::ResendDeliveryResponse {
+            delivery: Some(created.to_proto(Vec::new())),
+        }))
+    }
+
+    async fn register_push_device(
+        &self,
+        request: Request<pb::RegisterPushDeviceRequest>,
+    ) -> Result<Response<pb::RegisterPushDeviceResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        if r.token.is_empty() || r.token.len() > 4096 {
+            return Err(invalid("token", "1-4,096 characters").into());
+        }
+        if r.name.chars().count() > 100 {
+            return Err(invalid("name", "at most 100 characters").into());
+        }
+        let platform = match pb::DevicePlatform::try_from(r.platform) {
+            Ok(pb::DevicePlatform::Unspecified) | Err(_) => {
+                return Err(invalid("platform", "android, ios or web").into());
+            }
+            Ok(p) => p as i16,
+        };
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        // Idempotent per token; a token moving to another account moves with it.
+        let device: endpoints::Device = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO push_devices (push_device_id, user_id, token, platform, name)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (token) DO UPDATE SET user_id = EXCLUDED.user_id,
+                platform = EXCLUDED.platform,
+                name = CASE WHEN EXCLUDED.name = '' THEN push_devices.name ELSE EXCLUDED.name END
+             RETURNING {}",
+            endpoints::DEVICE_COLUMNS
+        )))
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(&r.token)
+        .bind(platform)
+        .bind(&r.name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(Error::from)?;
+        Ok(Response::new(pb::RegisterPushDeviceResponse {
+            device: Some(device.to_proto()),
+        }))
+    }
+
+    async fn list_push_devices(
+        &self,
+        request: Request<pb::ListPushDevicesRequest>,
+    ) -> Result<Response<pb::ListPushDevicesResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let devices = endpoints::devices(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(pb::ListPushDevicesResponse {
+            devices: devices.iter().map(endpoints::Device::to_proto).collect(),
+        }))
+    }
+
+    async fn unregister_push_device(
+        &self,
+        request: Request<pb::UnregisterPushDeviceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        if let Ok(id) = request.get_ref().push_device_id.parse::<Uuid>() {
+            sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&self.ctx.pool)
+                .await
+                .map_err(Error::from)?;
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn get_preferences(
+        &self,
+        request: Request<pb::GetPreferencesRequest>,
+    ) -> Result<Response<pb::GetPreferencesResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let (mut prefs, updated_at) = crate::store::preferences::get(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        prefs.user_id = user_id.to_string();
+        prefs.updated_at = updated_at.map(wire::timestamp);
+        Ok(Response::new(pb::GetPreferencesResponse {
+            preferences: Some(prefs),
+        }))
+    }
+
+    async fn update_preferences(
+        &self,
+        request: Request<pb::UpdatePreferencesRequest>,
+    ) -> Result<Response<pb::UpdatePreferencesResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        let r = request.into_inner();
+        let new = r.preferences.unwrap_or_default();
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        let (mut prefs, mut updated_at) = crate::store::preferences::get(&mut tx, user_id)
+            .await
+            .map_err(Error::from)?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        for path in &paths {
+            match path.as_str() {
+                "channels" => prefs.channels = new.channels.clone(),
+                "quiet_hours" => prefs.quiet_hours = new.quiet_hours.clone(),
+                "digest" => prefs.digest = new.digest.clone(),
+                "email" => prefs.email = new.email.trim().to_owned(),
+                other => {
+                    return Err(invalid("update_mask", format!("{other} cannot be changed")).into());
+                }
+            }
+        }
+        if !paths.is_empty() {
+            preferences::validate(&prefs).map_err(|e| invalid(e.field, e.problem))?;
+            updated_at = Some(
+                crate::store::preferences::put(&mut tx, user_id, &prefs)
+                    .await
+                    .map_err(Error::from)?,
+            );
+        }
+        tx.commit().await.map_err(Error::from)?;
+        prefs.user_id = user_id.to_string();
+        prefs.updated_at = updated_at.map(wire::timestamp);
+        Ok(Response::new(pb::UpdatePreferencesResponse {
+            preferences: Some(prefs),
+        }))
+    }
+
     async fn list_known_symbols(
         &self,
         request: Request<pb::ListKnownSymbolsRequest>,
     ) -> Result<Response<pb::ListKnownSymbolsResponse>, Status> {
-        symbols::list(&self.pool, request.get_ref())
+        symbols::list(&self.ctx.pool, request.get_ref())
             .await
             .map(Response::new)
+    }
+}
+
+/// Keeps `limit` rows and returns the next page's token (empty on the last page).
+fn page<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> Uuid) -> String {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|r| wire::page_token(&key(r).to_string()))
+            .unwrap_or_default()
+    } else {
+        String::new()
     }
 }

@@ -1,22 +1,145 @@
 //! Assembly of `mirai-notification`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use mirai_platform::app::{ServiceApp, StartupError};
+use mirai_platform::config::ServiceConfig;
+use mirai_platform::events::deletion;
+use mirai_platform::events::topology::topics;
+use mirai_proto::events::v1 as ev;
 use mirai_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use sqlx::migrate::Migrator;
 
 use crate::api::Api;
 use crate::config::Config;
+use crate::context::{Context, SERVICE, Shared, with};
+use crate::deliver::{DeliveryMetrics, Worker};
+use crate::evaluate::{self, Index};
+use crate::notify::FanOut;
+use crate::stream::Hub;
+use crate::{saga, symbols, system};
 
 /// The service's own schema (versions from 1000; the platform's outbox and inbox tables are
 /// applied by [`ServiceApp::prepare`]).
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// Prepares the database and listeners, registers the gRPC services and the event consumers.
-pub async fn build(config: &Config) -> Result<ServiceApp, StartupError> {
-    let mut app = ServiceApp::prepare(config, &MIGRATIONS).await?;
+/// Why the service could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The platform skeleton failed (database, migrations, Pub/Sub, listeners).
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// The evaluation index could not be loaded from the database.
+    #[error("loading the alert index: {0}")]
+    Index(#[from] sqlx::Error),
+    /// A delivery channel could not be set up (SMTP settings, FCM key).
+    #[error("delivery channels: {0:#}")]
+    Channels(anyhow::Error),
+}
+
+/// The assembled service and its shared context (tests reach into it).
+pub struct Application {
+    pub service: ServiceApp,
+    pub context: Shared,
+}
+
+impl Application {
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.service.grpc_addr()
+    }
+}
+
+/// The service with default settings (what the platform's conformance tests start).
+pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
+    Ok(build_with(&Config::with_service(config.clone()))
+        .await?
+        .service)
+}
+
+/// Prepares the database and listeners, loads the alert index, registers the gRPC service,
+/// the event consumers and the background work (delivery worker, sweeps, live streams).
+pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
+    let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
+    let index = Index::default();
+    let indexed = index.rebuild(&app.pool).await?;
+    tracing::info!(message = "Alert index built.", alerts = indexed);
+    let ctx: Shared = Arc::new(Context {
+        pool: app.pool.clone(),
+        config: config.clone(),
+        index,
+        fanout: FanOut {
+            digest_default_deliver_at: config.digest_default_deliver_at,
+        },
+        hub: Hub::default(),
+    });
     app.server
-        .add_service(NotificationServiceServer::new(Api::new(app.pool.clone())));
+        .add_service(NotificationServiceServer::new(Api::new(ctx.clone())));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
-    crate::symbols::consume(&mut app);
-    Ok(app)
+
+    let stock = symbols::register(app.consumer(topics::STOCK), &ctx)
+        .on::<ev::PriceUpdated, _>("evaluate.price-updated", with(&ctx, evaluate::on_price))
+        .on::<ev::BarClosed, _>("evaluate.bar-closed", with(&ctx, evaluate::on_bar))
+        .on::<ev::SymbolTrackingConfirmed, _>(
+            "saga.tracking-confirmed",
+            with(&ctx, saga::on_confirmed),
+        )
+        .on::<ev::SymbolTrackingRejected, _>(
+            "saga.tracking-rejected",
+            with(&ctx, saga::on_rejected),
+        )
+        .on::<ev::DataQualityIssue, _>("system.data-quality", with(&ctx, system::on_quality_issue));
+    app.consume(stock);
+    let prediction = app
+        .consumer(topics::PREDICTION)
+        .on::<ev::PredictionGenerated, _>(
+            "evaluate.prediction-generated",
+            with(&ctx, evaluate::on_prediction),
+        )
+        .on::<ev::ModelDegraded, _>(
+            "system.model-degraded",
+            with(&ctx, system::on_model_degraded),
+        )
+        .on::<ev::ModelPromoted, _>(
+            "system.model-promoted",
+            with(&ctx, system::on_model_promoted),
+        );
+    app.consume(prediction);
+    let users = app
+        .consumer(topics::USER)
+        .on::<ev::UserRegistered, _>("users.registered", with(&ctx, system::on_registered))
+        .on::<ev::UserRoleChanged, _>("users.role-changed", with(&ctx, system::on_role_changed));
+    let users = deletion::participate(users, SERVICE, topics::NOTIFICATION, system::purge_fn());
+    app.consume(users);
+    let analytics = app
+        .consumer(topics::ANALYTICS)
+        .on::<ev::ReportCompleted, _>("system.report-completed", with(&ctx, system::on_report));
+    app.consume(analytics);
+
+    let worker = Arc::new(
+        Worker::new(ctx.clone(), DeliveryMetrics::register(&app.metrics))
+            .map_err(BuildError::Channels)?,
+    );
+    app.background("delivery-worker", move |stop| Box::pin(worker.run(stop)));
+    let c = ctx.clone();
+    app.background("alert-index", move |stop| {
+        Box::pin(async move {
+            c.index
+                .follow(c.pool.clone(), Duration::from_secs(60), stop)
+                .await
+        })
+    });
+    let c = ctx.clone();
+    app.background("live-notifications", move |stop| {
+        Box::pin(async move { c.hub.run(c.pool.clone(), stop).await })
+    });
+    let c = ctx.clone();
+    let interval = config.saga.sweep_interval;
+    app.background("alert-sweeps", move |stop| {
+        Box::pin(saga::run_sweeps(c, interval, stop))
+    });
+    Ok(Application {
+        service: app,
+        context: ctx,
+    })
 }

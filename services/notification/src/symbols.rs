@@ -2,22 +2,21 @@
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use mirai_platform::app::ServiceApp;
 use mirai_platform::events::Envelope;
-use mirai_platform::events::topology::topics;
+use mirai_platform::events::consumer::Consumer;
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
 use mirai_proto::notification::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
-/// Registers the handlers on the service's stock-events subscription.
-pub fn consume(app: &mut ServiceApp) {
-    let consumer = app
-        .consumer(topics::STOCK)
+use crate::context::{Context, Shared, with};
+
+/// Registers the handlers on the service's stock-events consumer.
+pub fn register(consumer: Consumer, ctx: &Shared) -> Consumer {
+    consumer
         .on::<ev::SymbolListed, _>("known-symbols.listed", on_listed)
         .on::<ev::SymbolUpdated, _>("known-symbols.updated", on_updated)
-        .on::<ev::SymbolDelisted, _>("known-symbols.delisted", on_delisted);
-    app.consume(consumer);
+        .on::<ev::SymbolDelisted, _>("known-symbols.delisted", with(ctx, on_delisted))
 }
 
 fn on_listed<'a>(
@@ -57,19 +56,21 @@ async fn upsert(
     Ok(())
 }
 
+/// Marks the symbol delisted, and disables its live alerts (telling their owners).
 fn on_delisted<'a>(
+    ctx: &'a Context,
     tx: &'a mut PgConnection,
-    _: &'a Envelope,
+    envelope: &'a Envelope,
     event: ev::SymbolDelisted,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
         sqlx::query(
             "UPDATE known_symbols SET delisted = true, updated_at = now() WHERE symbol = $1",
         )
-        .bind(event.symbol)
-        .execute(tx)
+        .bind(&event.symbol)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        crate::saga::disable_for_delisting(ctx, tx, envelope, &event.symbol, &event.reason).await
     })
 }
 
@@ -80,6 +81,7 @@ struct Row {
     exchange_mic: String,
     delisted: bool,
     updated_at: DateTime<Utc>,
+    live_alerts: i64,
 }
 
 /// One page of known symbols by ticker, plus the next page's token.
@@ -90,7 +92,10 @@ pub async fn list(
     let limit = wire::page_size(request.page_size, 500, 1000)?;
     let after = wire::page_after(&request.page_token)?;
     let mut rows: Vec<Row> = sqlx::query_as(
-        "SELECT symbol, name, exchange_mic, delisted, updated_at FROM known_symbols
+        "SELECT symbol, name, exchange_mic, delisted, updated_at,
+            (SELECT count(*) FROM alerts a WHERE a.symbol = k.symbol
+               AND a.status IN ('PENDING', 'ACTIVE')) AS live_alerts
+         FROM known_symbols k
          WHERE symbol > $1 AND ($2 OR NOT delisted)
          ORDER BY symbol LIMIT $3",
     )
@@ -116,8 +121,7 @@ pub async fn list(
                 name: r.name,
                 exchange_mic: r.exchange_mic,
                 delisted: r.delisted,
-                // Alerts arrive with the alerts issue; until then there are none to count.
-                live_alerts: 0,
+                live_alerts: r.live_alerts.max(0) as u32,
                 updated_at: Some(wire::timestamp(r.updated_at)),
             })
             .collect(),

@@ -1,0 +1,339 @@
+//! The `alerts` table.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mirai_platform::wire;
+use mirai_proto::notification::v1 as pb;
+use mirai_proto::stock::v1::Timeframe;
+use prost::Message as _;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::alert::{Frequency, Rule, State, Status};
+use crate::domain::condition::{Arm, Condition};
+use crate::domain::template::Template;
+
+/// Every column of an alert.
+pub const COLUMNS: &str = "alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+    cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids, enabled, status,
+    status_reason, armed_up, armed_down, move_ref_at, last_fired_bar, trigger_count,
+    last_triggered_at, state_version, rule_version, saga_attempt, created_at, updated_at,
+    activated_at";
+
+/// One stored alert.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    pub alert_id: Uuid,
+    pub user_id: Uuid,
+    pub symbol: String,
+    pub name: String,
+    pub condition: Vec<u8>,
+    pub frequency: i16,
+    pub bar_timeframe: i16,
+    pub cooldown_secs: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub message_template: String,
+    pub channels: Vec<i16>,
+    pub webhook_endpoint_ids: Vec<Uuid>,
+    pub enabled: bool,
+    pub status: String,
+    pub status_reason: String,
+    pub armed_up: bool,
+    pub armed_down: bool,
+    pub move_ref_at: Option<DateTime<Utc>>,
+    pub last_fired_bar: Option<DateTime<Utc>>,
+    pub trigger_count: i32,
+    pub last_triggered_at: Option<DateTime<Utc>>,
+    pub state_version: i64,
+    pub rule_version: i32,
+    pub saga_attempt: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    pub fn status(&self) -> Status {
+        self.status.parse().unwrap_or(Status::Disabled)
+    }
+
+    pub fn condition(&self) -> anyhow::Result<Condition> {
+        let wire = pb::Condition::decode(self.condition.as_slice())?;
+        Ok(Condition::parse(&wire)?)
+    }
+
+    pub fn timeframe(&self) -> Timeframe {
+        match Timeframe::try_from(i32::from(self.bar_timeframe)) {
+            Ok(Timeframe::Unspecified) | Err(_) => Timeframe::OneDay,
+            Ok(tf) => tf,
+        }
+    }
+
+    pub fn rule(&self) -> anyhow::Result<Rule> {
+        Ok(Rule {
+            condition: self.condition()?,
+            frequency: Frequency::from_proto(i32::from(self.frequency)).unwrap_or(Frequency::Once),
+            timeframe: self.timeframe(),
+            cooldown: Duration::from_secs(self.cooldown_secs.max(0) as u64),
+        })
+    }
+
+    pub fn template(&self) -> Option<Template> {
+        if self.message_template.is_empty() {
+            None
+        } else {
+            Template::parse(&self.message_template).ok()
+        }
+    }
+
+    pub fn channels(&self) -> Vec<pb::Channel> {
+        self.channels
+            .iter()
+            .filter_map(|c| pb::Channel::try_from(i32::from(*c)).ok())
+            .collect()
+    }
+
+    pub fn state(&self) -> State {
+        State {
+            arm: Arm {
+                up: self.armed_up,
+                down: self.armed_down,
+            },
+            move_ref_at: self.move_ref_at,
+            last_fired_bar: self.last_fired_bar,
+            last_triggered_at: self.last_triggered_at,
+            trigger_count: self.trigger_count.max(0) as u32,
+        }
+    }
+
+    pub fn to_proto(&self) -> pb::Alert {
+        let condition = pb::Condition::decode(self.condition.as_slice()).ok();
+        let armed = self.armed_up || self.armed_down;
+        pb::Alert {
+            alert_id: self.alert_id.to_string(),
+            user_id: self.user_id.to_string(),
+            symbol: self.symbol.clone(),
+            name: self.name.clone(),
+            condition,
+            frequency: i32::from(self.frequency),
+            bar_timeframe: self.timeframe().into(),
+            cooldown: Some(prost_types::Duration {
+                seconds: self.cooldown_secs,
+                nanos: 0,
+            }),
+            expires_at: self.expires_at.map(wire::timestamp),
+            message_template: self.message_template.clone(),
+            channels: self.channels.iter().map(|c| i32::from(*c)).collect(),
+            webhook_endpoint_ids: self
+                .webhook_endpoint_ids
+                .iter()
+                .map(Uuid::to_string)
+                .collect(),
+            enabled: Some(self.enabled),
+            status: self.status().to_proto().into(),
+            status_reason: self.status_reason.clone(),
+            armed: self.status() == Status::Active && armed,
+            trigger_count: self.trigger_count.max(0) as u32,
+            last_triggered_at: self.last_triggered_at.map(wire::timestamp),
+            created_at: Some(wire::timestamp(self.created_at)),
+            updated_at: Some(wire::timestamp(self.updated_at)),
+            activated_at: self.activated_at.map(wire::timestamp),
+        }
+    }
+}
+
+/// A new alert, validated.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub alert_id: Uuid,
+    pub user_id: Uuid,
+    pub symbol: String,
+    pub name: String,
+    pub condition: Condition,
+    pub frequency: Frequency,
+    pub timeframe: Timeframe,
+    pub cooldown: Duration,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub message_template: String,
+    pub channels: Vec<pb::Channel>,
+    pub webhook_endpoint_ids: Vec<Uuid>,
+    pub enabled: bool,
+    pub saga_next_at: Option<DateTime<Utc>>,
+}
+
+pub fn channel_codes(channels: &[pb::Channel]) -> Vec<i16> {
+    channels.iter().map(|c| *c as i16).collect()
+}
+
+pub async fn insert(tx: &mut PgConnection, alert: &NewAlert) -> Result<Row, sqlx::Error> {
+    let status = if alert.enabled {
+        Status::Pending
+    } else {
+        Status::Disabled
+    };
+    let reason = if alert.enabled { "" } else { "switched off" };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO alerts (alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+            cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids, enabled,
+            status, status_reason, saga_next_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(alert.alert_id)
+    .bind(alert.user_id)
+    .bind(&alert.symbol)
+    .bind(&alert.name)
+    .bind(alert.condition.to_proto().encode_to_vec())
+    .bind(alert.frequency.to_proto() as i16)
+    .bind(alert.timeframe as i16)
+    .bind(alert.cooldown.as_secs() as i64)
+    .bind(alert.expires_at)
+    .bind(&alert.message_template)
+    .bind(channel_codes(&alert.channels))
+    .bind(&alert.webhook_endpoint_ids)
+    .bind(alert.enabled)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(alert.saga_next_at.filter(|_| alert.enabled))
+    .fetch_one(tx)
+    .await
+}
+
+/// One alert of one user, locked for update when `lock`.
+pub async fn get(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    alert_id: Uuid,
+    lock: bool,
+) -> Result<Option<Row>, sqlx::Error> {
+    let suffix = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM alerts WHERE alert_id = $1 AND user_id = $2{suffix}"
+    )))
+    .bind(alert_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One alert by id, locked (saga handlers, which do not know the owner).
+pub async fn lock(conn: &mut PgConnection, alert_id: Uuid) -> Result<Option<Row>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM alerts WHERE alert_id = $1 FOR UPDATE"
+    )))
+    .bind(alert_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Live alerts of a user, after serialising concurrent creators of the same user.
+pub async fn count_live_locked(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mirai_alerts_user:' || $1, 0))")
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')",
+    )
+    .bind(user_id)
+    .fetch_one(tx)
+    .await
+}
+
+/// Moves an alert to `status` with `reason`, clearing saga bookkeeping when it leaves PENDING.
+pub async fn set_status(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    status: Status,
+    reason: &str,
+) -> Result<Row, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE alerts SET status = $2, status_reason = $3, updated_at = now(),
+            saga_next_at = CASE WHEN $2 = 'PENDING' THEN saga_next_at END,
+            activated_at = CASE WHEN $2 = 'ACTIVE' THEN now() ELSE activated_at END
+         WHERE alert_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(alert_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .fetch_one(tx)
+    .await
+}
+
+/// Activates a PENDING alert with its condition's initial arm state.
+pub async fn activate(tx: &mut PgConnection, row: &Row) -> anyhow::Result<Row> {
+    let arm = row.condition()?.initial_arm();
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE alerts SET status = 'ACTIVE', status_reason = '', activated_at = now(),
+            updated_at = now(), saga_next_at = NULL, armed_up = $2, armed_down = $3,
+            move_ref_at = now(), state_version = state_version + 1
+         WHERE alert_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(row.alert_id)
+    .bind(arm.up)
+    .bind(arm.down)
+    .fetch_one(tx)
+    .await?;
+    Ok(row)
+}
+
+/// Puts an alert back to PENDING for a new activation request (re-enabled, retried).
+pub async fn restart_saga(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    next_at: DateTime<Utc>,
+) -> Result<Row, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE alerts SET status = 'PENDING', status_reason = '', saga_attempt = 0,
+            saga_next_at = $2, updated_at = now()
+         WHERE alert_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(alert_id)
+    .bind(next_at)
+    .fetch_one(tx)
+    .await
+}
+
+/// Stores the state after an evaluation, if nobody else changed it since it was read
+/// (`state_version`). Returns false on a concurrent change.
+pub async fn store_state(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    expected_version: i64,
+    state: &State,
+    triggered: bool,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE alerts SET armed_up = $3, armed_down = $4, move_ref_at = $5, last_fired_bar = $6,
+            last_triggered_at = $7, trigger_count = $8, state_version = state_version + 1,
+            status = CASE WHEN $9 THEN 'TRIGGERED' ELSE status END,
+            status_reason = CASE WHEN $9 THEN 'fired once' ELSE status_reason END,
+            updated_at = CASE WHEN $9 OR $7 IS DISTINCT FROM last_triggered_at THEN now() ELSE updated_at END
+         WHERE alert_id = $1 AND state_version = $2 AND status = 'ACTIVE'",
+    )
+    .bind(alert_id)
+    .bind(expected_version)
+    .bind(state.arm.up)
+    .bind(state.arm.down)
+    .bind(state.move_ref_at)
+    .bind(state.last_fired_bar)
+    .bind(state.last_triggered_at)
+    .bind(state.trigger_count as i32)
+    .bind(triggered)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Active alerts on a symbol with their current state (the authoritative read of an
+/// evaluation).
+pub async fn active_on(conn: &mut PgConnection, symbol: &str) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM alerts WHERE symbol = $1 AND status = 'ACTIVE'"
+    )))
+    .bind(symbol)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,229 @@
+//! Webhook endpoints and push devices.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use mirai_platform::wire;
+use mirai_proto::notification::v1 as pb;
+use rand::RngCore as _;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub const ENDPOINT_COLUMNS: &str = "webhook_endpoint_id, user_id, url, description, categories,
+    status, disabled_reason, failing_since, last_error, secret, previous_secret,
+    previous_secret_expires_at, created_at, updated_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Endpoint {
+    pub webhook_endpoint_id: Uuid,
+    pub user_id: Uuid,
+    pub url: String,
+    pub description: String,
+    pub categories: Vec<i16>,
+    pub status: String,
+    pub disabled_reason: String,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_error: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Endpoint {
+    pub fn enabled(&self) -> bool {
+        self.status == "ENABLED"
+    }
+
+    /// The secrets that sign now: the current one, and the previous one during its overlap.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(previous), Some(until)) =
+            (&self.previous_secret, self.previous_secret_expires_at)
+            && until > now
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
+
+    /// Whether this endpoint takes notifications of `category` (empty: all).
+    pub fn takes(&self, category: i16) -> bool {
+        self.categories.is_empty() || self.categories.contains(&category)
+    }
+
+    pub fn to_proto(&self) -> pb::WebhookEndpoint {
+        let status = match self.status.as_str() {
+            "ENABLED" => pb::EndpointStatus::Enabled,
+            "DISABLED" => pb::EndpointStatus::Disabled,
+            _ => pb::EndpointStatus::DisabledFailing,
+        };
+        pb::WebhookEndpoint {
+            webhook_endpoint_id: self.webhook_endpoint_id.to_string(),
+            user_id: self.user_id.to_string(),
+            url: self.url.clone(),
+            description: self.description.clone(),
+            categories: self.categories.iter().map(|c| i32::from(*c)).collect(),
+            enabled: Some(self.enabled()),
+            status: status.into(),
+            disabled_reason: self.disabled_reason.clone(),
+            failing_since: self.failing_since.map(wire::timestamp),
+            previous_secret_expires_at: self
+                .previous_secret_expires_at
+                .filter(|_| self.previous_secret.is_some())
+                .map(wire::timestamp),
+            created_at: Some(wire::timestamp(self.created_at)),
+            updated_at: Some(wire::timestamp(self.updated_at)),
+        }
+    }
+}
+
+/// A new Standard Webhooks secret: `whsec_` + base64 of 32 random bytes.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", STANDARD.encode(bytes))
+}
+
+pub async fn insert(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    url: &str,
+    description: &str,
+    categories: &[i16],
+    enabled: bool,
+    secret: &str,
+) -> Result<Endpoint, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_endpoints (webhook_endpoint_id, user_id, url, description, categories,
+            status, secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(url)
+    .bind(description)
+    .bind(categories)
+    .bind(if enabled { "ENABLED" } else { "DISABLED" })
+    .bind(secret)
+    .fetch_one(tx)
+    .await
+}
+
+pub async fn get(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    let suffix = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
+         WHERE webhook_endpoint_id = $1 AND user_id = $2{suffix}"
+    )))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE webhook_endpoint_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<Endpoint>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE user_id = $1
+         ORDER BY created_at, webhook_endpoint_id"
+    )))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn count(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn save(tx: &mut PgConnection, e: &Endpoint) -> Result<Endpoint, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_endpoints SET url = $2, description = $3, categories = $4, status = $5,
+            disabled_reason = $6, failing_since = $7, last_error = $8, secret = $9,
+            previous_secret = $10, previous_secret_expires_at = $11, updated_at = now()
+         WHERE webhook_endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
+    )))
+    .bind(e.webhook_endpoint_id)
+    .bind(&e.url)
+    .bind(&e.description)
+    .bind(&e.categories)
+    .bind(&e.status)
+    .bind(&e.disabled_reason)
+    .bind(e.failing_since)
+    .bind(&e.last_error)
+    .bind(&e.secret)
+    .bind(&e.previous_secret)
+    .bind(e.previous_secret_expires_at)
+    .fetch_one(tx)
+    .await
+}
+
+// === Push devices ===
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Device {
+    pub push_device_id: Uuid,
+    pub user_id: Uuid,
+    pub token: String,
+    pub platform: i16,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_delivered_at: Option<DateTime<Utc>>,
+}
+
+pub const DEVICE_COLUMNS: &str =
+    "push_device_id, user_id, token, platform, name, created_at, last_delivered_at";
+
+impl Device {
+    pub fn to_proto(&self) -> pb::PushDevice {
+        let suffix: String = {
+            let chars: Vec<char> = self.token.chars().collect();
+            chars[chars.len().saturating_sub(8)..].iter().collect()
+        };
+        pb::PushDevice {
+            push_device_id: self.push_device_id.to_string(),
+            user_id: self.user_id.to_string(),
+            platform: i32::from(self.platform),
+            name: self.name.clone(),
+            token_suffix: suffix,
+            created_at: Some(wire::timestamp(self.created_at)),
+            last_delivered_at: self.last_delivered_at.map(wire::timestamp),
+        }
+    }
+}
+
+pub async fn devices(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<Device>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEVICE_COLUMNS} FROM push_devices WHERE user_id = $1 ORDER BY created_at, push_device_id"
+    )))
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn device(conn: &mut PgConnection, id: Uuid) -> Result<Option<Device>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEVICE_COLUMNS} FROM push_devices WHERE push_device_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
