@@ -70,6 +70,34 @@ pub async fn enqueue_on<E: Event>(
     Ok(envelope.id)
 }
 
+/// Writes an already-encoded message to the outbox inside the caller's transaction: for
+/// payloads that are not internal protobuf events, such as the public JSON CloudEvents
+/// (structured mode), whose attributes the caller sets itself. `event_id` must be unique.
+pub async fn enqueue_raw(
+    tx: &mut PgConnection,
+    event_id: Uuid,
+    topic: &str,
+    ordering_key: &str,
+    event_type: &str,
+    attributes: &HashMap<String, String>,
+    payload: &[u8],
+) -> Result<(), sqlx::Error> {
+    let attributes = serde_json::to_value(attributes).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, ordering_key, event_type, attributes, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event_id)
+    .bind(topic)
+    .bind(ordering_key)
+    .bind(event_type)
+    .bind(attributes)
+    .bind(payload)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Relay tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct RelaySettings {
