@@ -4,7 +4,7 @@ fn main() -> std::process::ExitCode {
     bootstrap::run(
         mirai_prediction::config::from_env,
         |config, shutdown| async move {
-            let app = mirai_prediction::startup::build(&config).await?;
+            let app = mirai_prediction::startup::build_with(&config).await?.app;
             Ok(app.run_until_stopped(shutdown).await?)
         },
     )

@@ -1,0 +1,373 @@
+//! tract against onnxruntime on the same artifacts and the same tensors, and the serving path.
+//!
+//! ```sh
+//! scripts/train/bench --runs 2000 > target/ort.json      # onnxruntime, 1 thread (Python)
+//! MIRAI_ORT_BENCH=target/ort.json cargo bench -p mirai-prediction --bench inference
+//! ```
+//!
+//! Inputs are the ones `scripts/train/bench_ort.py` times: batch 1 = the first golden case,
+//! batch 64 = the golden batch case's 64 windows (features computed here). Each measurement
+//! runs on one thread (tract is single-threaded per run; one worker state).
+//!
+//! Besides criterion's own report, a percentile pass prints one JSON document with p50/p99 per
+//! case — tract's plan run, and the serving path (features from cached bars → micro-batching
+//! queue → worker → prices, P(up)) for 1 symbol, 64 concurrent single-symbol requests and
+//! 500 symbols in one call — next to onnxruntime's numbers and their ratio when
+//! `MIRAI_ORT_BENCH` names the Python JSON.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use mirai_prediction::artifact::{self, RegistryFile, Verified, golden_window};
+use mirai_prediction::bars::{BarSource, Snapshot};
+use mirai_prediction::domain::features::{Bar, Series};
+use mirai_prediction::domain::model_ref::ModelRef;
+use mirai_prediction::domain::symbol::Symbol;
+use mirai_prediction::domain::traffic::{Role, Traffic};
+use mirai_prediction::forecasting::{Predictor, PredictorSettings};
+use mirai_prediction::inference::engine::BatchSettings;
+use mirai_prediction::metrics::Metrics;
+use mirai_prediction::models::ModelSet;
+use mirai_prediction::store::predictions::{Origin, PredictionLog};
+use mirai_prediction::store::traffic::{TrafficState, TrafficView};
+use serde_json::json;
+
+fn models_dir() -> &'static Path {
+    Path::new(mirai_prediction::config::DEFAULT_MODELS_DIR)
+}
+
+fn versions() -> Vec<Verified> {
+    let registry = RegistryFile::read(models_dir()).expect("registry.json");
+    registry
+        .models
+        .iter()
+        .map(|e| artifact::load(models_dir(), e, &[1, 8, 64]).expect("verified"))
+        .collect()
+}
+
+/// The tensors bench_ort.py feeds: (batch 1 input, batch 64 input).
+fn inputs(v: &Verified) -> (Vec<f32>, Vec<f32>) {
+    let w = v.card.window;
+    let one = golden_window(&v.golden.cases[0].bars, w).unwrap();
+    let batch = &v.golden.batch;
+    let mut many = Vec::new();
+    for i in 0..batch.batch_size {
+        many.extend(golden_window(&batch.bars[i..i + w + 1], w).unwrap());
+    }
+    (one, many)
+}
+
+fn tract_runs(c: &mut Criterion) {
+    for v in versions() {
+        let (one, many) = inputs(&v);
+        let mut states = v.plans.spawn_states().unwrap();
+        let mut group = c.benchmark_group(format!("tract/{}", v.model.version()));
+        group.bench_function("batch1", |b| {
+            b.iter(|| v.plans.run(&mut states, &one, 1).unwrap())
+        });
+        group.sample_size(30);
+        group.bench_function("batch64", |b| {
+            b.iter(|| v.plans.run(&mut states, &many, 64).unwrap())
+        });
+        group.finish();
+    }
+}
+
+/// A predictor over the committed models with `symbols` synthetic series in the bar cache
+/// (no database or stock-data is touched by `forecast_many`).
+struct Serving {
+    runtime: tokio::runtime::Runtime,
+    predictor: Arc<Predictor>,
+    snapshots: Vec<Snapshot>,
+}
+
+fn serving(version: &str, symbols: usize, forecast_cache: bool) -> Serving {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = mirai_platform::telemetry::Metrics::new();
+    let metrics = Metrics::register(&registry);
+    let models = Arc::new(ModelSet::new(
+        models_dir().to_owned(),
+        vec![1, 8, 64],
+        BatchSettings {
+            max_batch: 64,
+            max_delay: Duration::from_micros(200),
+            queue: 8192,
+            workers: 1,
+        },
+        metrics.clone(),
+    ));
+    let predictor = runtime.block_on(async {
+        models.refresh().await;
+        let champion = ModelRef::parse("spx-lstm", version).unwrap();
+        let traffic = Arc::new(TrafficState::new(TrafficView {
+            traffic: Traffic::only(champion),
+            revision: 1,
+            updated_at: chrono::Utc::now(),
+            updated_by: "bench".into(),
+        }));
+        let bars = Arc::new(
+            BarSource::new(
+                "http://127.0.0.1:9",
+                Duration::from_secs(1),
+                252,
+                Duration::from_secs(24 * 3600),
+                metrics.clone(),
+            )
+            .unwrap(),
+        );
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://unused@127.0.0.1:9/unused")
+            .unwrap();
+        let (log, _writer) = PredictionLog::new(pool, 16);
+        Arc::new(Predictor::new(
+            models,
+            traffic,
+            bars,
+            log,
+            metrics,
+            PredictorSettings {
+                shadow_concurrency: 16,
+                shadow_timeout: Duration::from_secs(5),
+                forecast_cache,
+            },
+        ))
+    });
+    let mut snapshots = Vec::with_capacity(symbols);
+    for i in 0..symbols {
+        let symbol = Symbol::parse(&format!("B{i:04}")).unwrap();
+        let series = synthetic(i as u64, 100);
+        predictor.bars.prime(symbol.clone(), series, 1);
+        snapshots.push(runtime.block_on(predictor.bars.latest(&symbol)).unwrap());
+    }
+    Serving {
+        runtime,
+        predictor,
+        snapshots,
+    }
+}
+
+fn synthetic(seed: u64, n: usize) -> Series {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let start = chrono::DateTime::parse_from_rfc3339("2021-01-04T14:30:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let mut close = 100.0;
+    let bars = (0..n).map(|d| {
+        let open = close * (1.0 + (next() - 0.5) * 0.01);
+        close = open * (1.0 + (next() - 0.5) * 0.04);
+        Bar::parse(
+            start + chrono::Duration::days(d as i64),
+            open,
+            open.max(close) * 1.005,
+            open.min(close) * 0.995,
+            close,
+            1e6 * (0.5 + next()),
+        )
+        .unwrap()
+    });
+    Series::new(bars, 252).unwrap()
+}
+
+impl Serving {
+    fn served(&self) -> Arc<mirai_prediction::models::Served> {
+        let champion = self.predictor.traffic.current().traffic.champion().clone();
+        self.predictor.models.served(&champion).unwrap()
+    }
+
+    fn forecast(&self, snapshots: &[Snapshot]) {
+        let served = self.served();
+        let results = self.runtime.block_on(self.predictor.forecast_many(
+            &served,
+            Role::Champion,
+            snapshots,
+            Origin::Request,
+            Instant::now(),
+        ));
+        assert!(results.iter().all(|r| r.is_ok()));
+    }
+
+    /// `n` single-symbol forecasts issued at once (as concurrent requests are).
+    fn concurrent(&self, n: usize) {
+        let served = self.served();
+        self.runtime.block_on(async {
+            let calls = self.snapshots[..n].iter().map(|s| {
+                let (predictor, served, s) = (self.predictor.clone(), served.clone(), s.clone());
+                tokio::spawn(async move {
+                    predictor
+                        .forecast_many(
+                            &served,
+                            Role::Champion,
+                            &[s],
+                            Origin::Request,
+                            Instant::now(),
+                        )
+                        .await
+                })
+            });
+            for call in futures::future::join_all(calls).await {
+                assert!(call.unwrap().iter().all(|r| r.is_ok()));
+            }
+        });
+    }
+}
+
+fn serving_path(c: &mut Criterion) {
+    for version in ["1.0.0", "1.1.0"] {
+        let cold = serving(version, 500, false);
+        let warm = serving(version, 1, true);
+        warm.forecast(&warm.snapshots[..1]);
+        let mut group = c.benchmark_group(format!("serving/{version}"));
+        group.bench_function("one_symbol", |b| {
+            b.iter(|| cold.forecast(&cold.snapshots[..1]))
+        });
+        group.bench_function("one_symbol_cached", |b| {
+            b.iter(|| warm.forecast(&warm.snapshots[..1]))
+        });
+        group.sample_size(20);
+        group.bench_function("concurrent_64", |b| b.iter(|| cold.concurrent(64)));
+        group.sample_size(10);
+        group.bench_function("many_500", |b| b.iter(|| cold.forecast(&cold.snapshots)));
+        group.finish();
+    }
+}
+
+fn percentiles(mut samples: Vec<f64>, per_run: usize) -> serde_json::Value {
+    samples.sort_by(f64::total_cmp);
+    let pick = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    let ms = |s: f64| (s * 1e7).round() / 1e4;
+    json!({
+        "runs": samples.len(),
+        "p50_ms": ms(pick(0.5)),
+        "p99_ms": ms(pick(0.99)),
+        "mean_ms": ms(samples.iter().sum::<f64>() / samples.len() as f64),
+        "min_ms": ms(samples[0]),
+        "windows_per_s_at_p50": ((per_run as f64 / pick(0.5)) * 10.0).round() / 10.0,
+    })
+}
+
+fn time(runs: usize, warmup: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+/// The side-by-side report (stdout, one JSON document).
+fn report() {
+    let ort: Option<serde_json::Value> = std::env::var("MIRAI_ORT_BENCH").ok().map(|p| {
+        serde_json::from_slice(&std::fs::read(&p).expect("MIRAI_ORT_BENCH file")).unwrap()
+    });
+    let runs: usize = std::env::var("MIRAI_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2000);
+    let mut results = Vec::new();
+    for v in versions() {
+        let (one, many) = inputs(&v);
+        let mut states = v.plans.spawn_states().unwrap();
+        let b1 = percentiles(
+            time(runs, 100, || {
+                drop(v.plans.run(&mut states, &one, 1).unwrap())
+            }),
+            1,
+        );
+        let b64 = percentiles(
+            time((runs / 10).max(100), 20, || {
+                drop(v.plans.run(&mut states, &many, 64).unwrap())
+            }),
+            64,
+        );
+        let version = v.model.version().to_owned();
+        let cold = serving(&version, 500, false);
+        let warm = serving(&version, 1, true);
+        let one_symbol = percentiles(time(runs, 100, || cold.forecast(&cold.snapshots[..1])), 1);
+        let cached = percentiles(time(runs, 100, || warm.forecast(&warm.snapshots[..1])), 1);
+        let concurrent = percentiles(time((runs / 20).max(50), 5, || cold.concurrent(64)), 64);
+        let many500 = percentiles(
+            time((runs / 100).max(20), 2, || cold.forecast(&cold.snapshots)),
+            500,
+        );
+        let ort_of = |batch: &str| {
+            ort.as_ref().and_then(|o| {
+                o["results"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["version"] == json!(version))
+                    .map(|r| r["batches"][batch].clone())
+            })
+        };
+        let ratio = |tract: &serde_json::Value, ort: &Option<serde_json::Value>, key: &str| {
+            ort.as_ref()
+                .and_then(|o| Some(tract[key].as_f64()? / o[key].as_f64()?))
+                .map(|r| (r * 100.0).round() / 100.0)
+        };
+        let (ort1, ort64) = (ort_of("1"), ort_of("64"));
+        results.push(json!({
+            "model": v.model.name(), "version": version, "sha256": v.sha256,
+            "plan_costs_ms": v.plans.costs().iter().map(|c| (c * 1e7).round() / 1e4).collect::<Vec<_>>(),
+            "tract": {"1": b1, "64": b64},
+            "onnxruntime": {"1": ort1, "64": ort64},
+            "tract_over_onnxruntime": {
+                "batch1_p50": ratio(&b1, &ort1, "p50_ms"), "batch1_p99": ratio(&b1, &ort1, "p99_ms"),
+                "batch64_p50": ratio(&b64, &ort64, "p50_ms"), "batch64_p99": ratio(&b64, &ort64, "p99_ms"),
+            },
+            "serving": {
+                "one_symbol": one_symbol,
+                "one_symbol_forecast_cached": cached,
+                "concurrent_64_single_symbol_requests": concurrent,
+                "many_500_symbols": many500,
+            },
+            "serving_over_onnxruntime_batch1": {
+                "one_symbol_p50": ratio(&one_symbol, &ort1, "p50_ms"),
+                "per_request_in_64_concurrent_p50": ort1.as_ref().and_then(|o| {
+                    Some(((concurrent["p50_ms"].as_f64()? / 64.0) / o["p50_ms"].as_f64()? * 100.0).round() / 100.0)
+                }),
+                "cached_p50": ratio(&cached, &ort1, "p50_ms"),
+            },
+        }));
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let doc = json!({
+        "runtime": "tract-onnx 0.23",
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "machine": {"cpu": cpu, "logical_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "onnxruntime_machine": ort.as_ref().map(|o| o["machine"].clone()),
+        "results": results,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+}
+
+criterion_group!(benches, tract_runs, serving_path);
+
+fn main() {
+    if std::env::var_os("MIRAI_BENCH_REPORT_ONLY").is_none() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    report();
+}
