@@ -14,12 +14,13 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use google_cloud_pubsub::client::{BasePublisher, Subscriber};
 use google_cloud_pubsub::model::Message;
+use google_cloud_pubsub::subscriber::ShutdownBehavior;
 use google_cloud_pubsub::subscriber::handler::Handler as AckHandler;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -183,6 +184,9 @@ pub mod dead_letter_attr {
     pub const ATTEMPTS: &str = "mirai-dead-letter-attempts";
 }
 
+/// How long a stopping stream may take to flush acks and nack what it still holds.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
 /// Pulls one subscription and dispatches to typed handlers.
 pub struct Consumer {
     pool: PgPool,
@@ -244,10 +248,15 @@ impl Consumer {
         let mut streams = tokio::task::JoinSet::new();
         for _ in 0..shared.consumer.settings.streams.max(1) {
             let (shared, permits, shutdown) = (shared.clone(), permits.clone(), shutdown.clone());
+            // On shutdown, messages the stream holds but we never started are nacked at once,
+            // so another replica (or this service after a restart) gets them without waiting
+            // for their ack deadline; acks of finished handlers are flushed first.
             let mut stream = subscriber
                 .subscribe(shared.consumer.path.clone())
                 .set_max_outstanding_messages(shared.consumer.settings.concurrency as i64)
+                .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
                 .build();
+            let stream_shutdown = stream.shutdown_token();
             streams.spawn(async move {
                 let mut in_flight = tokio::task::JoinSet::new();
                 // Messages of one ordering key are handled one after another, in arrival order:
@@ -290,6 +299,12 @@ impl Consumer {
                     while in_flight.try_join_next().is_some() {}
                 }
                 while in_flight.join_next().await.is_some() {}
+                if tokio::time::timeout(SHUTDOWN_FLUSH, stream_shutdown.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(message = "Pending acks not flushed in time; those messages will be redelivered.", subscription = %shared.consumer.subscription);
+                }
             });
         }
         while streams.join_next().await.is_some() {}
