@@ -323,7 +323,17 @@ pub async fn eventually<T: PartialEq + std::fmt::Debug, F: AsyncFn() -> T>(
     want: T,
     probe: F,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    eventually_within(what, want, Duration::from_secs(30), probe).await
+}
+
+/// Polls `probe` until it returns `want`, for at most `limit`.
+pub async fn eventually_within<T: PartialEq + std::fmt::Debug, F: AsyncFn() -> T>(
+    what: &str,
+    want: T,
+    limit: Duration,
+    probe: F,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         let got = probe().await;
         if got == want {
