@@ -98,7 +98,9 @@ impl Hasher {
     }
 }
 
-fn hash_now(config: Argon2Config, password: &[u8]) -> Result<String, HashError> {
+/// One Argon2id hash with a fresh salt, on the calling thread: what [`Hasher::hash`] runs on a
+/// blocking thread (benchmarks call it directly).
+pub fn hash_now(config: Argon2Config, password: &[u8]) -> Result<String, HashError> {
     let params = Params::new(
         config.memory_kib,
         config.iterations,
