@@ -32,13 +32,16 @@ pub struct Problem {
     pub detail: Option<String>,
     /// The path the problem occurred at.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub instance: Option<Box<str>>,
     /// The request's `x-request-id`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub request_id: Option<Box<str>>,
     /// The W3C trace id of the request, to find its logs and spans.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub trace_id: Option<Box<str>>,
     /// Sent as the `Retry-After` header (seconds), e.g. with 429 and 503.
     #[serde(skip)]
     #[schema(ignore)]
@@ -54,8 +57,8 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             instance: None,
-            request_id: crate::edge::current_request_id(),
-            trace_id: mirai_platform::telemetry::current_trace_id(),
+            request_id: crate::edge::current_request_id().map(String::into_boxed_str),
+            trace_id: mirai_platform::telemetry::current_trace_id().map(String::into_boxed_str),
             retry_after: None,
         }
     }
@@ -71,7 +74,7 @@ impl Problem {
     }
 
     pub fn instance(mut self, instance: impl Into<String>) -> Self {
-        self.instance = Some(instance.into());
+        self.instance = Some(instance.into().into_boxed_str());
         self
     }
 }
