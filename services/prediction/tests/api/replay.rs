@@ -181,12 +181,13 @@ async fn replaying_the_test_period_reproduces_the_model_cards() {
                 "{version} {name}: service {served:.9} card {carded:.9} (diff {:e})",
                 served - carded
             );
-            // Quantiles agree to 1e-5 (tract vs onnxruntime), so the losses agree far closer;
-            // the shares agree exactly unless an outcome sits within 1e-5 of an interval end.
+            // The quantiles agree with onnxruntime's to ~1e-8, so the losses agree to ~1e-11
+            // (measured: 3e-11 at most); the shares agree exactly unless an outcome sits
+            // within that distance of an interval end or of 0, hence one day of slack.
             let tolerance = if matches!(name, "hit_rate" | "coverage" | "always_up") {
                 1.0 / TEST_ORIGINS as f64 + 1e-12
             } else {
-                1e-6
+                1e-9
             };
             assert!(
                 (served - carded).abs() <= tolerance,
