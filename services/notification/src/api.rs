@@ -365,7 +365,7 @@ impl Api {
                 webhook_endpoint_ids = $10, enabled = $11,
                 rule_version = rule_version + CASE WHEN $12 THEN 1 ELSE 0 END,
                 armed_up = coalesce($13, armed_up), armed_down = coalesce($14, armed_down),
-                move_ref_at = CASE WHEN $13 IS NULL THEN move_ref_at ELSE now() END,
+                move_ref_at = CASE WHEN $13 IS NULL THEN move_ref_at END,
                 state_version = state_version + 1, updated_at = now()
              WHERE alert_id = $1",
         )

@@ -354,15 +354,21 @@ async fn record_price(
 
 /// Lowest and highest price of `symbol` since `since`: minute buckets for the last two days,
 /// day buckets before that (a long window's old end is resolved to the day).
+///
+/// After a firing the window starts at the firing (`after_firing`): the firing's minute bucket
+/// is left out, since it holds the prices that led to the firing; the current observation is
+/// added by the caller.
 async fn window(
     tx: &mut PgConnection,
     symbol: &str,
     since: DateTime<Utc>,
+    after_firing: bool,
 ) -> Result<Option<(f64, f64)>, sqlx::Error> {
     let row: (Option<f64>, Option<f64>) = sqlx::query_as(
         "SELECT min(low), max(high) FROM (
              SELECT low, high FROM price_minutes
-              WHERE symbol = $1 AND minute >= date_trunc('minute', $2::timestamptz)
+              WHERE symbol = $1 AND (minute > date_trunc('minute', $2::timestamptz)
+                                     OR (NOT $3 AND minute = date_trunc('minute', $2::timestamptz)))
              UNION ALL
              SELECT low, high FROM price_days
               WHERE symbol = $1 AND day >= ($2::timestamptz AT TIME ZONE 'UTC')::date
@@ -371,6 +377,7 @@ async fn window(
     )
     .bind(symbol)
     .bind(since)
+    .bind(after_firing)
     .fetch_one(tx)
     .await?;
     Ok(match row {
@@ -636,8 +643,14 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
         let window = match rule.condition.window() {
             Some(w) => {
                 let start = ev.at - chrono::Duration::from_std(w).unwrap_or_default();
-                let since = state.move_ref_at.map_or(start, |r| r.max(start));
-                window(tx, ev.symbol, since).await?
+                let (since, after_firing) = match state.move_ref_at {
+                    Some(r) if r > start => (r, true),
+                    _ => (start, false),
+                };
+                let observed = ev.observation.map(|o| (o.low, o.high));
+                window(tx, ev.symbol, since, after_firing)
+                    .await?
+                    .or(observed)
             }
             None => None,
         };

@@ -267,7 +267,7 @@ pub async fn activate(tx: &mut PgConnection, row: &Row) -> anyhow::Result<Row> {
     let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE alerts SET status = 'ACTIVE', status_reason = '', activated_at = now(),
             updated_at = now(), saga_next_at = NULL, armed_up = $2, armed_down = $3,
-            move_ref_at = now(), state_version = state_version + 1
+            move_ref_at = NULL, state_version = state_version + 1
          WHERE alert_id = $1 RETURNING {COLUMNS}"
     )))
     .bind(row.alert_id)

@@ -1,0 +1,241 @@
+//! Push through the FCM HTTP v1 request format, against a local server that speaks it: the
+//! OAuth 2.0 JWT-bearer token exchange (the assertion's RS256 signature is checked with the
+//! service account's public key) and `messages:send`.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use mirai_notification::config::FcmConfig;
+use mirai_proto::notification::v1 as pb;
+
+use crate::helpers::{eventually, spawn_with, user};
+use crate::webhooks::fire;
+
+#[derive(Clone, Default)]
+struct Fcm {
+    public_pem: Arc<String>,
+    client_email: Arc<String>,
+    token_uri: Arc<Mutex<String>>,
+    tokens_issued: Arc<Mutex<u32>>,
+    messages: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    iss: String,
+    scope: String,
+    aud: String,
+    exp: i64,
+}
+
+async fn token(
+    State(fcm): State<Fcm>,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return (StatusCode::BAD_REQUEST, "unsupported_grant_type").into_response();
+    }
+    let key = DecodingKey::from_rsa_pem(fcm.public_pem.as_bytes()).unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&[fcm.token_uri.lock().unwrap().clone()]);
+    let claims = match jsonwebtoken::decode::<Claims>(
+        form.get("assertion").map_or("", |s| s),
+        &key,
+        &validation,
+    ) {
+        Ok(data) => data.claims,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid_grant: {e}")).into_response(),
+    };
+    if claims.iss != *fcm.client_email
+        || claims.scope != "https://www.googleapis.com/auth/firebase.messaging"
+        || claims.aud.is_empty()
+        || claims.exp <= chrono::Utc::now().timestamp()
+    {
+        return (StatusCode::BAD_REQUEST, "invalid_grant").into_response();
+    }
+    *fcm.tokens_issued.lock().unwrap() += 1;
+    axum::Json(serde_json::json!({
+        "access_token": "ya29.test-token",
+        "expires_in": 3599,
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}
+
+async fn send(
+    State(fcm): State<Fcm>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> axum::response::Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer ya29.test-token")
+    {
+        return (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").into_response();
+    }
+    let token = body["message"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if token == "gone-device-token" {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                serde_json::json!({"error": {"code": 404, "status": "NOT_FOUND",
+                "details": [{"errorCode": "UNREGISTERED"}]}}),
+            ),
+        )
+            .into_response();
+    }
+    fcm.messages.lock().unwrap().push((project.clone(), body));
+    axum::Json(serde_json::json!({"name": format!("projects/{project}/messages/1")}))
+        .into_response()
+}
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is needed for the push test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test]
+async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("key.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        key_path.to_str().unwrap(),
+    ]);
+    let public_pem = String::from_utf8(openssl(&[
+        "pkey",
+        "-in",
+        key_path.to_str().unwrap(),
+        "-pubout",
+    ]))
+    .unwrap();
+    let private_pem = std::fs::read_to_string(&key_path).unwrap();
+
+    let fcm = Fcm {
+        public_pem: Arc::new(public_pem),
+        client_email: Arc::new("mirai-push@mirai-test.iam.gserviceaccount.com".into()),
+        ..Default::default()
+    };
+    let app = axum::Router::new()
+        .route("/token", axum::routing::post(token))
+        .route(
+            "/v1/projects/{project}/messages:send",
+            axum::routing::post(send),
+        )
+        .with_state(fcm.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let token_uri = format!("{base}/token");
+    *fcm.token_uri.lock().unwrap() = token_uri.clone();
+    let credentials = dir.path().join("service-account.json");
+    std::fs::write(
+        &credentials,
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": "mirai-test",
+            "private_key_id": "k1",
+            "private_key": private_pem,
+            "client_email": *fcm.client_email,
+            "token_uri": token_uri,
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    let mut app = spawn_with(|c| {
+        c.fcm = Some(FcmConfig {
+            credentials_file: credentials.clone(),
+            endpoint: base.clone(),
+            token_uri: None,
+            timeout: Duration::from_secs(5),
+        })
+    })
+    .await;
+    let owner = app.add_user("push@example.com", "UTC", &["user"]).await;
+    for (token, name) in [
+        ("fcm-registration-token-0123456789", "Pixel 8"),
+        ("gone-device-token", "old phone"),
+    ] {
+        app.client
+            .register_push_device(user(
+                owner,
+                pb::RegisterPushDeviceRequest {
+                    user_id: owner.to_string(),
+                    token: token.into(),
+                    platform: pb::DevicePlatform::Android.into(),
+                    name: name.into(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    fire(&mut app, owner, "PUSH", &[pb::Channel::Push]).await;
+    let messages = eventually("the push message", || async {
+        let m = fcm.messages.lock().unwrap().clone();
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    let (project, body) = &messages[0];
+    assert_eq!(project, "mirai-test");
+    assert_eq!(
+        body["message"]["token"],
+        "fcm-registration-token-0123456789"
+    );
+    assert_eq!(body["message"]["notification"]["title"], "PUSH above 10.00");
+    assert_eq!(body["message"]["data"]["symbol"], "PUSH");
+    assert_eq!(*fcm.tokens_issued.lock().unwrap(), 1);
+    // The unregistered device is removed; its delivery failed visibly.
+    let devices = eventually("the unregistered device to be removed", || async {
+        let d = app
+            .client
+            .clone()
+            .list_push_devices(user(
+                owner,
+                pb::ListPushDevicesRequest {
+                    user_id: owner.to_string(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .devices;
+        (d.len() == 1).then_some(d)
+    })
+    .await;
+    assert_eq!(devices[0].token_suffix, "23456789");
+    let statuses: Vec<String> = app
+        .deliveries_of(owner)
+        .await
+        .into_iter()
+        .filter(|(c, ..)| *c == pb::Channel::Push as i16)
+        .map(|(_, s, ..)| s)
+        .collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(
+        statuses.contains(&"SENT".to_owned()) && statuses.contains(&"FAILED".to_owned()),
+        "{statuses:?}"
+    );
+}

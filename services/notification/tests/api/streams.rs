@@ -1,0 +1,123 @@
+//! In-app notifications: the live stream, listing, marking read and the unread count.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use mirai_proto::notification::v1 as pb;
+
+use crate::helpers::{spawn, user};
+use crate::webhooks::fire;
+
+#[tokio::test]
+async fn new_notifications_stream_live_and_can_be_marked_read() {
+    let mut app = spawn().await;
+    let owner = app.add_user("live@example.com", "UTC", &["user"]).await;
+    let other = app.add_user("other@example.com", "UTC", &["user"]).await;
+    let mut stream = app
+        .client
+        .stream_notifications(user(
+            owner,
+            pb::StreamNotificationsRequest {
+                user_id: owner.to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = app
+        .client
+        .stream_notifications(user(
+            other,
+            pb::StreamNotificationsRequest {
+                user_id: owner.to_string(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "nobody watches another's stream"
+    );
+    let created = fire(&mut app, owner, "LIVE", &[]).await;
+    // The activation notice, then the trigger.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("a live notification")
+            .expect("stream open")
+            .unwrap();
+        seen.push(message);
+    }
+    let trigger = seen
+        .iter()
+        .find(|m| m.notification.as_ref().unwrap().category == pb::Category::PriceAlert as i32)
+        .expect("the trigger streamed");
+    let n = trigger.notification.as_ref().unwrap();
+    assert_eq!(n.alert_id, created.alert_id);
+    assert_eq!(n.title, "LIVE above 10.00");
+    assert_eq!(n.data["symbol"], "LIVE");
+    assert_eq!(trigger.unread_count, 2);
+    assert_eq!(trigger.dropped, 0);
+
+    let list = app
+        .client
+        .list_notifications(user(
+            owner,
+            pb::ListNotificationsRequest {
+                user_id: owner.to_string(),
+                page_size: 1,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.notifications.len(), 1, "newest first, one per page");
+    assert!(!list.next_page_token.is_empty());
+    let marked = app
+        .client
+        .mark_notifications(user(
+            owner,
+            pb::MarkNotificationsRequest {
+                user_id: owner.to_string(),
+                notification_ids: vec![n.notification_id.clone()],
+                all: false,
+                read: true,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((marked.updated, marked.unread_count), (1, 1));
+    let all = app
+        .client
+        .mark_notifications(user(
+            owner,
+            pb::MarkNotificationsRequest {
+                user_id: owner.to_string(),
+                all: true,
+                read: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((all.updated, all.unread_count), (1, 0));
+    let unread = app
+        .client
+        .list_notifications(user(
+            owner,
+            pb::ListNotificationsRequest {
+                user_id: owner.to_string(),
+                unread_only: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unread.notifications.is_empty());
+}
