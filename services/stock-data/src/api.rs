@@ -43,6 +43,11 @@ impl Api {
     }
 }
 
+/// Admin RPCs check the caller's role themselves too (defence in depth behind the gateway).
+fn require_admin<T>(request: &Request<T>) -> Result<mirai_platform::auth::Principal, Status> {
+    mirai_platform::auth::require(request, &[mirai_platform::auth::Role::Admin])
+}
+
 #[tonic::async_trait]
 impl StockDataService for Api {
     async fn stream_quotes(
@@ -112,6 +117,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::AddSymbolRequest>,
     ) -> Result<Response<pb::AddSymbolResponse>, Status> {
+        require_admin(&request)?;
         let request = request.into_inner();
         let symbol = request
             .symbol
@@ -140,6 +146,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::DelistSymbolRequest>,
     ) -> Result<Response<pb::DelistSymbolResponse>, Status> {
+        require_admin(&request)?;
         let request = request.into_inner();
         let ticker = Ticker::parse(&request.symbol)?;
         let reason = request.reason.trim();
@@ -173,6 +180,7 @@ impl StockDataService for Api {
         &self,
         request: Request<tonic::Streaming<pb::ImportBarsRequest>>,
     ) -> Result<Response<pb::ImportBarsResponse>, Status> {
+        require_admin(&request)?;
         use pb::import_bars_request::Part;
         let mut stream = request.into_inner();
         let options = match stream.message().await? {
@@ -264,6 +272,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::StartReplayRequest>,
     ) -> Result<Response<pb::StartReplayResponse>, Status> {
+        require_admin(&request)?;
         let status = self.replays.start(request.into_inner()).await?;
         Ok(Response::new(pb::StartReplayResponse {
             status: Some(status),
@@ -274,6 +283,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::StopReplayRequest>,
     ) -> Result<Response<pb::StopReplayResponse>, Status> {
+        require_admin(&request)?;
         let ticker = Ticker::parse(&request.get_ref().symbol)?;
         let status = self
             .replays
@@ -289,6 +299,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::GetReplayStatusRequest>,
     ) -> Result<Response<pb::GetReplayStatusResponse>, Status> {
+        require_admin(&request)?;
         let ticker = Ticker::parse(&request.get_ref().symbol)?;
         let status = self
             .replays
@@ -301,8 +312,9 @@ impl StockDataService for Api {
 
     async fn list_replays(
         &self,
-        _: Request<pb::ListReplaysRequest>,
+        request: Request<pb::ListReplaysRequest>,
     ) -> Result<Response<pb::ListReplaysResponse>, Status> {
+        require_admin(&request)?;
         Ok(Response::new(pb::ListReplaysResponse {
             replays: self.replays.list(),
         }))
@@ -312,8 +324,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::UpdateSymbolRequest>,
     ) -> Result<Response<pb::UpdateSymbolResponse>, Status> {
-        let principal =
-            mirai_platform::auth::require(&request, &[mirai_platform::auth::Role::Admin])?;
+        let principal = require_admin(&request)?;
         let request = request.into_inner();
         let update = request
             .symbol
@@ -354,6 +365,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::TrackSymbolRequest>,
     ) -> Result<Response<pb::TrackSymbolResponse>, Status> {
+        require_admin(&request)?;
         let request = request.into_inner();
         let ticker = Ticker::parse(&request.symbol)?;
         let reference = Reference::parse(&request.reference)?;
@@ -388,6 +400,7 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::UntrackSymbolRequest>,
     ) -> Result<Response<pb::UntrackSymbolResponse>, Status> {
+        require_admin(&request)?;
         let request = request.into_inner();
         let ticker = Ticker::parse(&request.symbol)?;
         let reference = Reference::parse(&request.reference)?;

@@ -4,7 +4,6 @@ use mirai_platform::app::ServiceApp;
 use mirai_platform::config::ServiceConfig;
 use mirai_platform::testing::TestDatabase;
 use mirai_platform::wire;
-use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use mirai_proto::stock::v1::{Bar, GetBarsRequest, Timeframe};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +21,7 @@ fn csv_rows() -> Vec<(String, f64, f64, f64, f64, f64)> {
 }
 
 struct Running {
-    client: StockDataServiceClient<tonic::transport::Channel>,
+    client: crate::helpers::Client,
     app_pool: sqlx::PgPool,
     stop: CancellationToken,
     _db: TestDatabase,
@@ -36,9 +35,7 @@ async fn start() -> Running {
     let addr = app.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = StockDataServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let client = crate::helpers::connect(addr).await;
     Running {
         client,
         app_pool,

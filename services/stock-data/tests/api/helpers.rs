@@ -12,7 +12,36 @@ use mirai_proto::stock::v1::{
 use mirai_stock_data::config::Config;
 use tokio_util::sync::CancellationToken;
 
-pub type Client = StockDataServiceClient<tonic::transport::Channel>;
+/// A client whose every call carries an admin principal, as the gateway passes it.
+pub type Client = StockDataServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AsAdmin>,
+>;
+
+/// Puts an admin principal into each request's metadata.
+#[derive(Clone, Copy)]
+pub struct AsAdmin;
+
+impl tonic::service::Interceptor for AsAdmin {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        mirai_platform::auth::Principal {
+            user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            roles: [mirai_platform::auth::Role::User, mirai_platform::auth::Role::Admin].into(),
+            api_key_id: None,
+        }
+        .insert_into(request.metadata_mut())?;
+        Ok(request)
+    }
+}
+
+/// An admin client of the service at `addr`.
+pub async fn connect(addr: std::net::SocketAddr) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    StockDataServiceClient::with_interceptor(channel, AsAdmin)
+}
 
 pub struct TestApp {
     pub client: Client,
@@ -41,7 +70,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let addr = app.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = Client::connect(format!("http://{addr}")).await.unwrap();
+    let client = connect(addr).await;
     TestApp {
         client,
         addr,

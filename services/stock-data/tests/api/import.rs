@@ -3,14 +3,13 @@
 use mirai_platform::config::ServiceConfig;
 use mirai_platform::testing::TestDatabase;
 use mirai_proto::stock::v1::import_bars_request::Part;
-use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use mirai_proto::stock::v1::{
     AddSymbolRequest, AssetType, GetBarsRequest, ImportBarsRequest, ImportBarsResponse,
     ImportFormat, ImportOptions, QualityFlag, Symbol, Timeframe,
 };
 use tokio_util::sync::CancellationToken;
 
-type Client = StockDataServiceClient<tonic::transport::Channel>;
+use crate::helpers::Client;
 
 async fn start() -> (Client, CancellationToken, TestDatabase) {
     let db = TestDatabase::create("stock_data").await;
@@ -19,7 +18,7 @@ async fn start() -> (Client, CancellationToken, TestDatabase) {
     let addr = app.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let mut client = Client::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = crate::helpers::connect(addr).await;
     client
         .add_symbol(AddSymbolRequest {
             symbol: Some(Symbol {

@@ -6,14 +6,13 @@ use mirai_platform::config::ServiceConfig;
 use mirai_platform::testing::TestDatabase;
 use mirai_platform::wire;
 use mirai_proto::events::v1::{BarClosed, PriceUpdated};
-use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use mirai_proto::stock::v1::{
     GetReplayStatusRequest, ReplayState, StartReplayRequest, StopReplayRequest,
 };
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
-type Client = StockDataServiceClient<tonic::transport::Channel>;
+use crate::helpers::Client;
 
 async fn start() -> (Client, sqlx::PgPool, CancellationToken, TestDatabase) {
     let db = TestDatabase::create("stock_data").await;
@@ -26,7 +25,7 @@ async fn start() -> (Client, sqlx::PgPool, CancellationToken, TestDatabase) {
     let addr = app.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = Client::connect(format!("http://{addr}")).await.unwrap();
+    let client = crate::helpers::connect(addr).await;
     (client, pool, stop, db)
 }
 

@@ -133,3 +133,47 @@ async fn an_admin_updates_masked_fields_and_symbol_updated_is_emitted() {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
+    use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
+    use mirai_proto::stock::v1::{AddSymbolRequest, ListReplaysRequest};
+
+    let app = spawn().await;
+    let mut plain = StockDataServiceClient::connect(format!("http://{}", app.addr))
+        .await
+        .unwrap();
+    let listing = || AddSymbolRequest {
+        symbol: Some(Symbol {
+            symbol: "ACME".into(),
+            name: "Acme".into(),
+            exchange_mic: "XNAS".into(),
+            currency: "USD".into(),
+            asset_type: AssetType::Equity.into(),
+            ..Default::default()
+        }),
+        actor_user_id: String::new(),
+    };
+    let anonymous = plain.add_symbol(listing()).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let mut as_user = tonic::Request::new(listing());
+    Principal {
+        user_id: "u1".into(),
+        roles: [Role::User, Role::Premium].into(),
+        api_key_id: None,
+    }
+    .insert_into(as_user.metadata_mut())
+    .unwrap();
+    let denied = plain.add_symbol(as_user).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let denied = plain
+        .list_replays(ListReplaysRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    // Reads stay open to every caller.
+    plain
+        .search_symbols(mirai_proto::stock::v1::SearchSymbolsRequest::default())
+        .await
+        .unwrap();
+}

@@ -290,9 +290,7 @@ async fn the_saga_confirms_known_symbols_and_rejects_others_with_a_reason_once_e
     )
     .await;
     let refs =
-        |client: &mut mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient<
-            tonic::transport::Channel,
-        >| {
+        |client: &mut crate::helpers::Client| {
             let mut client = client.clone();
             async move {
                 client
