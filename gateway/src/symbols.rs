@@ -20,10 +20,11 @@ use crate::routes::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(add, search))
-        .routes(routes!(get_one))
+        .routes(routes!(get_one, update))
         .routes(routes!(delist))
         .routes(routes!(bars))
         .routes(routes!(quote))
+        .routes(routes!(quality))
 }
 
 fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
@@ -177,6 +178,66 @@ async fn get_one(
     let response = client(&state)
         .get_symbol(pb::GetSymbolRequest { symbol })
         .await?;
+    Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
+}
+
+/// Body of `PATCH /v1/symbols/{symbol}`: the fields to change (absent = unchanged).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolChange {
+    pub name: Option<String>,
+    pub exchange_mic: Option<String>,
+    pub currency: Option<String>,
+    pub asset_type: Option<AssetType>,
+}
+
+/// Changes a symbol's metadata (admin). Emits `symbol.updated` when something changed.
+#[utoipa::path(patch, path = "/v1/symbols/{symbol}", tag = "market-data",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("symbol" = String, Path, description = "Ticker")),
+    request_body = SymbolChange,
+    responses(
+        (status = 200, description = "The symbol after the change", body = Symbol),
+        (status = 400, description = "Invalid field (named in detail)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown symbol", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(symbol): Path<String>,
+    Json(body): Json<SymbolChange>,
+) -> Result<axum::Json<Symbol>, Problem> {
+    let mut paths = Vec::new();
+    let mut changed = pb::Symbol {
+        symbol,
+        ..Default::default()
+    };
+    if let Some(v) = body.name {
+        paths.push("name".to_owned());
+        changed.name = v;
+    }
+    if let Some(v) = body.exchange_mic {
+        paths.push("exchange_mic".to_owned());
+        changed.exchange_mic = v;
+    }
+    if let Some(v) = body.currency {
+        paths.push("currency".to_owned());
+        changed.currency = v;
+    }
+    if let Some(v) = body.asset_type {
+        paths.push("asset_type".to_owned());
+        changed.asset_type = pb::AssetType::from(v).into();
+    }
+    let request = forward(
+        pb::UpdateSymbolRequest {
+            symbol: Some(changed),
+            update_mask: Some(prost_types::FieldMask { paths }),
+            actor_user_id: admin.user_id.clone(),
+        },
+        &admin,
+    )?;
+    let response = client(&state).update_symbol(request).await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
 }
 
@@ -394,16 +455,7 @@ async fn bars(
                 close: b.close,
                 volume: b.volume,
                 source_bars: b.source_bar_count,
-                quality_flags: b
-                    .quality_flags
-                    .iter()
-                    .filter_map(|f| pb::QualityFlag::try_from(*f).ok())
-                    .map(|f| {
-                        f.as_str_name()
-                            .trim_start_matches("QUALITY_FLAG_")
-                            .to_ascii_lowercase()
-                    })
-                    .collect(),
+                quality_flags: b.quality_flags.iter().map(|f| flag_name(*f)).collect(),
             })
             .collect(),
         next_page_token: response.next_page_token,
@@ -469,4 +521,128 @@ impl From<pb::Quote> for Quote {
             adjustment: "raw",
         }
     }
+}
+
+/// A quality flag's name as the API shows it (`ohlc_inconsistent`, `gap_before`, ...).
+fn flag_name(value: i32) -> String {
+    pb::QualityFlag::try_from(value)
+        .map(|f| {
+            f.as_str_name()
+                .trim_start_matches("QUALITY_FLAG_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Query of `GET /v1/stocks/{symbol}/quality`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct QualityQuery {
+    /// Stored timeframe to check; default `1Day`.
+    pub timeframe: Option<Timeframe>,
+    /// RFC 3339, inclusive.
+    pub start: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive.
+    pub end: Option<DateTime<Utc>>,
+    /// Issues per page, 1–10,000, default 1,000 (counts always cover the whole range).
+    pub max_issues: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlagCount {
+    pub flag: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QualityIssue {
+    pub flag: String,
+    pub bar_start: Option<DateTime<Utc>>,
+    pub detail: String,
+    pub detected_at: Option<DateTime<Utc>>,
+}
+
+/// What the quality checks found in a range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QualityReport {
+    pub symbol: String,
+    pub first_bar_start: Option<DateTime<Utc>>,
+    pub last_bar_start: Option<DateTime<Utc>>,
+    pub bars_checked: u64,
+    pub bars_clean: u64,
+    /// Per flag, the bars carrying it.
+    pub counts: Vec<FlagCount>,
+    /// Flagged bars, oldest first (one page).
+    pub issues: Vec<QualityIssue>,
+    pub issues_truncated: bool,
+    /// Trading sessions missing from the data, per the calendar.
+    pub missing_sessions: Vec<DateTime<Utc>>,
+    /// Calendar used for gaps, e.g. `XNYS`.
+    pub calendar: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub next_page_token: String,
+}
+
+/// The data-quality report of a symbol's bars: anomalies are flagged on ingest (OHLC
+/// inconsistency, non-positive prices or volume, duplicates, out-of-order bars, gaps against
+/// the exchange calendar, outlier returns by robust z-score) and reported here; nothing is
+/// silently repaired.
+#[utoipa::path(get, path = "/v1/stocks/{symbol}/quality", tag = "market-data",
+    params(("symbol" = String, Path, description = "Ticker"), QualityQuery),
+    responses(
+        (status = 200, description = "The report", body = QualityReport),
+        (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown symbol", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn quality(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    Query(query): Query<QualityQuery>,
+) -> Result<axum::Json<QualityReport>, Problem> {
+    let r = client(&state)
+        .get_quality_report(pb::GetQualityReportRequest {
+            symbol,
+            timeframe: pb::Timeframe::from(query.timeframe.unwrap_or(Timeframe::OneDay)).into(),
+            start: query.start.map(wire::timestamp),
+            end: query.end.map(wire::timestamp),
+            max_issues: query.max_issues.unwrap_or_default(),
+            page_token: query.page_token.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(axum::Json(QualityReport {
+        first_bar_start: r.first_bar_start.as_ref().and_then(wire::datetime),
+        last_bar_start: r.last_bar_start.as_ref().and_then(wire::datetime),
+        bars_checked: r.bars_checked,
+        bars_clean: r.bars_clean,
+        counts: r
+            .counts
+            .iter()
+            .map(|c| FlagCount {
+                flag: flag_name(c.flag),
+                count: c.count,
+            })
+            .collect(),
+        issues: r
+            .issues
+            .iter()
+            .map(|i| QualityIssue {
+                flag: flag_name(i.flag),
+                bar_start: i.bar_start.as_ref().and_then(wire::datetime),
+                detail: i.detail.clone(),
+                detected_at: i.detected_at.as_ref().and_then(wire::datetime),
+            })
+            .collect(),
+        issues_truncated: r.issues_truncated,
+        missing_sessions: r
+            .missing_sessions
+            .iter()
+            .filter_map(wire::datetime)
+            .collect(),
+        calendar: r.calendar,
+        next_page_token: r.next_page_token,
+        symbol: r.symbol,
+    }))
 }

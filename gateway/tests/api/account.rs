@@ -528,7 +528,11 @@ async fn account_deletion_waits_for_every_participant_then_erases_the_account() 
     assert_eq!(deleted.2["participants"][0]["purged"], false);
     // Sessions ended at once; a second request is harmless.
     let (status, _, _) = gw
-        .post("/v1/auth/refresh", None, json!({ "refresh_token": refresh }))
+        .post(
+            "/v1/auth/refresh",
+            None,
+            json!({ "refresh_token": refresh }),
+        )
         .await;
     assert_eq!(status, 401);
     let again = answer(
@@ -545,7 +549,10 @@ async fn account_deletion_waits_for_every_participant_then_erases_the_account() 
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let (status, _, progress) = gw.get("/v1/me/deletion", Some(&access)).await;
     assert_eq!(status, 200, "{progress}");
-    assert_eq!(progress["status"], "deleting", "stock-data is down: {progress}");
+    assert_eq!(
+        progress["status"], "deleting",
+        "stock-data is down: {progress}"
+    );
     assert!(progress["completed_at"].is_null());
 
     // It comes back, purges, confirms; the user service erases the account.

@@ -445,3 +445,84 @@ async fn the_quote_stream_outlives_the_upstream_timeout_and_follows_a_replay() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn one_websocket_subscribes_and_unsubscribes_and_quality_is_reported() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let platform = Platform::start().await;
+    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
+        .await
+        .unwrap();
+    let app = Application::build(platform.gateway_config()).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let ws_url = format!("ws://{}/v1/stream/quotes?symbols=SPX", app.http_addr());
+    let stop = CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let mut next = async || -> Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("a message within 10 s")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = frame {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    };
+    assert_eq!(
+        next().await,
+        json!({ "type": "subscribed", "symbols": ["SPX"] })
+    );
+    let snapshot = next().await;
+    assert_eq!(snapshot["type"], "quote", "{snapshot}");
+    assert_eq!(snapshot["symbol"], "SPX");
+    assert_eq!(snapshot["snapshot"], true);
+    assert_eq!(snapshot["dropped"], 0);
+
+    let mut send = async |text: &str| socket.send(Message::Text(text.into())).await.unwrap();
+    send(r#"{"action":"subscribe","symbols":["NOPE"]}"#).await;
+    send(r#"{"action":"dance"}"#).await;
+    send(r#"{"action":"unsubscribe","symbols":["SPX"]}"#).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next().await);
+    }
+    assert!(
+        seen.iter()
+            .any(|m| m["type"] == "error" && m["symbol"] == "NOPE"),
+        "unknown symbol reported: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|m| m["type"] == "error"
+            && m["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("bad message")),
+        "bad message reported: {seen:?}"
+    );
+    assert_eq!(
+        seen.last().unwrap(),
+        &json!({ "type": "subscribed", "symbols": [] }),
+        "{seen:?}"
+    );
+
+    // The quality report of the real S&P 500 history: checked, calendar-aware, no gaps.
+    let report: Value = reqwest::get(format!(
+        "{base}/v1/stocks/SPX/quality?start=2019-01-01T00:00:00Z&end=2020-01-01T00:00:00Z"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(report["calendar"], "XNYS", "{report}");
+    assert_eq!(report["bars_checked"], 252, "{report}");
+    assert_eq!(report["missing_sessions"], json!([]), "{report}");
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+}
