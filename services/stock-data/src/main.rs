@@ -1,8 +1,10 @@
 use mirai_platform::bootstrap;
 
 fn main() -> std::process::ExitCode {
-    bootstrap::run(
+    bootstrap::run_service(
         mirai_stock_data::config::from_env,
+        |config| &config.service,
+        &mirai_stock_data::startup::MIGRATIONS,
         |config, shutdown| async move {
             let app = mirai_stock_data::startup::build_with(&config).await?;
             if config.sample_data {
