@@ -270,6 +270,43 @@ pub mod conformance {
         );
     }
 
+    /// `--migrate-only` applies the migrations and exits 0 (binding nothing), `--provision-only`
+    /// creates the Pub/Sub resources and exits 0, anything else is a usage error (64).
+    pub async fn one_shot_modes(binary: &str, env: &[(&str, String)], database_url: &str) {
+        let run = |arg: &str| {
+            let mut command = std::process::Command::new(binary);
+            command
+                .arg(arg)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+            ChildProcess::from_command(command)
+                .wait_timeout(Duration::from_secs(60))
+                .expect("a one-shot mode exits promptly")
+        };
+        let (status, _, stderr) = run("--migrate-only");
+        assert!(status.success(), "--migrate-only: {stderr}");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(database_url)
+            .await
+            .expect("connect");
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .expect("migrations table");
+        assert!(applied >= 2, "platform and service migrations applied");
+        let (status, _, stderr) = run("--provision-only");
+        assert!(status.success(), "--provision-only: {stderr}");
+        let (status, _, stderr) = run("--serve-forever");
+        assert_eq!(
+            status.code(),
+            Some(i32::from(crate::bootstrap::EXIT_USAGE)),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("--migrate-only"),
+            "usage is printed: {stderr}"
+        );
+    }
+
     /// Starts `binary`, waits until ready, sends SIGTERM, and checks the shutdown sequence:
     /// `/readyz` turns 503 while gRPC still answers (drain delay), then a clean exit within the
     /// grace period. Also checks that every stdout line is a JSON log object.
@@ -387,6 +424,15 @@ macro_rules! service_conformance_tests {
                     .expect("starts on a migrated database");
                 app.pool.close().await;
             }
+        }
+
+        #[tokio::test]
+        async fn one_shot_modes_migrate_or_provision_then_exit() {
+            let db = $crate::testing::TestDatabase::create($db_prefix).await;
+            let mut env =
+                $crate::testing::pubsub_env(&$crate::events::pubsub::PubSubConfig::for_tests());
+            env.push(("DATABASE_URL", db.url().to_owned()));
+            $crate::testing::conformance::one_shot_modes(BINARY, &env, db.url()).await;
         }
 
         #[tokio::test]
