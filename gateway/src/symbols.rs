@@ -478,6 +478,8 @@ pub struct Quote {
     pub source: String,
     #[schema(value_type = String)]
     pub adjustment: &'static str,
+    /// When stock-data last changed this quote (its freshness).
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// The latest quote: last price, change against the previous close, today's bar. Served
@@ -519,6 +521,7 @@ impl From<pb::Quote> for Quote {
             change_percent: quote.change_percent,
             source: quote.source,
             adjustment: "raw",
+            updated_at: quote.updated_at.as_ref().and_then(wire::datetime),
         }
     }
 }

@@ -78,6 +78,7 @@ pub fn quote(symbol: &str, day: pb::Bar, previous: Option<pb::Bar>, source: &str
         previous_day_bar: previous,
         source: source.to_owned(),
         adjustment: pb::Adjustment::Raw.into(),
+        updated_at: Some(mirai_platform::wire::timestamp(chrono::Utc::now())),
     }
 }
 
