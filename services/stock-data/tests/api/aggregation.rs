@@ -226,7 +226,7 @@ async fn a_stalled_stream_does_not_delay_another() {
         .connect()
         .await
         .unwrap();
-    let mut stalled = Client::new(channel)
+    let mut stalled = Client::with_interceptor(channel, crate::helpers::AsAdmin)
         .stream_quotes(request.clone())
         .await
         .unwrap()
