@@ -22,10 +22,17 @@ pub type Client = StockDataServiceClient<
 pub struct AsAdmin;
 
 impl tonic::service::Interceptor for AsAdmin {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         mirai_platform::auth::Principal {
             user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
-            roles: [mirai_platform::auth::Role::User, mirai_platform::auth::Role::Admin].into(),
+            roles: [
+                mirai_platform::auth::Role::User,
+                mirai_platform::auth::Role::Admin,
+            ]
+            .into(),
             api_key_id: None,
         }
         .insert_into(request.metadata_mut())?;

@@ -166,10 +166,7 @@ async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
     .unwrap();
     let denied = plain.add_symbol(as_user).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-    let denied = plain
-        .list_replays(ListReplaysRequest {})
-        .await
-        .unwrap_err();
+    let denied = plain.list_replays(ListReplaysRequest {}).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::Unauthenticated);
     // Reads stay open to every caller.
     plain

@@ -289,22 +289,21 @@ async fn the_saga_confirms_known_symbols_and_rejects_others_with_a_reason_once_e
         None,
     )
     .await;
-    let refs =
-        |client: &mut crate::helpers::Client| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .get_symbol(GetSymbolRequest {
-                        symbol: "ACME".into(),
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .symbol
-                    .unwrap()
-                    .tracking_references
-            }
-        };
+    let refs = |client: &mut crate::helpers::Client| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_symbol(GetSymbolRequest {
+                    symbol: "ACME".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .symbol
+                .unwrap()
+                .tracking_references
+        }
+    };
     eventually("watchlist tracked", || {
         let mut client = client.clone();
         async move { (refs(&mut client).await == 1).then_some(()) }
