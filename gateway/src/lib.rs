@@ -10,7 +10,8 @@
 //! - `routes`: every route of the public API with its OpenAPI description; `openapi` the
 //!   document and its page. One module per resource: `account` (sign-up, sessions, the
 //!   caller's account and API keys), `admin` (users, roles, audit), `symbols` (symbols, bars,
-//!   quotes), `ingest` (imports and replays), `streams` (SSE).
+//!   quotes), `ingest` (imports and replays), `streams` (SSE and WebSocket), `predictions`
+//!   (forecasts, models, traffic, scoreboards).
 //! - The middleware, outermost first: `observability` (server span continuing an incoming
 //!   `traceparent`, HTTP RED metrics), `edge` (request id, security headers, CORS), `auth`
 //!   (JWT against the user service's JWKS, API keys, role extractors), `ratelimit`,
@@ -27,6 +28,7 @@ pub mod idempotency;
 pub mod ingest;
 pub mod observability;
 pub mod openapi;
+pub mod predictions;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;

@@ -31,6 +31,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::symbols::routes())
         .merge(crate::ingest::routes())
         .merge(crate::streams::routes())
+        .merge(crate::predictions::routes())
 }
 
 /// Paths served besides the documented API: the document itself and its page.

@@ -461,10 +461,11 @@ async fn one_websocket_subscribes_and_unsubscribes_and_quality_is_reported() {
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
 
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (socket, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let (mut sink, mut source) = socket.split();
     let mut next = async || -> Value {
         loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            let frame = tokio::time::timeout(Duration::from_secs(10), source.next())
                 .await
                 .expect("a message within 10 s")
                 .unwrap()
@@ -484,7 +485,7 @@ async fn one_websocket_subscribes_and_unsubscribes_and_quality_is_reported() {
     assert_eq!(snapshot["snapshot"], true);
     assert_eq!(snapshot["dropped"], 0);
 
-    let mut send = async |text: &str| socket.send(Message::Text(text.into())).await.unwrap();
+    let mut send = async |text: &str| sink.send(Message::Text(text.into())).await.unwrap();
     send(r#"{"action":"subscribe","symbols":["NOPE"]}"#).await;
     send(r#"{"action":"dance"}"#).await;
     send(r#"{"action":"unsubscribe","symbols":["SPX"]}"#).await;
