@@ -4,7 +4,7 @@ fn main() -> std::process::ExitCode {
     bootstrap::run(
         mirai_analytics::config::from_env,
         |config, shutdown| async move {
-            let app = mirai_analytics::startup::build(&config).await?;
+            let app = mirai_analytics::startup::build_with(&config).await?;
             Ok(app.run_until_stopped(shutdown).await?)
         },
     )

@@ -2,22 +2,19 @@
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use mirai_platform::app::ServiceApp;
 use mirai_platform::events::Envelope;
-use mirai_platform::events::topology::topics;
+use mirai_platform::events::consumer::Consumer;
 use mirai_platform::wire;
 use mirai_proto::analytics::v1 as pb;
 use mirai_proto::events::v1 as ev;
 use sqlx::{PgConnection, PgPool};
 
-/// Registers the handlers on the service's stock-events subscription.
-pub fn consume(app: &mut ServiceApp) {
-    let consumer = app
-        .consumer(topics::STOCK)
+/// Registers the handlers on the service's stock-events consumer.
+pub fn register(consumer: Consumer) -> Consumer {
+    consumer
         .on::<ev::SymbolListed, _>("symbols.listed", on_listed)
         .on::<ev::SymbolUpdated, _>("symbols.updated", on_updated)
-        .on::<ev::SymbolDelisted, _>("symbols.delisted", on_delisted);
-    app.consume(consumer);
+        .on::<ev::SymbolDelisted, _>("symbols.delisted", on_delisted)
 }
 
 /// The metadata both `symbol.listed` and `symbol.updated` carry.
@@ -125,6 +122,12 @@ pub async fn list(
     .fetch_all(pool)
     .await
     .map_err(|e| mirai_platform::db::status(e, "symbol"))?;
+    let coverage = crate::store::bars::coverage(
+        pool,
+        &rows.iter().map(|r| r.symbol.clone()).collect::<Vec<_>>(),
+    )
+    .await
+    .map_err(|e| mirai_platform::db::status(e, "symbol"))?;
     let next_page_token = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last()
@@ -136,19 +139,20 @@ pub async fn list(
     Ok(pb::ListSymbolsResponse {
         symbols: rows
             .into_iter()
-            .map(|r| pb::ReadModelSymbol {
+            .map(|r| {
+                let held = coverage.get(&r.symbol).cloned().unwrap_or_default();
+                pb::ReadModelSymbol {
                 symbol: r.symbol,
                 name: r.name,
                 exchange_mic: r.exchange_mic,
                 currency: r.currency,
                 asset_type: r.asset_type,
                 delisted: r.delisted,
-                // The bar read model arrives with the analytics issue; none are held yet.
-                bar_count: 0,
-                first_bar: None,
-                last_bar: None,
+                bar_count: held.count as u64,
+                first_bar: held.first.map(wire::timestamp),
+                last_bar: held.last.map(wire::timestamp),
                 updated_at: Some(wire::timestamp(r.updated_at)),
-            })
+            }})
             .collect(),
         next_page_token,
     })

@@ -1,0 +1,4 @@
+//! PostgreSQL access: the bar read model and the report jobs.
+
+pub mod bars;
+pub mod reports;

@@ -1,0 +1,458 @@
+//! Report jobs and their files.
+//!
+//! Lifecycle: `queued` → (a worker claims it with `FOR UPDATE SKIP LOCKED`) `running` with a
+//! deadline → `succeeded` (files stored) or `failed` (reason stored). Finishing only applies
+//! to a job that is still `running`, so a job the sweeper already failed for its deadline stays
+//! failed even if its worker completes later. Every finish enqueues `report.completed` in the
+//! same transaction.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mirai_platform::events::outbox;
+use mirai_platform::wire;
+use mirai_proto::analytics::v1 as pb;
+use mirai_proto::events::v1 as ev;
+use sqlx::{PgConnection, PgPool, Row as _};
+use uuid::Uuid;
+
+use crate::domain::Symbol;
+use crate::reports::spec::{Format, Spec, Subject};
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub spec: Spec,
+    pub status: pb::ReportStatus,
+    pub error: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub files: Vec<pb::ReportFile>,
+}
+
+impl Job {
+    pub fn to_wire(&self) -> pb::ReportJob {
+        pb::ReportJob {
+            report_id: self.id.to_string(),
+            user_id: self.user_id.to_string(),
+            subject: Some(self.spec.subject.to_wire()),
+            start: Some(wire::timestamp(self.spec.start)),
+            end: Some(wire::timestamp(self.spec.end)),
+            formats: self.spec.formats.iter().map(|f| f.to_wire().into()).collect(),
+            title: self.spec.title.clone(),
+            status: self.status.into(),
+            error: self.error.clone(),
+            files: self.files.clone(),
+            created_at: Some(wire::timestamp(self.created_at)),
+            started_at: self.started_at.map(wire::timestamp),
+            finished_at: self.finished_at.map(wire::timestamp),
+            expires_at: self.expires_at.map(wire::timestamp),
+        }
+    }
+}
+
+fn status_of(text: &str) -> pb::ReportStatus {
+    match text {
+        "queued" => pb::ReportStatus::Queued,
+        "running" => pb::ReportStatus::Running,
+        "succeeded" => pb::ReportStatus::Succeeded,
+        "failed" => pb::ReportStatus::Failed,
+        _ => pb::ReportStatus::Unspecified,
+    }
+}
+
+pub fn status_text(status: pb::ReportStatus) -> Option<&'static str> {
+    match status {
+        pb::ReportStatus::Queued => Some("queued"),
+        pb::ReportStatus::Running => Some("running"),
+        pb::ReportStatus::Succeeded => Some("succeeded"),
+        pb::ReportStatus::Failed => Some("failed"),
+        pb::ReportStatus::Unspecified => None,
+    }
+}
+
+const COLUMNS: &str = "report_id, user_id, subject_kind, symbols, model_name, model_version,
+    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
+    finished_at, expires_at";
+
+fn job_of(row: &sqlx::postgres::PgRow) -> Result<Job, sqlx::Error> {
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    let symbols: Vec<String> = row.get("symbols");
+    let parse = |s: &String| Symbol::parse("symbols", s).map_err(|e| decode(e.to_string()));
+    let subject = match row.get::<&str, _>("subject_kind") {
+        "symbol" => Subject::Symbol(parse(symbols.first().ok_or_else(|| decode("no symbol".into()))?)?),
+        "watchlist" => Subject::Watchlist(symbols.iter().map(parse).collect::<Result<_, _>>()?),
+        _ => Subject::Model {
+            name: row.get::<Option<String>, _>("model_name").unwrap_or_default(),
+            version: row.get::<Option<String>, _>("model_version").unwrap_or_default(),
+        },
+    };
+    let formats: Vec<i32> = row.get("formats");
+    Ok(Job {
+        id: row.get("report_id"),
+        user_id: row.get("user_id"),
+        spec: Spec {
+            subject,
+            start: row.get("start_at"),
+            end: row.get("end_at"),
+            formats: formats
+                .into_iter()
+                .filter_map(|f| Format::from_wire("formats", f).ok())
+                .collect(),
+            benchmark: row
+                .get::<Option<String>, _>("benchmark")
+                .and_then(|b| Symbol::parse("benchmark", &b).ok()),
+            title: row.get("title"),
+        },
+        status: status_of(row.get("status")),
+        error: row.get("error"),
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+        expires_at: row.get("expires_at"),
+        files: Vec::new(),
+    })
+}
+
+/// Stores a new QUEUED job.
+pub async fn create(pool: &PgPool, user_id: Uuid, spec: &Spec) -> Result<Job, sqlx::Error> {
+    let (model_name, model_version) = match &spec.subject {
+        Subject::Model { name, version } => (Some(name.clone()), Some(version.clone())),
+        _ => (None, None),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO report_jobs (report_id, user_id, subject_kind, symbols, model_name,
+                                  model_version, benchmark, start_at, end_at, formats, title)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(spec.subject.kind())
+    .bind(spec.subject.symbols())
+    .bind(model_name)
+    .bind(model_version)
+    .bind(spec.benchmark.as_ref().map(Symbol::to_string))
+    .bind(spec.start)
+    .bind(spec.end)
+    .bind(
+        spec.formats
+            .iter()
+            .map(|f| i32::from(f.to_wire()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(&spec.title)
+    .fetch_one(pool)
+    .await?;
+    job_of(&row)
+}
+
+async fn files_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(Uuid, pb::ReportFile)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT report_id, format, file_name, content_type, size_bytes, sha256
+         FROM report_files WHERE report_id = ANY($1) ORDER BY report_id, format",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.get("report_id"),
+                pb::ReportFile {
+                    format: r.get("format"),
+                    file_name: r.get("file_name"),
+                    content_type: r.get("content_type"),
+                    size_bytes: r.get::<i64, _>("size_bytes") as u64,
+                    sha256: r.get("sha256"),
+                },
+            )
+        })
+        .collect())
+}
+
+/// One job of `user_id` with its files; `None` for another user's or an unknown id.
+pub async fn get(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM report_jobs WHERE report_id = $1 AND user_id = $2"
+    )))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut job = job_of(&row)?;
+    job.files = files_of(pool, &[id]).await?.into_iter().map(|(_, f)| f).collect();
+    Ok(Some(job))
+}
+
+/// A page of the user's jobs, newest first, after `before` (a job id) when given.
+pub async fn list(
+    pool: &PgPool,
+    user_id: Uuid,
+    statuses: &[&str],
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM report_jobs
+         WHERE user_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2))
+           AND ($3::uuid IS NULL OR report_id < $3)
+         ORDER BY report_id DESC LIMIT $4"
+    )))
+    .bind(user_id)
+    .bind(statuses)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut jobs = rows.iter().map(job_of).collect::<Result<Vec<_>, _>>()?;
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    for (id, file) in files_of(pool, &ids).await? {
+        if let Some(job) = jobs.iter_mut().find(|j| j.id == id) {
+            job.files.push(file);
+        }
+    }
+    Ok(jobs)
+}
+
+/// The content of one file of a job of `user_id`.
+pub async fn file(
+    pool: &PgPool,
+    user_id: Uuid,
+    id: Uuid,
+    format: Format,
+) -> Result<Option<(pb::ReportFile, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT f.file_name, f.content_type, f.size_bytes, f.sha256, f.content
+         FROM report_files f JOIN report_jobs j USING (report_id)
+         WHERE f.report_id = $1 AND j.user_id = $2 AND f.format = $3",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(i32::from(format.to_wire()))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            pb::ReportFile {
+                format: format.to_wire().into(),
+                file_name: r.get("file_name"),
+                content_type: r.get("content_type"),
+                size_bytes: r.get::<i64, _>("size_bytes") as u64,
+                sha256: r.get("sha256"),
+            },
+            r.get("content"),
+        )
+    }))
+}
+
+/// Deletes a job of `user_id` and its files; false when there was none.
+pub async fn delete(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM report_jobs WHERE report_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Claims the oldest QUEUED job: RUNNING with a deadline `timeout` from now. Concurrent
+/// workers (of any replica) skip each other's locked rows.
+pub async fn claim(pool: &PgPool, timeout: Duration) -> Result<Option<Job>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE report_jobs
+            SET status = 'running', started_at = now(), attempts = attempts + 1,
+                deadline_at = now() + make_interval(secs => $1)
+          WHERE report_id = (SELECT report_id FROM report_jobs WHERE status = 'queued'
+                             ORDER BY report_id FOR UPDATE SKIP LOCKED LIMIT 1)
+          RETURNING {COLUMNS}"
+    )))
+    .bind(timeout.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(job_of).transpose()
+}
+
+/// A produced file.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub format: Format,
+    pub file_name: String,
+    pub content: Vec<u8>,
+}
+
+fn file_meta(file: &File) -> pb::ReportFile {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(&file.content);
+    pb::ReportFile {
+        format: file.format.to_wire().into(),
+        file_name: file.file_name.clone(),
+        content_type: file.format.content_type().to_owned(),
+        size_bytes: file.content.len() as u64,
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+async fn completed(
+    tx: &mut PgConnection,
+    job: &Job,
+    status: pb::ReportStatus,
+    error: &str,
+    files: Vec<pb::ReportFile>,
+) -> Result<(), sqlx::Error> {
+    outbox::enqueue(
+        tx,
+        crate::events::SERVICE,
+        &ev::ReportCompleted {
+            report_id: job.id.to_string(),
+            user_id: job.user_id.to_string(),
+            status: status.into(),
+            error: error.to_owned(),
+            title: job.spec.title.clone(),
+            files,
+        },
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores the files and marks the job SUCCEEDED, if it is still RUNNING (false otherwise:
+/// the sweeper failed it meanwhile, and the files are not kept).
+pub async fn succeed(
+    pool: &PgPool,
+    job: &Job,
+    files: &[File],
+    retention: Duration,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE report_jobs SET status = 'succeeded', finished_at = now(), deadline_at = NULL,
+                expires_at = now() + make_interval(secs => $2)
+          WHERE report_id = $1 AND status = 'running'",
+    )
+    .bind(job.id)
+    .bind(retention.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let mut metas = Vec::with_capacity(files.len());
+    for file in files {
+        let meta = file_meta(file);
+        sqlx::query(
+            "INSERT INTO report_files (report_id, format, file_name, content_type, size_bytes,
+                                       sha256, content)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(job.id)
+        .bind(meta.format)
+        .bind(&meta.file_name)
+        .bind(&meta.content_type)
+        .bind(meta.size_bytes as i64)
+        .bind(&meta.sha256)
+        .bind(&file.content)
+        .execute(&mut *tx)
+        .await?;
+        metas.push(meta);
+    }
+    completed(&mut tx, job, pb::ReportStatus::Succeeded, "", metas).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Marks the job FAILED with `error`, if it is still RUNNING.
+pub async fn fail(
+    pool: &PgPool,
+    job: &Job,
+    error: &str,
+    retention: Duration,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE report_jobs SET status = 'failed', error = $2, finished_at = now(),
+                deadline_at = NULL, expires_at = now() + make_interval(secs => $3)
+          WHERE report_id = $1 AND status = 'running'",
+    )
+    .bind(job.id)
+    .bind(error)
+    .bind(retention.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    completed(&mut tx, job, pb::ReportStatus::Failed, error, Vec::new()).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Fails every RUNNING job past its deadline (a slow or vanished worker). Returns how many.
+pub async fn fail_overdue(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE report_jobs
+            SET status = 'failed', finished_at = now(), deadline_at = NULL,
+                error = 'timed out: the report was not finished within '
+                        || extract(epoch FROM (deadline_at - started_at))::bigint || ' s',
+                expires_at = now() + make_interval(secs => $1)
+          WHERE report_id IN (SELECT report_id FROM report_jobs
+                              WHERE status = 'running' AND deadline_at < now()
+                              FOR UPDATE SKIP LOCKED)
+          RETURNING {COLUMNS}"
+    )))
+    .bind(retention.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &rows {
+        let job = job_of(row)?;
+        completed(&mut tx, &job, pb::ReportStatus::Failed, &job.error, Vec::new()).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// Deletes finished jobs (and files) past their expiry. Returns how many jobs.
+pub async fn delete_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM report_jobs WHERE expires_at < now()")
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// The deletion saga's purge: the user's jobs and files; returns jobs + files removed.
+pub async fn purge_user(tx: &mut PgConnection, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let files: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM report_files f JOIN report_jobs j USING (report_id)
+         WHERE j.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let jobs = sqlx::query("DELETE FROM report_jobs WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    Ok(jobs + files as u64)
+}
+
+/// Puts a RUNNING job back in the queue (its worker is shutting down), so another worker or
+/// replica generates it.
+pub async fn requeue(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE report_jobs SET status = 'queued', started_at = NULL, deadline_at = NULL
+          WHERE report_id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
