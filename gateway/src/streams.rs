@@ -157,25 +157,36 @@ async fn websocket(socket: WebSocket, state: AppState, initial: Vec<String>) {
     if !initial.is_empty() {
         pending.push(Ok(Command::Subscribe { symbols: initial }));
     }
-    loop {
-        for command in pending.drain(..) {
-            let reply = match command {
-                Err(error) => json!({ "type": "error", "detail": format!("bad message: {error}") }),
+    'connection: loop {
+        for command in std::mem::take(&mut pending) {
+            let mut replies = Vec::new();
+            match command {
+                Err(error) => replies
+                    .push(json!({ "type": "error", "detail": format!("bad message: {error}") })),
                 Ok(Command::Subscribe { symbols }) => {
-                    let symbols: Vec<String> = symbols
+                    let mut symbols: Vec<String> = symbols
                         .iter()
                         .map(|s| s.trim().to_ascii_uppercase())
                         .filter(|s| !s.is_empty() && !followed.contains_key(s))
                         .collect();
+                    symbols.dedup();
                     if followed.len() + symbols.len() > MAX_SYMBOLS {
-                        json!({ "type": "error", "detail": format!("at most {MAX_SYMBOLS} symbols per connection") })
+                        replies.push(json!({ "type": "error", "detail": format!("at most {MAX_SYMBOLS} symbols per connection") }));
                     } else {
+                        // Each stream is opened before answering, so the answer lists exactly
+                        // what is followed and an unknown symbol is reported before it.
                         for symbol in symbols {
-                            let task =
-                                tokio::spawn(follow(state.clone(), symbol.clone(), queue.clone()));
-                            followed.insert(symbol, task);
+                            match upstream(&state, vec![symbol.clone()]).await {
+                                Ok(stream) => {
+                                    let task = tokio::spawn(follow(stream, queue.clone()));
+                                    followed.insert(symbol, task);
+                                }
+                                Err(status) => replies.push(json!({
+                                    "type": "error", "symbol": symbol, "detail": status.message()
+                                })),
+                            }
                         }
-                        subscribed(&followed)
+                        replies.push(subscribed(&followed));
                     }
                 }
                 Ok(Command::Unsubscribe { symbols }) => {
@@ -184,15 +195,17 @@ async fn websocket(socket: WebSocket, state: AppState, initial: Vec<String>) {
                             task.abort();
                         }
                     }
-                    subscribed(&followed)
+                    replies.push(subscribed(&followed));
                 }
-            };
-            if sink
-                .send(Message::Text(reply.to_string().into()))
-                .await
-                .is_err()
-            {
-                break;
+            }
+            for reply in replies {
+                if sink
+                    .send(Message::Text(reply.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break 'connection;
+                }
             }
         }
         tokio::select! {
@@ -209,11 +222,7 @@ async fn websocket(socket: WebSocket, state: AppState, initial: Vec<String>) {
             },
             out = outgoing.recv() => match out {
                 Ok(mut message) => {
-                    if message["type"] == "quote" {
-                        message["dropped"] = (message["dropped"].as_u64().unwrap_or(0) + dropped).into();
-                    } else if message["type"] == "error" && let Some(symbol) = message["symbol"].as_str() {
-                        followed.remove(symbol);
-                    }
+                    message["dropped"] = (message["dropped"].as_u64().unwrap_or(0) + dropped).into();
                     if sink.send(Message::Text(message.to_string().into())).await.is_err() {
                         break;
                     }
@@ -235,15 +244,10 @@ fn subscribed(followed: &HashMap<String, tokio::task::JoinHandle<()>>) -> Value 
 }
 
 /// Forwards one symbol's upstream stream into the socket's queue until it ends or fails.
-async fn follow(state: AppState, symbol: String, queue: broadcast::Sender<Value>) {
-    let mut stream = match upstream(&state, vec![symbol.clone()]).await {
-        Ok(stream) => stream,
-        Err(status) => {
-            let _ = queue
-                .send(json!({ "type": "error", "symbol": symbol, "detail": status.message() }));
-            return;
-        }
-    };
+async fn follow(
+    mut stream: tonic::Streaming<pb::StreamQuotesResponse>,
+    queue: broadcast::Sender<Value>,
+) {
     while let Some(Ok(message)) = stream.next().await {
         if let Some(mut data) = quote_json(message, 0) {
             data["type"] = "quote".into();

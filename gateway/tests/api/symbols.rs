@@ -489,10 +489,18 @@ async fn one_websocket_subscribes_and_unsubscribes_and_quality_is_reported() {
     send(r#"{"action":"subscribe","symbols":["NOPE"]}"#).await;
     send(r#"{"action":"dance"}"#).await;
     send(r#"{"action":"unsubscribe","symbols":["SPX"]}"#).await;
+    // The unknown symbol is refused before the answer, which lists what is followed.
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.push(next().await);
     }
+    assert_eq!(seen[0]["type"], "error", "{seen:?}");
+    assert_eq!(seen[0]["symbol"], "NOPE", "{seen:?}");
+    assert_eq!(
+        seen[1],
+        json!({ "type": "subscribed", "symbols": ["SPX"] }),
+        "{seen:?}"
+    );
     assert!(
         seen.iter()
             .any(|m| m["type"] == "error" && m["symbol"] == "NOPE"),
