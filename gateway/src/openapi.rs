@@ -28,6 +28,8 @@ an `Idempotency-Key` header: a repeat gets the stored response (`Idempotent-Repl
         (name = "predictions", description = "Forecasts, models, traffic and live accuracy"),
         (name = "platform", description = "Health of the services behind the gateway"),
     ),
+    // Types only query parameters name are not collected from the handlers: register them.
+    components(schemas(crate::predictions::Maturity)),
     modifiers(&Security),
 )]
 struct Base;

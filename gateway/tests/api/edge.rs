@@ -457,6 +457,14 @@ async fn the_openapi_document_matches_the_router() {
     );
     assert_eq!(serde_json::from_str::<Value>(&committed).unwrap(), document);
 
+    // Every schema the document refers to is in it.
+    let text = document.to_string();
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(schemas.contains_key(name), "#/components/schemas/{name} is not defined");
+    }
+
     // Every documented operation is routed: none falls through to the no-route 404 or 405.
     let mut operations = 0;
     for (path, item) in document["paths"].as_object().unwrap() {
