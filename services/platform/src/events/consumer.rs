@@ -165,6 +165,12 @@ pub struct ConsumerSettings {
     pub concurrency: usize,
     /// Failed deliveries of one message before it moves to the dead-letter topic.
     pub max_attempts: i32,
+    /// The stream's ack deadline, by which the client extends the leases of messages it is
+    /// handling. It is also how long Pub/Sub waits before it redelivers what a crashed or
+    /// restarted replica held (the emulator waits this long even after a clean stream close,
+    /// which holds back a whole ordering key). 10 s is Pub/Sub's minimum; the client's default,
+    /// 60 s, made every restart stall ordered keys for a minute.
+    pub lease_extension: Duration,
 }
 
 impl Default for ConsumerSettings {
@@ -173,6 +179,7 @@ impl Default for ConsumerSettings {
             streams: 2,
             concurrency: 64,
             max_attempts: 5,
+            lease_extension: Duration::from_secs(10),
         }
     }
 }
@@ -254,6 +261,7 @@ impl Consumer {
             let mut stream = subscriber
                 .subscribe(shared.consumer.path.clone())
                 .set_max_outstanding_messages(shared.consumer.settings.concurrency as i64)
+                .set_max_lease_extension(shared.consumer.settings.lease_extension)
                 .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
                 .build();
             let stream_shutdown = stream.shutdown_token();

@@ -116,6 +116,7 @@ impl Setup {
                 streams: 2,
                 concurrency: 32,
                 max_attempts: 3,
+                ..ConsumerSettings::default()
             },
             ConsumerMetrics::register(&self.metrics),
         )

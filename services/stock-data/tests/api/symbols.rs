@@ -82,8 +82,13 @@ async fn an_admin_updates_masked_fields_and_symbol_updated_is_emitted() {
     assert_eq!(app.outbox("mirai.symbol.updated.v1").await.len(), 1);
 
     // Refusals.
-    let anonymous = app
-        .client
+    // (app.client adds an admin to calls without a caller; a plain client sends none.)
+    let anonymous =
+        mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient::connect(
+            format!("http://{}", app.addr),
+        )
+        .await
+        .unwrap()
         .update_symbol(update(&["name"], renamed.clone()))
         .await
         .unwrap_err();
