@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use mirai_platform::events::Envelope;
 use mirai_platform::events::outbox;
-use mirai_platform::events::{Envelope, Event as _};
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
 use mirai_proto::notification::v1 as pb;
@@ -853,6 +853,6 @@ async fn fire(
             Utc::now(),
         )
         .await?;
-    tracing::info!(message = "Alert triggered.", alert_id = %row.alert_id, symbol = %row.symbol, price = f.price, cause = %ev::AlertTriggered::TYPE);
+    tracing::info!(message = "Alert triggered.", alert_id = %row.alert_id, symbol = %row.symbol, price = f.price, cause = %f.envelope.event_type);
     Ok(())
 }
