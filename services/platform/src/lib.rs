@@ -16,6 +16,7 @@
 //! - [`error`]: conventions for turning errors into `tonic::Status`.
 //! - [`wire`]: timestamps and page tokens on the wire.
 //! - [`shutdown`]: OS signals to a cancellation token.
+//! - [`leader`]: once-per-deployment work, guarded by a Kubernetes Lease or a PostgreSQL lock.
 //! - [`bootstrap`]: the `main` of every binary: config → telemetry → app → exit code.
 //! - `testing` (feature `testing`): fresh databases and process helpers for integration tests.
 
@@ -28,6 +29,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod leader;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -3,4 +3,5 @@
 mod db;
 mod events;
 mod helpers;
+mod leader;
 mod server;
