@@ -19,7 +19,9 @@ use tokio::sync::Mutex;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [base, token, symbol, clients, rate, seconds] = args.as_slice() else {
-        eprintln!("usage: quote_fanout <base URL> <admin token> <symbol> <clients> <bars/s> <seconds>");
+        eprintln!(
+            "usage: quote_fanout <base URL> <admin token> <symbol> <clients> <bars/s> <seconds>"
+        );
         std::process::exit(64);
     };
     let clients: usize = clients.parse().expect("clients");
