@@ -30,11 +30,12 @@ impl Api {
     pub fn new(
         pool: PgPool,
         quotes: Quotes,
+        replays: Replays,
         quality: quality::Settings,
         tracking_capacity: u32,
     ) -> Self {
         Self {
-            replays: Replays::new(pool.clone(), quotes.clone()),
+            replays,
             quotes,
             pool,
             quality,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mirai_platform::bootstrap::Settings;
 use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults, TelemetryConfig};
+use mirai_platform::leader::LeaderElection;
 use secrecy::SecretString;
 
 use crate::quality;
@@ -32,6 +33,10 @@ pub struct Config {
     pub tracking_capacity: u32,
     /// The live Alpaca adapter; `None` (the default) unless `MIRAI_ALPACA_ENABLED=true`.
     pub alpaca: Option<AlpacaConfig>,
+    /// `MIRAI_LEADER_BACKEND` and `MIRAI_LEADER_*`: which replica runs the live adapter and
+    /// the replay feed (a Kubernetes Lease in a cluster, a PostgreSQL advisory lock otherwise).
+    /// Off (every replica runs them) in [`Config::with_service`].
+    pub leader: LeaderElection,
 }
 
 impl Settings for Config {
@@ -49,6 +54,7 @@ impl Config {
             quality: quality::Settings::default(),
             tracking_capacity: 10_000,
             alpaca: None,
+            leader: LeaderElection::disabled(DEFAULTS.name),
         }
     }
 
@@ -230,6 +236,7 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         } else {
             None
         },
+        leader: LeaderElection::from_env(env, DEFAULTS.name)?,
     })
 }
 

@@ -20,6 +20,7 @@ use mirai_proto::stock::v1 as pb;
 use rand::{Rng as _, SeedableRng as _};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::SERVICE;
 use crate::quotes::{self, Quotes};
@@ -30,12 +31,16 @@ struct Entry {
     stop: CancellationToken,
 }
 
-/// Every replay since the service started, by symbol.
+/// Every replay since the service started, by symbol. Replays start only while this replica
+/// leads (see [`Replays::lead`]): the feed runs once per deployment, whatever the replica count.
 #[derive(Clone)]
 pub struct Replays {
     pool: PgPool,
     quotes: Quotes,
     entries: Arc<Mutex<BTreeMap<String, Entry>>>,
+    /// The current leadership term's token; `None` while standing by.
+    leadership: Arc<Mutex<Option<CancellationToken>>>,
+    running: TaskTracker,
 }
 
 #[derive(sqlx::FromRow)]
@@ -58,7 +63,38 @@ impl Replays {
             pool,
             quotes,
             entries: Arc::default(),
+            leadership: Arc::default(),
+            running: TaskTracker::new(),
         }
+    }
+
+    /// Accepts replays for one leadership term: until `leadership` fires, then stops the
+    /// running replays (state `STOPPED`, with the reason) and returns once they have ended.
+    pub async fn lead(&self, leadership: CancellationToken) {
+        *self.leadership.lock().unwrap_or_else(|e| e.into_inner()) = Some(leadership.clone());
+        leadership.cancelled().await;
+        self.leadership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Every replay's stop token is a child of the term's, so all are stopping now.
+        self.running.close();
+        self.running.wait().await;
+        self.running.reopen();
+    }
+
+    /// The current term's token, or `UNAVAILABLE` on a standby (a retry may reach the leader).
+    fn leadership(&self) -> Result<CancellationToken, tonic::Status> {
+        self.leadership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|token| !token.is_cancelled())
+            .ok_or_else(|| {
+                tonic::Status::unavailable(
+                    "replays run on the leader replica and this one is standing by; retry",
+                )
+            })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> T) -> T {
@@ -86,6 +122,7 @@ impl Replays {
         if request.quotes_per_bar > 100 {
             return Err(invalid_argument("quotes_per_bar", "must be 0-100"));
         }
+        let leadership = self.leadership()?;
         let from = request.from.as_ref().and_then(wire::datetime);
         let to = request.to.as_ref().and_then(wire::datetime);
         let status = |e| mirai_platform::db::status(e, "replay");
@@ -120,7 +157,8 @@ impl Replays {
                 ticker.as_str()
             )));
         }
-        let stop = CancellationToken::new();
+        // Stopped by StopReplay, or with the leadership term (lost, or shutdown).
+        let stop = leadership.child_token();
         let state = pb::ReplayStatus {
             symbol: ticker.as_str().to_owned(),
             state: pb::ReplayState::Running.into(),
@@ -150,12 +188,16 @@ impl Replays {
             Ok(())
         })?;
         let this = self.clone();
-        tokio::spawn(async move {
+        self.running.spawn(async move {
             let outcome = this.play(&request, timeframe, from, to, stop).await;
             this.with(|entries| {
                 if let Some(entry) = entries.get_mut(&request.symbol) {
                     let (state, error) = match outcome {
                         Ok(true) => (pb::ReplayState::Finished, String::new()),
+                        Ok(false) if leadership.is_cancelled() => (
+                            pb::ReplayState::Stopped,
+                            "this replica stopped leading (lease lost or shutdown)".to_owned(),
+                        ),
                         Ok(false) => (pb::ReplayState::Stopped, String::new()),
                         Err(error) => (pb::ReplayState::Failed, error.to_string()),
                     };
@@ -208,6 +250,8 @@ impl Replays {
             after = Some(last.start_at);
             for bar in page {
                 tokio::select! {
+                    // A stopped replay emits nothing more, even when the next tick is due.
+                    biased;
                     _ = stop.cancelled() => return Ok(false),
                     _ = ticker.tick() => {}
                 }

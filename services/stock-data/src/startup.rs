@@ -2,6 +2,7 @@
 
 use mirai_platform::app::{ServiceApp, StartupError};
 use mirai_platform::config::ServiceConfig;
+use mirai_platform::leader::{self, Elector, LeaderError, LeaseName};
 use mirai_proto::stock::v1::stock_data_service_server::StockDataServiceServer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -10,7 +11,11 @@ use crate::api::Api;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::quotes::Quotes;
+use crate::replay::Replays;
 use crate::vendor::alpaca::Alpaca;
+
+/// The lease whose holder runs the live vendor adapter and the replay feed.
+pub const FEEDS_LEASE: &str = "mirai-stock-data-feeds";
 
 /// The service's own schema (versions from 1000; the platform's outbox and inbox tables are
 /// applied by [`ServiceApp::prepare`]).
@@ -25,12 +30,15 @@ pub enum BuildError {
     /// The vendor adapter could not be built (its HTTP client).
     #[error("Alpaca adapter: {0}")]
     Vendor(#[from] crate::vendor::VendorError),
+    /// The leader elector could not be built (in-cluster Kubernetes configuration).
+    #[error("leader election: {0}")]
+    Leader(#[from] LeaderError),
 }
 
-/// The assembled service: the platform skeleton plus the live vendor adapter, if configured.
+/// The assembled service: the platform skeleton, with the feeds (the live vendor adapter, if
+/// configured, and the replay feed) running on the leader replica.
 pub struct Application {
     pub service: ServiceApp,
-    alpaca: Option<Alpaca>,
 }
 
 impl Application {
@@ -42,19 +50,12 @@ impl Application {
         self.service.grpc_addr()
     }
 
-    /// Serves until `shutdown`; the vendor adapter stops with it.
+    /// Serves until `shutdown`; the feeds stop with it and the lease is released.
     pub async fn run_until_stopped(
         self,
         shutdown: CancellationToken,
     ) -> Result<(), mirai_platform::grpc::ServeError> {
-        let adapter = self
-            .alpaca
-            .map(|alpaca| tokio::spawn(alpaca.run(shutdown.child_token())));
-        let result = self.service.run_until_stopped(shutdown).await;
-        if let Some(adapter) = adapter {
-            let _ = adapter.await;
-        }
-        result
+        self.service.run_until_stopped(shutdown).await
     }
 }
 
@@ -67,13 +68,16 @@ pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
 }
 
 /// Prepares the database and listeners, registers the gRPC service and the event consumers,
-/// and builds the vendor adapter when configured.
+/// and runs the feeds (the vendor adapter when configured, the replay feed) while this replica
+/// holds [`FEEDS_LEASE`].
 pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
     let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
     let quotes = Quotes::new(app.pool.clone());
+    let replays = Replays::new(app.pool.clone(), quotes.clone());
     app.server.add_service(StockDataServiceServer::new(Api::new(
         app.pool.clone(),
         quotes.clone(),
+        replays.clone(),
         config.quality,
         config.tracking_capacity,
     )));
@@ -86,8 +90,23 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         }
         None => None,
     };
-    Ok(Application {
-        service: app,
-        alpaca,
-    })
+    let elector = Elector::new(&config.leader, &app.pool, &app.metrics)?;
+    app.background("feeds", move |shutdown| {
+        Box::pin(async move {
+            let lease = LeaseName::parse(FEEDS_LEASE).expect("a valid lease name");
+            leader::run_while_leader(&elector, &lease, shutdown, move |leading| {
+                let (alpaca, replays) = (alpaca.clone(), replays.clone());
+                async move {
+                    let adapter = async {
+                        if let Some(alpaca) = alpaca {
+                            alpaca.run(leading.clone()).await;
+                        }
+                    };
+                    tokio::join!(adapter, replays.lead(leading.clone()));
+                }
+            })
+            .await;
+        })
+    });
+    Ok(Application { service: app })
 }

@@ -120,7 +120,9 @@ enum StreamMessage {
     Other,
 }
 
-/// The adapter: REST client, rate limiter, and the stream loop.
+/// The adapter: REST client, rate limiter, and the stream loop. Cloned for each leadership
+/// term (the clones share the rate limiter).
+#[derive(Clone)]
 pub struct Alpaca {
     config: AlpacaConfig,
     http: reqwest::Client,

@@ -7,6 +7,7 @@ mod alpaca;
 mod bars;
 mod helpers;
 mod import;
+mod leader;
 mod quality;
 mod replay;
 mod symbols;
