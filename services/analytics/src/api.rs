@@ -121,10 +121,13 @@ impl Api {
             "" => None,
             raw => {
                 let b = Symbol::parse("benchmark", raw)?;
-                let (s, _) = self.bars(&b, timeframe, &range).await.map_err(|e| match e {
-                    Error::NotFound(m) => Error::invalid("benchmark", m),
-                    other => other,
-                })?;
+                let (s, _) = self
+                    .bars(&b, timeframe, &range)
+                    .await
+                    .map_err(|e| match e {
+                        Error::NotFound(m) => Error::invalid("benchmark", m),
+                        other => other,
+                    })?;
                 Some((b, s))
             }
         };
@@ -164,12 +167,15 @@ impl Api {
         let as_of = r
             .as_of
             .as_ref()
-            .map(|t| wire::datetime(t).ok_or_else(|| Error::invalid("as_of", "is not a valid timestamp")))
+            .map(|t| {
+                wire::datetime(t).ok_or_else(|| Error::invalid("as_of", "is not a valid timestamp"))
+            })
             .transpose()?;
         let range = Range {
             start: None,
-            // Inclusive of a bar starting exactly at as_of.
-            end: as_of.map(|t| t + chrono::Duration::nanoseconds(1)),
+            // Inclusive of a bar starting exactly at as_of: one microsecond later, the
+            // resolution of PostgreSQL's timestamptz (a nanosecond would round away).
+            end: as_of.map(|t| t + chrono::Duration::microseconds(1)),
         };
         let mut found = Vec::new();
         let mut missing = Vec::new();
@@ -207,7 +213,8 @@ fn owner(principal: &Principal, requested: &str) -> Result<Uuid> {
 }
 
 fn report_id(raw: &str) -> Result<Uuid> {
-    Uuid::parse_str(raw.trim()).map_err(|_| Error::invalid("report_id", format!("{raw:?} is not a report id")))
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| Error::invalid("report_id", format!("{raw:?} is not a report id")))
 }
 
 /// Largest chunk of a download (the proto's limit).
@@ -293,7 +300,10 @@ impl AnalyticsService for Api {
         let before = if after.is_empty() {
             None
         } else {
-            Some(Uuid::parse_str(&after).map_err(|_| Error::invalid("page_token", "not a token from this API"))?)
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
+            )
         };
         let statuses = r
             .statuses
@@ -302,7 +312,9 @@ impl AnalyticsService for Api {
                 pb::ReportStatus::try_from(*s)
                     .ok()
                     .and_then(reports::status_text)
-                    .ok_or_else(|| Error::invalid("statuses", format!("{s} is not a report status")))
+                    .ok_or_else(|| {
+                        Error::invalid("statuses", format!("{s} is not a report status"))
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         let mut jobs = reports::list(&self.pool, user, &statuses, before, i64::from(limit) + 1)
@@ -338,7 +350,9 @@ impl AnalyticsService for Api {
         if job.status != pb::ReportStatus::Succeeded {
             return Err(Error::FailedPrecondition(format!(
                 "report {id} is {}; files can be downloaded once it has SUCCEEDED",
-                job.status.as_str_name().trim_start_matches("REPORT_STATUS_")
+                job.status
+                    .as_str_name()
+                    .trim_start_matches("REPORT_STATUS_")
             ))
             .into());
         }

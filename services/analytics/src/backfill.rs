@@ -170,7 +170,9 @@ pub async fn catch_up(stock_data: StockData, pool: PgPool, stop: CancellationTok
     };
     match bars::known_symbols(&pool).await {
         Ok(known) => symbols.extend(known),
-        Err(error) => tracing::warn!(message = "Start-up backfill could not read the read model.", %error),
+        Err(error) => {
+            tracing::warn!(message = "Start-up backfill could not read the read model.", %error)
+        }
     }
     let (mut done, mut inserted, mut updated) = (0u64, 0u64, 0u64);
     for raw in symbols {

@@ -142,17 +142,18 @@ pub async fn list(
             .map(|r| {
                 let held = coverage.get(&r.symbol).cloned().unwrap_or_default();
                 pb::ReadModelSymbol {
-                symbol: r.symbol,
-                name: r.name,
-                exchange_mic: r.exchange_mic,
-                currency: r.currency,
-                asset_type: r.asset_type,
-                delisted: r.delisted,
-                bar_count: held.count as u64,
-                first_bar: held.first.map(wire::timestamp),
-                last_bar: held.last.map(wire::timestamp),
-                updated_at: Some(wire::timestamp(r.updated_at)),
-            }})
+                    symbol: r.symbol,
+                    name: r.name,
+                    exchange_mic: r.exchange_mic,
+                    currency: r.currency,
+                    asset_type: r.asset_type,
+                    delisted: r.delisted,
+                    bar_count: held.count as u64,
+                    first_bar: held.first.map(wire::timestamp),
+                    last_bar: held.last.map(wire::timestamp),
+                    updated_at: Some(wire::timestamp(r.updated_at)),
+                }
+            })
             .collect(),
         next_page_token,
     })

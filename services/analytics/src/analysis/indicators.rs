@@ -125,8 +125,8 @@ pub fn parse(specs: &[pb::IndicatorSpec]) -> Result<Vec<Request>> {
                     (name.to_owned(), *value)
                 })
                 .collect();
-            let indicator = Indicator::parse(&wire_name(kind), &params)
-                .map_err(|e| at(e.to_string()))?;
+            let indicator =
+                Indicator::parse(&wire_name(kind), &params).map_err(|e| at(e.to_string()))?;
             let input = Input::from_wire(spec.input).map_err(at)?;
             let alias = if spec.alias.trim().is_empty() {
                 default_alias(&indicator)
@@ -224,10 +224,7 @@ pub fn default_alias(indicator: &Indicator) -> String {
             s.slowk_period.to_string(),
             s.slowd_period.to_string(),
         ],
-        _ => params_of(indicator)
-            .values()
-            .map(|v| number(*v))
-            .collect(),
+        _ => params_of(indicator).values().map(|v| number(*v)).collect(),
     };
     let mut alias = indicator.name().to_owned();
     for part in parts {
@@ -300,7 +297,10 @@ mod tests {
     #[test]
     fn ta_lib_names_and_ours_both_parse() {
         let parsed = parse(&[
-            spec(pb::Indicator::Bbands, &[("timeperiod", 20.0), ("nbdevup", 2.0)]),
+            spec(
+                pb::Indicator::Bbands,
+                &[("timeperiod", 20.0), ("nbdevup", 2.0)],
+            ),
             spec(pb::Indicator::Macd, &[("fast", 5.0), ("slow_period", 10.0)]),
             spec(pb::Indicator::LogReturns, &[]),
         ])
@@ -314,13 +314,23 @@ mod tests {
 
     #[test]
     fn bad_specs_name_their_position() {
-        let err = parse(&[spec(pb::Indicator::Sma, &[]), spec(pb::Indicator::Unspecified, &[])])
-            .unwrap_err();
-        assert!(err.to_string().starts_with("indicators: [1]: unknown indicator"), "{err}");
+        let err = parse(&[
+            spec(pb::Indicator::Sma, &[]),
+            spec(pb::Indicator::Unspecified, &[]),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("indicators: [1]: unknown indicator"),
+            "{err}"
+        );
         let err = parse(&[spec(pb::Indicator::Rsi, &[("perod", 3.0)])]).unwrap_err();
-        assert!(err.to_string().contains("unknown parameter \"perod\""), "{err}");
-        let err = parse(&[spec(pb::Indicator::Sma, &[]), spec(pb::Indicator::Sma, &[])])
-            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown parameter \"perod\""),
+            "{err}"
+        );
+        let err =
+            parse(&[spec(pb::Indicator::Sma, &[]), spec(pb::Indicator::Sma, &[])]).unwrap_err();
         assert!(err.to_string().contains("used twice"), "{err}");
         assert!(parse(&[]).is_err());
     }
@@ -331,7 +341,10 @@ mod tests {
         let mut bars = BarSeries::default();
         for i in 0..10 {
             let c = 10.0 + f64::from(i);
-            bars.push(chrono::DateTime::from_timestamp(i64::from(i), 0).unwrap(), [c, c, c, c, 1.0]);
+            bars.push(
+                chrono::DateTime::from_timestamp(i64::from(i), 0).unwrap(),
+                [c, c, c, c, 1.0],
+            );
         }
         let err = compute(0, request, &bars, 0).unwrap_err().to_string();
         assert!(err.contains("needs at least 50 bars, got 10"), "{err}");

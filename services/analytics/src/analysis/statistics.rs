@@ -42,7 +42,11 @@ impl Options {
                 ));
             }
         }
-        let var_level = if r.var_level == 0.0 { 0.95 } else { r.var_level };
+        let var_level = if r.var_level == 0.0 {
+            0.95
+        } else {
+            r.var_level
+        };
         if !(var_level > 0.5 && var_level < 1.0) {
             return Err(Error::invalid(
                 "var_level",
@@ -59,7 +63,10 @@ impl Options {
             ));
         }
         if r.rolling_window == 1 {
-            return Err(Error::invalid("rolling_window", "must be at least 2 (or 0 for none)"));
+            return Err(Error::invalid(
+                "rolling_window",
+                "must be at least 2 (or 0 for none)",
+            ));
         }
         Ok(Self {
             risk_free_rate: r.risk_free_rate,
@@ -92,10 +99,17 @@ fn required(result: stats::Result<f64>) -> Result<f64> {
     Ok(optional(result)?.unwrap_or(f64::NAN))
 }
 
+/// The bar starts two series share, with the returns of each on them.
+pub type Aligned = (Vec<DateTime<Utc>>, Vec<f64>, Vec<f64>);
+
 /// Returns of `a` and `b` on the bar starts both have, for statistics against a benchmark.
-pub fn aligned(a: &BarSeries, b: &BarSeries) -> (Vec<DateTime<Utc>>, Vec<f64>, Vec<f64>) {
-    let closes: HashMap<DateTime<Utc>, f64> =
-        b.start.iter().copied().zip(b.close.iter().copied()).collect();
+pub fn aligned(a: &BarSeries, b: &BarSeries) -> Aligned {
+    let closes: HashMap<DateTime<Utc>, f64> = b
+        .start
+        .iter()
+        .copied()
+        .zip(b.close.iter().copied())
+        .collect();
     let common: Vec<(DateTime<Utc>, f64, f64)> = a
         .start
         .iter()
@@ -215,7 +229,10 @@ pub fn compute(
         if ra.len() < 2 {
             return Err(Error::invalid(
                 "benchmark",
-                format!("{name} shares {} bars with {symbol} in the range; need at least 3", ra.len() + usize::from(!ra.is_empty())),
+                format!(
+                    "{name} shares {} bars with {symbol} in the range; need at least 3",
+                    ra.len() + usize::from(!ra.is_empty())
+                ),
             ));
         }
         statistics.benchmark = name.to_owned();
@@ -241,7 +258,7 @@ pub fn compute(
 fn rolling(
     bars: &BarSeries,
     returns: &[f64],
-    benchmark: Option<(Vec<DateTime<Utc>>, Vec<f64>, Vec<f64>)>,
+    benchmark: Option<Aligned>,
     window: usize,
     rf: f64,
     req: f64,
@@ -265,9 +282,11 @@ fn rolling(
     let mut series = vec![
         (
             "rolling_return",
-            lead(windows()
-                .map(|w| stats::annual_return(w).unwrap_or(f64::NAN))
-                .collect()),
+            lead(
+                windows()
+                    .map(|w| stats::annual_return(w).unwrap_or(f64::NAN))
+                    .collect(),
+            ),
         ),
         (
             "rolling_volatility",
@@ -279,9 +298,11 @@ fn rolling(
         ),
         (
             "rolling_sortino",
-            lead(windows()
-                .map(|w| stats::sortino_ratio(w, req).unwrap_or(f64::NAN))
-                .collect()),
+            lead(
+                windows()
+                    .map(|w| stats::sortino_ratio(w, req).unwrap_or(f64::NAN))
+                    .collect(),
+            ),
         ),
         ("drawdown", drawdown_series(&bars.close)[1..].to_vec()),
     ];
@@ -301,7 +322,10 @@ fn rolling(
     }
     Ok(pb::RollingStatistics {
         window: window as u32,
-        timestamps: bars.start[1..].iter().map(|t| wire::timestamp(*t)).collect(),
+        timestamps: bars.start[1..]
+            .iter()
+            .map(|t| wire::timestamp(*t))
+            .collect(),
         series: series
             .into_iter()
             .map(|(name, values)| pb::Series {
@@ -344,6 +368,9 @@ mod tests {
 
     #[test]
     fn drawdown_is_measured_from_the_running_peak() {
-        assert_eq!(drawdown_series(&[10.0, 12.0, 9.0, 12.0]), vec![0.0, 0.0, -0.25, 0.0]);
+        assert_eq!(
+            drawdown_series(&[10.0, 12.0, 9.0, 12.0]),
+            vec![0.0, 0.0, -0.25, 0.0]
+        );
     }
 }

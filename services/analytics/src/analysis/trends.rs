@@ -34,11 +34,17 @@ impl Windows {
         if w.short >= w.long {
             return Err(Error::invalid(
                 "short_window",
-                format!("must be shorter than long_window ({} ≥ {})", w.short, w.long),
+                format!(
+                    "must be shorter than long_window ({} ≥ {})",
+                    w.short, w.long
+                ),
             ));
         }
         if w.long > 100_000 || w.momentum_lookback > 100_000 || w.momentum_skip > 100_000 {
-            return Err(Error::invalid("long_window", "windows are at most 100,000 bars"));
+            return Err(Error::invalid(
+                "long_window",
+                "windows are at most 100,000 bars",
+            ));
         }
         if !(2..=YEAR).contains(&w.volatility) {
             return Err(Error::invalid(
@@ -152,7 +158,11 @@ pub fn rank(trends: &mut [pb::SymbolTrend]) {
         (None, None) => a.symbol.cmp(&b.symbol),
     });
     for (i, t) in trends.iter_mut().enumerate() {
-        t.momentum_rank = if t.momentum.is_some() { i as u32 + 1 } else { 0 };
+        t.momentum_rank = if t.momentum.is_some() {
+            i as u32 + 1
+        } else {
+            0
+        };
     }
 }
 
@@ -191,7 +201,11 @@ mod tests {
         assert_eq!(t.ma_regime(), pb::MaRegime::Bullish);
         assert_eq!(t.last_cross(), pb::CrossKind::Golden);
         let at = wire::datetime(t.last_cross_at.as_ref().unwrap()).unwrap();
-        assert!(at.timestamp() / 86_400 >= 10, "cross at bar {}", at.timestamp() / 86_400);
+        assert!(
+            at.timestamp() / 86_400 >= 10,
+            "cross at bar {}",
+            at.timestamp() / 86_400
+        );
         assert!((t.momentum.unwrap() - (109.0 / closes[10] - 1.0)).abs() < 1e-12);
         assert_eq!(t.from_52w_high, 109.0 / (109.0 * 1.01) - 1.0);
     }
@@ -210,9 +224,17 @@ mod tests {
             momentum: m,
             ..Default::default()
         };
-        let mut v = vec![mk("C", None), mk("B", Some(0.1)), mk("A", Some(0.3)), mk("D", Some(0.1))];
+        let mut v = vec![
+            mk("C", None),
+            mk("B", Some(0.1)),
+            mk("A", Some(0.3)),
+            mk("D", Some(0.1)),
+        ];
         rank(&mut v);
-        let order: Vec<(&str, u32)> = v.iter().map(|t| (t.symbol.as_str(), t.momentum_rank)).collect();
+        let order: Vec<(&str, u32)> = v
+            .iter()
+            .map(|t| (t.symbol.as_str(), t.momentum_rank))
+            .collect();
         assert_eq!(order, vec![("A", 1), ("B", 2), ("D", 3), ("C", 0)]);
     }
 }

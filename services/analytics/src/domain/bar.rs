@@ -18,7 +18,10 @@ impl Timeframe {
         match stock::Timeframe::try_from(value) {
             Ok(stock::Timeframe::Unspecified) => Ok(Self::DAY),
             Ok(tf) => Ok(Self(tf)),
-            Err(_) => Err(DomainError::new(field, format!("{value} is not a timeframe"))),
+            Err(_) => Err(DomainError::new(
+                field,
+                format!("{value} is not a timeframe"),
+            )),
         }
     }
 
@@ -182,7 +185,10 @@ mod tests {
         assert_eq!(bar.symbol.as_str(), "AAPL");
         assert_eq!(bar.timeframe, Timeframe::DAY);
         for bad in [0.0, -1.0, f64::NAN] {
-            assert_eq!(Bar::from_wire(&wire_bar(bad)).unwrap_err().field, "bar.open");
+            assert_eq!(
+                Bar::from_wire(&wire_bar(bad)).unwrap_err().field,
+                "bar.open"
+            );
         }
         let mut no_start = wire_bar(1.0);
         no_start.start = None;
@@ -193,7 +199,10 @@ mod tests {
     fn series_slices_by_time() {
         let mut s = BarSeries::default();
         for (i, c) in [10.0, 11.0, 12.1].into_iter().enumerate() {
-            s.push(DateTime::from_timestamp(i as i64 * 10, 0).unwrap(), [c, c, c, c, 1.0]);
+            s.push(
+                DateTime::from_timestamp(i as i64 * 10, 0).unwrap(),
+                [c, c, c, c, 1.0],
+            );
         }
         assert_eq!(s.index_at(DateTime::from_timestamp(5, 0).unwrap()), 1);
         assert_eq!(s.tail(1).close, vec![11.0, 12.1]);

@@ -74,6 +74,9 @@ mod tests {
             seconds: 0,
             nanos: -1,
         };
-        assert_eq!(Range::from_wire(Some(&bad), None).unwrap_err().field, "start");
+        assert_eq!(
+            Range::from_wire(Some(&bad), None).unwrap_err().field,
+            "start"
+        );
     }
 }

@@ -45,7 +45,10 @@ mod tests {
 
     #[test]
     fn tickers_are_normalised_and_checked() {
-        assert_eq!(Symbol::parse("symbol", " brk.b ").unwrap().as_str(), "BRK.B");
+        assert_eq!(
+            Symbol::parse("symbol", " brk.b ").unwrap().as_str(),
+            "BRK.B"
+        );
         for bad in ["", "-X", "TOOLONGTICKER", "A B", "Ä"] {
             let err = Symbol::parse("symbol", bad).unwrap_err();
             assert_eq!(err.field, "symbol", "{bad}");

@@ -12,8 +12,8 @@ use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceCli
 use sqlx::PgPool;
 
 use super::content::{
-    Band, Cell, Chart, Line, PALETTE, Panel, Report, ScoreboardView, StatisticsView,
-    SubjectView, Table, TrendView,
+    Band, Cell, Chart, Line, PALETTE, Panel, Report, ScoreboardView, StatisticsView, SubjectView,
+    Table, TrendView,
 };
 use super::spec::{Spec, Subject};
 use crate::analysis::{statistics, trends};
@@ -71,27 +71,7 @@ pub async fn build(sources: &Sources, spec: &Spec) -> Result<Report, BuildError>
         start: Some(spec.start),
         end: Some(spec.end),
     };
-    let mut report = Report {
-        title: spec.title.clone(),
-        subject: SubjectView {
-            kind: spec.subject.kind(),
-            symbols: spec.subject.symbols(),
-            model: match &spec.subject {
-                Subject::Model { name, version } => Some(format!("{name}@{version}")),
-                _ => None,
-            },
-        },
-        start: spec.start,
-        end: spec.end,
-        generated_at: Utc::now(),
-        statistics: Vec::new(),
-        trends: Vec::new(),
-        correlation: None,
-        scoreboard: None,
-        missing: Vec::new(),
-        table: Table::default(),
-        chart: Chart::new(Vec::new()),
-    };
+    let mut report = skeleton(spec);
     let benchmark = match &spec.benchmark {
         Some(b) => Some((b.clone(), load(&sources.pool, b, &range).await?)),
         None => None,
@@ -132,6 +112,31 @@ pub async fn build(sources: &Sources, spec: &Spec) -> Result<Report, BuildError>
         }
     }
     Ok(report)
+}
+
+/// The report of `spec` before its content: title, subject and range.
+pub fn skeleton(spec: &Spec) -> Report {
+    Report {
+        title: spec.title.clone(),
+        subject: SubjectView {
+            kind: spec.subject.kind(),
+            symbols: spec.subject.symbols(),
+            model: match &spec.subject {
+                Subject::Model { name, version } => Some(format!("{name}@{version}")),
+                _ => None,
+            },
+        },
+        start: spec.start,
+        end: spec.end,
+        generated_at: Utc::now(),
+        statistics: Vec::new(),
+        trends: Vec::new(),
+        correlation: None,
+        scoreboard: None,
+        missing: Vec::new(),
+        table: Table::default(),
+        chart: Chart::new(Vec::new()),
+    }
 }
 
 async fn load(pool: &PgPool, symbol: &Symbol, range: &Range) -> Result<BarSeries, BuildError> {
@@ -189,11 +194,16 @@ fn rolling_sharpe(series: &BarSeries) -> (usize, Vec<f64>) {
     let returns = series.returns();
     let window = ROLLING_WINDOW.min(returns.len() / 2).max(2);
     let mut values = vec![f64::NAN];
-    values.extend(stats::rolling_sharpe(&returns, window, 0.0).unwrap_or_else(|_| vec![f64::NAN; returns.len()]));
+    values.extend(
+        stats::rolling_sharpe(&returns, window, 0.0)
+            .unwrap_or_else(|_| vec![f64::NAN; returns.len()]),
+    );
     (window, values)
 }
 
-fn symbol_report(
+/// Fills `report` with the content of a symbol report over `series` (price with moving
+/// averages and Bollinger bands, drawdown, rolling Sharpe, statistics, the table).
+pub fn symbol_report(
     report: &mut Report,
     symbol: &Symbol,
     series: &BarSeries,
@@ -202,11 +212,12 @@ fn symbol_report(
     let n = series.len();
     let numerics = |e: crate::indicators::Error| BuildError::Numerics(e.to_string());
     // The classic pair when the range allows it, shorter averages for short ranges.
-    let periods: Vec<usize> = [50, 200]
-        .into_iter()
-        .filter(|p| *p < n)
-        .collect::<Vec<_>>();
-    let periods = if periods.is_empty() { vec![20.min(n - 1)] } else { periods };
+    let periods: Vec<usize> = [50, 200].into_iter().filter(|p| *p < n).collect::<Vec<_>>();
+    let periods = if periods.is_empty() {
+        vec![20.min(n - 1)]
+    } else {
+        periods
+    };
     let mut averages = Vec::new();
     for p in &periods {
         averages.push((*p, sma(&series.close, *p).map_err(numerics)?));
@@ -215,16 +226,15 @@ fn symbol_report(
     let drawdown = statistics::drawdown_series(&series.close);
     let (window, sharpe) = rolling_sharpe(series);
 
-    report.statistics.push(statistics_view(symbol, series, benchmark)?);
+    report
+        .statistics
+        .push(statistics_view(symbol, series, benchmark)?);
 
     let mut columns: Vec<String> = ["time", "open", "high", "low", "close", "volume"]
         .map(String::from)
         .to_vec();
     columns.extend(averages.iter().map(|(p, _)| format!("sma_{p}")));
-    columns.extend(
-        ["bb_upper", "bb_middle", "bb_lower", "drawdown"]
-            .map(String::from),
-    );
+    columns.extend(["bb_upper", "bb_middle", "bb_lower", "drawdown"].map(String::from));
     columns.push(format!("rolling_sharpe_{window}"));
     let rows = (0..n)
         .map(|i| {
@@ -253,8 +263,16 @@ fn symbol_report(
     for (k, (p, values)) in averages.into_iter().enumerate() {
         price_lines.push(Line::new(format!("SMA {p}"), PALETTE[1 + k], values));
     }
-    price_lines.push(Line::new("BB upper (20, 2)", PALETTE[4], bands.upper.clone()));
-    price_lines.push(Line::new("BB lower (20, 2)", PALETTE[5], bands.lower.clone()));
+    price_lines.push(Line::new(
+        "BB upper (20, 2)",
+        PALETTE[4],
+        bands.upper.clone(),
+    ));
+    price_lines.push(Line::new(
+        "BB lower (20, 2)",
+        PALETTE[5],
+        bands.lower.clone(),
+    ));
     report.chart = Chart::new(vec![
         Panel {
             title: format!("{symbol}: close, moving averages and Bollinger bands"),
@@ -287,7 +305,11 @@ fn symbol_report(
             y_label: "Sharpe".into(),
             x: series.start.clone(),
             bands: Vec::new(),
-            lines: vec![Line::new(format!("Rolling Sharpe {window}"), PALETTE[2], sharpe)],
+            lines: vec![Line::new(
+                format!("Rolling Sharpe {window}"),
+                PALETTE[2],
+                sharpe,
+            )],
             zero_line: true,
         },
     ]);
@@ -308,7 +330,9 @@ fn watchlist_report(
     let mut drawdown_lines = Vec::new();
     let mut close_columns = Vec::new();
     for (k, (symbol, series)) in loaded.iter().enumerate() {
-        report.statistics.push(statistics_view(symbol, series, benchmark)?);
+        report
+            .statistics
+            .push(statistics_view(symbol, series, benchmark)?);
         let at = |values: &[f64]| -> Vec<f64> {
             let mut j = 0;
             axis.iter()
@@ -333,7 +357,11 @@ fn watchlist_report(
         close_columns.push(at(&series.close));
         close_columns.push(at(&growth));
         growth_lines.push(Line::new(symbol.to_string(), color, at(&growth)));
-        drawdown_lines.push(Line::new(format!("{symbol} drawdown"), color, at(&drawdown)));
+        drawdown_lines.push(Line::new(
+            format!("{symbol} drawdown"),
+            color,
+            at(&drawdown),
+        ));
         let windows = trends::Windows {
             short: 50,
             long: 200,
@@ -341,7 +369,9 @@ fn watchlist_report(
             momentum_skip: 0,
             volatility: 20,
         };
-        report.trends.push(trend_view(trends::of(symbol.as_str(), series, &windows)));
+        report
+            .trends
+            .push(trend_view(trends::of(symbol.as_str(), series, &windows)));
     }
     // Rank among the watchlist.
     let mut ranked: Vec<mirai_proto::analytics::v1::SymbolTrend> = report
@@ -515,7 +545,14 @@ async fn model_report(
     // The chart follows the symbol with the most predictions.
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for p in &predictions {
-        *counts.entry(p.forecast.as_ref().map(|f| f.symbol.clone()).unwrap_or_default()).or_default() += 1;
+        *counts
+            .entry(
+                p.forecast
+                    .as_ref()
+                    .map(|f| f.symbol.clone())
+                    .unwrap_or_default(),
+            )
+            .or_default() += 1;
     }
     let charted = counts
         .iter()
@@ -525,14 +562,30 @@ async fn model_report(
     report.subject.symbols = counts.keys().cloned().collect();
 
     let columns = [
-        "target_start", "symbol", "as_of", "last_close", "point", "lower", "upper",
-        "interval_level", "p_up", "actual_close", "inside_interval", "abs_error",
+        "target_start",
+        "symbol",
+        "as_of",
+        "last_close",
+        "point",
+        "lower",
+        "upper",
+        "interval_level",
+        "p_up",
+        "actual_close",
+        "inside_interval",
+        "abs_error",
     ]
     .map(String::from)
     .to_vec();
     let mut rows = Vec::new();
-    let (mut x, mut lower, mut upper, mut point, mut actual, mut error) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut x, mut lower, mut upper, mut point, mut actual, mut error) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for p in &predictions {
         let f = p.forecast.as_ref().expect("retained");
         let target = f.target_start.as_ref().and_then(wire::datetime);

@@ -72,7 +72,8 @@ pub fn svg(report: &Report) -> Result<String, RenderError> {
     let chart = &report.chart;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (chart.width, chart.height)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut out, (chart.width, chart.height)).into_drawing_area();
         draw(root, chart, &report.title).map_err(|e| RenderError::Draw(e.to_string()))?;
     }
     Ok(out)
@@ -93,7 +94,8 @@ pub fn png_of(report: &Report) -> Result<Vec<u8>, RenderError> {
         let mut encoder = png::Encoder::new(&mut out, w, h);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        encoder.add_text_chunk("Title".into(), report.title.clone())?;
+        // iTXt (UTF-8): titles hold en dashes and user text, which tEXt's Latin-1 cannot.
+        encoder.add_itxt_chunk("Title".into(), report.title.clone())?;
         let mut writer = encoder.write_header()?;
         writer.write_image_data(&pixels)?;
         writer.finish()?;
@@ -128,7 +130,12 @@ fn y_range(panel: &super::content::Panel) -> (f64, f64) {
         .lines
         .iter()
         .flat_map(|l| l.values.iter())
-        .chain(panel.bands.iter().flat_map(|b| b.lower.iter().chain(&b.upper)))
+        .chain(
+            panel
+                .bands
+                .iter()
+                .flat_map(|b| b.lower.iter().chain(&b.upper)),
+        )
         .copied()
         .filter(|v| v.is_finite());
     let (mut lo, mut hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -152,7 +159,11 @@ type DrawResult<E> = Result<(), DrawingAreaErrorKind<E>>;
 
 /// Draws the tear sheet: a title strip, then one panel per chart with its bands (translucent),
 /// its lines (2 px, one colour each) and a legend.
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart, title: &str) -> DrawResult<DB::ErrorType> {
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    chart: &Chart,
+    title: &str,
+) -> DrawResult<DB::ErrorType> {
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
     header.draw(&Text::new(
@@ -194,7 +205,13 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart, title: 
                 .lower
                 .iter()
                 .zip(&band.upper)
-                .map(|(l, u)| if l.is_finite() && u.is_finite() { 0.0 } else { f64::NAN })
+                .map(|(l, u)| {
+                    if l.is_finite() && u.is_finite() {
+                        0.0
+                    } else {
+                        f64::NAN
+                    }
+                })
                 .collect();
             for run in segments(&both) {
                 let (a, b) = (run[0].0 as usize, run[run.len() - 1].0 as usize);
@@ -215,9 +232,9 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart, title: 
             for (k, run) in segments(&line.values).into_iter().enumerate() {
                 let drawn = cc.draw_series(LineSeries::new(run, stroke))?;
                 if k == 0 {
-                    drawn.label(line.name.clone()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 22, y)], stroke)
-                    });
+                    drawn
+                        .label(line.name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], stroke));
                 }
             }
         }

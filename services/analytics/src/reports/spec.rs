@@ -13,7 +13,10 @@ pub enum Subject {
     Symbol(Symbol),
     /// 1–100 distinct tickers, in the user's order.
     Watchlist(Vec<Symbol>),
-    Model { name: String, version: String },
+    Model {
+        name: String,
+        version: String,
+    },
 }
 
 impl Subject {
@@ -181,7 +184,10 @@ impl Spec {
         let end = range.end.unwrap_or(now);
         let start = range.start.unwrap_or(end - Duration::days(5 * 365));
         if end <= start {
-            return Err(Error::invalid("start", "must be before end (the range is inverted)"));
+            return Err(Error::invalid(
+                "start",
+                "must be before end (the range is inverted)",
+            ));
         }
         let mut formats = r
             .formats
@@ -246,7 +252,9 @@ mod tests {
 
     #[test]
     fn defaults_fill_the_range_formats_and_title() {
-        let now = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
         let spec = Spec::from_wire(
             &request(pb::report_subject::Subject::Symbol("aapl".into())),
             now,
@@ -269,14 +277,26 @@ mod tests {
         assert!(err.starts_with("subject.watchlist.symbols:"), "{err}");
         r = request(pb::report_subject::Subject::Symbol("X".into()));
         r.formats = vec![99];
-        assert!(Spec::from_wire(&r, now).unwrap_err().to_string().starts_with("formats:"));
+        assert!(
+            Spec::from_wire(&r, now)
+                .unwrap_err()
+                .to_string()
+                .starts_with("formats:")
+        );
         r.formats = vec![];
         r.start = Some(mirai_platform::wire::timestamp(now));
         r.end = Some(mirai_platform::wire::timestamp(now - Duration::days(1)));
-        assert!(Spec::from_wire(&r, now).unwrap_err().to_string().starts_with("end:"));
-        assert!(Spec::from_wire(&pb::CreateReportRequest::default(), now)
-            .unwrap_err()
-            .to_string()
-            .starts_with("subject:"));
+        assert!(
+            Spec::from_wire(&r, now)
+                .unwrap_err()
+                .to_string()
+                .starts_with("end:")
+        );
+        assert!(
+            Spec::from_wire(&pb::CreateReportRequest::default(), now)
+                .unwrap_err()
+                .to_string()
+                .starts_with("subject:")
+        );
     }
 }

@@ -85,7 +85,9 @@ impl Worker {
                 message = "Report job finished.",
                 elapsed_ms = started.elapsed().as_millis() as u64
             ),
-            Ok(false) => tracing::info!(message = "Report job was failed by the sweeper meanwhile."),
+            Ok(false) => {
+                tracing::info!(message = "Report job was failed by the sweeper meanwhile.")
+            }
             Err(error) => {
                 // The job stays RUNNING; the sweeper fails it at its deadline.
                 tracing::warn!(message = "Storing a report job's outcome failed.", %error);
@@ -99,12 +101,16 @@ impl Worker {
             match reports::fail_overdue(&self.sources.pool, self.settings.retention).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(message = "Overdue report jobs failed.", jobs = n),
-                Err(error) => tracing::warn!(message = "Sweeping overdue report jobs failed.", %error),
+                Err(error) => {
+                    tracing::warn!(message = "Sweeping overdue report jobs failed.", %error)
+                }
             }
             match reports::delete_expired(&self.sources.pool).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(message = "Expired report jobs deleted.", jobs = n),
-                Err(error) => tracing::warn!(message = "Deleting expired report jobs failed.", %error),
+                Err(error) => {
+                    tracing::warn!(message = "Deleting expired report jobs failed.", %error)
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -94,10 +94,7 @@ pub async fn upsert(
     .bind(provenance.as_of)
     .fetch_all(conn)
     .await?;
-    let inserted = rows
-        .iter()
-        .filter(|r| r.get::<bool, _>("inserted"))
-        .count() as u64;
+    let inserted = rows.iter().filter(|r| r.get::<bool, _>("inserted")).count() as u64;
     Ok(Applied {
         inserted,
         updated: rows.len() as u64 - inserted,
@@ -149,13 +146,11 @@ pub async fn exists(
     symbol: &Symbol,
     timeframe: Timeframe,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2)",
-    )
-    .bind(symbol.as_str())
-    .bind(timeframe.code())
-    .fetch_one(pool)
-    .await
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2)")
+        .bind(symbol.as_str())
+        .bind(timeframe.code())
+        .fetch_one(pool)
+        .await
 }
 
 /// Start of the newest stored bar of `symbol` in `timeframe`.

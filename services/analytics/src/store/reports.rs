@@ -42,7 +42,12 @@ impl Job {
             subject: Some(self.spec.subject.to_wire()),
             start: Some(wire::timestamp(self.spec.start)),
             end: Some(wire::timestamp(self.spec.end)),
-            formats: self.spec.formats.iter().map(|f| f.to_wire().into()).collect(),
+            formats: self
+                .spec
+                .formats
+                .iter()
+                .map(|f| f.to_wire().into())
+                .collect(),
             title: self.spec.title.clone(),
             status: self.status.into(),
             error: self.error.clone(),
@@ -84,11 +89,17 @@ fn job_of(row: &sqlx::postgres::PgRow) -> Result<Job, sqlx::Error> {
     let symbols: Vec<String> = row.get("symbols");
     let parse = |s: &String| Symbol::parse("symbols", s).map_err(|e| decode(e.to_string()));
     let subject = match row.get::<&str, _>("subject_kind") {
-        "symbol" => Subject::Symbol(parse(symbols.first().ok_or_else(|| decode("no symbol".into()))?)?),
+        "symbol" => Subject::Symbol(parse(
+            symbols.first().ok_or_else(|| decode("no symbol".into()))?,
+        )?),
         "watchlist" => Subject::Watchlist(symbols.iter().map(parse).collect::<Result<_, _>>()?),
         _ => Subject::Model {
-            name: row.get::<Option<String>, _>("model_name").unwrap_or_default(),
-            version: row.get::<Option<String>, _>("model_version").unwrap_or_default(),
+            name: row
+                .get::<Option<String>, _>("model_name")
+                .unwrap_or_default(),
+            version: row
+                .get::<Option<String>, _>("model_version")
+                .unwrap_or_default(),
         },
     };
     let formats: Vec<i32> = row.get("formats");
@@ -187,7 +198,11 @@ pub async fn get(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<Option<Job>, 
     .await?;
     let Some(row) = row else { return Ok(None) };
     let mut job = job_of(&row)?;
-    job.files = files_of(pool, &[id]).await?.into_iter().map(|(_, f)| f).collect();
+    job.files = files_of(pool, &[id])
+        .await?
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
     Ok(Some(job))
 }
 
@@ -413,7 +428,14 @@ pub async fn fail_overdue(pool: &PgPool, retention: Duration) -> Result<u64, sql
     .await?;
     for row in &rows {
         let job = job_of(row)?;
-        completed(&mut tx, &job, pb::ReportStatus::Failed, &job.error, Vec::new()).await?;
+        completed(
+            &mut tx,
+            &job,
+            pb::ReportStatus::Failed,
+            &job.error,
+            Vec::new(),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(rows.len() as u64)
@@ -421,10 +443,12 @@ pub async fn fail_overdue(pool: &PgPool, retention: Duration) -> Result<u64, sql
 
 /// Deletes finished jobs (and files) past their expiry. Returns how many jobs.
 pub async fn delete_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM report_jobs WHERE expires_at < now()")
-        .execute(pool)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM report_jobs WHERE expires_at < now()")
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// The deletion saga's purge: the user's jobs and files; returns jobs + files removed.
