@@ -34,7 +34,12 @@ pub(crate) fn client(state: &AppState) -> NotificationServiceClient<TracedChanne
 }
 
 fn invalid(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request").detail(detail)
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-request",
+        "Invalid request",
+    )
+    .detail(detail)
 }
 
 // === Shapes ===
@@ -225,12 +230,18 @@ impl Condition {
             Kind::Above(l) => (out.kind, out.level) = (ConditionKind::Above, Some(l.price)),
             Kind::Below(l) => (out.kind, out.level) = (ConditionKind::Below, Some(l.price)),
             Kind::EnteringChannel(ch) => {
-                (out.kind, out.lower, out.upper) =
-                    (ConditionKind::EnteringChannel, Some(ch.lower), Some(ch.upper));
+                (out.kind, out.lower, out.upper) = (
+                    ConditionKind::EnteringChannel,
+                    Some(ch.lower),
+                    Some(ch.upper),
+                );
             }
             Kind::ExitingChannel(ch) => {
-                (out.kind, out.lower, out.upper) =
-                    (ConditionKind::ExitingChannel, Some(ch.lower), Some(ch.upper));
+                (out.kind, out.lower, out.upper) = (
+                    ConditionKind::ExitingChannel,
+                    Some(ch.lower),
+                    Some(ch.upper),
+                );
             }
             Kind::MovingUp(m) => {
                 out.kind = ConditionKind::MovingUp;
@@ -249,7 +260,8 @@ impl Condition {
                 });
             }
             Kind::ProbabilityUpAtLeast(p) => {
-                (out.kind, out.threshold) = (ConditionKind::ProbabilityUpAtLeast, Some(p.threshold));
+                (out.kind, out.threshold) =
+                    (ConditionKind::ProbabilityUpAtLeast, Some(p.threshold));
             }
             Kind::ForecastCrossesPrice(f) => {
                 out.kind = ConditionKind::ForecastCrossesPrice;
@@ -454,7 +466,11 @@ impl From<pb::Alert> for Alert {
             bar_timeframe: BarTimeframe::from_wire(a.bar_timeframe),
             cooldown_seconds: a.cooldown.map_or(0, |c| c.seconds),
             expires_at: a.expires_at.as_ref().and_then(wire::datetime),
-            channels: a.channels.iter().filter_map(|c| ChannelName::from_wire(*c)).collect(),
+            channels: a
+                .channels
+                .iter()
+                .filter_map(|c| ChannelName::from_wire(*c))
+                .collect(),
             enabled: a.enabled.unwrap_or(true),
             status: AlertStatus::from_wire(a.status),
             last_triggered_at: a.last_triggered_at.as_ref().and_then(wire::datetime),
@@ -558,7 +574,13 @@ async fn create(
         },
         &principal,
     )?;
-    let created = alert_of(client(&state).create_alert(request).await?.into_inner().alert)?;
+    let created = alert_of(
+        client(&state)
+            .create_alert(request)
+            .await?
+            .into_inner()
+            .alert,
+    )?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/alerts/{}", created.alert_id))],
@@ -589,16 +611,22 @@ pub struct AlertPage {
 
 fn statuses(raw: Option<&str>) -> Result<Vec<i32>, Problem> {
     let mut out = Vec::new();
-    for name in raw.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let status: AlertStatus = serde_json::from_value(serde_json::Value::String(name.to_owned()))
-            .map_err(|_| invalid(format!("status: unknown status {name:?}")))?;
+    for name in raw
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let status: AlertStatus =
+            serde_json::from_value(serde_json::Value::String(name.to_owned()))
+                .map_err(|_| invalid(format!("status: unknown status {name:?}")))?;
         out.push(status.to_wire());
     }
     Ok(out)
 }
 
 /// The caller's alerts, newest first.
-#[utoipa::path(get, path = "/v1/alerts", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts", operation_id = "list_alerts",
     security(("bearer" = []), ("api_key" = [])),
     params(ListQuery),
     responses(
@@ -628,7 +656,7 @@ async fn list(
 }
 
 /// One of the caller's alerts.
-#[utoipa::path(get, path = "/v1/alerts/{alert_id}", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alerts/{alert_id}", tag = "alerts", operation_id = "get_alert",
     security(("bearer" = []), ("api_key" = [])),
     params(("alert_id" = String, Path, description = "Alert id")),
     responses(
@@ -687,7 +715,7 @@ mod double_option {
 }
 
 /// Changes an alert.
-#[utoipa::path(patch, path = "/v1/alerts/{alert_id}", tag = "alerts",
+#[utoipa::path(patch, path = "/v1/alerts/{alert_id}", tag = "alerts", operation_id = "update_alert",
     security(("bearer" = []), ("api_key" = [])),
     params(("alert_id" = String, Path, description = "Alert id")),
     request_body = AlertChange,
@@ -804,7 +832,8 @@ mod tests {
             let back = Condition::from_wire(&c.to_wire().unwrap()).unwrap();
             assert_eq!(serde_json::to_value(back).unwrap(), json);
         }
-        let missing: Condition = serde_json::from_value(serde_json::json!({"kind": "above"})).unwrap();
+        let missing: Condition =
+            serde_json::from_value(serde_json::json!({"kind": "above"})).unwrap();
         let problem = missing.to_wire().unwrap_err();
         assert_eq!(problem.status, 400);
         assert!(problem.detail.unwrap().contains("condition.level"));

@@ -11,7 +11,10 @@
 //!   document and its page. One module per resource: `account` (sign-up, sessions, the
 //!   caller's account and API keys), `admin` (users, roles, audit), `symbols` (symbols, bars,
 //!   quotes), `ingest` (imports and replays), `streams` (SSE and WebSocket), `predictions`
-//!   (forecasts, models, traffic, scoreboards).
+//!   (forecasts, models, traffic, scoreboards), `alerts` (price and forecast alerts), `analytics`
+//!   (indicators, statistics, trends, reports),
+//!   `notifications` (in-app notifications and their stream, webhooks, deliveries, push
+//!   devices, preferences).
 //! - The middleware, outermost first: `observability` (server span continuing an incoming
 //!   `traceparent`, HTTP RED metrics), `edge` (request id, security headers, CORS), `auth`
 //!   (JWT against the user service's JWKS, API keys, role extractors), `ratelimit`,
@@ -20,12 +23,15 @@
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
+pub mod analytics;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod edge;
 pub mod idempotency;
 pub mod ingest;
+pub mod notifications;
 pub mod observability;
 pub mod openapi;
 pub mod predictions;

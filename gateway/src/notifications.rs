@@ -44,7 +44,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 fn invalid(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request").detail(detail)
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-request",
+        "Invalid request",
+    )
+    .detail(detail)
 }
 
 fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
@@ -104,7 +109,10 @@ impl CategoryName {
 }
 
 fn categories_of(values: &[i32]) -> Vec<CategoryName> {
-    values.iter().filter_map(|c| CategoryName::from_wire(*c)).collect()
+    values
+        .iter()
+        .filter_map(|c| CategoryName::from_wire(*c))
+        .collect()
 }
 
 /// A stored in-app notification.
@@ -167,7 +175,7 @@ pub struct NotificationPage {
 }
 
 /// The caller's notifications, newest first.
-#[utoipa::path(get, path = "/v1/notifications", tag = "notifications",
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications", operation_id = "list_notifications",
     security(("bearer" = []), ("api_key" = [])),
     params(ListQuery),
     responses(
@@ -180,7 +188,13 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<NotificationPage>, Problem> {
     let mut categories = Vec::new();
-    for raw in query.category.as_deref().unwrap_or_default().split(',').filter(|s| !s.trim().is_empty()) {
+    for raw in query
+        .category
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+    {
         categories.push(parse_name::<CategoryName>("category", raw)?.to_wire());
     }
     let request = forward(
@@ -193,9 +207,16 @@ async fn list(
         },
         &principal,
     )?;
-    let response = client(&state).list_notifications(request).await?.into_inner();
+    let response = client(&state)
+        .list_notifications(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(NotificationPage {
-        notifications: response.notifications.into_iter().map(Notification::from).collect(),
+        notifications: response
+            .notifications
+            .into_iter()
+            .map(Notification::from)
+            .collect(),
         next_page_token: response.next_page_token,
     }))
 }
@@ -242,7 +263,10 @@ async fn mark(
         },
         &principal,
     )?;
-    let r = client(&state).mark_notifications(request).await?.into_inner();
+    let r = client(&state)
+        .mark_notifications(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(Marked {
         updated: r.updated,
         unread_count: r.unread_count,
@@ -296,7 +320,10 @@ async fn stream(
     )?;
     // No deadline: the upstream stream lives as long as the client's connection.
     request.extensions_mut().insert(OpenEnded);
-    let upstream = client(&state).stream_notifications(request).await?.into_inner();
+    let upstream = client(&state)
+        .stream_notifications(request)
+        .await?
+        .into_inner();
     let stop = state.streams_stop.clone().cancelled_owned();
     let events = upstream
         .take_until(stop)
@@ -372,7 +399,8 @@ impl From<pb::WebhookEndpoint> for WebhookEndpoint {
 }
 
 fn endpoint_of(e: Option<pb::WebhookEndpoint>) -> Result<WebhookEndpoint, Problem> {
-    e.map(WebhookEndpoint::from).ok_or_else(|| missing("an endpoint"))
+    e.map(WebhookEndpoint::from)
+        .ok_or_else(|| missing("an endpoint"))
 }
 
 /// An endpoint with its signing secret (shown only when it is created or rotated).
@@ -429,12 +457,18 @@ async fn create_endpoint(
         },
         &principal,
     )?;
-    let r = client(&state).create_webhook_endpoint(request).await?.into_inner();
+    let r = client(&state)
+        .create_webhook_endpoint(request)
+        .await?
+        .into_inner();
     let endpoint = endpoint_of(r.endpoint)?;
     Ok((
         StatusCode::CREATED,
         [
-            (header::LOCATION, format!("/v1/webhooks/{}", endpoint.webhook_endpoint_id)),
+            (
+                header::LOCATION,
+                format!("/v1/webhooks/{}", endpoint.webhook_endpoint_id),
+            ),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         axum::Json(EndpointWithSecret {
@@ -463,7 +497,10 @@ async fn list_endpoints(
         },
         &principal,
     )?;
-    let r = client(&state).list_webhook_endpoints(request).await?.into_inner();
+    let r = client(&state)
+        .list_webhook_endpoints(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(EndpointList {
         endpoints: r.endpoints.into_iter().map(WebhookEndpoint::from).collect(),
     }))
@@ -489,7 +526,10 @@ async fn get_endpoint(
         },
         &principal,
     )?;
-    let r = client(&state).get_webhook_endpoint(request).await?.into_inner();
+    let r = client(&state)
+        .get_webhook_endpoint(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(endpoint_of(r.endpoint)?))
 }
 
@@ -549,7 +589,10 @@ async fn update_endpoint(
         },
         &principal,
     )?;
-    let r = client(&state).update_webhook_endpoint(request).await?.into_inner();
+    let r = client(&state)
+        .update_webhook_endpoint(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(endpoint_of(r.endpoint)?))
 }
 
@@ -604,11 +647,16 @@ async fn rotate_secret(
         pb::RotateWebhookSecretRequest {
             user_id: principal.user_id.clone(),
             webhook_endpoint_id,
-            overlap: body.overlap_seconds.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+            overlap: body
+                .overlap_seconds
+                .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
         },
         &principal,
     )?;
-    let r = client(&state).rotate_webhook_secret(request).await?.into_inner();
+    let r = client(&state)
+        .rotate_webhook_secret(request)
+        .await?
+        .into_inner();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(EndpointWithSecret {
@@ -755,7 +803,13 @@ async fn deliveries(
     query: DeliveryQuery,
 ) -> Result<axum::Json<DeliveryPage>, Problem> {
     let mut statuses = Vec::new();
-    for raw in query.status.as_deref().unwrap_or_default().split(',').filter(|s| !s.trim().is_empty()) {
+    for raw in query
+        .status
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+    {
         let status: DeliveryStatus = parse_name("status", raw)?;
         let wire = DELIVERY_STATUSES
             .iter()
@@ -838,7 +892,10 @@ async fn resend(
         &principal,
     )?;
     let r = client(&state).resend_delivery(request).await?.into_inner();
-    let delivery = r.delivery.map(Delivery::from).ok_or_else(|| missing("a delivery"))?;
+    let delivery = r
+        .delivery
+        .map(Delivery::from)
+        .ok_or_else(|| missing("a delivery"))?;
     Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
 }
 
@@ -920,8 +977,15 @@ async fn register_device(
         },
         &principal,
     )?;
-    let r = client(&state).register_push_device(request).await?.into_inner();
-    Ok(axum::Json(r.device.map(PushDevice::from).ok_or_else(|| missing("a device"))?))
+    let r = client(&state)
+        .register_push_device(request)
+        .await?
+        .into_inner();
+    Ok(axum::Json(
+        r.device
+            .map(PushDevice::from)
+            .ok_or_else(|| missing("a device"))?,
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -943,7 +1007,10 @@ async fn list_devices(
         },
         &principal,
     )?;
-    let r = client(&state).list_push_devices(request).await?.into_inner();
+    let r = client(&state)
+        .list_push_devices(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(DeviceList {
         devices: r.devices.into_iter().map(PushDevice::from).collect(),
     }))
@@ -1138,7 +1205,11 @@ async fn update_preferences(
             }
             .into(),
             deliver_at: d.deliver_at,
-            categories: d.categories.into_iter().map(CategoryName::to_wire).collect(),
+            categories: d
+                .categories
+                .into_iter()
+                .map(CategoryName::to_wire)
+                .collect(),
         });
     }
     if let Some(email) = body.email {
@@ -1153,7 +1224,10 @@ async fn update_preferences(
         },
         &principal,
     )?;
-    let r = client(&state).update_preferences(request).await?.into_inner();
+    let r = client(&state)
+        .update_preferences(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(preferences_of(r.preferences)?))
 }
 
@@ -1169,7 +1243,9 @@ mod tests {
         }
         assert!(parse_name::<DeliveryStatus>("status", "retrying").is_ok());
         assert_eq!(
-            parse_name::<DeliveryStatus>("status", "lost").unwrap_err().status,
+            parse_name::<DeliveryStatus>("status", "lost")
+                .unwrap_err()
+                .status,
             400
         );
     }

@@ -26,6 +26,9 @@ an `Idempotency-Key` header: a repeat gets the stored response (`Idempotent-Repl
         (name = "market-data", description = "Symbols, bars and quotes"),
         (name = "streams", description = "Live updates over Server-Sent Events and WebSockets"),
         (name = "predictions", description = "Forecasts, models, traffic and live accuracy"),
+        (name = "alerts", description = "Price and forecast alerts"),
+        (name = "analytics", description = "Indicators, risk and performance statistics, trends, and report jobs"),
+        (name = "notifications", description = "In-app notifications and their live stream, webhook endpoints, the delivery log, push devices and delivery preferences"),
         (name = "platform", description = "Health of the services behind the gateway"),
     ),
     // Types only query parameters name are not collected from the handlers: register them.

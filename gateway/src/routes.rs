@@ -32,6 +32,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crate::ingest::routes())
         .merge(crate::streams::routes())
         .merge(crate::predictions::routes())
+        .merge(crate::alerts::routes())
+        .merge(crate::analytics::routes())
+        .merge(crate::notifications::routes())
 }
 
 /// Paths served besides the documented API: the document itself and its page.

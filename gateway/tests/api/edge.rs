@@ -462,7 +462,10 @@ async fn the_openapi_document_matches_the_router() {
     let schemas = document["components"]["schemas"].as_object().unwrap();
     for reference in text.split("\"#/components/schemas/").skip(1) {
         let name = &reference[..reference.find('"').unwrap()];
-        assert!(schemas.contains_key(name), "#/components/schemas/{name} is not defined");
+        assert!(
+            schemas.contains_key(name),
+            "#/components/schemas/{name} is not defined"
+        );
     }
 
     // Every documented operation is routed: none falls through to the no-route 404 or 405.

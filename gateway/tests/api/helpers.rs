@@ -99,8 +99,16 @@ impl Platform {
         service!("mirai-prediction", async |config: ServiceConfig| {
             mirai_prediction::startup::build(&config).await
         });
+        // Analytics reads bars from this stock-data (backfills) and models from this prediction.
+        let (stock_data_url, prediction_url) = (
+            format!("http://{}", services[1].grpc_addr),
+            format!("http://{}", services[2].grpc_addr),
+        );
         service!("mirai-analytics", async |config: ServiceConfig| {
-            mirai_analytics::startup::build(&config).await
+            let mut config = mirai_analytics::config::Config::with_service(config);
+            config.stock_data_url = stock_data_url;
+            config.prediction_url = prediction_url;
+            mirai_analytics::startup::build_with(&config).await
         });
         service!("mirai-notification", async |config: ServiceConfig| {
             mirai_notification::startup::build(&config).await

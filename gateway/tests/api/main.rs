@@ -1,6 +1,8 @@
 //! Integration tests of the gateway against the real services and PostgreSQL.
 
 mod account;
+mod alerts;
+mod analytics;
 mod edge;
 mod helpers;
 mod local_stack;
