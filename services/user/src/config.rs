@@ -104,7 +104,8 @@ pub struct DeletionConfig {
 }
 
 /// Every service that holds user data and takes part in the deletion saga.
-pub const DEFAULT_PARTICIPANTS: &[&str] = &["stock-data"];
+pub const DEFAULT_PARTICIPANTS: &[&str] =
+    &["stock-data", "notification", "prediction", "analytics"];
 
 /// Services that can be participants: those with a subscription to user-events whose
 /// confirmations the user service reads.
@@ -345,6 +346,15 @@ mod tests {
         assert!(
             error.contains("MIRAI_DELETION_PARTICIPANTS") && error.contains("billing"),
             "{error}"
+        );
+        // The default list passes the same check: every entry is a known participant.
+        let env = Env::from_pairs([(
+            "MIRAI_DELETION_PARTICIPANTS",
+            DEFAULT_PARTICIPANTS.join(","),
+        )]);
+        assert_eq!(
+            DeletionConfig::from_env(&env).unwrap().participants,
+            DEFAULT_PARTICIPANTS
         );
     }
 
