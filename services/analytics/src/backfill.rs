@@ -158,15 +158,28 @@ impl StockData {
 }
 
 /// The start-up catch-up: daily bars of every symbol stock-data or the read model knows,
-/// each from its newest stored bar on. Failures are logged and the symbol skipped (the read
-/// model then lags until events or a `Backfill` call fill it); stops early on shutdown.
+/// each from its newest stored bar on. Listing stock-data's symbols is retried (1 s doubling
+/// to 30 s) until it answers, since services start in any order; a failure on one symbol is
+/// logged and the symbol skipped (the read model then lags until events or a `Backfill` call
+/// fill it); stops early on shutdown.
 pub async fn catch_up(stock_data: StockData, pool: PgPool, stop: CancellationToken) {
-    let mut symbols = match stock_data.symbols().await {
-        Ok(symbols) => symbols,
-        Err(error) => {
-            tracing::warn!(message = "Start-up backfill could not list stock-data's symbols.", %error);
-            BTreeSet::new()
+    let mut delay = Duration::from_secs(1);
+    let mut symbols = loop {
+        match stock_data.symbols().await {
+            Ok(symbols) => break symbols,
+            Err(error) => {
+                tracing::warn!(
+                    message = "Start-up backfill could not list stock-data's symbols; retrying.",
+                    %error,
+                    retry_in_s = delay.as_secs()
+                );
+            }
         }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
     };
     match bars::known_symbols(&pool).await {
         Ok(known) => symbols.extend(known),
