@@ -147,7 +147,7 @@ impl From<pb::User> for User {
 
 pub fn user_of(user: Option<pb::User>) -> Result<User, Problem> {
     user.map(User::from)
-        .ok_or_else(|| tonic::Status::internal("upstream answered without a user").into())
+        .ok_or_else(|| Problem::missing("a user"))
 }
 
 fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
@@ -216,9 +216,7 @@ pub struct Tokens {
 }
 
 fn tokens_of(tokens: Option<pb::TokenSet>, user: Option<pb::User>) -> Result<Response, Problem> {
-    let tokens = tokens.ok_or_else(|| {
-        Problem::from(tonic::Status::internal("upstream answered without tokens"))
-    })?;
+    let tokens = tokens.ok_or_else(|| Problem::missing("tokens"))?;
     let body = Tokens {
         expires_in: tokens.access_token_expires_in.map_or(0, |d| d.seconds),
         refresh_token_expires_at: tokens
@@ -522,7 +520,7 @@ impl From<pb::DeletionStatus> for DeletionStatus {
 fn deletion_of(status: Option<pb::DeletionStatus>) -> Result<DeletionStatus, Problem> {
     status
         .map(DeletionStatus::from)
-        .ok_or_else(|| tonic::Status::internal("upstream answered without a status").into())
+        .ok_or_else(|| Problem::missing("a status"))
 }
 
 /// Deletes the caller's account: sessions and API keys end at once, every service purges the
@@ -662,9 +660,7 @@ async fn create_api_key(
         &principal,
     )?;
     let response = client(&state).create_api_key(request).await?.into_inner();
-    let api_key = ApiKey::from(response.api_key.ok_or_else(|| {
-        Problem::from(tonic::Status::internal("upstream answered without a key"))
-    })?);
+    let api_key = ApiKey::from(response.api_key.ok_or_else(|| Problem::missing("a key"))?);
     let mut headers = HeaderMap::new();
     headers.extend(no_store());
     Ok((
@@ -747,9 +743,7 @@ async fn revoke_api_key(
         &principal,
     )?;
     let response = client(&state).revoke_api_key(request).await?.into_inner();
-    let key = response
-        .api_key
-        .ok_or_else(|| Problem::from(tonic::Status::internal("upstream answered without a key")))?;
+    let key = response.api_key.ok_or_else(|| Problem::missing("a key"))?;
     Ok(axum::Json(ApiKey::from(key)))
 }
 

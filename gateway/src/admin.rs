@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use crate::account::{AccountStatus, RoleName, User, client, user_of};
 use crate::auth::{Admin, forward};
 use crate::client::Client;
+use crate::fields::items;
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 
@@ -306,12 +307,7 @@ async fn audit_log(
     Admin(admin): Admin,
     Query(query): Query<AuditQuery>,
 ) -> Result<axum::Json<AuditPage>, Problem> {
-    let kinds = query
-        .kinds
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter(|k| !k.trim().is_empty())
+    let kinds = items(query.kinds.as_deref())
         .map(kind_value)
         .collect::<Result<Vec<_>, _>>()?;
     let request = forward(

@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, forward};
+use crate::fields::{items, parse_name};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 
@@ -31,15 +32,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 pub(crate) fn client(state: &AppState) -> NotificationServiceClient<TracedChannel> {
     NotificationServiceClient::new(state.upstreams.notification.channel.clone())
-}
-
-fn invalid(detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-request",
-        "Invalid request",
-    )
-    .detail(detail)
 }
 
 // === Shapes ===
@@ -126,7 +118,7 @@ pub struct Condition {
 }
 
 fn need(value: Option<f64>, field: &str) -> Result<f64, Problem> {
-    value.ok_or_else(|| invalid(format!("condition.{field} is required for this kind")))
+    value.ok_or_else(|| Problem::invalid(format!("condition.{field} is required for this kind")))
 }
 
 impl Condition {
@@ -142,11 +134,15 @@ impl Condition {
             let size = match (c.amount, c.percent) {
                 (Some(a), None) => pb::price_move::Size::Amount(a),
                 (None, Some(p)) => pb::price_move::Size::Percent(p),
-                _ => return Err(invalid("condition: exactly one of amount and percent")),
+                _ => {
+                    return Err(Problem::invalid(
+                        "condition: exactly one of amount and percent",
+                    ));
+                }
             };
-            let window = c
-                .window_seconds
-                .ok_or_else(|| invalid("condition.window_seconds is required for this kind"))?;
+            let window = c.window_seconds.ok_or_else(|| {
+                Problem::invalid("condition.window_seconds is required for this kind")
+            })?;
             Ok(pb::PriceMove {
                 size: Some(size),
                 window: Some(prost_types::Duration {
@@ -492,7 +488,7 @@ impl From<pb::Alert> for Alert {
 fn alert_of(alert: Option<pb::Alert>) -> Result<Alert, Problem> {
     alert
         .map(Alert::from)
-        .ok_or_else(|| tonic::Status::internal("upstream answered without an alert").into())
+        .ok_or_else(|| Problem::missing("an alert"))
 }
 
 fn seconds(s: i64) -> prost_types::Duration {
@@ -610,19 +606,9 @@ pub struct AlertPage {
 }
 
 fn statuses(raw: Option<&str>) -> Result<Vec<i32>, Problem> {
-    let mut out = Vec::new();
-    for name in raw
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let status: AlertStatus =
-            serde_json::from_value(serde_json::Value::String(name.to_owned()))
-                .map_err(|_| invalid(format!("status: unknown status {name:?}")))?;
-        out.push(status.to_wire());
-    }
-    Ok(out)
+    items(raw)
+        .map(|name| parse_name::<AlertStatus>("status", name).map(AlertStatus::to_wire))
+        .collect()
 }
 
 /// The caller's alerts, newest first.

@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, forward};
+use crate::fields::{adjustment_name, enum_name, items, time};
 use crate::predictions::ModelRef;
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
@@ -39,42 +40,12 @@ fn client(state: &AppState) -> AnalyticsServiceClient<TracedChannel> {
     AnalyticsServiceClient::new(state.upstreams.analytics.channel.clone())
 }
 
-fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    ts.as_ref().and_then(wire::datetime)
-}
-
 fn times(ts: &[prost_types::Timestamp]) -> Vec<DateTime<Utc>> {
     ts.iter().filter_map(wire::datetime).collect()
 }
 
-/// A proto enum value's name without its prefix, lower case: `MA_REGIME_BULLISH` → `bullish`.
-fn name_of(str_name: Option<&str>, prefix: &str) -> String {
-    str_name
-        .map(|n| n.trim_start_matches(prefix).to_ascii_lowercase())
-        .unwrap_or_else(|| "unspecified".to_owned())
-}
-
-fn invalid(detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-request",
-        "Invalid request",
-    )
-    .detail(detail)
-}
-
 fn values(values: Vec<pb::OptionalDouble>) -> Vec<Option<f64>> {
     values.into_iter().map(|v| v.value).collect()
-}
-
-/// A comma-separated query value as its non-empty items.
-fn list(raw: Option<&str>) -> Vec<String> {
-    raw.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 // === Indicators ===
@@ -116,13 +87,13 @@ fn split_top_level(raw: &str) -> Result<Vec<&str>, Problem> {
             _ => {}
         }
         if !(0..=1).contains(&depth) {
-            return Err(invalid(format!(
+            return Err(Problem::invalid(format!(
                 "indicators: unbalanced parentheses in {raw:?}"
             )));
         }
     }
     if depth != 0 {
-        return Err(invalid(format!(
+        return Err(Problem::invalid(format!(
             "indicators: unbalanced parentheses in {raw:?}"
         )));
     }
@@ -135,9 +106,9 @@ fn split_top_level(raw: &str) -> Result<Vec<&str>, Problem> {
 fn indicator_spec(item: &str) -> Result<pb::IndicatorSpec, Problem> {
     let (name, args) = match item.split_once('(') {
         Some((name, rest)) => {
-            let args = rest
-                .strip_suffix(')')
-                .ok_or_else(|| invalid(format!("indicators: {item:?} must end with ')'")))?;
+            let args = rest.strip_suffix(')').ok_or_else(|| {
+                Problem::invalid(format!("indicators: {item:?} must end with ')'"))
+            })?;
             (name.trim(), args)
         }
         None => (item, ""),
@@ -145,7 +116,7 @@ fn indicator_spec(item: &str) -> Result<pb::IndicatorSpec, Problem> {
     let indicator = pb::Indicator::from_str_name(&format!("INDICATOR_{}", name.to_ascii_uppercase()))
         .filter(|i| *i != pb::Indicator::Unspecified)
         .ok_or_else(|| {
-            invalid(format!(
+            Problem::invalid(format!(
                 "indicators: unknown indicator {name:?}; known: sma, ema, wma, dema, tema, bbands, rsi, macd, stoch, adx, cci, mfi, obv, atr, natr, returns, log_returns"
             ))
         })?;
@@ -157,7 +128,9 @@ fn indicator_spec(item: &str) -> Result<pb::IndicatorSpec, Problem> {
         let (key, value) = arg
             .split_once('=')
             .map(|(k, v)| (k.trim(), v.trim()))
-            .ok_or_else(|| invalid(format!("indicators: {name}: {arg:?} is not param=value")))?;
+            .ok_or_else(|| {
+                Problem::invalid(format!("indicators: {name}: {arg:?} is not param=value"))
+            })?;
         match key {
             "alias" => spec.alias = value.to_owned(),
             "input" => {
@@ -167,7 +140,7 @@ fn indicator_spec(item: &str) -> Result<pb::IndicatorSpec, Problem> {
                 ))
                 .filter(|f| *f != pb::PriceField::Unspecified)
                 .ok_or_else(|| {
-                    invalid(format!(
+                    Problem::invalid(format!(
                         "indicators: {name}: input {value:?} is not open, high, low, close or volume"
                     ))
                 })?
@@ -179,7 +152,7 @@ fn indicator_spec(item: &str) -> Result<pb::IndicatorSpec, Problem> {
                     .ok()
                     .filter(|v| v.is_finite())
                     .ok_or_else(|| {
-                        invalid(format!(
+                        Problem::invalid(format!(
                             "indicators: {name}: {key}={value:?} is not a number"
                         ))
                     })?;
@@ -265,7 +238,7 @@ async fn indicators(
             .series
             .into_iter()
             .map(|s| IndicatorLine {
-                indicator: name_of(
+                indicator: enum_name(
                     pb::Indicator::try_from(s.indicator)
                         .ok()
                         .map(|i| i.as_str_name()),
@@ -279,14 +252,6 @@ async fn indicators(
             })
             .collect(),
     }))
-}
-
-fn adjustment_name(value: i32) -> String {
-    use mirai_proto::stock::v1::Adjustment;
-    name_of(
-        Adjustment::try_from(value).ok().map(|a| a.as_str_name()),
-        "ADJUSTMENT_",
-    )
 }
 
 // === Statistics ===
@@ -418,11 +383,7 @@ async fn statistics(
         &principal,
     )?;
     let r = client(&state).get_statistics(request).await?.into_inner();
-    let s = r.statistics.ok_or_else(|| {
-        Problem::from(tonic::Status::internal(
-            "upstream answered without statistics",
-        ))
-    })?;
+    let s = r.statistics.ok_or_else(|| Problem::missing("statistics"))?;
     Ok(axum::Json(StatisticsReport {
         statistics: Statistics {
             first_bar: time(&s.first_bar),
@@ -549,7 +510,7 @@ async fn trends(
 ) -> Result<axum::Json<Trends>, Problem> {
     let request = forward(
         pb::GetTrendsRequest {
-            symbols: list(query.symbols.as_deref()),
+            symbols: items(query.symbols.as_deref()).map(str::to_owned).collect(),
             as_of: query.as_of.map(wire::timestamp),
             short_window: query.short_window.unwrap_or_default(),
             long_window: query.long_window.unwrap_or_default(),
@@ -567,19 +528,19 @@ async fn trends(
             .map(|t| Trend {
                 as_of: time(&t.as_of),
                 last_cross_at: time(&t.last_cross_at),
-                ma_regime: name_of(
+                ma_regime: enum_name(
                     pb::MaRegime::try_from(t.ma_regime)
                         .ok()
                         .map(|v| v.as_str_name()),
                     "MA_REGIME_",
                 ),
-                last_cross: name_of(
+                last_cross: enum_name(
                     pb::CrossKind::try_from(t.last_cross)
                         .ok()
                         .map(|v| v.as_str_name()),
                     "CROSS_KIND_",
                 ),
-                volatility_regime: name_of(
+                volatility_regime: enum_name(
                     pb::VolatilityRegime::try_from(t.volatility_regime)
                         .ok()
                         .map(|v| v.as_str_name()),
@@ -698,7 +659,7 @@ pub struct ReportJob {
 }
 
 fn format_name(value: i32) -> String {
-    name_of(
+    enum_name(
         pb::ReportFormat::try_from(value)
             .ok()
             .map(|f| f.as_str_name()),
@@ -708,11 +669,7 @@ fn format_name(value: i32) -> String {
 
 fn job_of(job: Option<pb::ReportJob>) -> Result<ReportJob, Problem> {
     use pb::report_subject::Subject;
-    let j = job.ok_or_else(|| {
-        Problem::from(tonic::Status::internal(
-            "upstream answered without a report",
-        ))
-    })?;
+    let j = job.ok_or_else(|| Problem::missing("a report"))?;
     let (mut symbol, mut watchlist, mut model) = (None, None, None);
     match j.subject.and_then(|s| s.subject) {
         Some(Subject::Symbol(s)) => symbol = Some(s),
@@ -742,7 +699,7 @@ fn job_of(job: Option<pb::ReportJob>) -> Result<ReportJob, Problem> {
         start: time(&j.start),
         end: time(&j.end),
         formats: j.formats.iter().map(|f| format_name(*f)).collect(),
-        status: name_of(
+        status: enum_name(
             pb::ReportStatus::try_from(j.status)
                 .ok()
                 .map(|s| s.as_str_name()),
@@ -783,7 +740,7 @@ async fn create_report(
         (None, Some(symbols), None) => Subject::Watchlist(pb::Watchlist { symbols }),
         (None, None, Some(model)) => Subject::Model(model.into()),
         _ => {
-            return Err(invalid(
+            return Err(Problem::invalid(
                 "subject: give exactly one of symbol, watchlist and model",
             ));
         }
@@ -852,14 +809,13 @@ async fn list_reports(
     Caller(principal): Caller,
     Query(query): Query<ReportsQuery>,
 ) -> Result<axum::Json<ReportPage>, Problem> {
-    let statuses = list(query.status.as_deref())
-        .into_iter()
+    let statuses = items(query.status.as_deref())
         .map(|s| {
             pb::ReportStatus::from_str_name(&format!("REPORT_STATUS_{}", s.to_ascii_uppercase()))
                 .filter(|v| *v != pb::ReportStatus::Unspecified)
                 .map(i32::from)
                 .ok_or_else(|| {
-                    invalid(format!(
+                    Problem::invalid(format!(
                         "status: {s:?} is not queued, running, succeeded or failed"
                     ))
                 })

@@ -223,7 +223,7 @@ impl From<pb::ReplayStatus> for Replay {
 fn replay_of(status: Option<pb::ReplayStatus>) -> Result<Replay, Problem> {
     status
         .map(Replay::from)
-        .ok_or_else(|| tonic::Status::internal("upstream answered without a status").into())
+        .ok_or_else(|| Problem::missing("a status"))
 }
 
 /// Starts playing a symbol's stored history forward as live bars and quotes (admin), emitting

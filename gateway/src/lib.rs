@@ -19,7 +19,8 @@
 //!   `traceparent`, HTTP RED metrics), `edge` (request id, security headers, CORS), `auth`
 //!   (JWT against the user service's JWKS, API keys, role extractors), `ratelimit`,
 //!   `idempotency`.
-//! - `client`: the caller's IP, user agent and request id; `problem`: RFC 9457 bodies.
+//! - `client`: the caller's IP, user agent and request id; `problem`: RFC 9457 bodies;
+//!   `fields`: query lists, enum names and timestamps shared by the route modules.
 
 pub mod account;
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod edge;
+pub mod fields;
 pub mod idempotency;
 pub mod ingest;
 pub mod notifications;

@@ -14,7 +14,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
 use mirai_platform::grpc::client::OpenEnded;
-use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +22,7 @@ use utoipa_axum::routes;
 
 use crate::alerts::{ChannelName, client};
 use crate::auth::{Caller, forward};
+use crate::fields::{items, parse_name, time};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 
@@ -41,29 +41,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register_device, list_devices))
         .routes(routes!(unregister_device))
         .routes(routes!(get_preferences, update_preferences))
-}
-
-fn invalid(detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-request",
-        "Invalid request",
-    )
-    .detail(detail)
-}
-
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.as_ref().and_then(wire::datetime)
-}
-
-fn missing(what: &str) -> Problem {
-    tonic::Status::internal(format!("upstream answered without {what}")).into()
-}
-
-/// Parses a snake_case enum name the way serde does (query strings carry plain text).
-fn parse_name<T: for<'de> Deserialize<'de>>(field: &str, raw: &str) -> Result<T, Problem> {
-    serde_json::from_value(serde_json::Value::String(raw.trim().to_owned()))
-        .map_err(|_| invalid(format!("{field}: unknown value {raw:?}")))
 }
 
 // === Notifications ===
@@ -139,8 +116,8 @@ impl From<pb::Notification> for Notification {
     fn from(n: pb::Notification) -> Self {
         Self {
             category: CategoryName::from_wire(n.category),
-            read_at: ts(&n.read_at),
-            created_at: ts(&n.created_at),
+            read_at: time(&n.read_at),
+            created_at: time(&n.created_at),
             data: n.data.into_iter().collect(),
             notification_id: n.notification_id,
             critical: n.critical,
@@ -187,16 +164,9 @@ async fn list(
     Caller(principal): Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<NotificationPage>, Problem> {
-    let mut categories = Vec::new();
-    for raw in query
-        .category
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-    {
-        categories.push(parse_name::<CategoryName>("category", raw)?.to_wire());
-    }
+    let categories = items(query.category.as_deref())
+        .map(|raw| parse_name::<CategoryName>("category", raw).map(CategoryName::to_wire))
+        .collect::<Result<Vec<_>, _>>()?;
     let request = forward(
         pb::ListNotificationsRequest {
             user_id: principal.user_id.clone(),
@@ -385,10 +355,10 @@ impl From<pb::WebhookEndpoint> for WebhookEndpoint {
         Self {
             categories: categories_of(&e.categories),
             enabled: e.enabled.unwrap_or(false),
-            failing_since: ts(&e.failing_since),
-            previous_secret_expires_at: ts(&e.previous_secret_expires_at),
-            created_at: ts(&e.created_at),
-            updated_at: ts(&e.updated_at),
+            failing_since: time(&e.failing_since),
+            previous_secret_expires_at: time(&e.previous_secret_expires_at),
+            created_at: time(&e.created_at),
+            updated_at: time(&e.updated_at),
             webhook_endpoint_id: e.webhook_endpoint_id,
             url: e.url,
             description: e.description,
@@ -400,7 +370,7 @@ impl From<pb::WebhookEndpoint> for WebhookEndpoint {
 
 fn endpoint_of(e: Option<pb::WebhookEndpoint>) -> Result<WebhookEndpoint, Problem> {
     e.map(WebhookEndpoint::from)
-        .ok_or_else(|| missing("an endpoint"))
+        .ok_or_else(|| Problem::missing("an endpoint"))
 }
 
 /// An endpoint with its signing secret (shown only when it is created or rotated).
@@ -754,7 +724,7 @@ impl From<pb::Delivery> for Delivery {
                         Ok(pb::AttemptOutcome::Blocked) => Some(AttemptOutcome::Blocked),
                         _ => None,
                     },
-                    started_at: ts(&a.started_at),
+                    started_at: time(&a.started_at),
                     duration_ms: a
                         .duration
                         .map_or(0, |d| d.seconds * 1000 + i64::from(d.nanos) / 1_000_000),
@@ -762,9 +732,9 @@ impl From<pb::Delivery> for Delivery {
                     error: a.error,
                 })
                 .collect(),
-            next_attempt_at: ts(&d.next_attempt_at),
-            created_at: ts(&d.created_at),
-            updated_at: ts(&d.updated_at),
+            next_attempt_at: time(&d.next_attempt_at),
+            created_at: time(&d.created_at),
+            updated_at: time(&d.updated_at),
             delivery_id: d.delivery_id,
             notification_id: d.notification_id,
             target: d.target,
@@ -803,13 +773,7 @@ async fn deliveries(
     query: DeliveryQuery,
 ) -> Result<axum::Json<DeliveryPage>, Problem> {
     let mut statuses = Vec::new();
-    for raw in query
-        .status
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-    {
+    for raw in items(query.status.as_deref()) {
         let status: DeliveryStatus = parse_name("status", raw)?;
         let wire = DELIVERY_STATUSES
             .iter()
@@ -895,7 +859,7 @@ async fn resend(
     let delivery = r
         .delivery
         .map(Delivery::from)
-        .ok_or_else(|| missing("a delivery"))?;
+        .ok_or_else(|| Problem::missing("a delivery"))?;
     Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
 }
 
@@ -931,8 +895,8 @@ impl From<pb::PushDevice> for PushDevice {
                 Ok(pb::DevicePlatform::Web) => Some(DevicePlatform::Web),
                 _ => None,
             },
-            created_at: ts(&d.created_at),
-            last_delivered_at: ts(&d.last_delivered_at),
+            created_at: time(&d.created_at),
+            last_delivered_at: time(&d.last_delivered_at),
             push_device_id: d.push_device_id,
             name: d.name,
             token_suffix: d.token_suffix,
@@ -984,7 +948,7 @@ async fn register_device(
     Ok(axum::Json(
         r.device
             .map(PushDevice::from)
-            .ok_or_else(|| missing("a device"))?,
+            .ok_or_else(|| Problem::missing("a device"))?,
     ))
 }
 
@@ -1098,7 +1062,7 @@ pub struct Preferences {
 }
 
 fn preferences_of(p: Option<pb::Preferences>) -> Result<Preferences, Problem> {
-    let p = p.ok_or_else(|| missing("preferences"))?;
+    let p = p.ok_or_else(|| Problem::missing("preferences"))?;
     Ok(Preferences {
         channels: p
             .channels
@@ -1127,7 +1091,7 @@ fn preferences_of(p: Option<pb::Preferences>) -> Result<Preferences, Problem> {
             categories: categories_of(&d.categories),
         }),
         email: p.email,
-        updated_at: ts(&p.updated_at),
+        updated_at: time(&p.updated_at),
     })
 }
 

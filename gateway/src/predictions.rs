@@ -2,7 +2,6 @@
 //! scoreboards and (admin) traffic, promotion and retirement (prediction service).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use mirai_platform::auth::Principal;
 use mirai_platform::grpc::client::TracedChannel;
@@ -15,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Admin, Caller, forward};
+use crate::fields::{adjustment_name, time};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 
@@ -46,14 +46,6 @@ fn maybe_forward<T>(message: T, caller: &MaybeCaller) -> Result<tonic::Request<T
         Some(axum::Extension(principal)) => forward(message, principal),
         None => Ok(tonic::Request::new(message)),
     }
-}
-
-fn missing(what: &str) -> Problem {
-    tonic::Status::internal(format!("upstream answered without {what}")).into()
-}
-
-fn time(ts: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    ts.as_ref().and_then(wire::datetime)
 }
 
 fn millis(d: &Option<prost_types::Duration>) -> f64 {
@@ -170,16 +162,6 @@ pub struct Forecast {
     pub adjustment: String,
 }
 
-fn adjustment_name(value: i32) -> String {
-    match mirai_proto::stock::v1::Adjustment::try_from(value) {
-        Ok(mirai_proto::stock::v1::Adjustment::Raw) => "raw",
-        Ok(mirai_proto::stock::v1::Adjustment::Split) => "split",
-        Ok(mirai_proto::stock::v1::Adjustment::All) => "all",
-        _ => "unspecified",
-    }
-    .to_owned()
-}
-
 impl From<pb::Forecast> for Forecast {
     fn from(f: pb::Forecast) -> Self {
         Self {
@@ -242,12 +224,7 @@ async fn predict(
         (Some(name), Some(version)) => Some(pb::ModelRef { name, version }),
         (None, None) => None,
         _ => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-request",
-                "Invalid request",
-            )
-            .detail("model and version go together"));
+            return Err(Problem::invalid("model and version go together"));
         }
     };
     let request = maybe_forward(
@@ -266,7 +243,7 @@ async fn predict(
     Ok(axum::Json(
         response
             .forecast
-            .ok_or_else(|| missing("a forecast"))?
+            .ok_or_else(|| Problem::missing("a forecast"))?
             .into(),
     ))
 }
@@ -675,7 +652,10 @@ async fn get_model(
         .await?
         .into_inner();
     Ok(axum::Json(
-        response.model.ok_or_else(|| missing("a model"))?.into(),
+        response
+            .model
+            .ok_or_else(|| Problem::missing("a model"))?
+            .into(),
     ))
 }
 
@@ -697,7 +677,10 @@ async fn get_version(
         .await?
         .into_inner();
     Ok(axum::Json(
-        response.version.ok_or_else(|| missing("a version"))?.into(),
+        response
+            .version
+            .ok_or_else(|| Problem::missing("a version"))?
+            .into(),
     ))
 }
 
@@ -724,12 +707,7 @@ impl ScoreboardQuery {
         use pb::score_window::Window;
         let window = match (self.last, self.start, self.end) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-request",
-                    "Invalid request",
-                )
-                .detail("give either last or start/end"));
+                return Err(Problem::invalid("give either last or start/end"));
             }
             (Some(n), None, None) => Some(Window::Last(n)),
             (None, None, None) => None,
@@ -814,7 +792,7 @@ async fn scoreboard(
     Ok(axum::Json(
         response
             .scoreboard
-            .ok_or_else(|| missing("a scoreboard"))?
+            .ok_or_else(|| Problem::missing("a scoreboard"))?
             .into(),
     ))
 }
@@ -904,7 +882,10 @@ async fn get_traffic(
     let request = forward(pb::GetTrafficRequest {}, &admin)?;
     let response = client(&state).get_traffic(request).await?.into_inner();
     Ok(axum::Json(
-        response.traffic.ok_or_else(|| missing("traffic"))?.into(),
+        response
+            .traffic
+            .ok_or_else(|| Problem::missing("traffic"))?
+            .into(),
     ))
 }
 
@@ -962,7 +943,10 @@ async fn set_traffic(
     )?;
     let response = client(&state).set_traffic(request).await?.into_inner();
     Ok(axum::Json(
-        response.traffic.ok_or_else(|| missing("traffic"))?.into(),
+        response
+            .traffic
+            .ok_or_else(|| Problem::missing("traffic"))?
+            .into(),
     ))
 }
 

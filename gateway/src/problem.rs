@@ -63,6 +63,21 @@ impl Problem {
         }
     }
 
+    /// `400 invalid-request`: a field of the request is invalid (`detail` names it).
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+        )
+        .detail(detail)
+    }
+
+    /// `500`: an upstream answered without something it must send, e.g. `missing("a user")`.
+    pub fn missing(what: &str) -> Self {
+        tonic::Status::internal(format!("upstream answered without {what}")).into()
+    }
+
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = std::num::NonZeroU32::new(seconds.clamp(1, u32::MAX as u64) as u32);
         self

@@ -26,6 +26,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::fields::items;
 use crate::problem::{Problem, Query};
 use crate::routes::AppState;
 use crate::symbols::Quote;
@@ -47,14 +48,6 @@ pub struct QuotesQuery {
     /// Comma-separated tickers, 1–500 (required for SSE; optional for a WebSocket, which can
     /// subscribe later).
     pub symbols: Option<String>,
-}
-
-fn tickers(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Opens stock-data's quote stream for `symbols`, without a deadline: it lives as long as the
@@ -104,7 +97,7 @@ async fn quotes(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     Query(query): Query<QuotesQuery>,
 ) -> Result<Response, Problem> {
-    let symbols = tickers(query.symbols.as_deref().unwrap_or_default());
+    let symbols: Vec<String> = items(query.symbols.as_deref()).map(str::to_owned).collect();
     if symbols.len() > MAX_SYMBOLS {
         return Err(too_many());
     }

@@ -120,7 +120,7 @@ impl From<pb::Symbol> for Symbol {
 fn symbol_of(symbol: Option<pb::Symbol>) -> Result<Symbol, Problem> {
     symbol
         .map(Symbol::from)
-        .ok_or_else(|| tonic::Status::internal("upstream answered without a symbol").into())
+        .ok_or_else(|| Problem::missing("a symbol"))
 }
 
 /// Lists a symbol (admin); `201 Created` with its location. Emits `symbol.listed`.
@@ -499,9 +499,7 @@ async fn quote(
         .await?
         .into_inner()
         .quote
-        .ok_or_else(|| {
-            Problem::from(tonic::Status::internal("upstream answered without a quote"))
-        })?;
+        .ok_or_else(|| Problem::missing("a quote"))?;
     Ok(axum::Json(Quote::from(quote)))
 }
 

@@ -320,14 +320,8 @@ impl AnalyticsService for Api {
         let mut jobs = reports::list(&self.pool, user, &statuses, before, i64::from(limit) + 1)
             .await
             .map_err(Error::from)?;
-        let next_page_token = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last()
-                .map(|j| wire::page_token(&j.id.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            wire::next_page_token(&mut jobs, limit as usize, |j| j.id.to_string());
         Ok(Response::new(pb::ListReportsResponse {
             reports: jobs.iter().map(reports::Job::to_wire).collect(),
             next_page_token,

@@ -66,21 +66,10 @@ fn before(token: &str) -> Result<Option<Uuid>, Status> {
     })
 }
 
-/// Tickers as stock-data spells them: 1–10 of A–Z, 0–9, `.`, `-`.
+/// Tickers as stock-data spells them.
 fn parse_symbol(raw: &str) -> Result<String> {
-    let s = raw.trim().to_ascii_uppercase();
-    if s.is_empty()
-        || s.len() > 10
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '.' || c == '-')
-    {
-        return Err(invalid(
-            "alert.symbol",
-            "1-10 characters of A-Z, 0-9, '.', '-'",
-        ));
-    }
-    Ok(s)
+    mirai_platform::wire::ticker(raw)
+        .ok_or_else(|| invalid("alert.symbol", mirai_platform::wire::TICKER_RULE))
 }
 
 fn duration(d: &prost_types::Duration) -> Option<Duration> {
@@ -529,7 +518,8 @@ impl NotificationService for Api {
         .fetch_all(&self.ctx.pool)
         .await
         .map_err(Error::from)?;
-        let next_page_token = page(&mut rows, limit, |r| r.alert_id);
+        let next_page_token =
+            wire::next_page_token(&mut rows, limit as usize, |r| r.alert_id.to_string());
         Ok(Response::new(pb::ListAlertsResponse {
             alerts: rows.iter().map(alerts::Row::to_proto).collect(),
             next_page_token,
@@ -582,7 +572,8 @@ impl NotificationService for Api {
         )
         .await
         .map_err(Error::from)?;
-        let next_page_token = page(&mut rows, limit, |r| r.notification_id);
+        let next_page_token =
+            wire::next_page_token(&mut rows, limit as usize, |r| r.notification_id.to_string());
         Ok(Response::new(pb::ListNotificationsResponse {
             notifications: rows.iter().map(notifications::Row::to_proto).collect(),
             next_page_token,
@@ -895,7 +886,8 @@ impl NotificationService for Api {
         let mut rows = deliveries::list(&mut conn, user_id, &filter, before, limit + 1)
             .await
             .map_err(Error::from)?;
-        let next_page_token = page(&mut rows, limit, |r| r.delivery_id);
+        let next_page_token =
+            wire::next_page_token(&mut rows, limit as usize, |r| r.delivery_id.to_string());
         let ids: Vec<Uuid> = rows.iter().map(|r| r.delivery_id).collect();
         let attempts = deliveries::attempts_of(&mut conn, &ids)
             .await
@@ -1109,17 +1101,5 @@ impl NotificationService for Api {
         symbols::list(&self.ctx.pool, request.get_ref())
             .await
             .map(Response::new)
-    }
-}
-
-/// Keeps `limit` rows and returns the next page's token (empty on the last page).
-fn page<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> Uuid) -> String {
-    if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|r| wire::page_token(&key(r).to_string()))
-            .unwrap_or_default()
-    } else {
-        String::new()
     }
 }

@@ -105,14 +105,7 @@ pub async fn list(
     .fetch_all(pool)
     .await
     .map_err(|e| mirai_platform::db::status(e, "symbol"))?;
-    let next_page_token = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|r| wire::page_token(&r.symbol))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let next_page_token = wire::next_page_token(&mut rows, limit as usize, |r| r.symbol.clone());
     Ok(pb::ListKnownSymbolsResponse {
         symbols: rows
             .into_iter()

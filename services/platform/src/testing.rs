@@ -384,6 +384,28 @@ pub mod conformance {
     }
 }
 
+/// Publishes `event` on its topic as the service `source` would (`ce-source //mirai/<source>`,
+/// ordered by its subject) and returns the message, so a test can publish the very same one
+/// again (`again`: same `ce-id`, a redelivery).
+pub async fn publish<E: crate::events::Event>(
+    config: &crate::events::pubsub::PubSubConfig,
+    source: &str,
+    event: &E,
+    again: Option<google_cloud_pubsub::model::Message>,
+) -> google_cloud_pubsub::model::Message {
+    let base = crate::events::pubsub::publisher(config).await.unwrap();
+    let publisher = base.publisher(config.topic_path(E::TOPIC)).build();
+    let message = again.unwrap_or_else(|| {
+        let envelope = crate::events::Envelope::new(source, event, None);
+        google_cloud_pubsub::model::Message::new()
+            .set_data(prost::Message::encode_to_vec(event))
+            .set_attributes(envelope.to_attributes())
+            .set_ordering_key(event.subject())
+    });
+    publisher.publish(message.clone()).await.unwrap();
+    message
+}
+
 /// The variables that point a service binary at `config`'s emulator and prefix.
 pub fn pubsub_env(config: &crate::events::pubsub::PubSubConfig) -> Vec<(&'static str, String)> {
     vec![

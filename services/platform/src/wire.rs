@@ -1,4 +1,5 @@
-//! Conversions between domain values and their gRPC wire forms: timestamps and page tokens.
+//! Conversions between domain values and their gRPC wire forms: timestamps, page tokens and
+//! tickers (every service spells a symbol the way stock-data does).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,6 +47,32 @@ pub fn page_after(token: &str) -> Result<String, tonic::Status> {
         .ok_or_else(|| crate::error::invalid_argument("page_token", "not a token from this API"))
 }
 
+/// Trims `rows`, fetched with one row more than `limit`, to the page, and returns the token of
+/// the next page (the last kept row's key), or an empty token when this is the last page.
+pub fn next_page_token<T>(rows: &mut Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> String {
+    if rows.len() <= limit {
+        return String::new();
+    }
+    rows.truncate(limit);
+    rows.last()
+        .map(|row| page_token(&key(row)))
+        .unwrap_or_default()
+}
+
+/// What a ticker is, for error messages.
+pub const TICKER_RULE: &str = "1-10 of A-Z, 0-9, '.', '-', starting with a letter or digit";
+
+/// The ticker in `raw`, trimmed and upper-cased, when it follows [`TICKER_RULE`].
+pub fn ticker(raw: &str) -> Option<String> {
+    let ticker = raw.trim().to_ascii_uppercase();
+    let valid = (1..=10).contains(&ticker.len())
+        && ticker.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && ticker
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    valid.then_some(ticker)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +105,24 @@ mod tests {
             page_after("%%%").unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn the_next_page_token_names_the_last_row_kept() {
+        let mut rows = vec![1, 2, 3];
+        assert_eq!(next_page_token(&mut rows, 3, i32::to_string), "");
+        assert_eq!(rows.len(), 3);
+        let token = next_page_token(&mut rows, 2, i32::to_string);
+        assert_eq!(rows, [1, 2]);
+        assert_eq!(page_after(&token).unwrap(), "2");
+    }
+
+    #[test]
+    fn tickers_are_normalised_and_checked() {
+        assert_eq!(ticker(" brk.b ").as_deref(), Some("BRK.B"));
+        assert_eq!(ticker("9984").as_deref(), Some("9984"));
+        for bad in ["", "-X", ".A", "TOOLONGTICKER", "A B", "Ä"] {
+            assert_eq!(ticker(bad), None, "{bad}");
+        }
     }
 }

@@ -388,14 +388,8 @@ impl PredictionService for Api {
         let mut rows = predictions::list(&self.context.pool, &filter, limit + 1)
             .await
             .map_err(Error::from)?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|r| wire::page_token(&r.id.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            wire::next_page_token(&mut rows, limit as usize, |r| r.id.to_string());
         Ok(Response::new(pb::ListPredictionsResponse {
             predictions: rows.into_iter().map(stored_to_wire).collect(),
             next_page_token,

@@ -427,14 +427,8 @@ impl StockDataService for Api {
         let mut rows = tracking::list(&self.pool, &after, limit)
             .await
             .map_err(|e| db::status(e, "tracking"))?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|r| wire::page_token(&r.symbol))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            wire::next_page_token(&mut rows, limit as usize, |r| r.symbol.clone());
         Ok(Response::new(pb::ListTrackedSymbolsResponse {
             symbols: rows.into_iter().map(Into::into).collect(),
             next_page_token,
@@ -463,14 +457,9 @@ impl StockDataService for Api {
         let mut rows = symbols::search(&self.pool, &search)
             .await
             .map_err(|e| db::status(e, "symbol"))?;
-        let next_page_token = if rows.len() > search.limit as usize {
-            rows.truncate(search.limit as usize);
-            rows.last()
-                .map(|last| wire::page_token(&symbols::search_key(&search.query, last)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = wire::next_page_token(&mut rows, search.limit as usize, |last| {
+            symbols::search_key(&search.query, last)
+        });
         Ok(Response::new(pb::SearchSymbolsResponse {
             symbols: rows.into_iter().map(Into::into).collect(),
             next_page_token,

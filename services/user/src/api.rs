@@ -953,14 +953,8 @@ impl UserService for Api {
         .fetch_all(&self.pool)
         .await
         .map_err(dbe("API key"))?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|r| wire::page_token(&r.api_key_id.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            wire::next_page_token(&mut rows, size as usize, |r| r.api_key_id.to_string());
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: rows.into_iter().map(Self::api_key_row_to_pb).collect(),
             next_page_token,
@@ -1128,14 +1122,8 @@ impl UserService for Api {
         )
         .await
         .map_err(dbe("account"))?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|r| wire::page_token(&r.user_id.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            wire::next_page_token(&mut rows, size as usize, |r| r.user_id.to_string());
         Ok(Response::new(pb::ListUsersResponse {
             users: rows.into_iter().map(Into::into).collect(),
             next_page_token,
@@ -1249,14 +1237,8 @@ impl UserService for Api {
         let mut rows = audit::query(&self.pool, &query)
             .await
             .map_err(dbe("audit"))?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|r| wire::page_token(&r.audit_event_id.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            wire::next_page_token(&mut rows, size as usize, |r| r.audit_event_id.to_string());
         Ok(Response::new(pb::QueryAuditLogResponse {
             events: rows.into_iter().map(Into::into).collect(),
             next_page_token,

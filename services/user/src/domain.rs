@@ -165,18 +165,12 @@ pub fn watchlist(raw: &[String]) -> Result<Vec<String>> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for symbol in raw {
-        let ticker = symbol.trim().to_ascii_uppercase();
-        let valid = (1..=10).contains(&ticker.len())
-            && ticker.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && ticker
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '.' || c == '-');
-        if !valid {
+        let Some(ticker) = mirai_platform::wire::ticker(symbol) else {
             return Err(invalid_argument(
                 "user.watchlist",
                 format!("`{symbol}` is not a ticker"),
             ));
-        }
+        };
         if seen.insert(ticker.clone()) {
             out.push(ticker);
         }

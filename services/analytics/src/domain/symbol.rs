@@ -12,19 +12,15 @@ pub struct Symbol(String);
 impl Symbol {
     /// Parses the request field `field`.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, DomainError> {
-        let ticker = raw.trim().to_ascii_uppercase();
-        let valid = (1..=10).contains(&ticker.len())
-            && ticker.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && ticker
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '.' || c == '-');
-        if valid {
-            Ok(Self(ticker))
-        } else {
-            Err(DomainError::new(
+        match mirai_platform::wire::ticker(raw) {
+            Some(ticker) => Ok(Self(ticker)),
+            None => Err(DomainError::new(
                 field,
-                format!("{raw:?} is not a ticker (1-10 of A-Z, 0-9, '.', '-')"),
-            ))
+                format!(
+                    "{raw:?} is not a ticker ({})",
+                    mirai_platform::wire::TICKER_RULE
+                ),
+            )),
         }
     }
 

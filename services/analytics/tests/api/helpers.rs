@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use google_cloud_pubsub::model::Message;
 use mirai_analytics::config::Config;
 use mirai_platform::auth::{Principal, Role};
-use mirai_platform::events::{Envelope, Event, pubsub};
+use mirai_platform::events::Event;
 use mirai_platform::testing::TestDatabase;
 use mirai_platform::wire;
 use mirai_proto::analytics::v1 as pb;
@@ -152,18 +152,7 @@ impl TestApp {
         event: &E,
         again: Option<Message>,
     ) -> Message {
-        let config = &self.config.service.pubsub;
-        let base = pubsub::publisher(config).await.unwrap();
-        let publisher = base.publisher(config.topic_path(E::TOPIC)).build();
-        let message = again.unwrap_or_else(|| {
-            let envelope = Envelope::new(source, event, None);
-            Message::new()
-                .set_data(event.encode_to_vec())
-                .set_attributes(envelope.to_attributes())
-                .set_ordering_key(event.subject())
-        });
-        publisher.publish(message.clone()).await.unwrap();
-        message
+        mirai_platform::testing::publish(&self.config.service.pubsub, source, event, again).await
     }
 
     /// Inbox rows of handler `name`.

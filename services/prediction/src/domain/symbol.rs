@@ -9,21 +9,14 @@ pub struct Symbol(String);
 
 /// The text is not a ticker.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a ticker (1-10 of A-Z, 0-9, '.', '-')")]
+#[error("`{0}` is not a ticker ({rule})", rule = mirai_platform::wire::TICKER_RULE)]
 pub struct SymbolError(pub String);
 
 impl Symbol {
     pub fn parse(raw: &str) -> Result<Self, SymbolError> {
-        let ticker = raw.trim().to_ascii_uppercase();
-        let valid = (1..=10).contains(&ticker.len())
-            && ticker.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && ticker
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '.' || c == '-');
-        if valid {
-            Ok(Self(ticker))
-        } else {
-            Err(SymbolError(raw.to_owned()))
+        match mirai_platform::wire::ticker(raw) {
+            Some(ticker) => Ok(Self(ticker)),
+            None => Err(SymbolError(raw.to_owned())),
         }
     }
 
