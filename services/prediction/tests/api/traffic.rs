@@ -200,9 +200,10 @@ async fn a_failing_shadow_does_not_change_the_response() {
     .await;
 }
 
-/// The shadow's queue is kept busy with thousands of windows; the caller's response arrives
-/// while its shadow run is still waiting behind them (no shadow row stored yet), and the shadow
-/// prediction is stored later.
+/// The shadow's queue is kept busy with windows (topped up until the response arrives, so a
+/// slow machine cannot drain it first); the caller's response arrives while its shadow run is
+/// still waiting behind them (no shadow row stored yet), and the shadow prediction is stored
+/// later.
 #[tokio::test]
 async fn a_slow_shadow_does_not_hold_up_the_response() {
     let app = spawn(Options::default()).await;
@@ -221,11 +222,34 @@ async fn a_slow_shadow_does_not_hold_up_the_response() {
         .served(&mirai_prediction::domain::model_ref::ModelRef::parse("spx-lstm", "1.1.0").unwrap())
         .unwrap();
     let window = vec![0.0f32; shadow.engine.plans().window_len()];
-    let backlog: Vec<_> = (0..3000)
-        .map(|_| shadow.engine.submit(window.clone()).expect("queued"))
-        .collect();
+    // Batches of 1,000 windows, the next one queued once half of the last one has run: between
+    // about 500 and 1,500 windows wait at any time, well below the queue's 4,096, so the
+    // request's own shadow run is always accepted behind them.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let batch = move |shadow: &mirai_prediction::models::Served| -> Vec<_> {
+        (0..1000)
+            .map(|_| shadow.engine.submit(window.clone()).expect("queued"))
+            .collect()
+    };
+    // The first batch is queued before the request is sent.
+    let first = batch(&shadow);
+    let feeder = tokio::spawn({
+        let (shadow, answered) = (shadow.clone(), answered.clone());
+        async move {
+            let mut last = first;
+            while !answered.load(std::sync::atomic::Ordering::SeqCst) {
+                if !last[500].is_empty() {
+                    last = batch(&shadow);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            last
+        }
+    });
 
     let forecast = app.predict("BUSY", "").await.expect("served");
+    answered.store(true, std::sync::atomic::Ordering::SeqCst);
+    let backlog = feeder.await.unwrap();
     assert_eq!(forecast.model, Some(model("1.0.0")));
     let shadow_rows = |app: &crate::helpers::TestApp| {
         let pool = app.pool.clone();
