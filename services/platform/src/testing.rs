@@ -384,6 +384,42 @@ pub mod conformance {
     }
 }
 
+/// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let give_up = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "timed out waiting for {what} ({limit:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request carrying the principal `user_id` with `roles`, as the gateway forwards it.
+pub fn request_as<T>(
+    user_id: impl ToString,
+    roles: &[crate::auth::Role],
+    message: T,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    crate::auth::Principal {
+        user_id: user_id.to_string(),
+        roles: roles.iter().copied().collect(),
+        api_key_id: None,
+    }
+    .insert_into(request.metadata_mut())
+    .expect("a principal fits in metadata");
+    request
+}
+
 /// Publishes `event` on its topic as the service `source` would (`ce-source //mirai/<source>`,
 /// ordered by its subject) and returns the message, so a test can publish the very same one
 /// again (`again`: same `ce-id`, a redelivery).

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use google_cloud_pubsub::model::Message;
 use mirai_analytics::config::Config;
-use mirai_platform::auth::{Principal, Role};
+use mirai_platform::auth::Role;
 use mirai_platform::events::Event;
 use mirai_platform::testing::TestDatabase;
 use mirai_platform::wire;
@@ -97,15 +97,7 @@ pub fn as_admin<T>(message: T) -> tonic::Request<T> {
 }
 
 fn with_roles<T>(user: Uuid, roles: &[Role], message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    Principal {
-        user_id: user.to_string(),
-        roles: roles.iter().copied().collect(),
-        api_key_id: None,
-    }
-    .insert_into(request.metadata_mut())
-    .unwrap();
-    request
+    mirai_platform::testing::request_as(user, roles, message)
 }
 
 pub fn at(rfc3339: &str) -> DateTime<Utc> {
@@ -117,18 +109,12 @@ pub fn ts(rfc3339: &str) -> prost_types::Timestamp {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most 60 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..1200 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    mirai_platform::testing::eventually(what, Duration::from_secs(60), check).await
 }
 
 impl TestApp {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use google_cloud_pubsub::model::Message;
 use mirai_notification::config::Config;
 use mirai_notification::context::Shared;
-use mirai_platform::auth::{Principal, Role};
+use mirai_platform::auth::Role;
 use mirai_platform::events::Event;
 use mirai_platform::testing::TestDatabase;
 use mirai_proto::notification::v1 as pb;
@@ -86,15 +86,7 @@ pub async fn spawn() -> TestApp {
 
 /// A request carrying `user`'s principal with `roles`, as the gateway forwards it.
 pub fn as_user<T>(user: Uuid, roles: &[Role], message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    Principal {
-        user_id: user.to_string(),
-        roles: roles.iter().copied().collect(),
-        api_key_id: None,
-    }
-    .insert_into(request.metadata_mut())
-    .unwrap();
-    request
+    mirai_platform::testing::request_as(user, roles, message)
 }
 
 /// A request of `owner` with the plain user role.
@@ -338,18 +330,12 @@ where
 }
 
 /// [`eventually`] with another limit.
-pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..(limit.as_millis() / 50) {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    mirai_platform::testing::eventually(what, limit, check).await
 }
 
 // === Python tools ===

@@ -1,10 +1,8 @@
 //! Starting stock-data and the prediction service in-process, each on port 0 with a fresh
 //! database, sharing one set of topics on the Pub/Sub emulator.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mirai_platform::auth::{ROLES_HEADER, USER_ID_HEADER};
@@ -51,24 +49,7 @@ pub fn model(version: &str) -> pb::ModelRef {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let give_up = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "{what} did not happen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use mirai_platform::testing::eventually;
 
 /// stock-data, running in-process.
 pub struct StockData {

@@ -168,16 +168,10 @@ pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most 30 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..600 {
-        if let Some(value) = check().await {
-            return value;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    mirai_platform::testing::eventually(what, std::time::Duration::from_secs(30), check).await
 }
