@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use mirai_platform::grpc::client::TracedChannel;
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::user::v1 as pb;
 use mirai_proto::user::v1::user_service_client::UserServiceClient;
@@ -35,7 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discovery))
 }
 
-pub(crate) fn client(state: &AppState) -> UserServiceClient<TracedChannel> {
+pub(crate) fn client(state: &AppState) -> UserServiceClient<UpstreamChannel> {
     UserServiceClient::new(state.upstreams.user.channel.clone())
 }
 

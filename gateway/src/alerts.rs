@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use mirai_platform::grpc::client::TracedChannel;
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
 use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
@@ -30,7 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_one, update, delete))
 }
 
-pub(crate) fn client(state: &AppState) -> NotificationServiceClient<TracedChannel> {
+pub(crate) fn client(state: &AppState) -> NotificationServiceClient<UpstreamChannel> {
     NotificationServiceClient::new(state.upstreams.notification.channel.clone())
 }
 

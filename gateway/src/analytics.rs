@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use mirai_platform::grpc::client::TracedChannel;
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::analytics::v1 as pb;
 use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
@@ -36,7 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download_report))
 }
 
-fn client(state: &AppState) -> AnalyticsServiceClient<TracedChannel> {
+fn client(state: &AppState) -> AnalyticsServiceClient<UpstreamChannel> {
     AnalyticsServiceClient::new(state.upstreams.analytics.channel.clone())
 }
 

@@ -7,7 +7,10 @@
 //! makes the key set refresh, at most once per [`MIN_REFRESH_INTERVAL`], so a key published
 //! after our last fetch is picked up while a flood of forged `kid`s cannot hammer the user
 //! service. The key set is also refetched when its `max_age` runs out, which is how a key
-//! retired by rotation stops being accepted.
+//! retired by rotation stops being accepted. While the user service cannot be reached, an
+//! expired set keeps verifying for up to [`STALE_IF_ERROR`] (RFC 5861's stale-if-error), asked
+//! again at most every [`STALE_RETRY`]: a user-service outage does not log everyone out, and a
+//! rotation still takes effect as soon as the service answers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mirai_platform::auth::{Principal, Role};
-use mirai_platform::grpc::client::TracedChannel;
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_proto::user::v1 as user_pb;
 use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use serde::Deserialize;
@@ -31,6 +34,10 @@ use crate::problem::Problem;
 
 /// The fastest the key set is refetched because of an unknown `kid`.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long past its `max_age` a key set keeps verifying while it cannot be refetched.
+pub const STALE_IF_ERROR: Duration = Duration::from_secs(3600);
+/// How often an expired set is asked for again while the user service fails.
+pub const STALE_RETRY: Duration = Duration::from_secs(5);
 /// Accepted clock skew for `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 5;
 
@@ -60,6 +67,8 @@ struct Cache {
     keys: HashMap<String, DecodingKey>,
     expires: Option<Instant>,
     last_fetch: Option<Instant>,
+    /// When the last fetch failed, if the last one did.
+    last_failure: Option<Instant>,
 }
 
 /// Why a token was refused. Callers only ever see "invalid token"; the reason is logged.
@@ -108,6 +117,7 @@ impl Verifier {
                 keys: HashMap::new(),
                 expires: None,
                 last_fetch: None,
+                last_failure: None,
             }),
         }
     }
@@ -151,38 +161,88 @@ impl Verifier {
             }
         }
         let mut cache = self.cache.write().await;
-        let fresh = cache.expires.is_some_and(|e| Instant::now() < e);
+        let now = Instant::now();
+        let fresh = cache.expires.is_some_and(|e| now < e);
+        let stale_usable = !fresh && cache.expires.is_some_and(|e| now < e + STALE_IF_ERROR);
+        let failed_recently = cache
+            .last_failure
+            .is_some_and(|at| at.elapsed() < STALE_RETRY);
         let may_refetch = cache
             .last_fetch
             .is_none_or(|at| at.elapsed() >= MIN_REFRESH_INTERVAL);
-        // Refetch when the set expired, or (rate-limited) when the kid is unknown.
-        if !fresh || (!cache.keys.contains_key(kid) && may_refetch) {
-            match (self.source)().await {
-                Ok(set) => {
-                    cache.keys = set
-                        .keys
-                        .iter()
-                        .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
-                        .filter_map(|k| {
-                            DecodingKey::from_ed_components(&k.x)
-                                .ok()
-                                .map(|key| (k.kid.clone(), key))
-                        })
-                        .collect();
-                    cache.expires = Some(Instant::now() + set.max_age);
-                    cache.last_fetch = Some(Instant::now());
-                }
-                Err(error) => {
-                    tracing::warn!(message = "JWKS fetch failed.", %error);
-                    cache.last_fetch = Some(Instant::now());
+        // Refetch when the set expired (unless the user service just failed and the stale set
+        // may still be used), or (rate-limited) when the kid is unknown.
+        let expired = !fresh && !(stale_usable && failed_recently);
+        if expired || (!cache.keys.contains_key(kid) && may_refetch) {
+            self.fetch(&mut cache).await;
+            let fresh = cache.expires.is_some_and(|e| Instant::now() < e);
+            if !fresh {
+                if !stale_usable {
                     // An expired set is not trusted: a retired key must stop working.
-                    if !fresh {
-                        return Err(TokenError::KeysUnavailable(error));
-                    }
+                    return Err(TokenError::KeysUnavailable(
+                        "the user service's key set could not be fetched".to_owned(),
+                    ));
                 }
+                tracing::warn!(
+                    message =
+                        "Verifying with the expired key set while the user service is unavailable."
+                );
             }
         }
         cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+    }
+
+    /// Fetches the key set into `cache`; a failure is logged and remembered.
+    async fn fetch(&self, cache: &mut Cache) {
+        match (self.source)().await {
+            Ok(set) => {
+                cache.keys = set
+                    .keys
+                    .iter()
+                    .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.alg == "EdDSA")
+                    .filter_map(|k| {
+                        DecodingKey::from_ed_components(&k.x)
+                            .ok()
+                            .map(|key| (k.kid.clone(), key))
+                    })
+                    .collect();
+                cache.expires = Some(Instant::now() + set.max_age);
+                cache.last_fetch = Some(Instant::now());
+                cache.last_failure = None;
+            }
+            Err(error) => {
+                tracing::warn!(message = "JWKS fetch failed.", %error);
+                cache.last_fetch = Some(Instant::now());
+                cache.last_failure = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Readiness: the gateway holds a key set it may verify with (fetching one if it has none;
+    /// at most once a second).
+    pub async fn ready(&self) -> Result<(), String> {
+        let usable = |cache: &Cache| {
+            !cache.keys.is_empty()
+                && cache
+                    .expires
+                    .is_some_and(|e| Instant::now() < e + STALE_IF_ERROR)
+        };
+        if usable(&*self.cache.read().await) {
+            return Ok(());
+        }
+        let mut cache = self.cache.write().await;
+        if !usable(&cache)
+            && cache
+                .last_fetch
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.fetch(&mut cache).await;
+        }
+        if usable(&cache) {
+            Ok(())
+        } else {
+            Err("no signing keys from the user service yet".to_owned())
+        }
     }
 }
 
@@ -190,7 +250,7 @@ impl Verifier {
 /// service (so a revoked key stops working at once).
 pub struct Authenticator {
     pub verifier: Verifier,
-    pub user: TracedChannel,
+    pub user: UpstreamChannel,
 }
 
 /// The credential a request presents.
@@ -521,6 +581,59 @@ mod tests {
         }
         // The valid one still passes after all that.
         assert!(verifier.verify(&good).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_expired_set_keeps_verifying_while_the_user_service_is_down() {
+        let k1 = Key::new("k1");
+        let token = k1.sign(&claims());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let jwk = k1.jwk();
+        // The first fetch answers; every later one fails (the user service went away).
+        let source: KeySource = Arc::new(move || {
+            let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+            let keys = vec![jwk.clone()];
+            Box::pin(async move {
+                if first {
+                    Ok(KeySet {
+                        keys,
+                        max_age: Duration::from_millis(50),
+                    })
+                } else {
+                    Err("user is unavailable".to_owned())
+                }
+            })
+        });
+        let verifier = Verifier::new(ISS, AUD, source);
+        assert!(verifier.verify(&token).await.is_ok());
+        verifier.ready().await.expect("a key set is held");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        for _ in 0..20 {
+            assert!(verifier.verify(&token).await.is_ok(), "stale-if-error");
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "one failed refetch, then the stale set without asking again for STALE_RETRY"
+        );
+        verifier
+            .ready()
+            .await
+            .expect("still ready on the stale set");
+    }
+
+    #[tokio::test]
+    async fn without_any_key_set_the_gateway_is_not_ready() {
+        let source: KeySource =
+            Arc::new(|| Box::pin(async { Err("user is unavailable".to_owned()) }));
+        let verifier = Verifier::new(ISS, AUD, source);
+        assert!(verifier.ready().await.is_err());
+        let token = Key::new("k1").sign(&claims());
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(TokenError::KeysUnavailable(_))
+        ));
     }
 
     #[tokio::test]

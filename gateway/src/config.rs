@@ -5,17 +5,20 @@ use std::time::Duration;
 
 use mirai_platform::bootstrap::Settings;
 use mirai_platform::config::{ConfigError, Env, ShutdownConfig, TelemetryConfig};
+use mirai_platform::grpc::client::ClientConfig;
 
 pub const NAME: &str = "mirai-gateway";
 
-/// Where each upstream service listens.
+/// How each upstream service is called: `MIRAI_<SERVICE>_URL` (one URL, a comma-separated
+/// list, or `dns:///host:port` for a headless Service), the deadline, and the client's
+/// resilience knobs (`MIRAI_CLIENT_*` / `MIRAI_<SERVICE>_*`).
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    pub user: String,
-    pub stock_data: String,
-    pub prediction: String,
-    pub analytics: String,
-    pub notification: String,
+    pub user: ClientConfig,
+    pub stock_data: ClientConfig,
+    pub prediction: ClientConfig,
+    pub analytics: ClientConfig,
+    pub notification: ClientConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -24,10 +27,12 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Admin listener (`MIRAI_ADMIN_ADDR`, default 0.0.0.0:9090).
     pub admin_addr: SocketAddr,
-    /// `MIRAI_{USER,STOCK_DATA,PREDICTION,ANALYTICS,NOTIFICATION}_URL`.
+    /// `MIRAI_{USER,STOCK_DATA,PREDICTION,ANALYTICS,NOTIFICATION}_URL` and the client knobs;
+    /// each call's deadline is `MIRAI_UPSTREAM_TIMEOUT` (default 5 s).
     pub upstreams: Upstreams,
-    /// Deadline given to each upstream call (`MIRAI_UPSTREAM_TIMEOUT`, default 5 s).
-    pub upstream_timeout: Duration,
+    /// How long a quote may be served from the gateway's memory while stock-data is
+    /// unavailable, marked with its age (`MIRAI_QUOTE_FALLBACK_MAX_AGE`, default 60 s; 0 = never).
+    pub quote_fallback_max_age: Duration,
     /// `iss` access tokens must carry (`MIRAI_JWT_ISSUER`, default `https://mirai.local`; the
     /// user service's setting of the same name).
     pub jwt_issuer: String,
@@ -97,8 +102,18 @@ pub struct RateLimits {
     pub auth: Rate,
 }
 
-fn url(env: &Env, name: &str, default_port: u16) -> Result<String, ConfigError> {
-    url_or(env, name, &format!("http://127.0.0.1:{default_port}"))
+fn upstream(
+    env: &Env,
+    name: &str,
+    default_port: u16,
+    timeout: Duration,
+) -> Result<ClientConfig, ConfigError> {
+    ClientConfig::from_env(
+        env,
+        name,
+        &format!("http://127.0.0.1:{default_port}"),
+        timeout,
+    )
 }
 
 fn url_or(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
@@ -143,17 +158,19 @@ fn origins(env: &Env) -> Result<Vec<http::HeaderValue>, ConfigError> {
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_issuer = env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?;
+        let timeout = env.duration_or("MIRAI_UPSTREAM_TIMEOUT", Duration::from_secs(5))?;
         Ok(Self {
             http_addr: env.or("MIRAI_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             admin_addr: env.or("MIRAI_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
             upstreams: Upstreams {
-                user: url(env, "MIRAI_USER_URL", 50051)?,
-                stock_data: url(env, "MIRAI_STOCK_DATA_URL", 50052)?,
-                prediction: url(env, "MIRAI_PREDICTION_URL", 50053)?,
-                analytics: url(env, "MIRAI_ANALYTICS_URL", 50054)?,
-                notification: url(env, "MIRAI_NOTIFICATION_URL", 50055)?,
+                user: upstream(env, "USER", 50051, timeout)?,
+                stock_data: upstream(env, "STOCK_DATA", 50052, timeout)?,
+                prediction: upstream(env, "PREDICTION", 50053, timeout)?,
+                analytics: upstream(env, "ANALYTICS", 50054, timeout)?,
+                notification: upstream(env, "NOTIFICATION", 50055, timeout)?,
             },
-            upstream_timeout: env.duration_or("MIRAI_UPSTREAM_TIMEOUT", Duration::from_secs(5))?,
+            quote_fallback_max_age: env
+                .duration_or("MIRAI_QUOTE_FALLBACK_MAX_AGE", Duration::from_secs(60))?,
             public_url: url_or(env, "MIRAI_PUBLIC_URL", &jwt_issuer)?,
             jwt_issuer,
             jwt_audience: env.or("MIRAI_JWT_AUDIENCE", "mirai-api".to_owned())?,
@@ -194,7 +211,44 @@ mod tests {
     fn defaults_and_bad_urls() {
         let config = Config::from_env(&Env::default()).unwrap();
         assert_eq!(config.http_addr.port(), 8080);
-        assert_eq!(config.upstreams.notification, "http://127.0.0.1:50055");
+        assert_eq!(
+            config.upstreams.notification.target.to_string(),
+            "http://127.0.0.1:50055"
+        );
+        let config = Config::from_env(&Env::from_pairs([
+            ("MIRAI_USER_URL", "http://a:1,http://b:1"),
+            ("MIRAI_ANALYTICS_URL", "dns:///analytics-grpc:50054"),
+            ("MIRAI_CLIENT_BREAKER_OPEN_WAIT", "9s"),
+            ("MIRAI_ANALYTICS_BREAKER_OPEN_WAIT", "2s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.upstreams.user.target.to_string(),
+            "http://a:1,http://b:1"
+        );
+        assert_eq!(
+            config.upstreams.analytics.target.to_string(),
+            "dns:///analytics-grpc:50054"
+        );
+        assert_eq!(
+            config.upstreams.user.breaker.open_wait,
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            config.upstreams.analytics.breaker.open_wait,
+            Duration::from_secs(2),
+            "the upstream's own variable wins"
+        );
+        for (name, value) in [
+            ("MIRAI_CLIENT_BREAKER_FAILURE_RATE", "150"),
+            ("MIRAI_CLIENT_RETRY_ATTEMPTS", "0"),
+            ("MIRAI_CLIENT_BREAKER_WINDOW", "0"),
+            ("MIRAI_STOCK_DATA_RESILIENCE", "maybe"),
+            ("MIRAI_NOTIFICATION_URL", "dns:///nohost"),
+        ] {
+            let err = Config::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{value}: {err}");
+        }
         let err =
             Config::from_env(&Env::from_pairs([("MIRAI_USER_URL", "user:50051")])).unwrap_err();
         assert!(

@@ -27,7 +27,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stop_replay))
 }
 
-fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
+fn client(
+    state: &AppState,
+) -> StockDataServiceClient<mirai_platform::grpc::client::UpstreamChannel> {
     StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
 }
 

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use mirai_platform::auth::Principal;
-use mirai_platform::grpc::client::TracedChannel;
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::prediction::v1 as pb;
 use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceClient;
@@ -33,7 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retire))
 }
 
-fn client(state: &AppState) -> PredictionServiceClient<TracedChannel> {
+fn client(state: &AppState) -> PredictionServiceClient<UpstreamChannel> {
     PredictionServiceClient::new(state.upstreams.prediction.channel.clone())
 }
 

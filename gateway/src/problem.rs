@@ -42,6 +42,11 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub trace_id: Option<Box<str>>,
+    /// The service behind the gateway that could not answer (with 503 and 504), e.g.
+    /// `analytics`: every route of the other services keeps working.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub upstream: Option<Box<str>>,
     /// Sent as the `Retry-After` header (seconds), e.g. with 429 and 503.
     #[serde(skip)]
     #[schema(ignore)]
@@ -59,6 +64,7 @@ impl Problem {
             instance: None,
             request_id: crate::edge::current_request_id().map(String::into_boxed_str),
             trace_id: mirai_platform::telemetry::current_trace_id().map(String::into_boxed_str),
+            upstream: None,
             retry_after: None,
         }
     }
@@ -122,9 +128,18 @@ impl From<tonic::Status> for Problem {
     /// An upstream's answer, as the HTTP problem a client can act on. The message of an
     /// expected error (validation, not found, conflict) is meant for the caller and becomes the
     /// detail; unexpected ones keep the upstream's generic message (which names the trace).
+    /// An upstream that is down, overloaded or behind an open circuit is a 503 naming it, with
+    /// `Retry-After`.
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
+        let overloaded = status.code() == Code::ResourceExhausted
+            && status.metadata().contains_key("mirai-overloaded");
         let (http, slug, title) = match status.code() {
+            _ if overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service overloaded",
+            ),
             Code::InvalidArgument | Code::OutOfRange => (
                 StatusCode::BAD_REQUEST,
                 "invalid-request",
@@ -170,12 +185,26 @@ impl From<tonic::Status> for Problem {
             ),
         };
         let mut problem = Problem::new(http, slug, title).detail(status.message());
-        // The user service puts lockout time in a `retry-after` trailer (whole seconds).
+        // The user service puts lockout time in a `retry-after` trailer (whole seconds); the
+        // client layer puts the time left on an open circuit there.
         problem.retry_after = status
             .metadata()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        if matches!(
+            http,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) {
+            problem.upstream = status
+                .metadata()
+                .get(mirai_platform::grpc::client::UPSTREAM)
+                .and_then(|v| v.to_str().ok())
+                .map(Into::into);
+            if http == StatusCode::SERVICE_UNAVAILABLE && problem.retry_after.is_none() {
+                problem.retry_after = std::num::NonZeroU32::new(1);
+            }
+        }
         problem
     }
 }

@@ -19,6 +19,8 @@ pub struct AppState {
     pub streams_stop: tokio_util::sync::CancellationToken,
     /// The gateway's public base URL (discovery metadata).
     pub public_url: String,
+    /// Recent quotes, served marked with their age while stock-data is unavailable.
+    pub quotes: std::sync::Arc<crate::symbols::QuoteCache>,
 }
 
 /// Every API route with its documentation. Routes are only ever added here through
@@ -54,43 +56,80 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceStatus {
     pub name: &'static str,
-    /// `SERVING`, `NOT_SERVING`, `UNKNOWN`, or `UNREACHABLE`.
+    /// `SERVING`, `NOT_SERVING`, `UNKNOWN`, or `UNREACHABLE` (no answer, or every circuit open).
     pub status: String,
+    /// The gateway's circuit to the service: `closed` (calls flow), `open` (calls are refused
+    /// at once: the service's routes answer 503 with `Retry-After`), `half_open` (trial calls),
+    /// or `partly_open` (some endpoints ejected, the others serve).
+    pub circuit: &'static str,
+    /// Each endpoint (replica) the gateway balances over.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// One endpoint of a service, as the gateway's client sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointStatus {
+    /// `http://host:port`.
+    pub endpoint: String,
+    /// `closed`, `half_open` or `open`.
+    pub circuit: &'static str,
+    /// Seconds until an open circuit lets a trial call through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_seconds: Option<u64>,
+    /// Calls from this gateway in flight.
+    pub in_flight: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlatformStatus {
+    /// Every service is serving: nothing is degraded.
     pub ready: bool,
     pub services: Vec<ServiceStatus>,
 }
 
-/// The health of every service behind the gateway.
+/// The health of every service behind the gateway and the gateway's circuits to them. Always
+/// 200: a service that is down degrades its own routes only (they answer 503), so this is a
+/// report, not a probe (`/readyz` on the admin port is the gateway's own readiness).
 #[utoipa::path(get, path = "/v1/status", tag = "platform",
     responses(
-        (status = 200, description = "All services serving", body = PlatformStatus),
-        (status = 503, description = "Some service is not serving", body = PlatformStatus),
+        (status = 200, description = "Each service's health and circuit", body = PlatformStatus),
     ))]
-async fn status(State(state): State<AppState>) -> (StatusCode, axum::Json<PlatformStatus>) {
+async fn status(State(state): State<AppState>) -> axum::Json<PlatformStatus> {
     let services = futures::future::join_all(state.upstreams.all().into_iter().map(
         |upstream| async move {
             let status = match upstream.health().await {
                 Ok(status) => status.as_str_name().to_owned(),
                 Err(_) => "UNREACHABLE".to_owned(),
             };
+            let endpoints: Vec<EndpointStatus> = upstream
+                .client
+                .endpoints()
+                .status()
+                .into_iter()
+                .map(|e| EndpointStatus {
+                    endpoint: e.endpoint,
+                    circuit: e.circuit,
+                    retry_in_seconds: e.retry_in_seconds,
+                    in_flight: e.in_flight,
+                })
+                .collect();
+            let circuit = match endpoints.iter().map(|e| e.circuit).collect::<Vec<_>>() {
+                states if states.iter().all(|&c| c == "closed") => "closed",
+                states if states.iter().all(|&c| c == "open") => "open",
+                states if states.iter().all(|&c| c != "closed") => "half_open",
+                _ => "partly_open",
+            };
             ServiceStatus {
                 name: upstream.name,
                 status,
+                circuit,
+                endpoints,
             }
         },
     ))
     .await;
     let ready = services.iter().all(|s| s.status == "SERVING");
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(PlatformStatus { ready, services }))
+    axum::Json(PlatformStatus { ready, services })
 }
 
 /// The kind of the fallback's 404: no route has this path (a handler's own 404 is `not-found`).

@@ -23,6 +23,7 @@ use crate::idempotency::{self, Idempotency};
 use crate::observability::{self, HttpMetrics};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routes::{self, AppState};
+use crate::symbols::QuoteCache;
 use crate::upstream::Upstreams;
 
 /// Why the gateway could not start.
@@ -33,9 +34,6 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// An upstream URL is not a valid gRPC endpoint.
-    #[error("upstream endpoint: {0}")]
-    Upstream(#[from] tonic::transport::Error),
     /// `MIRAI_REDIS_URL` is malformed or Redis did not answer at start (the URL is not
     /// repeated: it may hold a password).
     #[error("Redis (MIRAI_REDIS_URL): {0}")]
@@ -71,12 +69,8 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let http = bind(config.http_addr).await?;
         let admin = bind(config.admin_addr).await?;
-        let upstreams = Upstreams::connect(&config.upstreams, config.upstream_timeout)?;
-        let readiness = Readiness::default();
-        for upstream in upstreams.all() {
-            readiness.add_check(upstream.name, upstream.readiness_check());
-        }
         let metrics = Metrics::new();
+        let upstreams = Upstreams::connect(&config.upstreams, &metrics);
         let streams_stop = CancellationToken::new();
         let redis = match &config.redis_url {
             Some(url) => Some(connect_redis(url).await?),
@@ -101,10 +95,22 @@ impl Application {
             ),
             user: upstreams.user.channel.clone(),
         });
+        // Ready means "this gateway can serve": its listener and a key set to verify tokens
+        // with. Upstreams are not checked: one that is down makes its own routes answer 503
+        // while every other route goes on (see `/v1/status`).
+        let readiness = Readiness::default();
+        readiness.add_check("jwks", {
+            let authenticator = authenticator.clone();
+            move || {
+                let authenticator = authenticator.clone();
+                Box::pin(async move { authenticator.verifier.ready().await })
+            }
+        });
         let state = AppState {
             upstreams,
             streams_stop: streams_stop.clone(),
             public_url: config.public_url.clone(),
+            quotes: Arc::new(QuoteCache::new(config.quote_fallback_max_age)),
         };
         // Innermost first: the handler sees idempotency, then rate limits (which need the
         // principal), then authentication; CORS answers preflights before any of them; the

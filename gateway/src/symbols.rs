@@ -27,7 +27,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(quality))
 }
 
-fn client(state: &AppState) -> StockDataServiceClient<mirai_platform::grpc::client::TracedChannel> {
+fn client(
+    state: &AppState,
+) -> StockDataServiceClient<mirai_platform::grpc::client::UpstreamChannel> {
     StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
 }
 
@@ -480,27 +482,90 @@ pub struct Quote {
     pub adjustment: &'static str,
     /// When stock-data last changed this quote (its freshness).
     pub updated_at: Option<DateTime<Utc>>,
+    /// Present only when stock-data could not be reached and this answer comes from the
+    /// gateway's memory: how many seconds ago the gateway got it (also the `Age` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_seconds_ago: Option<u64>,
+}
+
+/// The last quote the gateway served per symbol, for answering while stock-data is unavailable
+/// (a quote that old is still a true statement about the past; the age says how old).
+pub struct QuoteCache {
+    max_age: std::time::Duration,
+    quotes: std::sync::Mutex<std::collections::HashMap<String, (pb::Quote, std::time::Instant)>>,
+}
+
+impl QuoteCache {
+    /// Keeps quotes for `max_age` (zero: never answers from memory).
+    pub fn new(max_age: std::time::Duration) -> Self {
+        Self {
+            max_age,
+            quotes: Default::default(),
+        }
+    }
+
+    fn remember(&self, quote: &pb::Quote) {
+        if self.max_age.is_zero() {
+            return;
+        }
+        self.quotes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                quote.symbol.clone(),
+                (quote.clone(), std::time::Instant::now()),
+            );
+    }
+
+    fn recall(&self, symbol: &str) -> Option<(pb::Quote, u64)> {
+        let quotes = self
+            .quotes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (quote, at) = quotes.get(&symbol.to_ascii_uppercase())?;
+        (at.elapsed() <= self.max_age).then(|| (quote.clone(), at.elapsed().as_secs()))
+    }
 }
 
 /// The latest quote: last price, change against the previous close, today's bar. Served
-/// from memory, kept current by ingestion.
+/// from memory, kept current by ingestion. While stock-data is unavailable, a quote the gateway
+/// served in the last `MIRAI_QUOTE_FALLBACK_MAX_AGE` is answered instead, with an `Age` header
+/// and `cached_seconds_ago`; without one, 503 with `Retry-After`.
 #[utoipa::path(get, path = "/v1/stocks/{symbol}/quote", tag = "market-data",
     params(("symbol" = String, Path, description = "Ticker")),
     responses(
-        (status = 200, description = "The quote", body = Quote),
+        (status = 200, description = "The quote (with an `Age` header when it comes from the gateway's memory)", body = Quote),
         (status = 404, description = "Unknown symbol or no data yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "stock-data is unavailable and no recent quote is known", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn quote(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-) -> Result<axum::Json<Quote>, Problem> {
-    let quote = client(&state)
-        .get_quote(pb::GetQuoteRequest { symbol })
-        .await?
-        .into_inner()
-        .quote
-        .ok_or_else(|| Problem::missing("a quote"))?;
-    Ok(axum::Json(Quote::from(quote)))
+) -> Result<axum::response::Response, Problem> {
+    let answer = client(&state)
+        .get_quote(pb::GetQuoteRequest {
+            symbol: symbol.clone(),
+        })
+        .await;
+    let quote = match answer {
+        Ok(response) => response
+            .into_inner()
+            .quote
+            .ok_or_else(|| Problem::missing("a quote"))?,
+        Err(status) => {
+            let problem = Problem::from(status);
+            if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
+                && let Some((quote, age)) = state.quotes.recall(&symbol)
+            {
+                let mut body = Quote::from(quote);
+                body.cached_seconds_ago = Some(age);
+                return Ok(([(header::AGE, age.to_string())], axum::Json(body)).into_response());
+            }
+            return Err(problem);
+        }
+    };
+    state.quotes.remember(&quote);
+    Ok(axum::Json(Quote::from(quote)).into_response())
 }
 
 impl From<pb::Quote> for Quote {
@@ -520,6 +585,7 @@ impl From<pb::Quote> for Quote {
             source: quote.source,
             adjustment: "raw",
             updated_at: quote.updated_at.as_ref().and_then(wire::datetime),
+            cached_seconds_ago: None,
         }
     }
 }

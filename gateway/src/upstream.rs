@@ -1,20 +1,22 @@
-//! gRPC channels to the services behind the gateway.
+//! gRPC clients of the services behind the gateway.
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use mirai_platform::grpc::client::{self, TracedChannel};
+use mirai_platform::grpc::client::{Client, UpstreamChannel};
+use mirai_platform::telemetry::Metrics;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::config;
 
-/// One upstream service: its name and a channel that propagates trace context and deadlines.
+/// One upstream service: its name, the channel every typed client is built on (trace context,
+/// deadlines, bulkhead, retries, balancing, circuit breakers), and its endpoints' health.
 #[derive(Clone)]
 pub struct Upstream {
     pub name: &'static str,
-    pub channel: TracedChannel,
+    pub channel: UpstreamChannel,
+    pub client: Client,
 }
 
 impl Upstream {
@@ -26,23 +28,6 @@ impl Upstream {
             })
             .await?;
         Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
-    }
-
-    /// A `/readyz` check: the upstream answers SERVING.
-    pub fn readiness_check(
-        &self,
-    ) -> impl Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
-        let upstream = self.clone();
-        move || {
-            let upstream = upstream.clone();
-            Box::pin(async move {
-                match upstream.health().await {
-                    Ok(ServingStatus::Serving) => Ok(()),
-                    Ok(other) => Err(format!("{} is {}", upstream.name, other.as_str_name())),
-                    Err(status) => Err(format!("{}: {}", upstream.name, status.message())),
-                }
-            })
-        }
     }
 }
 
@@ -57,25 +42,24 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Lazily connecting channels: the gateway starts before its upstreams if it must, and
-    /// `/readyz` says when they are all there.
-    pub fn connect(
-        config: &config::Upstreams,
-        timeout: Duration,
-    ) -> Result<Self, tonic::transport::Error> {
-        let make = |name, url: &str| -> Result<Upstream, tonic::transport::Error> {
-            Ok(Upstream {
+    /// Lazily connecting clients: the gateway starts before its upstreams if it must; a route
+    /// whose upstream is missing answers 503 until it is there.
+    pub fn connect(config: &config::Upstreams, metrics: &Metrics) -> Self {
+        let make = |name, config| {
+            let client = Client::build(name, config, metrics);
+            Upstream {
                 name,
-                channel: client::traced(url, timeout)?,
-            })
+                channel: client.channel(),
+                client,
+            }
         };
-        Ok(Self {
-            user: make("user", &config.user)?,
-            stock_data: make("stock-data", &config.stock_data)?,
-            prediction: make("prediction", &config.prediction)?,
-            analytics: make("analytics", &config.analytics)?,
-            notification: make("notification", &config.notification)?,
-        })
+        Self {
+            user: make("user", &config.user),
+            stock_data: make("stock-data", &config.stock_data),
+            prediction: make("prediction", &config.prediction),
+            analytics: make("analytics", &config.analytics),
+            notification: make("notification", &config.notification),
+        }
     }
 
     pub fn all(&self) -> [&Upstream; 5] {

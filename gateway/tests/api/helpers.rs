@@ -6,6 +6,7 @@ use std::time::Duration;
 use mirai_platform::app::ServiceApp;
 use mirai_platform::config::ServiceConfig;
 use mirai_platform::events::pubsub::PubSubConfig;
+use mirai_platform::grpc::client::Target;
 use mirai_platform::testing::TestDatabase;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -106,8 +107,8 @@ impl Platform {
         );
         service!("mirai-analytics", async |config: ServiceConfig| {
             let mut config = mirai_analytics::config::Config::with_service(config);
-            config.stock_data_url = stock_data_url;
-            config.prediction_url = prediction_url;
+            config.stock_data.target = Target::Static(vec![stock_data_url]);
+            config.prediction.target = Target::Static(vec![prediction_url]);
             mirai_analytics::startup::build_with(&config).await
         });
         service!("mirai-notification", async |config: ServiceConfig| {

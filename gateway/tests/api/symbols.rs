@@ -383,7 +383,7 @@ async fn the_quote_stream_outlives_the_upstream_timeout_and_follows_a_replay() {
         .await
         .unwrap();
     let mut config = platform.gateway_config();
-    config.upstream_timeout = Duration::from_secs(1);
+    config.upstreams.stock_data.timeout = Duration::from_secs(1);
     let app = Application::build(config).await.unwrap();
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();

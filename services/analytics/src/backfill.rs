@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mirai_platform::grpc::client::{self, TracedChannel};
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as stock;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
@@ -33,18 +33,19 @@ pub struct Outcome {
 /// A client of the stock-data service.
 #[derive(Clone)]
 pub struct StockData {
-    client: StockDataServiceClient<TracedChannel>,
+    client: StockDataServiceClient<UpstreamChannel>,
     /// Bars per `GetBars` page.
     page: u32,
 }
 
 impl StockData {
-    /// A lazily connecting client: the service starts even when stock-data is not up yet.
-    pub fn new(url: &str, timeout: Duration, page: u32) -> Result<Self, tonic::transport::Error> {
-        Ok(Self {
-            client: StockDataServiceClient::new(client::traced(url, timeout)?),
+    /// A client over `channel` (lazily connecting: the service starts even when stock-data is
+    /// not up yet).
+    pub fn new(channel: UpstreamChannel, page: u32) -> Self {
+        Self {
+            client: StockDataServiceClient::new(channel),
             page,
-        })
+        }
     }
 
     /// Reads `symbol`'s bars in `range` from stock-data into the read model, page by page.

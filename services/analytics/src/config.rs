@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mirai_platform::bootstrap::Settings;
 use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults, TelemetryConfig};
+use mirai_platform::grpc::client::{ClientConfig, Target};
 
 /// Name and default ports (see ARCHITECTURE.md "Default ports").
 pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
@@ -19,16 +20,13 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 pub struct Config {
     pub service: ServiceConfig,
     /// `MIRAI_STOCK_DATA_URL`: the stock-data service, read for backfills (default
-    /// `http://127.0.0.1:50052`).
-    pub stock_data_url: String,
-    /// `MIRAI_STOCK_DATA_TIMEOUT`: deadline of each call to stock-data (default 10 s; a page is
-    /// up to 10,000 bars).
-    pub stock_data_timeout: Duration,
+    /// `http://127.0.0.1:50052`; a list or `dns:///host:port` balances over replicas);
+    /// `MIRAI_STOCK_DATA_TIMEOUT`: deadline of each call (default 10 s; a page is up to 10,000
+    /// bars); the client's resilience knobs (`MIRAI_CLIENT_*`, see the README).
+    pub stock_data: ClientConfig,
     /// `MIRAI_PREDICTION_URL`: the prediction service, read for model reports (default
-    /// `http://127.0.0.1:50053`).
-    pub prediction_url: String,
-    /// `MIRAI_PREDICTION_TIMEOUT`: deadline of each call to prediction (default 10 s).
-    pub prediction_timeout: Duration,
+    /// `http://127.0.0.1:50053`); `MIRAI_PREDICTION_TIMEOUT` (default 10 s).
+    pub prediction: ClientConfig,
     /// `MIRAI_BACKFILL_ON_START`: catch the read model up from stock-data when the service
     /// starts, for every symbol it or stock-data knows (default on).
     pub backfill_on_start: bool,
@@ -77,10 +75,8 @@ impl Config {
     pub fn with_service(service: ServiceConfig) -> Self {
         Self {
             service,
-            stock_data_url: "http://127.0.0.1:50052".to_owned(),
-            stock_data_timeout: Duration::from_secs(10),
-            prediction_url: "http://127.0.0.1:50053".to_owned(),
-            prediction_timeout: Duration::from_secs(10),
+            stock_data: ClientConfig::for_url("http://127.0.0.1:50052", Duration::from_secs(10)),
+            prediction: ClientConfig::for_url("http://127.0.0.1:50053", Duration::from_secs(10)),
             backfill_on_start: true,
             backfill_page: 10_000,
             reports: ReportSettings::default(),
@@ -91,21 +87,10 @@ impl Config {
     /// stock-data at `stock_data_url`, a fast report poll.
     pub fn for_tests(database_url: &str, stock_data_url: &str) -> Self {
         let mut config = Self::with_service(ServiceConfig::for_tests(DEFAULTS.name, database_url));
-        config.stock_data_url = stock_data_url.to_owned();
+        config.stock_data.target = Target::Static(vec![stock_data_url.to_owned()]);
         config.reports.poll = Duration::from_millis(100);
         config
     }
-}
-
-fn url(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
-    let value: String = env.or(name, default.to_owned())?;
-    if !(value.starts_with("http://") || value.starts_with("https://")) {
-        return Err(ConfigError::Invalid {
-            name: name.to_owned(),
-            reason: "expected an http:// or https:// URL".into(),
-        });
-    }
-    Ok(value)
 }
 
 pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
@@ -135,10 +120,18 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         }
     }
     Ok(Config {
-        stock_data_url: url(env, "MIRAI_STOCK_DATA_URL", &d.stock_data_url)?,
-        stock_data_timeout: env.duration_or("MIRAI_STOCK_DATA_TIMEOUT", d.stock_data_timeout)?,
-        prediction_url: url(env, "MIRAI_PREDICTION_URL", &d.prediction_url)?,
-        prediction_timeout: env.duration_or("MIRAI_PREDICTION_TIMEOUT", d.prediction_timeout)?,
+        stock_data: ClientConfig::from_env(
+            env,
+            "STOCK_DATA",
+            "http://127.0.0.1:50052",
+            env.duration_or("MIRAI_STOCK_DATA_TIMEOUT", d.stock_data.timeout)?,
+        )?,
+        prediction: ClientConfig::from_env(
+            env,
+            "PREDICTION",
+            "http://127.0.0.1:50053",
+            env.duration_or("MIRAI_PREDICTION_TIMEOUT", d.prediction.timeout)?,
+        )?,
         backfill_on_start: env.or("MIRAI_BACKFILL_ON_START", d.backfill_on_start)?,
         backfill_page: match env.or("MIRAI_BACKFILL_PAGE", d.backfill_page)? {
             page @ 1..=10_000 => page,
@@ -170,8 +163,14 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let config = from_env(&env(&[])).unwrap();
-        assert_eq!(config.stock_data_url, "http://127.0.0.1:50052");
-        assert_eq!(config.prediction_url, "http://127.0.0.1:50053");
+        assert_eq!(
+            config.stock_data.target.to_string(),
+            "http://127.0.0.1:50052"
+        );
+        assert_eq!(
+            config.prediction.target.to_string(),
+            "http://127.0.0.1:50053"
+        );
         assert_eq!(config.reports, ReportSettings::default());
         assert!(config.backfill_on_start);
     }

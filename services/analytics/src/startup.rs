@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use mirai_platform::app::{ServiceApp, StartupError};
 use mirai_platform::config::ServiceConfig;
+use mirai_platform::grpc::client::Client;
 use mirai_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer;
 use sqlx::migrate::Migrator;
 use tokio::sync::Notify;
@@ -25,9 +26,6 @@ pub enum BuildError {
     /// The platform skeleton failed (database, migrations, Pub/Sub, listeners).
     #[error(transparent)]
     Startup(#[from] StartupError),
-    /// `MIRAI_STOCK_DATA_URL` or `MIRAI_PREDICTION_URL` is not a usable endpoint.
-    #[error("upstream URL: {0}")]
-    Upstream(#[from] tonic::transport::Error),
 }
 
 /// The service with default settings around `config` (what the platform's conformance tests
@@ -41,15 +39,13 @@ pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
 pub async fn build_with(config: &Config) -> Result<ServiceApp, BuildError> {
     let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
     let stock_data = StockData::new(
-        &config.stock_data_url,
-        config.stock_data_timeout,
+        Client::build("stock-data", &config.stock_data, &app.metrics).channel(),
         config.backfill_page,
-    )?;
+    );
     let sources = Sources::new(
         app.pool.clone(),
-        &config.prediction_url,
-        config.prediction_timeout,
-    )?;
+        Client::build("prediction", &config.prediction, &app.metrics).channel(),
+    );
     let wake = Arc::new(Notify::new());
     app.server.add_service(AnalyticsServiceServer::new(Api::new(
         app.pool.clone(),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
+use mirai_platform::grpc::client::{Client, ClientConfig};
 use mirai_prediction::artifact::{self, RegistryFile, Verified, golden_window};
 use mirai_prediction::bars::{BarSource, Snapshot};
 use mirai_prediction::domain::features::{Bar, Series};
@@ -111,16 +112,17 @@ fn serving(version: &str, symbols: usize, forecast_cache: bool) -> Serving {
             updated_at: chrono::Utc::now(),
             updated_by: "bench".into(),
         }));
-        let bars = Arc::new(
-            BarSource::new(
-                "http://127.0.0.1:9",
-                Duration::from_secs(1),
-                252,
-                Duration::from_secs(24 * 3600),
-                metrics.clone(),
-            )
-            .unwrap(),
+        let stock_data = Client::build(
+            "stock-data",
+            &ClientConfig::for_url("http://127.0.0.1:9", Duration::from_secs(1)),
+            &mirai_platform::telemetry::Metrics::new(),
         );
+        let bars = Arc::new(BarSource::new(
+            stock_data.channel(),
+            252,
+            Duration::from_secs(24 * 3600),
+            metrics.clone(),
+        ));
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://unused@127.0.0.1:9/unused")
             .unwrap();

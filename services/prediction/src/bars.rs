@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mirai_platform::grpc::client::{self, TracedChannel};
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as stock;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
@@ -55,7 +55,7 @@ impl Snapshot {
 
 /// The bar source and its caches.
 pub struct BarSource {
-    client: StockDataServiceClient<TracedChannel>,
+    client: StockDataServiceClient<UpstreamChannel>,
     /// Bars kept per symbol: the longest window + 1, and at least 22 for the Gaussian
     /// baseline at the previous bar.
     capacity: usize,
@@ -68,22 +68,22 @@ pub struct BarSource {
 }
 
 impl BarSource {
+    /// Bars read through `stock_data` (a [`mirai_platform::grpc::client::Client`]'s channel).
     pub fn new(
-        url: &str,
-        timeout: Duration,
+        stock_data: UpstreamChannel,
         capacity: usize,
         ttl: Duration,
         metrics: Metrics,
-    ) -> Result<Self, tonic::transport::Error> {
-        Ok(Self {
-            client: StockDataServiceClient::new(client::traced(url, timeout)?),
+    ) -> Self {
+        Self {
+            client: StockDataServiceClient::new(stock_data),
             capacity: capacity.max(22),
             ttl,
             latest: RwLock::default(),
             cursor: RwLock::default(),
             fetching: tokio::sync::Mutex::default(),
             metrics,
-        })
+        }
     }
 
     pub fn capacity(&self) -> usize {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mirai_platform::bootstrap::Settings;
 use mirai_platform::config::{ConfigError, Env, ServiceConfig, ServiceDefaults, TelemetryConfig};
+use mirai_platform::grpc::client::{ClientConfig, Target};
 
 use crate::inference::engine::BatchSettings;
 
@@ -36,11 +37,11 @@ pub struct Config {
     /// `MIRAI_BATCH_MAX_SIZE`, `MIRAI_BATCH_MAX_DELAY`, `MIRAI_INFERENCE_QUEUE`,
     /// `MIRAI_INFERENCE_WORKERS`: the micro-batching queue.
     pub batching: BatchSettings,
-    /// `MIRAI_STOCK_DATA_URL`: the stock-data service (default `http://127.0.0.1:50052`).
-    pub stock_data_url: String,
-    /// `MIRAI_STOCK_DATA_TIMEOUT`: deadline of each call to stock-data when the incoming call
-    /// has none (default 5 s).
-    pub stock_data_timeout: Duration,
+    /// `MIRAI_STOCK_DATA_URL`: the stock-data service (default `http://127.0.0.1:50052`; a
+    /// comma-separated list or `dns:///host:port` balances over replicas);
+    /// `MIRAI_STOCK_DATA_TIMEOUT`: deadline of each call when the incoming call has none
+    /// (default 5 s); the client's resilience knobs (`MIRAI_CLIENT_*`, see the README).
+    pub stock_data: ClientConfig,
     /// `MIRAI_BAR_CACHE_TTL`: how long a symbol's cached bars are used without asking
     /// stock-data again (default 5 min). `stock.bar.closed` refreshes them sooner; the TTL
     /// covers the events another replica consumed.
@@ -118,8 +119,7 @@ impl Config {
             models_poll: Duration::from_secs(10),
             batch_sizes: vec![1, 8, 64],
             batching: BatchSettings::default(),
-            stock_data_url: "http://127.0.0.1:50052".to_owned(),
-            stock_data_timeout: Duration::from_secs(5),
+            stock_data: ClientConfig::for_url("http://127.0.0.1:50052", Duration::from_secs(5)),
             bar_cache_ttl: Duration::from_secs(300),
             forecast_cache: true,
             shadow_timeout: Duration::from_secs(5),
@@ -134,7 +134,7 @@ impl Config {
     /// the checkout's models, and stock-data at `stock_data_url`.
     pub fn for_tests(database_url: &str, stock_data_url: &str) -> Self {
         let mut config = Self::with_service(ServiceConfig::for_tests(DEFAULTS.name, database_url));
-        config.stock_data_url = stock_data_url.to_owned();
+        config.stock_data.target = Target::Static(vec![stock_data_url.to_owned()]);
         config.models_poll = Duration::from_millis(200);
         config.traffic_refresh = Duration::from_millis(200);
         config
@@ -177,13 +177,12 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
             "batch size, queue and workers must all be at least 1".into(),
         ));
     }
-    let stock_data_url: String = env.or("MIRAI_STOCK_DATA_URL", defaults.stock_data_url.clone())?;
-    if !(stock_data_url.starts_with("http://") || stock_data_url.starts_with("https://")) {
-        return Err(invalid(
-            "MIRAI_STOCK_DATA_URL",
-            "expected an http:// or https:// URL".into(),
-        ));
-    }
+    let stock_data = ClientConfig::from_env(
+        env,
+        "STOCK_DATA",
+        "http://127.0.0.1:50052",
+        env.duration_or("MIRAI_STOCK_DATA_TIMEOUT", defaults.stock_data.timeout)?,
+    )?;
     let d = ScoringConfig::default();
     let scoring = ScoringConfig {
         window: env.or("MIRAI_SCOREBOARD_WINDOW", d.window)?,
@@ -212,9 +211,7 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         models_poll: env.duration_or("MIRAI_MODELS_POLL", defaults.models_poll)?,
         batch_sizes,
         batching,
-        stock_data_url,
-        stock_data_timeout: env
-            .duration_or("MIRAI_STOCK_DATA_TIMEOUT", defaults.stock_data_timeout)?,
+        stock_data,
         bar_cache_ttl: env.duration_or("MIRAI_BAR_CACHE_TTL", defaults.bar_cache_ttl)?,
         forecast_cache: env.or("MIRAI_FORECAST_CACHE", defaults.forecast_cache)?,
         shadow_timeout: env.duration_or("MIRAI_SHADOW_TIMEOUT", defaults.shadow_timeout)?,
@@ -242,7 +239,10 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let config = from_env(&env(&[])).unwrap();
-        assert_eq!(config.stock_data_url, "http://127.0.0.1:50052");
+        assert_eq!(
+            config.stock_data.target.to_string(),
+            "http://127.0.0.1:50052"
+        );
         assert_eq!(config.batch_sizes, vec![1, 8, 64]);
         assert_eq!(config.scoring.window, 250);
         assert!(config.models_dir.ends_with("models"));

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use mirai_platform::app::{ServiceApp, StartupError};
 use mirai_platform::config::ServiceConfig;
+use mirai_platform::grpc::client::Client;
 use mirai_proto::prediction::v1::prediction_service_server::PredictionServiceServer;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -44,9 +45,6 @@ pub enum BuildError {
     /// The service's own start-up queries failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// `MIRAI_STOCK_DATA_URL` is not a usable endpoint.
-    #[error("MIRAI_STOCK_DATA_URL: {0}")]
-    StockData(#[from] tonic::transport::Error),
     /// No traffic configuration is stored and registry.json names no usable champion.
     #[error("no traffic configuration: {0}")]
     Traffic(String),
@@ -122,13 +120,13 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         .max()
         .unwrap_or(0)
         .max(MIN_BARS_KEPT);
+    let stock_data = Client::build("stock-data", &config.stock_data, &app.metrics);
     let bars = Arc::new(BarSource::new(
-        &config.stock_data_url,
-        config.stock_data_timeout,
+        stock_data.channel(),
         capacity,
         config.bar_cache_ttl,
         metrics.clone(),
-    )?);
+    ));
     let (log, writer) = PredictionLog::new(pool.clone(), 10_000);
     let predictor = Arc::new(Predictor::new(
         models.clone(),

@@ -1,10 +1,8 @@
 //! Gathering a report's content: bars from the read model, forecasts and scores from the
 //! prediction service. A subject without data fails the job with a reason the user can act on.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use mirai_platform::grpc::client::{self, TracedChannel};
+use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::analytics::v1 as pb;
 use mirai_proto::prediction::v1 as prediction;
@@ -49,19 +47,15 @@ pub enum BuildError {
 #[derive(Clone)]
 pub struct Sources {
     pub pool: PgPool,
-    pub prediction: PredictionServiceClient<TracedChannel>,
+    pub prediction: PredictionServiceClient<UpstreamChannel>,
 }
 
 impl Sources {
-    pub fn new(
-        pool: PgPool,
-        prediction_url: &str,
-        timeout: Duration,
-    ) -> Result<Self, tonic::transport::Error> {
-        Ok(Self {
+    pub fn new(pool: PgPool, prediction: UpstreamChannel) -> Self {
+        Self {
             pool,
-            prediction: PredictionServiceClient::new(client::traced(prediction_url, timeout)?),
-        })
+            prediction: PredictionServiceClient::new(prediction),
+        }
     }
 }
 

@@ -421,7 +421,10 @@ async fn a_model_report_fails_visibly_when_the_prediction_service_is_down() {
     let mut app = spawn_with(true, |c| {
         c.backfill_on_start = false;
         // Nothing listens there.
-        c.prediction_url = format!("http://127.0.0.1:{}", mirai_platform::testing::free_port());
+        c.prediction.target = mirai_platform::grpc::client::Target::Static(vec![format!(
+            "http://127.0.0.1:{}",
+            mirai_platform::testing::free_port()
+        )]);
     })
     .await;
     let user = Uuid::now_v7();

@@ -1,5 +1,7 @@
 //! The Prometheus registry of one application.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::registry::{Metric, Registry};
@@ -11,6 +13,8 @@ use prometheus_client::registry::{Metric, Registry};
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    /// Metric groups registered once per registry and shared by their users (see [`Metrics::shared`]).
+    shared: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>,
 }
 
 impl Default for Metrics {
@@ -23,6 +27,7 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             registry: Arc::new(Mutex::new(Registry::with_prefix("mirai"))),
+            shared: Arc::default(),
         }
     }
 
@@ -33,6 +38,22 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .register(name, help, metric.clone());
         metric
+    }
+
+    /// The group of metrics of type `T`, registered by `register` the first time it is asked
+    /// for and shared afterwards: several users of one kind of metric (e.g. every outgoing
+    /// client of a process) report into the same families instead of registering twice.
+    pub fn shared<T: Clone + Send + 'static>(&self, register: impl FnOnce(&Metrics) -> T) -> T {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = shared.get(&TypeId::of::<T>()) {
+            return existing
+                .downcast_ref::<T>()
+                .expect("stored under its own type id")
+                .clone();
+        }
+        let group = register(self);
+        shared.insert(TypeId::of::<T>(), Box::new(group.clone()));
+        group
     }
 
     /// The OpenMetrics text exposition of every registered metric.

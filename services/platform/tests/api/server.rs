@@ -143,9 +143,15 @@ async fn outgoing_calls_carry_the_callers_trace_and_deadline() {
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
 
-    let channel =
-        mirai_platform::grpc::client::traced(&format!("http://{grpc}"), Duration::from_secs(2))
-            .unwrap();
+    let channel = mirai_platform::grpc::client::Client::build(
+        "test",
+        &mirai_platform::grpc::client::ClientConfig::for_url(
+            &format!("http://{grpc}"),
+            Duration::from_secs(2),
+        ),
+        &mirai_platform::telemetry::Metrics::new(),
+    )
+    .channel();
     let span = tracing::info_span!("caller");
     let caller_trace = {
         use opentelemetry::trace::TraceContextExt as _;
