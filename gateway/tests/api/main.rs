@@ -7,4 +7,5 @@ mod edge;
 mod helpers;
 mod local_stack;
 mod readiness;
+mod resilience;
 mod symbols;

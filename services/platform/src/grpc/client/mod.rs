@@ -91,7 +91,8 @@ pub(crate) fn rejection(
     status
 }
 
-/// A transport failure of a call to `upstream` at `endpoint`, as the status the caller sees.
+/// A transport failure of a call to `upstream` at `endpoint` (no response), as the status the
+/// caller sees: DEADLINE_EXCEEDED when the deadline ran out, else UNAVAILABLE.
 pub(crate) fn upstream_status(
     upstream: &'static str,
     endpoint: &str,
@@ -109,11 +110,11 @@ pub(crate) fn upstream_status(
     let mut status = if timed_out {
         tonic::Status::deadline_exceeded(format!("{upstream} did not answer within the deadline"))
     } else {
+        // No response came back: the connection failed or broke under the call (refused,
+        // reset, closed by a process that died). gRPC calls that UNAVAILABLE, whatever the
+        // transport's own words, which also makes a read caught on a dying replica retryable.
         let status = tonic::Status::from_error(error);
-        tonic::Status::new(
-            status.code(),
-            format!("{upstream} at {endpoint}: {}", status.message()),
-        )
+        tonic::Status::unavailable(format!("{upstream} at {endpoint}: {}", status.message()))
     };
     status
         .metadata_mut()
