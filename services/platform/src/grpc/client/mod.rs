@@ -456,3 +456,62 @@ impl Injector for MetadataInjector<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_or_say_what_is_expected() {
+        assert_eq!(
+            "http://a:1, http://b:2".parse(),
+            Ok(Target::Static(vec![
+                "http://a:1".into(),
+                "http://b:2".into()
+            ]))
+        );
+        assert_eq!(
+            "dns:///user-grpc.mirai.svc.cluster.local:50051".parse(),
+            Ok(Target::Dns {
+                host: "user-grpc.mirai.svc.cluster.local".into(),
+                port: 50051
+            })
+        );
+        for bad in [
+            "",
+            "a:1",
+            "dns:///nohost",
+            "dns:///h:port",
+            "http://a:1,b:2",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dns_target_is_resolved_and_called() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_, health) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let target = format!("dns:///127.0.0.1:{port}").parse().unwrap();
+        let client = Client::build(
+            "test",
+            &ClientConfig::new(target, Duration::from_secs(2)),
+            &Metrics::new(),
+        );
+        let response = tonic_health::pb::health_client::HealthClient::new(client.channel())
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("the resolved endpoint answers");
+        assert_eq!(response.into_inner().status, 1, "SERVING");
+        let status = client.endpoints().status();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].endpoint, format!("http://127.0.0.1:{port}"));
+        assert_eq!(status[0].circuit, "closed");
+    }
+}
