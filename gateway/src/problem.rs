@@ -248,3 +248,62 @@ pub struct Query<T>(pub T);
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Problem))]
 pub struct Path<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, metadata: &[(&'static str, &'static str)]) -> tonic::Status {
+        let mut status = tonic::Status::new(code, "upstream said so");
+        for (key, value) in metadata {
+            status
+                .metadata_mut()
+                .insert(*key, tonic::metadata::MetadataValue::from_static(value));
+        }
+        status
+    }
+
+    #[test]
+    fn an_unavailable_upstream_is_a_503_naming_it_with_retry_after() {
+        let problem = Problem::from(status(
+            tonic::Code::Unavailable,
+            &[("mirai-upstream", "analytics"), ("retry-after", "4")],
+        ));
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.upstream.as_deref(), Some("analytics"));
+        assert_eq!(problem.retry_after.map(|s| s.get()), Some(4));
+        let response = problem.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "4");
+
+        // Without a hint from the client layer, a 503 still says when to retry.
+        let problem = Problem::from(status(tonic::Code::Unavailable, &[]));
+        assert_eq!(problem.retry_after.map(|s| s.get()), Some(1));
+    }
+
+    #[test]
+    fn a_shedding_service_is_a_503_and_a_quota_a_429() {
+        let shed = Problem::from(status(
+            tonic::Code::ResourceExhausted,
+            &[
+                ("mirai-overloaded", "1"),
+                ("retry-after", "1"),
+                ("mirai-upstream", "prediction"),
+            ],
+        ));
+        assert_eq!((shed.status, shed.kind), (503, "overloaded"));
+        assert_eq!(shed.upstream.as_deref(), Some("prediction"));
+        let quota = Problem::from(status(tonic::Code::ResourceExhausted, &[]));
+        assert_eq!((quota.status, quota.kind), (429, "rate-limited"));
+        assert_eq!(quota.upstream, None);
+    }
+
+    #[test]
+    fn client_errors_do_not_name_the_upstream() {
+        let problem = Problem::from(status(
+            tonic::Code::NotFound,
+            &[("mirai-upstream", "stock-data")],
+        ));
+        assert_eq!(problem.status, 404);
+        assert_eq!(problem.upstream, None);
+    }
+}
