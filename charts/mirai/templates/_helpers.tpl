@@ -202,6 +202,9 @@ error. Sorted by name, so a rendering is stable.
 {{- end -}}
 {{- end -}}
 {{- $_ := set $plain "MIRAI_ADMIN_ADDR" (printf "0.0.0.0:%d" (int $svc.ports.admin)) -}}
+{{- /* Production refuses test-only machinery (fault injection) at startup; a chaos environment
+sets MIRAI_PROFILE=development in a service's env. */ -}}
+{{- $_ := set $plain "MIRAI_PROFILE" "production" -}}
 {{- $_ := set $plain "MIRAI_SHUTDOWN_DRAIN_DELAY" (printf "%ds" (int $v.shutdown.drainDelaySeconds)) -}}
 {{- $_ := set $plain "MIRAI_SHUTDOWN_GRACE" (printf "%ds" (int $v.shutdown.graceSeconds)) -}}
 {{- $_ := set $plain "RUST_LOG" $v.telemetry.rustLog -}}

@@ -4,6 +4,9 @@
 //! - `/readyz`: 200 only when every registered [`Readiness`] check passes and shutdown has not
 //!   begun; 503 otherwise, with the failing checks in the JSON body.
 //! - `/metrics`: the Prometheus/OpenMetrics exposition of the application's [`Metrics`].
+//! - `/faults` (only on gRPC servers with fault injection on, see [`crate::grpc::fault`]):
+//!   `GET` the current rules, `PUT` new ones (the body is the rule text; 400 with the parse
+//!   error when it does not parse), `DELETE` them all. Absent (404) when injection is off.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::future::BoxFuture;
@@ -19,6 +22,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::grpc::fault::{FaultRules, Faults};
 use crate::telemetry::Metrics;
 
 /// How long one readiness check may take before it counts as failed.
@@ -122,6 +126,17 @@ pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
         .with_state(AdminState { metrics, readiness })
 }
 
+/// `GET`/`PUT`/`DELETE /faults` over a live rule set; merge into [`router`] only when fault
+/// injection is on, so the paths do not exist otherwise.
+pub fn fault_routes(faults: Faults) -> Router {
+    Router::new()
+        .route(
+            "/faults",
+            get(get_faults).put(put_faults).delete(delete_faults),
+        )
+        .with_state(faults)
+}
+
 /// Serves the admin router on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -129,7 +144,17 @@ pub async fn serve(
     readiness: Readiness,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, readiness))
+    serve_router(listener, router(metrics, readiness), stop).await
+}
+
+/// Serves `router` (the admin router, possibly with more routes merged) until `stop` is
+/// cancelled.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
 }
@@ -156,4 +181,40 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+}
+
+/// The `/faults` body: the rules in the rule syntax, ready to be `PUT` back.
+#[derive(Debug, Serialize)]
+struct FaultsView {
+    rules: String,
+}
+
+fn faults_view(rules: &FaultRules) -> Json<FaultsView> {
+    Json(FaultsView {
+        rules: rules.to_string(),
+    })
+}
+
+async fn get_faults(State(faults): State<Faults>) -> impl IntoResponse {
+    faults_view(&faults.rules())
+}
+
+async fn put_faults(State(faults): State<Faults>, body: String) -> Response {
+    match FaultRules::parse(&body) {
+        Ok(rules) => {
+            let view = faults_view(&rules);
+            faults.set(rules);
+            view.into_response()
+        }
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": error.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn delete_faults(State(faults): State<Faults>) -> StatusCode {
+    faults.clear();
+    StatusCode::NO_CONTENT
 }

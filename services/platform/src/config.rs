@@ -13,6 +13,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::events::pubsub::PubSubConfig;
+use crate::grpc::fault::FaultRules;
 
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -235,6 +236,44 @@ impl DatabaseConfig {
     }
 }
 
+/// What kind of deployment this is (`MIRAI_PROFILE`). Test-only machinery such as fault
+/// injection is refused in production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Laptops, CI and test clusters (default).
+    #[default]
+    Development,
+    /// Real traffic; the Helm chart sets it.
+    Production,
+}
+
+impl FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "development" => Ok(Self::Development),
+            "production" => Ok(Self::Production),
+            other => Err(format!(
+                "expected `development` or `production`, got `{other}`"
+            )),
+        }
+    }
+}
+
+/// An on/off switch (`on`/`off`, also `true`/`false`, `1`/`0`).
+struct Switch(bool);
+
+impl FromStr for Switch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" => Ok(Self(true)),
+            "off" | "false" | "0" => Ok(Self(false)),
+            other => Err(format!("expected `on` or `off`, got `{other}`")),
+        }
+    }
+}
+
 /// Where a service listens by default, and what it is called.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceDefaults {
@@ -256,10 +295,21 @@ pub struct ServiceConfig {
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
     pub pubsub: PubSubConfig,
+    /// `MIRAI_PROFILE`, default development.
+    pub profile: Profile,
+    /// Calls handled at once before new ones are refused with `RESOURCE_EXHAUSTED`
+    /// (`MIRAI_MAX_IN_FLIGHT`, default 1024; 0: no limit). Refusing at once beats queueing: a
+    /// queued call waits while its caller's deadline runs out, and the gateway retries or
+    /// answers 503 sooner. Health checks and reflection are never refused.
+    pub max_in_flight: usize,
+    /// Fault injection: `None` is off (default); `Some` is on, starting with these rules
+    /// (`MIRAI_FAULT_INJECTION=on` and/or `MIRAI_FAULTS`). Never in production.
+    pub fault_injection: Option<FaultRules>,
 }
 
 impl ServiceConfig {
     pub fn from_env(env: &Env, defaults: ServiceDefaults) -> Result<Self, ConfigError> {
+        let profile = env.or("MIRAI_PROFILE", Profile::Development)?;
         Ok(Self {
             name: defaults.name,
             grpc_addr: env.or("MIRAI_GRPC_ADDR", any_addr(defaults.grpc_port))?,
@@ -268,6 +318,9 @@ impl ServiceConfig {
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, defaults.name)?,
             pubsub: PubSubConfig::from_env(env)?,
+            profile,
+            max_in_flight: env.or("MIRAI_MAX_IN_FLIGHT", 1024)?,
+            fault_injection: fault_injection_from_env(env, profile)?,
         })
     }
 
@@ -291,12 +344,51 @@ impl ServiceConfig {
                 otlp_endpoint: None,
             },
             pubsub: PubSubConfig::for_tests(),
+            profile: Profile::Development,
+            max_in_flight: 1024,
+            fault_injection: None,
         }
     }
 
     /// The consumer name in subscription names: the binary name without `mirai-`.
     pub fn consumer_name(&self) -> &'static str {
         self.name.strip_prefix("mirai-").unwrap_or(self.name)
+    }
+}
+
+/// `MIRAI_FAULT_INJECTION` and `MIRAI_FAULTS`: rules imply `on`, contradict an explicit `off`,
+/// and either switching injection on is refused in production.
+fn fault_injection_from_env(
+    env: &Env,
+    profile: Profile,
+) -> Result<Option<FaultRules>, ConfigError> {
+    const SWITCH: &str = "MIRAI_FAULT_INJECTION";
+    const RULES: &str = "MIRAI_FAULTS";
+    let switch: Option<Switch> = env.optional(SWITCH)?;
+    let in_production = |name: &str| {
+        invalid(
+            name,
+            "fault injection is refused with MIRAI_PROFILE=production; unset it",
+        )
+    };
+    if profile == Profile::Production {
+        if env.get(RULES).is_some() {
+            return Err(in_production(RULES));
+        }
+        if matches!(switch, Some(Switch(true))) {
+            return Err(in_production(SWITCH));
+        }
+    }
+    match (switch, env.get(RULES)) {
+        (Some(Switch(false)), Some(_)) => Err(invalid(
+            RULES,
+            "rules are set but MIRAI_FAULT_INJECTION=off; unset one of them",
+        )),
+        (_, Some(rules)) => Ok(Some(
+            FaultRules::parse(rules).map_err(|e| invalid(RULES, e))?,
+        )),
+        (Some(Switch(true)), None) => Ok(Some(FaultRules::default())),
+        (Some(Switch(false)) | None, None) => Ok(None),
     }
 }
 
@@ -377,5 +469,122 @@ mod tests {
             "provisioning is off on Google Cloud by default"
         );
         assert_eq!(cfg.consumer_name(), "test");
+        assert_eq!(cfg.profile, Profile::Development);
+        assert_eq!(cfg.max_in_flight, 1024);
+        assert_eq!(cfg.fault_injection, None);
+    }
+
+    fn service_env(extra: &[(&str, &str)]) -> Env {
+        Env::from_pairs(
+            [
+                ("DATABASE_URL", "postgres://localhost/db"),
+                ("GOOGLE_CLOUD_PROJECT", "p"),
+            ]
+            .iter()
+            .chain(extra)
+            .copied(),
+        )
+    }
+
+    fn error_of(extra: &[(&str, &str)]) -> String {
+        ServiceConfig::from_env(&service_env(extra), DEFAULTS)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn profile_and_in_flight_limit_parse_and_name_the_variable() {
+        let cfg = ServiceConfig::from_env(
+            &service_env(&[
+                ("MIRAI_PROFILE", "Production"),
+                ("MIRAI_MAX_IN_FLIGHT", "0"),
+            ]),
+            DEFAULTS,
+        )
+        .unwrap();
+        assert_eq!(cfg.profile, Profile::Production);
+        assert_eq!(cfg.max_in_flight, 0);
+
+        let err = error_of(&[("MIRAI_PROFILE", "staging")]);
+        assert_eq!(
+            err,
+            "MIRAI_PROFILE is invalid: expected `development` or `production`, got `staging`"
+        );
+        let err = error_of(&[("MIRAI_MAX_IN_FLIGHT", "lots")]);
+        assert!(err.starts_with("MIRAI_MAX_IN_FLIGHT is invalid"), "{err}");
+    }
+
+    #[test]
+    fn fault_injection_is_off_unless_asked_and_rules_imply_it() {
+        let faults = |extra: &[(&str, &str)]| {
+            ServiceConfig::from_env(&service_env(extra), DEFAULTS)
+                .unwrap()
+                .fault_injection
+        };
+        assert_eq!(faults(&[]), None);
+        assert_eq!(faults(&[("MIRAI_FAULT_INJECTION", "off")]), None);
+        assert_eq!(
+            faults(&[("MIRAI_FAULT_INJECTION", "on")]),
+            Some(FaultRules::default())
+        );
+        let rules = faults(&[("MIRAI_FAULTS", "a.B/C=error(unavailable,0.5)")]).unwrap();
+        assert_eq!(rules.to_string(), "a.B/C=error(unavailable,0.5)");
+        assert!(
+            faults(&[
+                ("MIRAI_FAULT_INJECTION", "on"),
+                ("MIRAI_FAULTS", "*=hang()")
+            ])
+            .is_some()
+        );
+        // Explicitly off in production is fine.
+        assert_eq!(
+            faults(&[
+                ("MIRAI_PROFILE", "production"),
+                ("MIRAI_FAULT_INJECTION", "off")
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn fault_injection_errors_name_the_variable() {
+        let err = error_of(&[("MIRAI_FAULT_INJECTION", "maybe")]);
+        assert!(err.starts_with("MIRAI_FAULT_INJECTION is invalid"), "{err}");
+        let err = error_of(&[("MIRAI_FAULTS", "*=error(teapot)")]);
+        assert!(
+            err.starts_with("MIRAI_FAULTS is invalid: fault rule `*=error(teapot)`"),
+            "{err}"
+        );
+        let err = error_of(&[
+            ("MIRAI_FAULT_INJECTION", "off"),
+            ("MIRAI_FAULTS", "*=hang()"),
+        ]);
+        assert!(err.starts_with("MIRAI_FAULTS is invalid"), "{err}");
+    }
+
+    #[test]
+    fn fault_injection_is_refused_in_production() {
+        let err = error_of(&[
+            ("MIRAI_PROFILE", "production"),
+            ("MIRAI_FAULTS", "*=hang()"),
+        ]);
+        assert_eq!(
+            err,
+            "MIRAI_FAULTS is invalid: fault injection is refused with MIRAI_PROFILE=production; unset it"
+        );
+        // Refused even when the rules would not parse: the profile is the first thing said.
+        let err = error_of(&[("MIRAI_PROFILE", "production"), ("MIRAI_FAULTS", "junk")]);
+        assert!(
+            err.contains("refused with MIRAI_PROFILE=production"),
+            "{err}"
+        );
+        let err = error_of(&[
+            ("MIRAI_PROFILE", "production"),
+            ("MIRAI_FAULT_INJECTION", "on"),
+        ]);
+        assert!(
+            err.starts_with("MIRAI_FAULT_INJECTION is invalid: fault injection is refused"),
+            "{err}"
+        );
     }
 }

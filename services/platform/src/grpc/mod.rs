@@ -8,9 +8,11 @@
 
 pub mod client;
 pub mod deadline;
+pub mod fault;
 mod layer;
 mod server;
 
+pub use fault::{FaultRules, Faults};
 pub use layer::{RpcMetrics, ServerLayer};
 pub use server::{GrpcServer, ServeError};
 

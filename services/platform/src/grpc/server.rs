@@ -11,9 +11,9 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::{RpcMetrics, ServerLayer};
+use super::{Faults, RpcMetrics, ServerLayer};
 use crate::admin::{self, Readiness};
-use crate::config::{ServiceConfig, ShutdownConfig};
+use crate::config::{Profile, ServiceConfig, ShutdownConfig};
 use crate::shutdown;
 use crate::telemetry::Metrics;
 
@@ -35,6 +35,10 @@ pub enum ServeError {
     /// The admin server failed while serving.
     #[error("admin server: {0}")]
     Admin(std::io::Error),
+    /// The configuration asks for fault injection in the production profile (a config built
+    /// in code; from the environment this is already a configuration error).
+    #[error("fault injection is refused with the production profile")]
+    FaultInjectionInProduction,
 }
 
 /// A service's gRPC listener and admin listener, bound and ready to serve.
@@ -51,6 +55,9 @@ pub struct GrpcServer {
     readiness: Readiness,
     metrics: Metrics,
     shutdown: ShutdownConfig,
+    name: &'static str,
+    max_in_flight: usize,
+    faults: Option<Faults>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -61,7 +68,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 impl GrpcServer {
     /// Binds both listeners and sets up the health service (reflection is added at serve time).
+    /// Refuses fault injection in the production profile.
     pub async fn bind(config: &ServiceConfig, metrics: Metrics) -> Result<Self, ServeError> {
+        if config.profile == Profile::Production && config.fault_injection.is_some() {
+            return Err(ServeError::FaultInjectionInProduction);
+        }
         let grpc = bind(config.grpc_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -77,6 +88,9 @@ impl GrpcServer {
             readiness: Readiness::default(),
             metrics,
             shutdown: config.shutdown,
+            name: config.name,
+            max_in_flight: config.max_in_flight,
+            faults: config.fault_injection.clone().map(Faults::new),
         })
     }
 
@@ -113,6 +127,12 @@ impl GrpcServer {
         &self.metrics
     }
 
+    /// The live fault rules when fault injection is on (`None` when off): clone the handle
+    /// before [`serve`](Self::serve) to change the rules while serving.
+    pub fn faults(&self) -> Option<&Faults> {
+        self.faults.as_ref()
+    }
+
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc
             .local_addr()
@@ -127,7 +147,7 @@ impl GrpcServer {
 
     /// Serves until `shutdown` is cancelled, then: health NOT_SERVING and `/readyz` 503, wait
     /// the drain delay, stop accepting, let in-flight calls finish within the grace period,
-    /// and stop the admin server last.
+    /// and stop the admin server last. Injected hangs end as soon as `shutdown` fires.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let Self {
             grpc,
@@ -139,6 +159,9 @@ impl GrpcServer {
             readiness,
             metrics,
             shutdown: timings,
+            name,
+            max_in_flight,
+            faults,
         } = self;
 
         let reflection = descriptor_sets
@@ -156,15 +179,22 @@ impl GrpcServer {
         }
         let grpc_addr = grpc.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
-        tracing::info!(message = "Serving.", ?grpc_addr, ?admin_addr);
+        tracing::info!(message = "Serving.", ?grpc_addr, ?admin_addr, max_in_flight);
+
+        let mut layer = ServerLayer::new(RpcMetrics::register(&metrics))
+            .with_max_in_flight(name, max_in_flight);
+        let mut admin_router = admin::router(metrics.clone(), readiness.clone());
+        if let Some(faults) = faults {
+            tracing::warn!(
+                message = "Fault injection is on; rules can be changed at the admin port's /faults.",
+                rules = %faults.rules()
+            );
+            layer = layer.with_faults(faults.clone(), &metrics, shutdown.clone());
+            admin_router = admin_router.merge(admin::fault_routes(faults));
+        }
 
         let admin_stop = CancellationToken::new();
-        let admin_task = tokio::spawn(admin::serve(
-            admin,
-            metrics.clone(),
-            readiness.clone(),
-            admin_stop.clone(),
-        ));
+        let admin_task = tokio::spawn(admin::serve_router(admin, admin_router, admin_stop.clone()));
 
         let stop_accepting = {
             let (shutdown, readiness, health) =
@@ -182,7 +212,7 @@ impl GrpcServer {
         };
 
         let server = tonic::transport::Server::builder()
-            .layer(ServerLayer::new(RpcMetrics::register(&metrics)))
+            .layer(layer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stop_accepting);
         let grace = timings.drain_delay + timings.grace;

@@ -64,6 +64,24 @@ pub async fn call_sleep(
     timeout: Option<Duration>,
     metadata: &[(&'static str, &str)],
 ) -> Result<u64, tonic::Status> {
+    call_with(addr, "Sleep", timeout, metadata).await
+}
+
+/// Calls `test.Slow/<method>` (every method of `test.Slow` is the same sleeping handler).
+pub async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    timeout: Option<Duration>,
+) -> Result<u64, tonic::Status> {
+    call_with(addr, method, timeout, &[]).await
+}
+
+async fn call_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    timeout: Option<Duration>,
+    metadata: &[(&'static str, &str)],
+) -> Result<u64, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -81,20 +99,36 @@ pub async fn call_sleep(
     for (key, value) in metadata {
         request.metadata_mut().insert(*key, value.parse().unwrap());
     }
+    let path = http::uri::PathAndQuery::try_from(format!("/test.Slow/{method}")).unwrap();
     let response = client
-        .unary(
-            request,
-            http::uri::PathAndQuery::from_static(SLEEP_PATH),
-            ProstCodec::<(), u64>::default(),
-        )
+        .unary(request, path, ProstCodec::<(), u64>::default())
         .await?;
     Ok(response.into_inner())
 }
 
+/// The admin port's `/metrics` text.
+pub async fn metrics_text(admin: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A prepared service app with the slow service added, on a fresh database.
 pub async fn slow_app(delay: Duration) -> (ServiceApp, TestDatabase) {
+    slow_app_with(delay, |_| {}).await
+}
+
+/// [`slow_app`] with the test config adjusted by `configure` first.
+pub async fn slow_app_with(
+    delay: Duration,
+    configure: impl FnOnce(&mut ServiceConfig),
+) -> (ServiceApp, TestDatabase) {
     let db = TestDatabase::create("platform").await;
-    let config = ServiceConfig::for_tests("mirai-platform-test", db.url());
+    let mut config = ServiceConfig::for_tests("mirai-platform-test", db.url());
+    configure(&mut config);
     let mut app = ServiceApp::prepare(&config, &sqlx::migrate::Migrator::DEFAULT)
         .await
         .expect("prepare");

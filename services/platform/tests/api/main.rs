@@ -2,6 +2,7 @@
 
 mod db;
 mod events;
+mod faults;
 mod helpers;
 mod leader;
 mod server;
