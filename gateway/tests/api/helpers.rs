@@ -7,6 +7,7 @@ use mirai_platform::app::ServiceApp;
 use mirai_platform::config::ServiceConfig;
 use mirai_platform::events::pubsub::PubSubConfig;
 use mirai_platform::grpc::client::Target;
+use mirai_platform::grpc::fault::{FaultRules, Faults};
 use mirai_platform::testing::TestDatabase;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub struct RunningService {
     pub name: &'static str,
     pub grpc_addr: SocketAddr,
+    /// The service's fault-injection handle (injection is on, with no rules, in these tests).
+    pub faults: Faults,
     pub pool: sqlx::PgPool,
     pub stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -33,6 +36,11 @@ impl RunningService {
 
 async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> RunningService {
     let grpc_addr = app.grpc_addr();
+    let faults = app
+        .server
+        .faults()
+        .cloned()
+        .expect("test services run with fault injection on");
     let pool = app.pool.clone();
     let stop = CancellationToken::new();
     let task = tokio::spawn({
@@ -44,6 +52,7 @@ async fn start(name: &'static str, db: TestDatabase, app: ServiceApp) -> Running
     RunningService {
         name,
         grpc_addr,
+        faults,
         pool,
         stop,
         task: Some(task),
@@ -80,6 +89,7 @@ impl Platform {
                 .await;
                 let mut config = ServiceConfig::for_tests($name, db.url());
                 config.pubsub = pubsub.clone();
+                config.fault_injection = Some(FaultRules::default());
                 let app = $build(config).await.expect(concat!($name, " builds"));
                 services.push(start($name, db, app).await);
             }};
@@ -134,6 +144,7 @@ impl Platform {
         let db = old.db.take().expect("a service owns its database");
         let mut config = ServiceConfig::for_tests(old.name, db.url());
         config.pubsub = self.pubsub.clone();
+        config.fault_injection = Some(FaultRules::default());
         config.grpc_addr = old.grpc_addr;
         let app = build(config).await.expect("service rebuilds");
         let name = old.name;

@@ -164,3 +164,71 @@ async fn a_replica_killed_under_load_costs_no_request() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_upstream_failing_through_the_fault_layer_trips_only_its_routes_and_recovers() {
+    let platform = Platform::start().await;
+    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
+        .await
+        .unwrap();
+    let mut config = platform.gateway_config();
+    config.upstreams.stock_data.breaker.open_wait = Duration::from_secs(1);
+    let app = mirai_gateway::startup::Application::build(config)
+        .await
+        .unwrap();
+    let (base, admin) = (
+        format!("http://{}", app.http_addr()),
+        format!("http://{}", app.admin_addr()),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
+    wait_for_status(&format!("{admin}/readyz"), 200, Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+    assert_eq!(get("/v1/symbols/SPX").await.unwrap().status(), 200);
+
+    // stock-data's GetSymbol fails with UNAVAILABLE, as a sick replica would.
+    platform.services[1].faults.set(
+        "mirai.stock.v1.StockDataService/GetSymbol=error(unavailable)"
+            .parse()
+            .unwrap(),
+    );
+    let mut rejected_at_once = 0;
+    for _ in 0..10 {
+        let response = get("/v1/symbols/SPX").await.unwrap();
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["upstream"], "stock-data", "{problem}");
+        if problem["detail"].as_str().unwrap().contains("circuit open") {
+            rejected_at_once += 1;
+        }
+    }
+    assert!(rejected_at_once > 0, "the circuit opened");
+    // Other services' routes and the gateway's readiness are untouched.
+    assert_eq!(get("/v1/models").await.unwrap().status(), 200);
+    assert_eq!(
+        mirai_platform::testing::http_status(&format!("{admin}/readyz")).await,
+        Some(200)
+    );
+
+    // The fault goes away: after the open wait, trial calls close the circuit again.
+    platform.services[1].faults.clear();
+    let mut last = 0;
+    for _ in 0..50 {
+        last = get("/v1/symbols/SPX").await.unwrap().status().as_u16();
+        if last == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 200);
+    for _ in 0..2 {
+        assert_eq!(get("/v1/symbols/SPX").await.unwrap().status(), 200);
+    }
+    let status: serde_json::Value = get("/v1/status").await.unwrap().json().await.unwrap();
+    assert_eq!(status["services"][1]["circuit"], "closed", "{status}");
+
+    stop.cancel();
+    gateway.await.unwrap().unwrap();
+}

@@ -175,10 +175,8 @@ where
                 }
                 let backoff = shared.config.backoff(attempt);
                 let now = tokio::time::Instant::now();
-                if let Some(deadline) = deadline {
-                    if now + backoff >= deadline {
-                        return result;
-                    }
+                if deadline.is_some_and(|deadline| now + backoff >= deadline) {
+                    return result;
                 }
                 if !shared.budget.withdraw() {
                     shared.metrics.retry_throttled(shared.upstream);
