@@ -477,13 +477,27 @@ def network_policies(ctx: Context) -> list[str]:
 
 
 _URL = re.compile(r"^https?://([^:/]+):(\d+)")
+_DNS_TARGET = re.compile(r"^dns:///?([^:/]+):(\d+)$")
 
 
-@check("callers reach their upstreams")
-def upstream_urls(ctx: Context) -> list[str]:
-    """Every MIRAI_*_URL names a Service port of this set, and NetworkPolicies let the caller
-    reach the pods behind it (egress at the caller, ingress at the callee)."""
+def upstream_targets(value: str) -> list[tuple[str, str, int]] | None:
+    """The endpoints of a client target (MIRAI_<UP>_URL): (scheme, host, port) for one
+    `http://host:port`, a comma-separated list of them, or `dns:///host:port` (scheme "dns").
+    None when the value is none of these (not an upstream of this release)."""
+    found = _DNS_TARGET.match(value.strip())
+    if found:
+        return [("dns", found.group(1), int(found.group(2)))]
     out = []
+    for part in value.split(","):
+        found = _URL.match(part.strip())
+        if not found:
+            return None
+        out.append((part.strip().split(":", 1)[0], found.group(1), int(found.group(2))))
+    return out or None
+
+
+def _upstream_envs(ctx: Context) -> Iterable[tuple[PodTemplate, str, str, list[tuple[str, str, int]]]]:
+    """(caller, variable, value, targets) for every MIRAI_*_URL of a long-running container."""
     for p in ctx.pods:
         if p.doc.get("kind") == "Job":
             continue
@@ -491,27 +505,63 @@ def upstream_urls(ctx: Context) -> list[str]:
             for env in c.get("env") or []:
                 if not re.match(r"^MIRAI_[A-Z_]+_URL$", env["name"]) or "value" not in env:
                     continue
-                found = _URL.match(env["value"])
-                if not found:
+                targets = upstream_targets(env["value"])
+                if targets:
+                    yield p, env["name"], env["value"], targets
+
+
+def _headless(svc: Obj) -> bool:
+    return dig(svc, "spec", "clusterIP") == "None"
+
+
+@check("callers reach their upstreams")
+def upstream_urls(ctx: Context) -> list[str]:
+    """Every MIRAI_*_URL names a Service port of this set, and NetworkPolicies let the caller
+    reach the pods behind it (egress at the caller, ingress at the callee)."""
+    out = []
+    for p, name, value, targets in _upstream_envs(ctx):
+        for _, host, port in targets:
+            svc = ctx.service_by_host(host)
+            if svc is None:
+                out.append(f"{p.name}: {name}={value} names no Service of this release")
+                continue
+            sp = next((x for x in dig(svc, "spec", "ports", default=[]) if x["port"] == port), None)
+            if sp is None:
+                out.append(f"{p.name}: {name}={value}: {ident(svc)} has no port {port}")
+                continue
+            for dst in ctx.pods_of(dig(svc, "spec", "selector"), ns_of(svc, ctx.namespace), services_only=True):
+                number = dst.resolve(sp.get("targetPort", sp["port"]))
+                if number is None:
                     continue
-                host, port = found.group(1), int(found.group(2))
-                svc = ctx.service_by_host(host)
-                if svc is None:
-                    out.append(f"{p.name}: {env['name']}={env['value']} names no Service of this release")
-                    continue
-                sp = next((x for x in dig(svc, "spec", "ports", default=[]) if x["port"] == port), None)
-                if sp is None:
-                    out.append(f"{p.name}: {env['name']}={env['value']}: {ident(svc)} has no port {port}")
-                    continue
-                for dst in ctx.pods_of(dig(svc, "spec", "selector"), ns_of(svc, ctx.namespace), services_only=True):
-                    number = dst.resolve(sp.get("targetPort", sp["port"]))
-                    if number is None:
-                        continue
-                    egress, ingress = np_allows(ctx, p, dst, number)
-                    if not egress:
-                        out.append(f"{p.name}: NetworkPolicy blocks its egress to {dst.name} port {number} ({env['name']})")
-                    if not ingress:
-                        out.append(f"{dst.name}: NetworkPolicy blocks ingress from {p.name} on port {number} ({env['name']})")
+                egress, ingress = np_allows(ctx, p, dst, number)
+                if not egress:
+                    out.append(f"{p.name}: NetworkPolicy blocks its egress to {dst.name} port {number} ({name})")
+                if not ingress:
+                    out.append(f"{dst.name}: NetworkPolicy blocks ingress from {p.name} on port {number} ({name})")
+    return out
+
+
+@check("upstream URLs follow the mesh")
+def upstream_urls_mesh(ctx: Context) -> list[str]:
+    """A caller with a sidecar (sidecar.istio.io/inject: "true") names its upstream's ClusterIP
+    Service with http://: the sidecar balances per request. A caller without one names the
+    upstream's headless Service with dns:///: its own client balances over the pods (through a
+    ClusterIP, one long-lived HTTP/2 connection would pin every call to one pod)."""
+    out = []
+    for p, name, value, targets in _upstream_envs(ctx):
+        mesh = p.labels.get("sidecar.istio.io/inject") == "true"
+        for scheme, host, _ in targets:
+            svc = ctx.service_by_host(host)
+            if svc is None:
+                continue  # reported by "callers reach their upstreams"
+            if mesh and (scheme == "dns" or _headless(svc)):
+                out.append(f"{p.name}: {name}={value}: a caller with the mesh must name the ClusterIP Service with http:// "
+                           f"(its sidecar balances per request), not {'a headless Service' if _headless(svc) else 'dns:///'}")
+            elif not mesh and not (scheme == "dns" and _headless(svc)):
+                out.append(f"{p.name}: {name}={value}: a caller without the mesh must name a headless Service with dns:/// "
+                           f"(through {ident(svc)} one HTTP/2 connection pins every call to one pod)"
+                           if not _headless(svc) else
+                           f"{p.name}: {name}={value}: a headless Service needs dns:/// (http:// resolves one address once)")
     return out
 
 
@@ -680,6 +730,45 @@ def istio_routes(ctx: Context) -> list[str]:
         for subset in dig(dr, "spec", "subsets", default=[]):
             if not any(selector_matches(subset.get("labels"), {**p.labels}) for p in pods):
                 out.append(f"{ident(dr)}: subset {subset['name']} ({subset.get('labels')}) matches none of {host}'s pods")
+    return out
+
+
+# Envoy retry conditions under which the request never reached the upstream process.
+_NOT_DELIVERED = {"connect-failure", "refused-stream", "reset-before-request"}
+
+
+@check("one retrying layer")
+def one_retrying_layer(ctx: Context) -> list[str]:
+    """The callers' gRPC clients retry (idempotent RPCs, on UNAVAILABLE, under a budget), so a
+    VirtualService route to a gRPC port retries nothing; a route to an HTTP port (the gateway,
+    which retries its own upstream calls) retries only requests that never reached a process.
+    Every route says so explicitly: without `retries`, Istio's default policy retries twice on
+    connect-failure, refused-stream, unavailable, cancelled and 503."""
+    out = []
+    for vs in ctx.of("VirtualService"):
+        vs_ns = ns_of(vs, ctx.namespace)
+        for route in dig(vs, "spec", "http", default=[]):
+            name = f"{ident(vs)}: route {route.get('name')}"
+            retries = route.get("retries")
+            if retries is None:
+                out.append(f"{name} sets no retries, so Istio's default policy retries (2 attempts); set attempts: 0 or a policy")
+                continue
+            if not retries.get("attempts"):
+                continue
+            for d in route.get("route") or []:
+                svc = ctx.service_by_host(_fqdn(dig(d, "destination", "host"), vs_ns))
+                port = dig(d, "destination", "port", "number")
+                sp = next((x for x in dig(svc, "spec", "ports", default=[]) if x["port"] == port), None) if svc else None
+                if sp is None:
+                    continue  # reported by "Istio routes"
+                if sp.get("appProtocol") == "grpc" or str(sp.get("name", "")).startswith("grpc"):
+                    out.append(f"{name} retries calls to gRPC port {port} of {ident(svc)}, which its callers' clients "
+                               f"already retry: one retrying layer per call path (attempts must be 0)")
+                    continue
+                unsafe = sorted(set(filter(None, str(retries.get("retryOn", "")).split(","))) - _NOT_DELIVERED)
+                if not retries.get("retryOn") or unsafe:
+                    out.append(f"{name} retries requests that reached {ident(svc)} ({', '.join(unsafe) or 'Istio default conditions'}): "
+                               f"only {', '.join(sorted(_NOT_DELIVERED))} keep it one retrying layer")
     return out
 
 

@@ -140,6 +140,31 @@ Returns YAML: use with fromYaml.
 {{- printf "%s.%s.svc.cluster.local" .svc.fullname .root.Release.Namespace -}}
 {{- end -}}
 
+{{/*
+MIRAI_<UP>_URL of a caller: dict "root" $ "svc" $caller "up" name. The caller's client layer
+(services/platform/src/grpc/client) balances over the endpoints the URL gives it:
+  caller with the mesh  http://<fullname>-<up>.<ns>.svc.cluster.local:<port> (the ClusterIP
+                        name: the sidecar balances per request and ejects bad pods)
+  caller without it     dns:///<fullname>-<up>-headless.<ns>.svc.cluster.local:<port> (every
+                        ready pod, re-resolved every 10 s: the client balances per call;
+                        through the ClusterIP one HTTP/2 connection would pin every call to one pod)
+An upstream of kind http has no headless Service and always gets the ClusterIP URL.
+*/}}
+{{- define "mirai.upstreamUrl" -}}
+{{- $target := index .root.Values.services .up | default dict -}}
+{{- $ports := $target.ports | default dict -}}
+{{- $http := eq ($target.kind | default "grpc") "http" -}}
+{{- $port := $ports.grpc -}}
+{{- if $http -}}{{- $port = $ports.http -}}{{- end -}}
+{{- $port = int (required (printf "services.%s.upstreams names %q, which has no %s port" .svc.name .up (ternary "http" "grpc" $http)) $port) -}}
+{{- $host := printf "%s-%s" (include "mirai.fullname" .root) .up -}}
+{{- if or .svc.meshOn $http -}}
+{{- printf "http://%s.%s.svc.cluster.local:%d" $host .root.Release.Namespace $port -}}
+{{- else -}}
+{{- printf "dns:///%s-headless.%s.svc.cluster.local:%d" $host .root.Release.Namespace $port -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Mesh identity of a Kubernetes service account: dict "root" $ "namespace" ns "sa" name */}}
 {{- define "mirai.principal" -}}
 {{- printf "cluster.local/ns/%s/sa/%s" .namespace .sa -}}
@@ -185,9 +210,7 @@ error. Sorted by name, so a rendering is stable.
 {{- if eq $svc.kind "http" -}}
 {{- $_ := set $plain "MIRAI_HTTP_ADDR" (printf "0.0.0.0:%d" (int $svc.ports.http)) -}}
 {{- range $up := $svc.upstreams -}}
-{{- $target := index $v.services $up | default dict -}}
-{{- $port := (($target.ports | default dict).grpc | default (($target.ports | default dict).http)) -}}
-{{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (printf "http://%s-%s.%s.svc.cluster.local:%d" (include "mirai.fullname" $root) $up $root.Release.Namespace (int (required (printf "services.%s.upstreams names %q, which has no ports" $svc.name $up) $port))) -}}
+{{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (include "mirai.upstreamUrl" (dict "root" $root "svc" $svc "up" $up)) -}}
 {{- end -}}
 {{- else -}}
 {{- $_ := set $plain "MIRAI_GRPC_ADDR" (printf "0.0.0.0:%d" (int $svc.ports.grpc)) -}}
@@ -197,8 +220,7 @@ error. Sorted by name, so a rendering is stable.
 {{- if $v.pubsub.emulatorHost -}}{{- $_ := set $plain "PUBSUB_EMULATOR_HOST" $v.pubsub.emulatorHost -}}{{- end -}}
 {{- $_ := set $plain "MIRAI_DB_MAX_CONNECTIONS" (toString $v.database.maxConnections) -}}
 {{- range $up := $svc.upstreams -}}
-{{- $target := index $v.services $up | default dict -}}
-{{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (printf "http://%s-%s.%s.svc.cluster.local:%d" (include "mirai.fullname" $root) $up $root.Release.Namespace (int (required (printf "services.%s.upstreams names %q, which has no grpc port" $svc.name $up) (($target.ports | default dict).grpc)))) -}}
+{{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (include "mirai.upstreamUrl" (dict "root" $root "svc" $svc "up" $up)) -}}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $plain "MIRAI_ADMIN_ADDR" (printf "0.0.0.0:%d" (int $svc.ports.admin)) -}}
@@ -439,6 +461,25 @@ dict "root" $ "svc" $svc
     port: {number: {{ int .svc.mainPort }}}
   weight: {{ $canary }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The retries of one VirtualService route: dict "retries" $svc.mesh.retries "route" name.
+`{attempts: 0}` unless the route is in retries.routes and attempts > 0 (an empty perTryTimeout
+is left out: each try is then bounded by the route timeout alone).
+*/}}
+{{- define "mirai.meshRetries" -}}
+{{- $r := .retries -}}
+{{- if and (has .route ($r.routes | default list)) (gt (int $r.attempts) 0) -}}
+retries:
+  attempts: {{ int $r.attempts }}
+  {{- if $r.perTryTimeout }}
+  perTryTimeout: {{ $r.perTryTimeout }}
+  {{- end }}
+  retryOn: {{ required "mesh.retries.retryOn is required when attempts > 0" $r.retryOn | quote }}
+{{- else -}}
+retries: {attempts: 0}
+{{- end -}}
 {{- end -}}
 
 {{/* A Pub/Sub name as a Kubernetes object name (dots are fine; lower case, at most 253). */}}
