@@ -268,6 +268,26 @@ pub mod conformance {
             stderr.contains("MIRAI_ADMIN_ADDR"),
             "stderr should name the variable: {stderr}"
         );
+
+        // Fault injection never starts in production.
+        let mut production = valid_env.to_vec();
+        if !production.iter().any(|(k, _)| *k == "GOOGLE_CLOUD_PROJECT") {
+            production.push(("GOOGLE_CLOUD_PROJECT", "mirai-test".to_owned()));
+        }
+        production.push(("MIRAI_PROFILE", "production".to_owned()));
+        production.push(("MIRAI_FAULTS", "*=hang".to_owned()));
+        let (status, _, stderr) = ChildProcess::spawn(binary, production)
+            .wait_timeout(Duration::from_secs(20))
+            .expect("exits promptly");
+        assert_eq!(
+            status.code(),
+            Some(i32::from(EXIT_CONFIG)),
+            "stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("MIRAI_FAULTS"),
+            "stderr should name the variable: {stderr}"
+        );
     }
 
     /// `--migrate-only` applies the migrations and exits 0 (binding nothing), `--provision-only`
