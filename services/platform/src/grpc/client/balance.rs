@@ -37,12 +37,11 @@ pub(super) struct Slot {
 }
 
 /// What an endpoint looks like from outside (for `/v1/status` and logs).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointStatus {
     pub endpoint: String,
     pub circuit: &'static str,
     /// Seconds until an open circuit lets a trial call through.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_in_seconds: Option<u64>,
     pub in_flight: usize,
 }
@@ -106,10 +105,6 @@ impl Endpoints {
         endpoints
     }
 
-    pub fn upstream(&self) -> &'static str {
-        self.upstream
-    }
-
     fn snapshot(&self) -> Arc<Vec<Arc<Slot>>> {
         Arc::clone(&self.slots.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -131,13 +126,6 @@ impl Endpoints {
                 }
             })
             .collect()
-    }
-
-    /// True when some endpoint would take a call now.
-    pub fn admits_calls(&self) -> bool {
-        self.snapshot()
-            .iter()
-            .any(|slot| slot.breaker.state() != State::Open)
     }
 
     /// Replaces the endpoint set, keeping the channels and breakers of endpoints that stay.

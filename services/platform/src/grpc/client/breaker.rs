@@ -185,10 +185,6 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
-    }
-
     /// The current state (moving OPEN to HALF_OPEN when the wait is over).
     pub fn state(&self) -> State {
         let (state, moved) = {
@@ -458,7 +454,9 @@ mod tests {
 
     use super::*;
 
-    fn breaker(config: BreakerConfig) -> (Arc<CircuitBreaker>, Arc<Mutex<Vec<(State, State)>>>) {
+    type Transitions = Arc<Mutex<Vec<(State, State)>>>;
+
+    fn breaker(config: BreakerConfig) -> (Arc<CircuitBreaker>, Transitions) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let breaker = CircuitBreaker::new(

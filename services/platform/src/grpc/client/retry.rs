@@ -246,22 +246,12 @@ mod tests {
         request
     }
 
+    type Upstream =
+        tower::util::BoxCloneSyncService<http::Request<Body>, http::Response<Body>, tonic::Status>;
+
     /// An upstream that answers with `script` in turn (its last entry from then on), and
     /// counts the calls and the bodies it saw.
-    fn upstream(
-        script: Vec<tonic::Code>,
-    ) -> (
-        impl Service<
-            http::Request<Body>,
-            Response = http::Response<Body>,
-            Error = tonic::Status,
-            Future = BoxFuture<'static, Result<http::Response<Body>, tonic::Status>>,
-        > + Clone
-        + Send
-        + 'static,
-        Arc<AtomicU32>,
-        Arc<Mutex<Vec<Bytes>>>,
-    ) {
+    fn upstream(script: Vec<tonic::Code>) -> (Upstream, Arc<AtomicU32>, Arc<Mutex<Vec<Bytes>>>) {
         let calls = Arc::new(AtomicU32::new(0));
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let (counter, seen) = (Arc::clone(&calls), Arc::clone(&bodies));
@@ -269,13 +259,13 @@ mod tests {
             let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
             let code = script[n.min(script.len() - 1)];
             let seen = Arc::clone(&seen);
-            Box::pin(async move {
+            async move {
                 let body = request.into_body().collect().await?.to_bytes();
                 seen.lock().unwrap().push(body);
                 answer(code)
-            }) as BoxFuture<'static, _>
+            }
         });
-        (service, calls, bodies)
+        (Upstream::new(service), calls, bodies)
     }
 
     fn layer(config: RetryConfig) -> RetryLayer {
