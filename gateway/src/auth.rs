@@ -172,7 +172,7 @@ impl Verifier {
             .is_none_or(|at| at.elapsed() >= MIN_REFRESH_INTERVAL);
         // Refetch when the set expired (unless the user service just failed and the stale set
         // may still be used), or (rate-limited) when the kid is unknown.
-        let expired = !fresh && !(stale_usable && failed_recently);
+        let expired = !(fresh || (stale_usable && failed_recently));
         if expired || (!cache.keys.contains_key(kid) && may_refetch) {
             self.fetch(&mut cache).await;
             let fresh = cache.expires.is_some_and(|e| Instant::now() < e);

@@ -45,12 +45,36 @@ pub struct Problem {
     /// The service behind the gateway that could not answer (with 503 and 504), e.g.
     /// `analytics`: every route of the other services keeps working.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub upstream: Option<Box<str>>,
+    pub upstream: Option<Upstream>,
     /// Sent as the `Retry-After` header (seconds), e.g. with 429 and 503.
     #[serde(skip)]
     #[schema(ignore)]
     pub retry_after: Option<std::num::NonZeroU32>,
+}
+
+/// A service behind the gateway, as problems name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Upstream {
+    User,
+    StockData,
+    Prediction,
+    Analytics,
+    Notification,
+}
+
+impl Upstream {
+    /// The upstream a client-layer name (`stock-data`) stands for.
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "user" => Upstream::User,
+            "stock-data" => Upstream::StockData,
+            "prediction" => Upstream::Prediction,
+            "analytics" => Upstream::Analytics,
+            "notification" => Upstream::Notification,
+            _ => return None,
+        })
+    }
 }
 
 impl Problem {
@@ -200,7 +224,7 @@ impl From<tonic::Status> for Problem {
                 .metadata()
                 .get(mirai_platform::grpc::client::UPSTREAM)
                 .and_then(|v| v.to_str().ok())
-                .map(Into::into);
+                .and_then(Upstream::parse);
             if http == StatusCode::SERVICE_UNAVAILABLE && problem.retry_after.is_none() {
                 problem.retry_after = std::num::NonZeroU32::new(1);
             }
@@ -270,7 +294,7 @@ mod tests {
             &[("mirai-upstream", "analytics"), ("retry-after", "4")],
         ));
         assert_eq!(problem.status, 503);
-        assert_eq!(problem.upstream.as_deref(), Some("analytics"));
+        assert_eq!(problem.upstream, Some(Upstream::Analytics));
         assert_eq!(problem.retry_after.map(|s| s.get()), Some(4));
         let response = problem.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "4");
@@ -291,7 +315,7 @@ mod tests {
             ],
         ));
         assert_eq!((shed.status, shed.kind), (503, "overloaded"));
-        assert_eq!(shed.upstream.as_deref(), Some("prediction"));
+        assert_eq!(shed.upstream, Some(Upstream::Prediction));
         let quota = Problem::from(status(tonic::Code::ResourceExhausted, &[]));
         assert_eq!((quota.status, quota.kind), (429, "rate-limited"));
         assert_eq!(quota.upstream, None);
