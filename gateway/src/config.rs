@@ -51,9 +51,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key the gateway writes (`MIRAI_REDIS_PREFIX`, default `mirai:`).
     pub redis_prefix: String,
-    /// Believe the right-most `X-Forwarded-For` hop as the client IP
-    /// (`MIRAI_TRUST_FORWARDED_FOR`, default false: only behind our own load balancer).
-    pub trust_forwarded_for: bool,
+    /// How many proxies in front of the gateway append to `X-Forwarded-For` and are believed:
+    /// the client IP is the entry this many places from the right (`MIRAI_TRUSTED_PROXY_HOPS`,
+    /// default 0: the TCP peer). The rules are in [`crate::client`].
+    pub trusted_proxy_hops: u8,
     pub rate_limits: RateLimits,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
@@ -155,6 +156,41 @@ fn origins(env: &Env) -> Result<Vec<http::HeaderValue>, ConfigError> {
         .collect()
 }
 
+/// Most trusted proxy hops accepted: real chains have one to three.
+const MAX_TRUSTED_PROXY_HOPS: u8 = 10;
+
+fn trusted_proxy_hops(env: &Env) -> Result<u8, ConfigError> {
+    // The old switch believed the right-most hop, which is wrong behind Google's load balancer
+    // (it appends two): refuse it loudly rather than ignore it.
+    let old = "MIRAI_TRUST_FORWARDED_FOR";
+    if env.get(old).is_some() {
+        return Err(ConfigError::Invalid {
+            name: old.to_owned(),
+            reason: "this variable was removed: unset it and set MIRAI_TRUSTED_PROXY_HOPS to the \
+                     number of proxies in front of the gateway that append to X-Forwarded-For \
+                     (0 = none, use the TCP peer; 1 = the Istio ingress gateway; 2 = Google's \
+                     load balancer; see gateway/README.md)"
+                .to_owned(),
+        });
+    }
+    let name = "MIRAI_TRUSTED_PROXY_HOPS";
+    match env.get(name) {
+        None => Ok(0),
+        Some(raw) => raw
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|hops| *hops <= MAX_TRUSTED_PROXY_HOPS)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: name.to_owned(),
+                reason: format!(
+                    "`{raw}`: expected the number of trusted proxies in front of the gateway, \
+                     0–{MAX_TRUSTED_PROXY_HOPS}"
+                ),
+            }),
+    }
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_issuer = env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?;
@@ -178,7 +214,7 @@ impl Config {
             max_body: env.or("MIRAI_MAX_BODY", 1024 * 1024)?,
             redis_url: env.optional("MIRAI_REDIS_URL")?,
             redis_prefix: env.or("MIRAI_REDIS_PREFIX", "mirai:".to_owned())?,
-            trust_forwarded_for: env.or("MIRAI_TRUST_FORWARDED_FOR", false)?,
+            trusted_proxy_hops: trusted_proxy_hops(env)?,
             rate_limits: RateLimits {
                 user: env.or("MIRAI_RATE_LIMIT_USER", "1200/1m".parse().expect("valid"))?,
                 premium: env.or(
@@ -255,6 +291,42 @@ mod tests {
             err.to_string().starts_with("MIRAI_USER_URL is invalid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_old_forwarded_for_switch_is_refused_naming_its_replacement() {
+        for value in ["true", "false"] {
+            let err = Config::from_env(&Env::from_pairs([("MIRAI_TRUST_FORWARDED_FOR", value)]))
+                .expect_err("the removed variable must not be ignored silently");
+            let message = err.to_string();
+            assert!(
+                message.starts_with("MIRAI_TRUST_FORWARDED_FOR")
+                    && message.contains("MIRAI_TRUSTED_PROXY_HOPS"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_hops_default_to_the_peer_and_name_the_variable_when_wrong() {
+        assert_eq!(
+            Config::from_env(&Env::default())
+                .unwrap()
+                .trusted_proxy_hops,
+            0
+        );
+        let config =
+            Config::from_env(&Env::from_pairs([("MIRAI_TRUSTED_PROXY_HOPS", "2")])).unwrap();
+        assert_eq!(config.trusted_proxy_hops, 2);
+        for value in ["true", "-1", "11", "1.5"] {
+            let err = Config::from_env(&Env::from_pairs([("MIRAI_TRUSTED_PROXY_HOPS", value)]))
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("MIRAI_TRUSTED_PROXY_HOPS is invalid"),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use redis::aio::ConnectionManager;
 
 use crate::auth::{self, Authenticator, Verifier};
-use crate::client::ForwardedFor;
+use crate::client::TrustedProxies;
 use crate::config::Config;
 use crate::edge;
 use crate::idempotency::{self, Idempotency};
@@ -130,8 +130,8 @@ impl Application {
                 auth::authenticate,
             ))
             .layer(DefaultBodyLimit::max(config.max_body))
-            .layer(axum::Extension(ForwardedFor {
-                trusted: config.trust_forwarded_for,
+            .layer(axum::Extension(TrustedProxies {
+                hops: config.trusted_proxy_hops,
             }))
             .layer(edge::cors(&config.cors_origins));
         let router = edge::security_headers(router)

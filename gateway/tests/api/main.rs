@@ -3,6 +3,7 @@
 mod account;
 mod alerts;
 mod analytics;
+mod client_ip;
 mod edge;
 mod helpers;
 mod local_stack;
