@@ -1,27 +1,42 @@
 //! `Idempotency-Key` on POST requests (draft-ietf-httpapi-idempotency-key-header).
 //!
 //! The first request with a key runs and its response is stored for 24 hours under the
-//! caller (principal, or client IP when anonymous) and the key. A repeat with the same
-//! request — method, path, query and body — gets the stored response again, marked
-//! `Idempotent-Replayed: true`; the same key with a different request is refused with `422`;
-//! a repeat while the first is still running gets `409` with `Retry-After`. Responses that
-//! invite a retry (`429`, `5xx`) are not stored, so the retry really runs. Records live in
-//! Redis when it is configured (shared by replicas), else in process.
+//! caller (principal, or client IP when anonymous) and the key: the same key from two callers
+//! is two records. A repeat with the same request — method, path, query and body — gets the
+//! stored response again, marked `Idempotent-Replayed: true`; the same key with a different
+//! request is refused with `422`; a repeat while the first is still running gets `409` with
+//! `Retry-After`. Records live in Redis when it is configured (shared by replicas), else in
+//! process.
+//!
+//! Some answers are not kept, and then the key is released, so a repeat runs again:
+//! - answers that invite a retry (`429`, `5xx`), so the retry really runs;
+//! - answers larger than [`Limits::max_answer`] (64 KiB): sent to the client as they stream,
+//!   never buffered whole;
+//! - answers that carry credentials — tokens (`/v1/auth/login`, `/v1/auth/refresh`,
+//!   `/v1/me/password`), API-key secrets (`/v1/me/api-keys`), webhook signing secrets
+//!   (`/v1/webhooks`, `…/rotate-secret`) — and any answer its handler marks
+//!   `Cache-Control: no-store`: a secret shown once must not sit in a cache (or in Redis) for
+//!   a day. A repeated API-key or webhook creation therefore creates a second one.
+//!
+//! In process the records are bounded by count and bytes ([`Limits`]) and evicted least
+//! recently used first (expired ones first of all, without a scan). The store is split into
+//! shards by caller, each with its own lock and an equal share of the bounds: every operation
+//! is O(1) under one shard's lock, and one caller flooding keys only evicts records of its own
+//! shard. Redis bounds memory with its own `maxmemory` policy; every record there expires.
 //!
 //! The bulk import is exempt: its body is streamed, not buffered, and re-importing the same
 //! rows is idempotent by itself.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt as _;
+use hashlink::LinkedHashMap;
 use mirai_platform::auth::Principal;
 use redis::AsyncCommands as _;
 use redis::aio::ConnectionManager;
@@ -35,8 +50,6 @@ use crate::problem::Problem;
 const KEEP: Duration = Duration::from_secs(24 * 3600);
 /// How long a started request holds its key if the gateway dies before finishing it.
 const HOLD: Duration = Duration::from_secs(60);
-/// Largest response stored for replay.
-const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 /// Response headers kept with a stored response (the edge layers add the rest again).
 const KEPT_HEADERS: [HeaderName; 3] = [
     header::CONTENT_TYPE,
@@ -44,6 +57,56 @@ const KEPT_HEADERS: [HeaderName; 3] = [
     header::CACHE_CONTROL,
 ];
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Shards of the in-process store (by caller).
+const SHARDS: usize = 16;
+/// Bytes counted per in-process record besides its body and headers: key, fingerprint, the
+/// map's and the list's links.
+const RECORD_OVERHEAD: usize = 256;
+
+/// Bounds of the idempotency records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest answer body kept for replay, in either store (64 KiB). A larger answer is
+    /// passed through as it streams and its key released.
+    pub max_answer: usize,
+    /// In process: bytes of all records — bodies, headers and a fixed overhead each (64 MiB).
+    pub max_bytes: usize,
+    /// In process: number of records (100,000).
+    pub max_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_answer: 64 * 1024,
+            max_bytes: 64 * 1024 * 1024,
+            max_records: 100_000,
+        }
+    }
+}
+
+/// The POST routes whose answers carry credentials (tokens or secrets shown once). Their
+/// handlers mostly say so with `Cache-Control: no-store` as well; this list does not rely on it.
+fn carries_credentials(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/auth/login"
+            | "/v1/auth/refresh"
+            | "/v1/me/password"
+            | "/v1/me/api-keys"
+            | "/v1/webhooks"
+    ) || (path.starts_with("/v1/webhooks/") && path.ends_with("/rotate-secret"))
+}
+
+/// Whether the handler forbade storing its answer (RFC 9111 §5.2.2.5).
+fn marked_no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -55,9 +118,29 @@ enum Record {
         fingerprint: String,
         status: u16,
         headers: Vec<(String, String)>,
-        /// Base64.
-        body: String,
+        /// Base64 in Redis (the format replicas have always written).
+        #[serde(with = "base64_body")]
+        body: Bytes,
     },
+}
+
+mod base64_body {
+    use axum::body::Bytes;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(body))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Record {
@@ -66,30 +149,175 @@ impl Record {
             Self::Running { fingerprint } | Self::Done { fingerprint, .. } => fingerprint,
         }
     }
+
+    /// What the record costs in process.
+    fn weight(&self) -> usize {
+        RECORD_OVERHEAD
+            + match self {
+                Self::Running { fingerprint } => fingerprint.len(),
+                Self::Done {
+                    fingerprint,
+                    headers,
+                    body,
+                    ..
+                } => {
+                    fingerprint.len()
+                        + body.len()
+                        + headers
+                            .iter()
+                            .map(|(name, value)| name.len() + value.len() + 48)
+                            .sum::<usize>()
+                }
+            }
+    }
+}
+
+/// Where a record lives: the caller's shard and the digest of (caller, key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordKey {
+    shard: usize,
+    digest: [u8; 32],
+}
+
+impl RecordKey {
+    fn new(caller: &str, key: &[u8]) -> Self {
+        Self {
+            shard: shard_of(caller),
+            digest: sha256(&[caller.as_bytes(), key]),
+        }
+    }
+
+    fn hex(&self) -> String {
+        hex(&self.digest)
+    }
+}
+
+fn shard_of(caller: &str) -> usize {
+    usize::from(sha256(&[caller.as_bytes()])[0]) % SHARDS
+}
+
+// === impl Memory ===
+
+struct Entry {
+    record: Record,
+    expires: Instant,
+    weight: usize,
+}
+
+/// One shard: records in recency order (least recently used at the front).
+struct Shard {
+    records: LinkedHashMap<[u8; 32], Entry>,
+    bytes: usize,
+    max_bytes: usize,
+    max_records: usize,
+}
+
+impl Shard {
+    fn new(max_bytes: usize, max_records: usize) -> Self {
+        Self {
+            records: LinkedHashMap::new(),
+            bytes: 0,
+            max_bytes,
+            max_records: max_records.max(1),
+        }
+    }
+
+    /// The live record under `key`, now the most recently used.
+    fn get(&mut self, key: &[u8; 32], now: Instant) -> Option<Record> {
+        match self.records.to_back(key) {
+            None => None,
+            Some(entry) if entry.expires > now => Some(entry.record.clone()),
+            Some(_) => {
+                self.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Stores `record` as the most recently used, then drops expired records from the cold
+    /// end and the least recently used ones while over the bounds.
+    fn put(&mut self, key: [u8; 32], record: Record, ttl: Duration, now: Instant) {
+        let weight = record.weight();
+        let entry = Entry {
+            record,
+            expires: now + ttl,
+            weight,
+        };
+        if let Some(old) = self.records.insert(key, entry) {
+            self.bytes -= old.weight;
+        }
+        self.bytes += weight;
+        while let Some((_, coldest)) = self.records.front() {
+            let over = self.bytes > self.max_bytes || self.records.len() > self.max_records;
+            if !over && coldest.expires > now {
+                break;
+            }
+            if let Some((_, evicted)) = self.records.pop_front() {
+                self.bytes -= evicted.weight;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) {
+        if let Some(entry) = self.records.remove(key) {
+            self.bytes -= entry.weight;
+        }
+    }
+}
+
+/// The in-process store: [`SHARDS`] shards, each with its share of the bounds.
+struct Memory {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Memory {
+    fn new(limits: &Limits) -> Self {
+        let (bytes, records) = (limits.max_bytes / SHARDS, limits.max_records / SHARDS);
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(bytes, records)))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, key: &RecordKey) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[key.shard]
+            .lock()
+            .expect("idempotency shard poisoned")
+    }
 }
 
 enum Store {
-    Memory(Mutex<HashMap<String, (Record, Instant)>>),
+    Memory(Memory),
     Redis {
         connection: ConnectionManager,
         prefix: String,
     },
 }
 
-/// Where idempotency records live.
+/// Where idempotency records live, and their bounds.
 pub struct Idempotency {
     store: Store,
     max_body: usize,
+    limits: Limits,
 }
 
 impl Idempotency {
+    /// In process, with the default [`Limits`]; `max_body` bounds the request bodies read.
     pub fn memory(max_body: usize) -> Self {
+        Self::memory_with(max_body, Limits::default())
+    }
+
+    pub fn memory_with(max_body: usize, limits: Limits) -> Self {
         Self {
-            store: Store::Memory(Mutex::new(HashMap::new())),
+            store: Store::Memory(Memory::new(&limits)),
             max_body,
+            limits,
         }
     }
 
+    /// In Redis (keys under `{prefix}idem:`), answers up to the default
+    /// [`Limits::max_answer`].
     pub fn redis(connection: ConnectionManager, prefix: &str, max_body: usize) -> Self {
         Self {
             store: Store::Redis {
@@ -97,36 +325,34 @@ impl Idempotency {
                 prefix: format!("{prefix}idem:"),
             },
             max_body,
+            limits: Limits::default(),
         }
     }
 
     /// Claims `key` for a new request, or returns the record that holds it.
     async fn begin(
         &self,
-        key: &str,
+        key: &RecordKey,
         fingerprint: &str,
     ) -> Result<Option<Record>, redis::RedisError> {
         let running = Record::Running {
             fingerprint: fingerprint.to_owned(),
         };
         match &self.store {
-            Store::Memory(map) => {
-                let mut map = map.lock().expect("idempotency map poisoned");
+            Store::Memory(memory) => {
                 let now = Instant::now();
-                if map.len() > 10_000 {
-                    map.retain(|_, (_, expires)| *expires > now);
-                }
-                match map.get(key) {
-                    Some((record, expires)) if *expires > now => Ok(Some(record.clone())),
-                    _ => {
-                        map.insert(key.to_owned(), (running, now + HOLD));
+                let mut shard = memory.shard(key);
+                match shard.get(&key.digest, now) {
+                    Some(record) => Ok(Some(record)),
+                    None => {
+                        shard.put(key.digest, running, HOLD, now);
                         Ok(None)
                     }
                 }
             }
             Store::Redis { connection, prefix } => {
                 let mut connection = connection.clone();
-                let full = format!("{prefix}{key}");
+                let full = format!("{prefix}{}", key.hex());
                 let value = serde_json::to_string(&running).expect("serialisable");
                 for _ in 0..2 {
                     let claimed: Option<String> = redis::cmd("SET")
@@ -151,23 +377,24 @@ impl Idempotency {
         }
     }
 
-    async fn finish(&self, key: &str, record: Option<Record>) -> Result<(), redis::RedisError> {
+    /// Stores the finished request's record, or releases the key (`None`).
+    async fn finish(
+        &self,
+        key: &RecordKey,
+        record: Option<Record>,
+    ) -> Result<(), redis::RedisError> {
         match &self.store {
-            Store::Memory(map) => {
-                let mut map = map.lock().expect("idempotency map poisoned");
+            Store::Memory(memory) => {
+                let mut shard = memory.shard(key);
                 match record {
-                    Some(record) => {
-                        map.insert(key.to_owned(), (record, Instant::now() + KEEP));
-                    }
-                    None => {
-                        map.remove(key);
-                    }
+                    Some(record) => shard.put(key.digest, record, KEEP, Instant::now()),
+                    None => shard.remove(&key.digest),
                 }
                 Ok(())
             }
             Store::Redis { connection, prefix } => {
                 let mut connection = connection.clone();
-                let full = format!("{prefix}{key}");
+                let full = format!("{prefix}{}", key.hex());
                 match record {
                     Some(record) => {
                         let value = serde_json::to_string(&record).expect("serialisable");
@@ -180,15 +407,27 @@ impl Idempotency {
             }
         }
     }
+
+    /// Releases `key`, logging (not failing) when the store is unreachable: the answer goes
+    /// out regardless, and a held key expires after [`HOLD`].
+    async fn release(&self, key: &RecordKey) {
+        if let Err(error) = self.finish(key, None).await {
+            tracing::warn!(message = "Could not release an idempotency key.", %error);
+        }
+    }
 }
 
-fn sha256_hex(parts: &[&[u8]]) -> String {
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in parts {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part);
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hash.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unavailable(error: &redis::RedisError) -> Response {
@@ -201,6 +440,38 @@ fn unavailable(error: &redis::RedisError) -> Response {
     .detail("the idempotency store is unavailable; retry shortly")
     .retry_after(2)
     .into_response()
+}
+
+/// An answer body read up to a limit.
+enum Buffered {
+    /// All of it, within the limit.
+    Whole(Bytes),
+    /// Over the limit: what was read, followed by the rest as it streams.
+    Larger(Body),
+}
+
+/// Reads `body` while it stays within `limit` bytes; beyond that, hands it on unread.
+async fn buffer_up_to(body: Body, limit: usize) -> Result<Buffered, axum::Error> {
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(Buffered::Larger(body));
+    }
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        len += chunk.len();
+        chunks.push(chunk);
+        if len > limit {
+            let read = futures::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
+            return Ok(Buffered::Larger(Body::from_stream(read.chain(stream))));
+        }
+    }
+    Ok(Buffered::Whole(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => chunks.concat().into(),
+    }))
 }
 
 /// Middleware (after authentication).
@@ -251,8 +522,13 @@ pub async fn idempotent(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let fingerprint = sha256_hex(&[parts.method.as_str().as_bytes(), target.as_bytes(), &body]);
-    let record_key = sha256_hex(&[caller.as_bytes(), key_bytes]);
+    let fingerprint = hex(&sha256(&[
+        parts.method.as_str().as_bytes(),
+        target.as_bytes(),
+        &body,
+    ]));
+    let record_key = RecordKey::new(&caller, key_bytes);
+    let credentials = carries_credentials(parts.uri.path());
 
     match store.begin(&record_key, &fingerprint).await {
         Err(error) => return unavailable(&error),
@@ -280,17 +556,28 @@ pub async fn idempotent(
             headers,
             body,
             ..
-        })) => return replay(status, &headers, &body),
+        })) => return replay(status, &headers, body),
         Ok(None) => {}
     }
 
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (parts, body) = response.into_parts();
-    let body: Bytes = match axum::body::to_bytes(body, MAX_RESPONSE).await {
-        Ok(body) => body,
+    let retry_invited =
+        parts.status.is_server_error() || parts.status == StatusCode::TOO_MANY_REQUESTS;
+    if retry_invited || credentials || marked_no_store(&parts.headers) {
+        store.release(&record_key).await;
+        return Response::from_parts(parts, body);
+    }
+    let body = match buffer_up_to(body, store.limits.max_answer).await {
+        Ok(Buffered::Whole(body)) => body,
+        Ok(Buffered::Larger(body)) => {
+            tracing::debug!(message = "Answer too large to keep for idempotent replay.");
+            store.release(&record_key).await;
+            return Response::from_parts(parts, body);
+        }
         Err(error) => {
-            tracing::warn!(message = "Response too large to keep for idempotent replay.", %error);
-            let _ = store.finish(&record_key, None).await;
+            tracing::warn!(message = "Answer body failed while kept for replay.", %error);
+            store.release(&record_key).await;
             return Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -299,8 +586,7 @@ pub async fn idempotent(
             .into_response();
         }
     };
-    let keep = !(parts.status.is_server_error() || parts.status == StatusCode::TOO_MANY_REQUESTS);
-    let record = keep.then(|| Record::Done {
+    let record = Record::Done {
         fingerprint,
         status: parts.status.as_u16(),
         headers: KEPT_HEADERS
@@ -310,16 +596,16 @@ pub async fn idempotent(
                 Some((name.as_str().to_owned(), value.to_owned()))
             })
             .collect(),
-        body: STANDARD.encode(&body),
-    });
-    if let Err(error) = store.finish(&record_key, record).await {
+        body: body.clone(),
+    };
+    if let Err(error) = store.finish(&record_key, Some(record)).await {
         tracing::warn!(message = "Could not store the idempotent response.", %error);
     }
     Response::from_parts(parts, Body::from(body))
 }
 
-fn replay(status: u16, headers: &[(String, String)], body: &str) -> Response {
-    let mut response = Response::new(Body::from(STANDARD.decode(body).unwrap_or_default()));
+fn replay(status: u16, headers: &[(String, String)], body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (
@@ -333,4 +619,354 @@ fn replay(status: u16, headers: &[(String, String)], body: &str) -> Response {
         .headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     response
+}
+
+#[cfg(test)]
+impl Idempotency {
+    /// (records, bytes counted) of the in-process store.
+    fn usage(&self) -> (usize, usize) {
+        match &self.store {
+            Store::Memory(memory) => memory.shards.iter().fold((0, 0), |(n, b), shard| {
+                let shard = shard.lock().unwrap();
+                (n + shard.records.len(), b + shard.bytes)
+            }),
+            Store::Redis { .. } => (0, 0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use mirai_platform::auth::Role;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A router behind the middleware whose handler counts its runs and answers `x-size` bytes
+    /// (`Cache-Control: no-store` when `x-no-store` is present); `x-user` becomes the principal.
+    fn app(store: Arc<Idempotency>, runs: Arc<AtomicUsize>) -> Router {
+        let handler = move |headers: axum::http::HeaderMap| {
+            let runs = runs.clone();
+            async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst);
+                let size: usize = headers
+                    .get("x-size")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(16);
+                let mut body = format!("run {n} ").into_bytes();
+                body.resize(size.max(body.len()), b'.');
+                let mut response = Response::new(Body::from(body));
+                if headers.contains_key("x-no-store") {
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                }
+                response
+            }
+        };
+        Router::new()
+            // Every path (the handler is the fallback: no `routes!` needed in a unit test).
+            .fallback(handler)
+            .layer(axum::middleware::from_fn_with_state(store, idempotent))
+            .layer(axum::middleware::from_fn(
+                |mut request: Request, next: Next| async move {
+                    if let Some(user) = request.headers().get("x-user") {
+                        let principal = Principal {
+                            user_id: user.to_str().unwrap().to_owned(),
+                            roles: BTreeSet::from([Role::User]),
+                            api_key_id: None,
+                        };
+                        request.extensions_mut().insert(principal);
+                    }
+                    next.run(request).await
+                },
+            ))
+    }
+
+    async fn send(
+        app: &Router,
+        path: &str,
+        key: &str,
+        headers: &[(&'static str, String)],
+        body: &str,
+    ) -> (StatusCode, bool, Bytes) {
+        let mut request = Request::post(path).header("idempotency-key", key);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let replayed = response.headers().contains_key(&REPLAYED);
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, replayed, body)
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_is_replayed() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let app = app(Arc::new(Idempotency::memory(1024)), runs.clone());
+        let first = send(&app, "/v1/alerts", "k", &[], "{}").await;
+        let again = send(&app, "/v1/alerts", "k", &[], "{}").await;
+        assert_eq!((first.1, again.1), (false, true));
+        assert_eq!(first.2, again.2);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_64_kib_is_answered_in_full_but_not_kept() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let store = Arc::new(Idempotency::memory(1024));
+        let app = app(store.clone(), runs.clone());
+        let big = [("x-size", (100 * 1024).to_string())];
+        let first = send(&app, "/v1/predictions:batch", "k", &big, "{}").await;
+        assert_eq!(first.0, StatusCode::OK);
+        assert_eq!(
+            first.2.len(),
+            100 * 1024,
+            "the whole answer reaches the client"
+        );
+        let again = send(&app, "/v1/predictions:batch", "k", &big, "{}").await;
+        assert_eq!(again.0, StatusCode::OK);
+        assert!(!again.1, "a 100 KiB answer was kept and replayed");
+        assert_eq!(again.2.len(), 100 * 1024);
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "the repeat ran again");
+        assert_eq!(store.usage(), (0, 0), "nothing kept, the key released");
+        // Just under the cap is still kept.
+        let fits = [("x-size", (64 * 1024).to_string())];
+        send(&app, "/v1/predictions:batch", "k2", &fits, "{}").await;
+        assert!(
+            send(&app, "/v1/predictions:batch", "k2", &fits, "{}")
+                .await
+                .1
+        );
+    }
+
+    #[tokio::test]
+    async fn credential_answers_are_never_kept() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let store = Arc::new(Idempotency::memory(1024));
+        let app = app(store.clone(), runs.clone());
+        // The routes whose answers carry tokens or secrets, even without `no-store`…
+        let routes = [
+            "/v1/auth/login",
+            "/v1/auth/refresh",
+            "/v1/me/password",
+            "/v1/me/api-keys",
+            "/v1/webhooks",
+            "/v1/webhooks/0190b7a4-0000-7000-8000-000000000001/rotate-secret",
+        ];
+        for path in routes {
+            let user = [("x-user", "u1".to_owned())];
+            let first = send(&app, path, "k", &user, "{}").await;
+            let again = send(&app, path, "k", &user, "{}").await;
+            assert!(!first.1 && !again.1, "{path} was replayed");
+            assert_ne!(first.2, again.2, "{path}: the repeat ran");
+        }
+        // …and any answer its handler marks `Cache-Control: no-store`.
+        let no_store = [("x-no-store", String::new())];
+        send(&app, "/v1/anything", "k", &no_store, "{}").await;
+        assert!(!send(&app, "/v1/anything", "k", &no_store, "{}").await.1);
+        assert_eq!(store.usage(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_key_from_two_principals_does_not_collide() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let app = app(Arc::new(Idempotency::memory(1024)), runs.clone());
+        let alice = [("x-user", "alice".to_owned())];
+        let bob = [("x-user", "bob".to_owned())];
+        let a = send(&app, "/v1/alerts", "same", &alice, r#"{"a":1}"#).await;
+        let b = send(&app, "/v1/alerts", "same", &bob, r#"{"b":2}"#).await;
+        assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK), "no 422");
+        assert!(!b.1, "bob is not served alice's answer");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // Each still replays their own.
+        let a2 = send(&app, "/v1/alerts", "same", &alice, r#"{"a":1}"#).await;
+        assert!(a2.1);
+        assert_eq!(a2.2, a.2);
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_stays_within_64_mib() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let store = Arc::new(Idempotency::memory(1024));
+        let app = app(store.clone(), runs.clone());
+        // One principal, 1,200 distinct keys, each answer 60 KiB (72 MiB in all).
+        let user = [
+            ("x-user", "filler".to_owned()),
+            ("x-size", (60 * 1024).to_string()),
+        ];
+        for i in 0..1200 {
+            let (status, _, _) = send(&app, "/v1/alerts", &format!("k{i}"), &user, "{}").await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (records, bytes) = store.usage();
+        assert!(
+            bytes <= 64 * 1024 * 1024,
+            "{records} records, {bytes} bytes"
+        );
+        // The most recent answer is still there.
+        assert!(send(&app, "/v1/alerts", "k1199", &user, "{}").await.1);
+    }
+
+    fn done(body: &str) -> Record {
+        Record::Done {
+            fingerprint: "f".repeat(64),
+            status: 200,
+            headers: vec![],
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_shard_evicts_the_least_recently_used_record_first() {
+        let now = Instant::now();
+        let mut shard = Shard::new(usize::MAX, 3);
+        for key in [[1; 32], [2; 32], [3; 32]] {
+            shard.put(key, done("x"), KEEP, now);
+        }
+        assert!(
+            shard.get(&[1; 32], now).is_some(),
+            "1 is now the most recent"
+        );
+        shard.put([4; 32], done("x"), KEEP, now);
+        assert_eq!(shard.records.len(), 3);
+        assert!(
+            shard.get(&[2; 32], now).is_none(),
+            "2 was the least recently used"
+        );
+        for key in [[1; 32], [3; 32], [4; 32]] {
+            assert!(shard.get(&key, now).is_some());
+        }
+    }
+
+    #[test]
+    fn a_shard_stays_within_its_bytes_and_drops_expired_records_first() {
+        let now = Instant::now();
+        let record = done(&"b".repeat(1000));
+        let weight = record.weight();
+        let mut shard = Shard::new(weight * 4, usize::MAX);
+        for i in 0..10u8 {
+            shard.put([i; 32], record.clone(), KEEP, now);
+            assert!(shard.bytes <= weight * 4, "{} bytes", shard.bytes);
+        }
+        assert_eq!(shard.records.len(), 4);
+        assert_eq!(
+            shard.bytes,
+            shard.records.values().map(|e| e.weight).sum::<usize>()
+        );
+        // A record past its time is gone when looked up, and from the cold end on the next
+        // write, whatever the bounds.
+        let mut shard = Shard::new(usize::MAX, usize::MAX);
+        shard.put([1; 32], done("old"), Duration::from_secs(1), now);
+        shard.put([2; 32], done("new"), KEEP, now + Duration::from_secs(2));
+        assert_eq!(shard.records.len(), 1, "the expired record was dropped");
+        assert!(shard.get(&[1; 32], now + Duration::from_secs(2)).is_none());
+        shard.put([3; 32], done("x"), Duration::from_secs(1), now);
+        assert!(shard.get(&[3; 32], now + Duration::from_secs(5)).is_none());
+        assert_eq!(shard.records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_callers_flood_does_not_evict_another_callers_records() {
+        let limits = Limits {
+            max_records: SHARDS * 8,
+            ..Limits::default()
+        };
+        let store = Arc::new(Idempotency::memory_with(1024, limits));
+        let app = app(store.clone(), Arc::new(AtomicUsize::new(0)));
+        let flooder = "user:flooder";
+        let victim = (0..)
+            .map(|i| format!("victim-{i}"))
+            .find(|v| shard_of(&format!("user:{v}")) != shard_of(flooder))
+            .unwrap();
+        let victim = [("x-user", victim)];
+        send(&app, "/v1/alerts", "mine", &victim, "{}").await;
+        let flood = [("x-user", "flooder".to_owned())];
+        for i in 0..1_000 {
+            send(&app, "/v1/alerts", &format!("k{i}"), &flood, "{}").await;
+        }
+        let (records, _) = store.usage();
+        assert!(records <= SHARDS * 8, "{records} records");
+        assert!(
+            send(&app, "/v1/alerts", "mine", &victim, "{}").await.1,
+            "the victim's answer is still replayed"
+        );
+        assert!(send(&app, "/v1/alerts", "k999", &flood, "{}").await.1);
+        assert!(
+            !send(&app, "/v1/alerts", "k0", &flood, "{}").await.1,
+            "the flooder's oldest record was evicted"
+        );
+    }
+
+    #[test]
+    fn redis_records_keep_their_format() {
+        let record = done("hello");
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""body":"aGVsbG8=""#), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
+    }
+
+    /// The same rules with the records in Redis.
+    #[tokio::test]
+    async fn redis_keeps_only_small_answers_without_credentials_per_principal() {
+        let url = std::env::var("MIRAI_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let connection = ConnectionManager::new(redis::Client::open(url).unwrap())
+            .await
+            .expect("Redis (MIRAI_TEST_REDIS_URL) is reachable");
+        let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+        let store = Arc::new(Idempotency::redis(connection.clone(), &prefix, 1024));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let app = app(store, runs.clone());
+        let alice = [("x-user", "alice".to_owned())];
+        let big = [
+            ("x-user", "alice".to_owned()),
+            ("x-size", (100 * 1024).to_string()),
+        ];
+        for (path, key, headers) in [
+            ("/v1/predictions:batch", "big", &big[..]),
+            ("/v1/auth/login", "login", &alice[..]),
+            ("/v1/me/api-keys", "api-key", &alice[..]),
+        ] {
+            let first = send(&app, path, key, headers, "{}").await;
+            let again = send(&app, path, key, headers, "{}").await;
+            assert!(!again.1, "{path} replayed from Redis");
+            assert_eq!(first.2.len(), again.2.len());
+        }
+        let keys: Vec<String> = connection
+            .clone()
+            .keys(format!("{prefix}idem:*"))
+            .await
+            .unwrap();
+        assert!(keys.is_empty(), "kept in Redis: {keys:?}");
+        // Small answers are kept, per principal.
+        let bob = [("x-user", "bob".to_owned())];
+        send(&app, "/v1/alerts", "same", &alice, r#"{"a":1}"#).await;
+        let b = send(&app, "/v1/alerts", "same", &bob, r#"{"b":2}"#).await;
+        assert_eq!(b.0, StatusCode::OK, "no 422 across principals");
+        assert!(
+            send(&app, "/v1/alerts", "same", &alice, r#"{"a":1}"#)
+                .await
+                .1
+        );
+        assert!(send(&app, "/v1/alerts", "same", &bob, r#"{"b":2}"#).await.1);
+        let keys: Vec<String> = connection
+            .clone()
+            .keys(format!("{prefix}idem:*"))
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 2);
+        let _: () = connection.clone().del(keys).await.unwrap();
+    }
 }

@@ -6,6 +6,7 @@ mod analytics;
 mod client_ip;
 mod edge;
 mod helpers;
+mod idempotency;
 mod local_stack;
 mod readiness;
 mod resilience;
