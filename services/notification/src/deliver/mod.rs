@@ -440,7 +440,8 @@ impl Worker {
             .bind(status)
             .bind(attempt)
             .bind(next)
-            .bind(&result.error)
+            // Capped like the attempt's excerpt: an error text is never stored unbounded.
+            .bind(result.error.chars().take(500).collect::<String>())
             .execute(&mut *tx)
             .await?;
         }

@@ -17,6 +17,11 @@ use sha2::Sha256;
 use super::Attempted;
 use crate::domain::target::{self, GuardedResolver};
 
+/// How much of an error answer's body is read for the attempt's excerpt. An endpoint is the
+/// user's (or an attacker's) server: it must not make a delivery worker download, hold or store
+/// a body of its choosing. The excerpt kept is shorter still (500 characters).
+pub const MAX_ERROR_BODY: usize = 4 * 1024;
+
 /// A `webhook-signature` entry for one secret.
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> anyhow::Result<String> {
     let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret))?;
@@ -86,8 +91,9 @@ pub async fn post(
             if response.status().is_success() {
                 Attempted::succeeded(code)
             } else {
-                let text = response.text().await.unwrap_or_default();
-                Attempted::failed(code, format!("HTTP {code}: {}", text.trim()))
+                let (text, cut) = excerpt(response, MAX_ERROR_BODY).await;
+                let more = if cut { "…" } else { "" };
+                Attempted::failed(code, format!("HTTP {code}: {}{more}", text.trim()))
             }
         }
         Err(error) if error.is_timeout() => Attempted {
@@ -107,6 +113,31 @@ pub async fn post(
     }
 }
 
+/// The first `limit` bytes of `response`'s body as text (cut at a character boundary), and
+/// whether the body went on past them. Reading stops at the chunk that crosses the limit:
+/// dropping the response then closes the connection instead of draining it.
+pub async fn excerpt(mut response: reqwest::Response, limit: usize) -> (String, bool) {
+    let mut read: Vec<u8> = Vec::with_capacity(limit.min(1024));
+    let mut cut = false;
+    // A failed read mid-body keeps what arrived: the status is what matters.
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit - read.len();
+        if chunk.len() >= room {
+            read.extend_from_slice(&chunk[..room]);
+            cut = chunk.len() > room || response.content_length().is_none_or(|n| n > limit as u64);
+            break;
+        }
+        read.extend_from_slice(&chunk);
+    }
+    if let Err(error) = std::str::from_utf8(&read)
+        && error.error_len().is_none()
+    {
+        // A character split by the cut.
+        read.truncate(error.valid_up_to());
+    }
+    (String::from_utf8_lossy(&read).into_owned(), cut)
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -121,6 +152,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_excerpt_stops_at_the_limit_on_a_character_boundary() {
+        let response =
+            |body: &str| reqwest::Response::from(axum::http::Response::new(body.to_owned()));
+        let (text, cut) = excerpt(response(&"é".repeat(10)), 5).await;
+        assert_eq!((text.as_str(), cut), ("éé", true));
+        let (text, cut) = excerpt(response("short"), MAX_ERROR_BODY).await;
+        assert_eq!((text.as_str(), cut), ("short", false));
+        let (text, cut) = excerpt(response("four"), 4).await;
+        assert_eq!((text.as_str(), cut), ("four", false), "exactly the limit");
+    }
 
     #[test]
     fn signature_matches_the_standard_webhooks_reference_vector() {

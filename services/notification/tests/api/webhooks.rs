@@ -380,3 +380,106 @@ async fn ssrf_targets_are_refused_at_registration_and_blocked_at_delivery() {
         pb::AttemptOutcome::Blocked as i32
     );
 }
+
+/// A receiver that answers every request `500` with a `size`-byte body streamed in 64 KiB
+/// chunks, counting what it managed to hand to the connection and whether it got to the end.
+struct HugeErrorReceiver {
+    url: String,
+    produced: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+const HUGE_BODY_START: &str = "upstream exploded: ";
+
+impl HugeErrorReceiver {
+    async fn start(size: usize) -> Self {
+        use futures::StreamExt as _;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        const CHUNK: usize = 64 * 1024;
+        let produced = std::sync::Arc::new(AtomicUsize::new(0));
+        let finished = std::sync::Arc::new(AtomicBool::new(false));
+        let (p, f) = (produced.clone(), finished.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let (p, f) = (p.clone(), f.clone());
+                async move {
+                    let chunks = futures::stream::iter(0..size.div_ceil(CHUNK)).map(move |i| {
+                        let len = CHUNK.min(size - i * CHUNK);
+                        let mut chunk = vec![b'x'; len];
+                        if i == 0 {
+                            chunk[..HUGE_BODY_START.len()]
+                                .copy_from_slice(HUGE_BODY_START.as_bytes());
+                        }
+                        if p.fetch_add(len, Ordering::SeqCst) + len == size {
+                            f.store(true, Ordering::SeqCst);
+                        }
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk))
+                    });
+                    (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::body::Body::from_stream(chunks),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            produced,
+            finished,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_huge_error_body_is_read_only_up_to_a_few_kib() {
+    use std::sync::atomic::Ordering;
+    const HUGE: usize = 50 * 1024 * 1024;
+    let mut app = spawn_with(|c| {
+        // One attempt, and time enough to read all 50 MiB if the code tried to.
+        c.deliveries.retry_schedule = vec![Duration::ZERO];
+        c.webhooks.timeout = Duration::from_secs(30);
+    })
+    .await;
+    let receiver = HugeErrorReceiver::start(HUGE).await;
+    let owner = app.add_user("huge@example.com", "UTC", &["user"]).await;
+    let (ep, _) = endpoint(&mut app, owner, &receiver.url).await;
+    fire(&mut app, owner, "HUG", &[pb::Channel::Webhook]).await;
+    let list = settled(&mut app, owner, &ep.webhook_endpoint_id, 1).await;
+    let attempt = &list[0].attempts[0];
+    assert_eq!(attempt.response_code, 500);
+    assert!(
+        attempt
+            .error
+            .starts_with("HTTP 500: upstream exploded: xxx"),
+        "the excerpt is kept: {:?}",
+        attempt.error.get(..60)
+    );
+    assert!(
+        attempt.error.chars().count() <= 500,
+        "attempt excerpt capped"
+    );
+    // What the delivery row keeps is bounded too (it held the whole body before).
+    let stored: i32 = sqlx::query_scalar(
+        "SELECT char_length(last_error) FROM deliveries WHERE delivery_id = $1::uuid",
+    )
+    .bind(&list[0].delivery_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        (1..=500).contains(&stored),
+        "deliveries.last_error holds {stored} characters"
+    );
+    // The sender stopped reading: the receiver never got to hand over the whole body. (Its
+    // count includes what the kernel buffered for a reader that had already gone.)
+    let produced = receiver.produced.load(Ordering::SeqCst);
+    assert!(
+        !receiver.finished.load(Ordering::SeqCst),
+        "the whole 50 MiB body was read ({produced} bytes)"
+    );
+    assert!(produced < 16 * 1024 * 1024, "{produced} bytes produced");
+}
