@@ -241,33 +241,11 @@ pub mod conformance {
             .filter(|(k, _)| *k != required)
             .cloned()
             .collect();
-        let (status, _, stderr) = ChildProcess::spawn(binary, without)
-            .wait_timeout(Duration::from_secs(20))
-            .expect("exits promptly");
-        assert_eq!(
-            status.code(),
-            Some(i32::from(EXIT_CONFIG)),
-            "stderr: {stderr}"
-        );
-        assert!(
-            stderr.contains(required),
-            "stderr should name {required}: {stderr}"
-        );
+        exits_naming(binary, without, required);
 
         let mut malformed = valid_env.to_vec();
         malformed.push(("MIRAI_ADMIN_ADDR", "not-an-address".to_owned()));
-        let (status, _, stderr) = ChildProcess::spawn(binary, malformed)
-            .wait_timeout(Duration::from_secs(20))
-            .expect("exits promptly");
-        assert_eq!(
-            status.code(),
-            Some(i32::from(EXIT_CONFIG)),
-            "stderr: {stderr}"
-        );
-        assert!(
-            stderr.contains("MIRAI_ADMIN_ADDR"),
-            "stderr should name the variable: {stderr}"
-        );
+        exits_naming(binary, malformed, "MIRAI_ADMIN_ADDR");
 
         // Fault injection never starts in production.
         let mut production = valid_env.to_vec();
@@ -276,7 +254,13 @@ pub mod conformance {
         }
         production.push(("MIRAI_PROFILE", "production".to_owned()));
         production.push(("MIRAI_FAULTS", "*=hang".to_owned()));
-        let (status, _, stderr) = ChildProcess::spawn(binary, production)
+        exits_naming(binary, production, "MIRAI_FAULTS");
+    }
+
+    /// Starts `binary` with `env` and asserts it exits with the configuration status, naming
+    /// `variable`.
+    fn exits_naming(binary: &str, env: Vec<(&str, String)>, variable: &str) {
+        let (status, _, stderr) = ChildProcess::spawn(binary, env)
             .wait_timeout(Duration::from_secs(20))
             .expect("exits promptly");
         assert_eq!(
@@ -285,8 +269,8 @@ pub mod conformance {
             "stderr: {stderr}"
         );
         assert!(
-            stderr.contains("MIRAI_FAULTS"),
-            "stderr should name the variable: {stderr}"
+            stderr.contains(variable),
+            "stderr should name {variable}: {stderr}"
         );
     }
 
