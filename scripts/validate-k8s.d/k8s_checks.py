@@ -388,6 +388,29 @@ def environment(ctx: Context) -> list[str]:
     return out
 
 
+@check("client IP behind proxies")
+def client_ip_hops(ctx: Context) -> list[str]:
+    """The REST gateway (the pods a VirtualService binds to an ingress Gateway, or any pod that
+    sets MIRAI_TRUSTED_PROXY_HOPS) states how many proxies append to X-Forwarded-For. With the
+    mesh exactly one does, the Istio ingress gateway (sidecars append nothing): any other value
+    makes every client one address (0) or lets clients pick theirs (2+)."""
+    out = []
+    for p in ctx.pods:
+        for c in p.containers(init=False):
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            if "MIRAI_JWT_AUDIENCE" not in env or "MIRAI_UPSTREAM_TIMEOUT" not in env:
+                continue  # not the REST gateway
+            hops = env.get("MIRAI_TRUSTED_PROXY_HOPS")
+            mesh = p.labels.get("sidecar.istio.io/inject") == "true"
+            if hops is None:
+                out.append(f"{p.name}: container {c['name']} does not set MIRAI_TRUSTED_PROXY_HOPS "
+                           "(the proxies in front of it; without it every client is the last proxy's address)")
+            elif mesh and hops != "1":
+                out.append(f"{p.name}: MIRAI_TRUSTED_PROXY_HOPS={hops} with the mesh: the Istio ingress gateway is "
+                           "the one proxy that appends to X-Forwarded-For, so it must be 1")
+    return out
+
+
 # === Traffic: Services, NetworkPolicies, callers ==================================================
 
 
