@@ -8,9 +8,13 @@ cross-object rules this platform depends on. Each check takes the documents of o
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
+
+import authz
 
 Obj = dict[str, Any]
 
@@ -718,7 +722,7 @@ def istio_routes(ctx: Context) -> list[str]:
                 out.append(f"{ident(vs)}: gateway {ref} is not defined (in the release or istio/)")
                 continue
             served = {h.split("/")[-1] for s in dig(gateways[ref], "spec", "servers", default=[]) for h in s.get("hosts", [])}
-            for host in dig(vs, "spec", "hosts", default=[]):
+            for host in [h for h in dig(vs, "spec", "hosts", default=[]) if ctx.service_by_host(h) is None]:
                 if "." in host and not host.endswith(".svc.cluster.local") and host not in served and "*" not in served:
                     out.append(f"{ident(vs)}: host {host} is not served by gateway {ref} (hosts {sorted(served)})")
         for route in dig(vs, "spec", "http", default=[]):
@@ -868,4 +872,142 @@ def monitoring(ctx: Context) -> list[str]:
                         out.append(f"{ident(rules)}: alert {rule['alert']} in {group['name']} has no severity label")
                     if not dig(rule, "annotations", "summary"):
                         out.append(f"{ident(rules)}: alert {rule['alert']} in {group['name']} has no summary")
+    return out
+
+
+# === Authorization: the request tables ===========================================================
+
+# The ingress gateway's service account, as istio/README installs it (Istio's gateway chart
+# names it after the release).
+INGRESS_SERVICE_ACCOUNT = "istio-ingressgateway"
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+# Served besides the documented API (gateway/src/routes.rs UNDOCUMENTED), anonymously.
+UNDOCUMENTED = [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/index.html")]
+
+
+def _principal(namespace: str, account: str) -> str:
+    return f"cluster.local/ns/{namespace}/sa/{account}"
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "sample", path)
+
+
+def api_operations(openapi: Obj) -> list[tuple[str, str, bool]]:
+    """(method, concrete path, anonymous allowed) of every operation of the REST API: an
+    operation without `security` is public (the router's own table, docs/openapi.json)."""
+    out = []
+    for path, item in openapi["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "put", "post", "delete", "patch"):
+                public = not op.get("security")
+                out.append((method.upper(), _concrete(path), public))
+                if method == "get":
+                    out.append(("HEAD", _concrete(path), public))
+    return out + [(m, p, True) for m, p in UNDOCUMENTED]
+
+
+def ingress_table(host: str, issuer: str, audience: str, openapi: Obj) -> list[tuple[str, authz.Request, str]]:
+    """(what, request at the ingress, expected decision)."""
+    token = {"iss": issuer, "aud": audience, "sub": "user-1"}
+    bearer = {"authorization": "Bearer eyJ.token"}
+    private = [(m, p) for m, p, public in api_operations(openapi) if not public and m != "HEAD"]
+    out: list[tuple[str, authz.Request, str]] = []
+    for method, path, public in api_operations(openapi):
+        out.append((f"anonymous {method} {path} ({'public' if public else 'private'})",
+                    authz.Request(host, 443, method, path), "allow" if public else "deny"))
+    for method, path in private:
+        out.append((f"preflight for {method} {path}", authz.Request(host, 443, "OPTIONS", path, {
+            "origin": "https://app.example.com", "access-control-request-method": method}), "allow"))
+        out.append((f"X-API-Key {method} {path}", authz.Request(host, 443, method, path, {"x-api-key": "mk_key"}), "allow"))
+        out.append((f"Authorization: ApiKey {method} {path}",
+                    authz.Request(host, 443, method, path, {"authorization": "ApiKey mk_key"}), "allow"))
+        out.append((f"bearer {method} {path}", authz.Request(host, 443, method, path, bearer, jwt=token), "allow"))
+    out.append(("bearer from another issuer", authz.Request(host, 443, "GET", "/v1/me", bearer,
+                                                            jwt={**token, "iss": "https://evil.example"}), "unauthenticated"))
+    out.append(("anonymous request to a path outside the API", authz.Request(host, 443, "GET", "/admin"), "deny"))
+    return out
+
+
+@check("authorization request table")
+def authorization_table(ctx: Context) -> list[str]:
+    """Evaluates the rendered AuthorizationPolicies and RequestAuthentications (authz.py) against
+    a table of requests: at the ingress every operation of docs/openapi.json anonymously (allowed
+    exactly when it has no `security`), with a CORS preflight, an API key in either header and a
+    valid bearer token (all allowed), a token of another issuer (401); then the hop to the REST
+    gateway; inside the mesh, each release workload called by each other one on its main port
+    (allowed exactly for its callers: the services naming it in an upstream URL, and the ingress
+    gateway for the REST gateway), in plaintext (denied), and metrics scrapes on the admin port."""
+    policies = ctx.of("AuthorizationPolicy") + ctx.of("RequestAuthentication")
+    if not policies:
+        return []  # no mesh in this set
+    out = []
+    openapi = json.loads(OPENAPI.read_text())
+    meshed = [p for p in ctx.pods if p.doc.get("kind") != "Job" and p.labels.get("sidecar.istio.io/inject") == "true"]
+
+    def run(table: list[tuple[str, authz.Request, str]], workload: authz.Workload, where: str) -> None:
+        wrong = []
+        for what, req, expected in table:
+            try:
+                got = authz.decide(policies, workload, req)
+            except authz.Unsupported as error:
+                out.append(f"{where}: cannot evaluate ({error})")
+                return
+            if got != expected:
+                wrong.append(f"{where}: {what}: {got}, expected {expected}")
+        out.extend(wrong[:6])
+        if len(wrong) > 6:
+            out.append(f"{where}: ... and {len(wrong) - 6} more requests decided wrongly")
+
+    gateways = {f"{ns_of(g, ctx.namespace)}/{g['metadata']['name']}": g for g in ctx.of("Gateway", include_external=True)}
+    for vs in ctx.of("VirtualService"):
+        for gw_name in [g for g in dig(vs, "spec", "gateways", default=[]) if g != "mesh"]:
+            gw = gateways.get(gw_name if "/" in gw_name else f"{ns_of(vs, ctx.namespace)}/{gw_name}")
+            if gw is None:
+                out.append(f"{ident(vs)}: Gateway {gw_name} is not among the objects (istio/)")
+                continue
+            ingress = authz.Workload(ns_of(gw, ctx.namespace), dig(gw, "spec", "selector", default={}))
+            dests = [dig(r, "destination", "host") for h in dig(vs, "spec", "http", default=[]) for r in h.get("route") or []]
+            svc = next((ctx.service_by_host(h) for h in dests if h and ctx.service_by_host(h)), None)
+            backend = [p for p in meshed if svc and selector_matches(dig(svc, "spec", "selector"), p.labels)]
+            env = {e["name"]: e.get("value") for p in backend for c in p.spec.get("containers") or [] for e in c.get("env") or []}
+            for host in [h for h in dig(vs, "spec", "hosts", default=[]) if ctx.service_by_host(h) is None]:
+                table = ingress_table(host, env.get("MIRAI_JWT_ISSUER", ""), env.get("MIRAI_JWT_AUDIENCE", ""), openapi)
+                run(table, ingress, f"ingress {gw_name} ({host})")
+                for p in backend:
+                    port = p.spec["containers"][0]["ports"][0]["containerPort"]
+                    hop = [(f"{what} from the ingress gateway",
+                            authz.Request(f"{svc['metadata']['name']}.{ctx.namespace}.svc.cluster.local", port, req.method, req.path,
+                                          req.headers, _principal(ingress.namespace, INGRESS_SERVICE_ACCOUNT), req.jwt), "allow")
+                           for what, req, expected in table if expected == "allow"]
+                    run(hop, authz.Workload(p.namespace, p.labels), p.name)
+
+    callers: dict[str, set[str]] = {}
+    for caller, _, _, targets in _upstream_envs(ctx):
+        for _, host, _ in targets:
+            svc = ctx.service_by_host(host)
+            for p in ctx.pods:
+                if svc and selector_matches(dig(svc, "spec", "selector"), p.labels):
+                    callers.setdefault(p.name, set()).add(caller.name)
+    for p in meshed:
+        if p.name not in callers and not any(authz._applies(x, authz.Workload(p.namespace, p.labels), "istio-system")
+                                             for x in ctx.of("AuthorizationPolicy")):
+            continue
+        main = p.spec["containers"][0]["ports"][0]["containerPort"]
+        admin = p.ports().get("http-admin")
+        host = f"{p.name}.{p.namespace}.svc.cluster.local"
+        table = []
+        for q in meshed:
+            if q.name == p.name or q.doc.get("kind") != "Deployment":
+                continue
+            principal = _principal(q.namespace, q.spec.get("serviceAccountName", "default"))
+            table.append((f"{q.name} calls it", authz.Request(host, main, "POST", "/grpc.health.v1.Health/Check", {}, principal),
+                          "allow" if q.name in callers.get(p.name, set()) else "deny"))
+        table.append(("a workload of another namespace calls it",
+                      authz.Request(host, main, "POST", "/grpc.health.v1.Health/Check", {}, _principal("other", "default")), "deny"))
+        table.append(("a plaintext call", authz.Request(host, main, "POST", "/grpc.health.v1.Health/Check"), "deny"))
+        if admin:
+            table.append(("a metrics scrape", authz.Request(host, admin, "GET", "/metrics"), "allow"))
+            table.append(("a POST to the admin port", authz.Request(host, admin, "POST", "/metrics"), "deny"))
+        run(table, authz.Workload(p.namespace, p.labels), p.name)
     return out
