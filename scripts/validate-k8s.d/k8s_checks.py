@@ -668,9 +668,10 @@ def service_accounts(ctx: Context) -> list[str]:
         if sa is None:
             out.append(f"{p.name}: serviceAccountName {name} is not part of the release")
             continue
-        if workload_identity and not dig(sa, "metadata", "annotations", "iam.gke.io/gcp-service-account"):
-            out.append(f"{p.name}: ServiceAccount {name} lacks the Workload Identity annotation")
         hook = dig(p.doc, "metadata", "annotations", "helm.sh/hook")
+        if workload_identity and hook != "test" and not dig(sa, "metadata", "annotations", "iam.gke.io/gcp-service-account"):
+            # (`helm test` Pods call the release, nothing of Google's)
+            out.append(f"{p.name}: ServiceAccount {name} lacks the Workload Identity annotation")
         if hook:
             sa_hook = dig(sa, "metadata", "annotations", "helm.sh/hook")
             if not sa_hook or not set(hook.split(",")) <= set(sa_hook.split(",")):
@@ -1010,4 +1011,55 @@ def authorization_table(ctx: Context) -> list[str]:
             table.append(("a metrics scrape", authz.Request(host, admin, "GET", "/metrics"), "allow"))
             table.append(("a POST to the admin port", authz.Request(host, admin, "POST", "/metrics"), "deny"))
         run(table, authz.Workload(p.namespace, p.labels), p.name)
+    return out
+
+
+@check("helm test Pods reach their targets")
+def helm_tests(ctx: Context) -> list[str]:
+    """A `helm test` Pod (outside the mesh) that calls a Service of the release (its URL or BASE
+    variable) is admitted by the NetworkPolicies both ways and, in plaintext, by the target's
+    AuthorizationPolicies; one that goes through the ingress gateway (CURL_ARGS --connect-to)
+    may leave towards it."""
+    out = []
+    policies = ctx.of("AuthorizationPolicy")
+    for p in ctx.pods:
+        if dig(p.doc, "metadata", "annotations", "helm.sh/hook") != "test":
+            continue
+        env = {e["name"]: e.get("value", "") for c in p.containers() for e in c.get("env") or []}
+        url = env.get("URL") or env.get("BASE") or ""
+        via = re.search(r"--connect-to \S+:(\S+):(\d+)", env.get("CURL_ARGS", ""))
+        if via:
+            ingress = [PodTemplate(g, ns_of(g, ctx.namespace), dig(g, "spec", "selector", default={}), {})
+                       for g in ctx.of("Gateway", include_external=True)]
+            egress = _policies_for(ctx, p, "Egress")
+            for gw in ingress:
+                if egress and not any(_peer_matches(peer, gw, ns_of(np, ctx.namespace))
+                                      for np in egress for rule in dig(np, "spec", "egress", default=[])
+                                      for peer in rule.get("to") or []):
+                    out.append(f"{p.name}: no NetworkPolicy lets it reach the ingress gateway "
+                               f"({gw.namespace}, {gw.labels}) behind {via.group(1)}")
+            continue
+        found = re.match(r"^http://([^:/]+):(\d+)(/[^?]*)?", url)
+        if not found:
+            out.append(f"{p.name}: calls {url!r}, neither a Service of the release nor through the ingress gateway")
+            continue
+        svc = ctx.service_by_host(found.group(1))
+        if svc is None:
+            out.append(f"{p.name}: {found.group(1)} is not a Service of the release")
+            continue
+        service_port = int(found.group(2))
+        sp = next((x for x in dig(svc, "spec", "ports", default=[]) if x.get("port") == service_port), None)
+        if sp is None:
+            out.append(f"{p.name}: {ident(svc)} has no port {service_port}")
+            continue
+        for dst in ctx.pods_of(dig(svc, "spec", "selector"), p.namespace, services_only=True):
+            number = dst.resolve(sp.get("targetPort", sp.get("port")))
+            egress, ingress = np_allows(ctx, p, dst, number)
+            if not (egress and ingress):
+                out.append(f"{p.name}: NetworkPolicy {'egress' if not egress else 'ingress'} refuses it → {dst.name}:{number}")
+            path = found.group(3) or "/"
+            verdict = authz.decide(policies, authz.Workload(dst.namespace, dst.labels),
+                                   authz.Request(found.group(1), number, "GET", path))
+            if policies and verdict != "allow":
+                out.append(f"{p.name}: the mesh refuses its plaintext GET {path} on {dst.name}:{number} ({verdict})")
     return out

@@ -368,6 +368,8 @@ def generated_content(sets_values: dict[str, dict], path: str) -> str:
     docs = []
     for _, doc in docs_of(rendered):
         meta = doc.setdefault("metadata", {})
+        if (meta.get("annotations") or {}).get("helm.sh/hook") == "test":
+            continue  # `helm test` Pods and their policies: only with Helm
         annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("helm.sh/")}
         if annotations:
             meta["annotations"] = annotations

@@ -212,6 +212,7 @@ error. Sorted by name, so a rendering is stable.
 {{- range $up := $svc.upstreams -}}
 {{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (include "mirai.upstreamUrl" (dict "root" $root "svc" $svc "up" $up)) -}}
 {{- end -}}
+{{- $_ := include "mirai.apiEnv" (dict "root" $root "plain" $plain) -}}
 {{- else -}}
 {{- $_ := set $plain "MIRAI_GRPC_ADDR" (printf "0.0.0.0:%d" (int $svc.ports.grpc)) -}}
 {{- $_ := set $plain "GOOGLE_CLOUD_PROJECT" (required "gcp.projectId is required (GOOGLE_CLOUD_PROJECT of every service)" $v.gcp.projectId) -}}
@@ -262,6 +263,7 @@ sets MIRAI_PROFILE=development in a service's env. */ -}}
       name: {{ $ref.secretName }}
       key: {{ $ref.key }}
 {{- end }}
+{{- include "mirai.apiSecretEnv" . }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
