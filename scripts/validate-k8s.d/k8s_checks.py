@@ -873,6 +873,23 @@ def monitoring(ctx: Context) -> list[str]:
                         out.append(f"{ident(rules)}: alert {rule['alert']} in {group['name']} has no severity label")
                     if not dig(rule, "annotations", "summary"):
                         out.append(f"{ident(rules)}: alert {rule['alert']} in {group['name']} has no summary")
+    # Every severity the alerts use has its own route (else it falls to the default receiver).
+    severities = {dig(rule, "labels", "severity") for rules in ctx.of("Rules") + ctx.of("PrometheusRule")
+                  for group in dig(rules, "spec", "groups", default=[]) for rule in group.get("rules") or []
+                  if "alert" in rule}
+    for amc in ctx.of("AlertmanagerConfig"):
+        receivers = {r["name"] for r in dig(amc, "spec", "receivers", default=[])}
+        routed = {}
+        for route in dig(amc, "spec", "route", "routes", default=[]):
+            for m in route.get("matchers") or []:
+                if m.get("name") == "severity" and m.get("matchType", "=") == "=":
+                    routed[m.get("value")] = route.get("receiver")
+        for severity in sorted(s for s in severities if s):
+            if severity not in routed:
+                out.append(f"{ident(amc)}: no route for severity={severity} (it would go to the default receiver)")
+        for receiver in [dig(amc, "spec", "route", "receiver")] + list(routed.values()):
+            if receiver not in receivers:
+                out.append(f"{ident(amc)}: route to receiver {receiver!r}, which is not defined")
     return out
 
 

@@ -660,8 +660,9 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
     background = {
         "checkov": pool.submit(stage_checkov, tools, sorted((tools.out / "rendered").glob("*.yaml"))),
-        "promtool test": pool.submit(stage_promtool_test, tools, groups.get("gke", []),
-                                     CHART / "tests" / "slo-rules.test.yaml", tools.out / "promtool-test"),
+        "promtool test": pool.submit(lambda: [x for test in sorted((CHART / "tests").glob("*.test.yaml"))
+                                              for x in stage_promtool_test(tools, groups.get("gke", []), test,
+                                                                           tools.out / "promtool-test" / test.stem)]),
         "images": pool.submit(lambda: stage_images(chart_values) + stage_hadolint(tools, ROOT / "Dockerfile")
                               + stage_checkov(tools, [ROOT / "Dockerfile"], "dockerfile")),
     }
@@ -694,7 +695,7 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
 
     p.stage("promtool check", "promtool check rules on the SLO rules of every value set",
             lambda: [x for name, g in groups.items() if g for x in stage_promtool_check(tools, g, tools.out / "promtool" / name, name)])
-    p.stage("promtool test", "promtool test rules charts/mirai/tests/slo-rules.test.yaml (burn-rate windows)",
+    p.stage("promtool test", "promtool test rules charts/mirai/tests/*.test.yaml (burn-rate windows, operational alerts)",
             lambda: background["promtool test"].result())
     p.stage("dashboards", "Grafana dashboard JSON: every expression parses (promtool) and names registered metrics",
             lambda: stage_dashboards(tools, groups["gke"], tools.out / "dashboards"))
