@@ -693,8 +693,17 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     p.stage("yamllint", f"yamllint (duplicate keys, syntax, whitespace) on {len(lint_files)} files", lambda: stage_yamllint(tools, lint_files))
     p.stage("k8s drift", "k8s/ generated files equal a fresh render of the chart", lambda: stage_drift(sets, write=False))
 
-    p.stage("promtool check", "promtool check rules on the SLO rules of every value set",
-            lambda: [x for name, g in groups.items() if g for x in stage_promtool_check(tools, g, tools.out / "promtool" / name, name)])
+    def promtool_check() -> list[str]:
+        problems = [x for name, g in groups.items() if g for x in stage_promtool_check(tools, g, tools.out / "promtool" / name, name)]
+        # The 99.99% SLO layer (charts/mirai/slo-99.99-values.yaml) over the gke set.
+        layered = rule_groups(docs_of(render(deep_merge(sets["gke"], load_values(CHART / "slo-99.99-values.yaml")))))
+        budgets = {r["expr"].split(">")[-1].strip() for g in layered for r in g["rules"] if r.get("alert") == "MiraiErrorBudgetBurnSlow"
+                   and dig(r, "labels", "slo") == "availability"}
+        if budgets != {"0.0001"}:
+            problems.append(f"slo-99.99 layer: the slow-burn availability alerts use budgets {sorted(budgets)}, expected 0.0001")
+        return problems + stage_promtool_check(tools, layered, tools.out / "promtool" / "slo-99.99", "slo-99.99")
+
+    p.stage("promtool check", "promtool check rules on the rules of every value set and of the 99.99% SLO layer", promtool_check)
     p.stage("promtool test", "promtool test rules charts/mirai/tests/*.test.yaml (burn-rate windows, operational alerts)",
             lambda: background["promtool test"].result())
     p.stage("dashboards", "Grafana dashboard JSON: every expression parses (promtool) and names registered metrics",
