@@ -237,13 +237,16 @@ impl QuoteHub {
         self: &Arc<Self>,
         symbol: &str,
     ) -> Result<(Following, broadcast::Receiver<Update>, Option<Arc<Value>>), tonic::Status> {
-        let (feed, receiver) = {
+        let (feed, receiver, latest) = {
             let mut feeds = lock(&self.feeds);
             let (feed, followers) = feeds
                 .entry(symbol.to_owned())
                 .or_insert_with(|| (self.open_feed(symbol), 0));
             *followers += 1;
-            (feed.clone(), feed.updates.subscribe())
+            // Under the lock the feed updates `latest` and sends under: an update is either in
+            // `latest` or still to come through the receiver, never both.
+            let latest = lock(&feed.latest);
+            (feed.clone(), feed.updates.subscribe(), latest.clone())
         };
         let following = Following {
             hub: self.clone(),
@@ -258,7 +261,7 @@ impl QuoteHub {
         match outcome {
             Ok(FeedState::Failed(code, message)) => Err(tonic::Status::new(code, message)),
             Ok(_) => {
-                let latest = lock(&feed.latest).clone().map(|quote| {
+                let latest = latest.map(|quote| {
                     let mut quote = (*quote).clone();
                     quote["snapshot"] = true.into();
                     Arc::new(quote)
@@ -315,9 +318,8 @@ impl QuoteHub {
             match message {
                 Some(Ok(message)) => {
                     if let Some(quote) = quote_json(message) {
-                        let mut latest = quote.clone();
-                        latest["snapshot"] = false.into();
-                        *lock(&feed.latest) = Some(Arc::new(latest));
+                        let mut latest = lock(&feed.latest);
+                        *latest = Some(Arc::new(quote.clone()));
                         // No receiver means the last follower is leaving: nothing to do.
                         let _ = feed.updates.send(Update::Quote(Arc::new(quote)));
                     }
