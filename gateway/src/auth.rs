@@ -1,5 +1,6 @@
 //! Authentication at the edge: access-token (JWT) verification against the user service's
-//! JWKS, the principal of each request, and role requirements per route.
+//! JWKS, API keys through the user service, the principal of each request, and role
+//! requirements per route.
 //!
 //! Only what the user service issues is accepted: EdDSA (Ed25519) signatures, header
 //! `typ: at+jwt` (RFC 9068) and a `kid` found in the current key set, claims `iss`, `aud`,
@@ -8,13 +9,29 @@
 //! after our last fetch is picked up while a flood of forged `kid`s cannot hammer the user
 //! service. The key set is also refetched when its `max_age` runs out, which is how a key
 //! retired by rotation stops being accepted. While the user service cannot be reached, an
-//! expired set keeps verifying for up to [`STALE_IF_ERROR`] (RFC 5861's stale-if-error), asked
-//! again at most every [`STALE_RETRY`]: a user-service outage does not log everyone out, and a
-//! rotation still takes effect as soon as the service answers.
+//! expired set keeps verifying for up to [`STALE_IF_ERROR`] (RFC 5861's stale-if-error).
+//!
+//! Fetches are **single-flight**: one caller fetches while the others wait for its result
+//! (requests whose key is in a fresh set never wait: the set is read under a short lock that is
+//! never held across a fetch). A failed fetch is retried after a backoff that doubles from
+//! [`BACKOFF_FIRST`] up to [`STALE_RETRY`]; until then every request is answered from what is
+//! held (or refused with 503 when nothing usable is held) without asking again, so a user-service
+//! outage does not turn into one fetch per request.
+//!
+//! # Failed authentication
+//!
+//! A bogus credential costs a lookup (an API key is looked up in the user service, which also
+//! writes an audit row), so failures are limited per client IP ([`FailureGuard`]): after
+//! `MIRAI_RATE_LIMIT_AUTH_FAILURES` failures the IP's API keys are answered `429` with
+//! `Retry-After` *before* any lookup, until the bucket refills. Bearer tokens are verified
+//! locally (no lookup) and keep working from a blocked IP, so one bad client behind a shared
+//! address does not lock out its neighbours' sessions; their failures still count. API keys
+//! the user service refused are remembered (by SHA-256, never the secret) for
+//! `MIRAI_API_KEY_NEGATIVE_TTL`, so the same bogus key is not looked up again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -28,15 +45,19 @@ use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_proto::user::v1 as user_pb;
 use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use serde::Deserialize;
-use tokio::sync::RwLock;
+use sha2::{Digest as _, Sha256};
 
+use crate::config::AuthFailureLimits;
 use crate::problem::Problem;
+use crate::ratelimit::{Policy, client_key};
 
 /// The fastest the key set is refetched because of an unknown `kid`.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// How long past its `max_age` a key set keeps verifying while it cannot be refetched.
 pub const STALE_IF_ERROR: Duration = Duration::from_secs(3600);
-/// How often an expired set is asked for again while the user service fails.
+/// The wait after a first failed fetch; it doubles with each further failure.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between fetches while the user service fails.
 pub const STALE_RETRY: Duration = Duration::from_secs(5);
 /// Accepted clock skew for `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 5;
@@ -63,12 +84,47 @@ pub struct KeySet {
 /// Where keys come from (the user service's `GetJwks` in production).
 pub type KeySource = Arc<dyn Fn() -> BoxFuture<'static, Result<KeySet, String>> + Send + Sync>;
 
+#[derive(Default)]
 struct Cache {
     keys: HashMap<String, DecodingKey>,
     expires: Option<Instant>,
     last_fetch: Option<Instant>,
-    /// When the last fetch failed, if the last one did.
-    last_failure: Option<Instant>,
+    /// Consecutive failed fetches, and when the next one may be tried.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Cache {
+    fn fresh(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now < e)
+    }
+
+    fn usable(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now < e + STALE_IF_ERROR)
+    }
+
+    /// Whether `kid` calls for a fetch now: the set expired, or (rate-limited) the kid is
+    /// unknown — unless a failed fetch is still backing off.
+    fn wants_fetch(&self, kid: &str, now: Instant) -> bool {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return false;
+        }
+        let may_refetch = self
+            .last_fetch
+            .is_none_or(|at| now.duration_since(at) >= MIN_REFRESH_INTERVAL);
+        !self.fresh(now) || (!self.keys.contains_key(kid) && may_refetch)
+    }
+
+    /// `kid`'s key from what is held: an expired set is trusted only within stale-if-error (a
+    /// retired key must stop working).
+    fn key(&self, kid: &str, now: Instant) -> Result<DecodingKey, TokenError> {
+        if !self.usable(now) {
+            return Err(TokenError::KeysUnavailable(
+                "the user service's key set could not be fetched".to_owned(),
+            ));
+        }
+        self.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+    }
 }
 
 /// Why a token was refused. Callers only ever see "invalid token"; the reason is logged.
@@ -91,15 +147,24 @@ pub enum TokenError {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     roles: Vec<String>,
 }
+
+/// Until when a request's credential is valid (an access token's `exp`), in its extensions
+/// beside the [`Principal`]: long-lived streams close then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialExpiry(pub SystemTime);
 
 /// Verifies access tokens.
 pub struct Verifier {
     validation: Validation,
     source: KeySource,
-    cache: RwLock<Cache>,
+    /// Held only for reading or replacing the set, never across a fetch.
+    cache: std::sync::RwLock<Cache>,
+    /// Held by the one caller fetching (single flight).
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl Verifier {
@@ -113,17 +178,21 @@ impl Verifier {
         Self {
             validation,
             source,
-            cache: RwLock::new(Cache {
-                keys: HashMap::new(),
-                expires: None,
-                last_fetch: None,
-                last_failure: None,
-            }),
+            cache: std::sync::RwLock::new(Cache::default()),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
     /// The principal a valid token names.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        Ok(self.verify_until(token).await?.0)
+    }
+
+    /// The principal a valid token names, and when the token expires.
+    pub async fn verify_until(
+        &self,
+        token: &str,
+    ) -> Result<(Principal, CredentialExpiry), TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
@@ -140,7 +209,9 @@ impl Verifier {
         let key = self.key(&kid).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| TokenError::Rejected(e.to_string()))?;
-        Ok(Principal {
+        let expiry =
+            CredentialExpiry(SystemTime::UNIX_EPOCH + Duration::from_secs(data.claims.exp));
+        let principal = Principal {
             user_id: data.claims.sub,
             roles: data
                 .claims
@@ -149,52 +220,43 @@ impl Verifier {
                 .filter_map(|r| r.parse::<Role>().ok())
                 .collect::<BTreeSet<_>>(),
             api_key_id: None,
-        })
+        };
+        Ok((principal, expiry))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
         {
-            let cache = self.cache.read().await;
-            let fresh = cache.expires.is_some_and(|e| Instant::now() < e);
-            if fresh && let Some(key) = cache.keys.get(kid) {
-                return Ok(key.clone());
+            let cache = self.read();
+            if !cache.wants_fetch(kid, Instant::now()) {
+                return cache.key(kid, Instant::now());
             }
         }
-        let mut cache = self.cache.write().await;
-        let now = Instant::now();
-        let fresh = cache.expires.is_some_and(|e| now < e);
-        let stale_usable = !fresh && cache.expires.is_some_and(|e| now < e + STALE_IF_ERROR);
-        let failed_recently = cache
-            .last_failure
-            .is_some_and(|at| at.elapsed() < STALE_RETRY);
-        let may_refetch = cache
-            .last_fetch
-            .is_none_or(|at| at.elapsed() >= MIN_REFRESH_INTERVAL);
-        // Refetch when the set expired (unless the user service just failed and the stale set
-        // may still be used), or (rate-limited) when the kid is unknown.
-        let expired = !(fresh || (stale_usable && failed_recently));
-        if expired || (!cache.keys.contains_key(kid) && may_refetch) {
-            self.fetch(&mut cache).await;
-            let fresh = cache.expires.is_some_and(|e| Instant::now() < e);
-            if !fresh {
-                if !stale_usable {
-                    // An expired set is not trusted: a retired key must stop working.
-                    return Err(TokenError::KeysUnavailable(
-                        "the user service's key set could not be fetched".to_owned(),
-                    ));
-                }
-                tracing::warn!(
-                    message =
-                        "Verifying with the expired key set while the user service is unavailable."
-                );
-            }
-        }
-        cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+        self.fetch_once(|cache| cache.wants_fetch(kid, Instant::now()))
+            .await;
+        self.read().key(kid, Instant::now())
     }
 
-    /// Fetches the key set into `cache`; a failure is logged and remembered.
-    async fn fetch(&self, cache: &mut Cache) {
-        match (self.source)().await {
+    /// Fetches the key set unless another caller is fetching (then waits for its result) or
+    /// `still_wanted` says the fetch that just ended made this one unnecessary.
+    async fn fetch_once(&self, still_wanted: impl Fn(&Cache) -> bool) {
+        let _flight = self.fetching.lock().await;
+        if !still_wanted(&self.read()) {
+            return;
+        }
+        let outcome = (self.source)().await;
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        cache.last_fetch = Some(now);
+        match outcome {
             Ok(set) => {
                 cache.keys = set
                     .keys
@@ -206,39 +268,38 @@ impl Verifier {
                             .map(|key| (k.kid.clone(), key))
                     })
                     .collect();
-                cache.expires = Some(Instant::now() + set.max_age);
-                cache.last_fetch = Some(Instant::now());
-                cache.last_failure = None;
+                cache.expires = Some(now + set.max_age);
+                cache.failures = 0;
+                cache.retry_at = None;
             }
             Err(error) => {
-                tracing::warn!(message = "JWKS fetch failed.", %error);
-                cache.last_fetch = Some(Instant::now());
-                cache.last_failure = Some(Instant::now());
+                cache.failures = cache.failures.saturating_add(1);
+                let wait = BACKOFF_FIRST
+                    .saturating_mul(1 << (cache.failures - 1).min(16))
+                    .min(STALE_RETRY);
+                cache.retry_at = Some(now + wait);
+                tracing::warn!(
+                    message = "JWKS fetch failed; retrying after a backoff.",
+                    %error,
+                    failures = cache.failures,
+                    retry_in_ms = wait.as_millis() as u64,
+                    verifying_with_expired_set = !cache.fresh(now) && cache.usable(now),
+                );
             }
         }
     }
 
-    /// Readiness: the gateway holds a key set it may verify with (fetching one if it has none;
-    /// at most once a second).
+    /// Readiness: the gateway holds a key set it may verify with (fetching one if it has none,
+    /// within the fetch backoff).
     pub async fn ready(&self) -> Result<(), String> {
-        let usable = |cache: &Cache| {
-            !cache.keys.is_empty()
-                && cache
-                    .expires
-                    .is_some_and(|e| Instant::now() < e + STALE_IF_ERROR)
-        };
-        if usable(&*self.cache.read().await) {
-            return Ok(());
+        let usable = |cache: &Cache| !cache.keys.is_empty() && cache.usable(Instant::now());
+        if !usable(&self.read()) {
+            self.fetch_once(|cache| {
+                !usable(cache) && cache.retry_at.is_none_or(|at| Instant::now() >= at)
+            })
+            .await;
         }
-        let mut cache = self.cache.write().await;
-        if !usable(&cache)
-            && cache
-                .last_fetch
-                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-        {
-            self.fetch(&mut cache).await;
-        }
-        if usable(&cache) {
+        if usable(&self.read()) {
             Ok(())
         } else {
             Err("no signing keys from the user service yet".to_owned())
@@ -246,11 +307,71 @@ impl Verifier {
     }
 }
 
+/// Failed authentication per client IP: a GCRA bucket per IP (or IPv6 /64) that every
+/// failure draws from, the IPs whose bucket ran dry (answered `429` before any lookup until it
+/// refills), and the API keys the user service refused recently.
+pub struct FailureGuard {
+    failures: Arc<Policy>,
+    blocked: moka::sync::Cache<String, Instant>,
+    refused_keys: moka::sync::Cache<[u8; 32], ()>,
+}
+
+impl FailureGuard {
+    pub fn new(limits: &AuthFailureLimits, failures: Arc<Policy>) -> Self {
+        Self {
+            blocked: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(failures.rate.window)
+                .build(),
+            failures,
+            refused_keys: moka::sync::Cache::builder()
+                .max_capacity(if limits.negative_ttl.is_zero() {
+                    0
+                } else {
+                    limits.negative_cache_entries
+                })
+                .time_to_live(limits.negative_ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    /// When `client` may try an API key again, if it is blocked now.
+    fn blocked(&self, client: &str) -> Option<Duration> {
+        let until = self.blocked.get(client)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts one failed authentication from `client`; a dry bucket blocks it until the next
+    /// token.
+    async fn failed(&self, client: &str) {
+        let interval = self.failures.rate.window / self.failures.rate.quota;
+        match self.failures.check(client).await {
+            Ok(decision) if !decision.allowed => {
+                self.blocked
+                    .insert(client.to_owned(), Instant::now() + decision.retry_after);
+            }
+            Ok(decision) if decision.remaining == 0 => {
+                self.blocked
+                    .insert(client.to_owned(), Instant::now() + interval);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(message = "Failed-authentication limiter unavailable.", %error);
+            }
+        }
+    }
+
+    fn fingerprint(secret: &str) -> [u8; 32] {
+        Sha256::digest(secret.as_bytes()).into()
+    }
+}
+
 /// Authenticates requests: access tokens locally against the JWKS, API keys through the user
-/// service (so a revoked key stops working at once).
+/// service (so a revoked key stops working at once), failures limited per client IP.
 pub struct Authenticator {
     pub verifier: Verifier,
     pub user: UpstreamChannel,
+    pub guard: FailureGuard,
 }
 
 /// The credential a request presents.
@@ -282,72 +403,150 @@ fn credential(headers: &HeaderMap) -> Result<Option<Credential<'_>>, &'static st
     }
 }
 
+/// The API key a request presents, if it presents one.
+pub fn api_key_secret(headers: &HeaderMap) -> Option<&str> {
+    match credential(headers) {
+        Ok(Some(Credential::ApiKey(secret))) => Some(secret),
+        _ => None,
+    }
+}
+
 const AUTH_USAGE: &str = "use `Authorization: Bearer <access token>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`";
 const API_KEY_HEADER: &str = "x-api-key";
+const INVALID_KEY: &str = "the API key is invalid, revoked or expired";
 
-/// Middleware: a valid credential puts its [`Principal`] into the request's extensions; an
-/// invalid one is answered with 401 at once; none means anonymous (routes decide with
-/// [`Caller`] and [`Admin`]).
+/// The outcome of checking one credential.
+enum Checked {
+    Valid(Principal, Option<CredentialExpiry>),
+    /// Refused (401), counted as a failure of the client.
+    Refused(&'static str),
+    /// Not decided: the answer to send as is (503 while keys are unavailable, upstream errors).
+    Answer(Response),
+}
+
+impl Authenticator {
+    async fn check(
+        &self,
+        credential: Credential<'_>,
+        headers: &HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> Checked {
+        match credential {
+            Credential::Bearer(token) => match self.verifier.verify_until(token).await {
+                Ok((principal, expiry)) => Checked::Valid(principal, Some(expiry)),
+                Err(TokenError::KeysUnavailable(error)) => {
+                    tracing::warn!(message = "Cannot verify tokens: no key set.", %error);
+                    Checked::Answer(
+                        Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "Service temporarily unavailable",
+                        )
+                        .detail("token keys are unavailable; retry shortly")
+                        .retry_after(5)
+                        .into_response(),
+                    )
+                }
+                Err(error) => {
+                    tracing::info!(message = "Token refused.", reason = %error);
+                    Checked::Refused("the access token is invalid or expired")
+                }
+            },
+            Credential::ApiKey(secret) => {
+                let fingerprint = FailureGuard::fingerprint(secret);
+                if self.guard.refused_keys.contains_key(&fingerprint) {
+                    return Checked::Refused(INVALID_KEY);
+                }
+                let client = crate::client::context(headers, extensions);
+                let answer = UserServiceClient::new(self.user.clone())
+                    .authenticate_api_key(user_pb::AuthenticateApiKeyRequest {
+                        secret: secret.to_owned(),
+                        client: Some(client),
+                    })
+                    .await;
+                match answer.map(|r| r.into_inner().principal) {
+                    Ok(Some(p)) => Checked::Valid(
+                        Principal {
+                            roles: p
+                                .roles
+                                .iter()
+                                .filter_map(|r| user_pb::Role::try_from(*r).ok())
+                                .filter_map(|r| match r {
+                                    user_pb::Role::User => Some(Role::User),
+                                    user_pb::Role::Premium => Some(Role::Premium),
+                                    user_pb::Role::Admin => Some(Role::Admin),
+                                    user_pb::Role::Unspecified => None,
+                                })
+                                .collect(),
+                            user_id: p.user_id,
+                            api_key_id: p.api_key_id,
+                        },
+                        None,
+                    ),
+                    Ok(None) => Checked::Refused(INVALID_KEY),
+                    Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                        self.guard.refused_keys.insert(fingerprint, ());
+                        Checked::Refused(INVALID_KEY)
+                    }
+                    Err(status) => Checked::Answer(Problem::from(status).into_response()),
+                }
+            }
+        }
+    }
+}
+
+/// Middleware: a valid credential puts its [`Principal`] (and, for an access token, its
+/// [`CredentialExpiry`]) into the request's extensions; an invalid one is answered with 401 at
+/// once (429 once the client's failures ran out, see the module documentation); none means
+/// anonymous (routes decide with [`Caller`] and [`Admin`]).
 pub async fn authenticate(
     State(auth): State<Arc<Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match credential(request.headers()) {
+    let credential = match credential(request.headers()) {
         Ok(None) => return next.run(request).await,
         Err(usage) => return unauthenticated(usage),
-        Ok(Some(Credential::Bearer(token))) => match auth.verifier.verify(token).await {
-            Ok(principal) => principal,
-            Err(TokenError::KeysUnavailable(error)) => {
-                tracing::warn!(message = "Cannot verify tokens: no key set.", %error);
-                return Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service temporarily unavailable",
-                )
-                .detail("token keys are unavailable; retry shortly")
-                .retry_after(5)
-                .into_response();
-            }
-            Err(error) => {
-                tracing::info!(message = "Token refused.", reason = %error);
-                return unauthenticated("the access token is invalid or expired");
-            }
-        },
-        Ok(Some(Credential::ApiKey(secret))) => {
-            let client = crate::client::context(request.headers(), request.extensions());
-            let answer = UserServiceClient::new(auth.user.clone())
-                .authenticate_api_key(user_pb::AuthenticateApiKeyRequest {
-                    secret: secret.to_owned(),
-                    client: Some(client),
-                })
-                .await;
-            match answer.map(|r| r.into_inner().principal) {
-                Ok(Some(p)) => Principal {
-                    roles: p
-                        .roles
-                        .iter()
-                        .filter_map(|r| user_pb::Role::try_from(*r).ok())
-                        .filter_map(|r| match r {
-                            user_pb::Role::User => Some(Role::User),
-                            user_pb::Role::Premium => Some(Role::Premium),
-                            user_pb::Role::Admin => Some(Role::Admin),
-                            user_pb::Role::Unspecified => None,
-                        })
-                        .collect(),
-                    user_id: p.user_id,
-                    api_key_id: p.api_key_id,
-                },
-                Ok(None) => return unauthenticated("the API key is invalid, revoked or expired"),
-                Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                    return unauthenticated("the API key is invalid, revoked or expired");
-                }
-                Err(status) => return Problem::from(status).into_response(),
-            }
-        }
+        Ok(Some(credential)) => credential,
     };
-    request.extensions_mut().insert(principal);
-    next.run(request).await
+    let client = client_key(crate::client::client_ip(
+        request.headers(),
+        request.extensions(),
+    ));
+    if matches!(credential, Credential::ApiKey(_))
+        && let Some(wait) = auth.guard.blocked(&client)
+    {
+        let rate = auth.guard.failures.rate;
+        return Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many failed authentications",
+        )
+        .detail(format!(
+            "more than {} failed authentications per {} from this address; retry later",
+            rate.quota,
+            humantime::format_duration(rate.window)
+        ))
+        .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+        .into_response();
+    }
+    match auth
+        .check(credential, request.headers(), request.extensions())
+        .await
+    {
+        Checked::Valid(principal, expiry) => {
+            request.extensions_mut().insert(principal);
+            if let Some(expiry) = expiry {
+                request.extensions_mut().insert(expiry);
+            }
+            next.run(request).await
+        }
+        Checked::Refused(detail) => {
+            auth.guard.failed(&client).await;
+            unauthenticated(detail)
+        }
+        Checked::Answer(response) => response,
+    }
 }
 
 fn unauthenticated(detail: &str) -> Response {
@@ -621,6 +820,50 @@ mod tests {
             .ready()
             .await
             .expect("still ready on the stale set");
+    }
+
+    #[tokio::test]
+    async fn a_failing_key_source_is_asked_once_for_many_requests_then_after_a_backoff() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let source: KeySource = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err("user is unavailable".to_owned())
+            })
+        });
+        let verifier = Arc::new(Verifier::new(ISS, AUD, source));
+        let token = Key::new("k1").sign(&claims());
+        // 50 requests at once: one fetch, the others wait for its result.
+        let outcomes = futures::future::join_all((0..50).map(|_| {
+            let (verifier, token) = (verifier.clone(), token.clone());
+            tokio::spawn(async move { verifier.verify(&token).await })
+        }))
+        .await;
+        for outcome in outcomes {
+            assert!(matches!(
+                outcome.unwrap(),
+                Err(TokenError::KeysUnavailable(_))
+            ));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "single flight");
+        // Within the backoff nobody asks again.
+        for _ in 0..20 {
+            assert!(verifier.verify(&token).await.is_err());
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "backing off");
+        tokio::time::sleep(BACKOFF_FIRST + Duration::from_millis(50)).await;
+        assert!(verifier.verify(&token).await.is_err());
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "asked again after the backoff"
+        );
+        // The second failure doubles the wait: still not asked after the first backoff.
+        tokio::time::sleep(BACKOFF_FIRST + Duration::from_millis(50)).await;
+        assert!(verifier.verify(&token).await.is_err());
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "the backoff doubled");
     }
 
     #[tokio::test]

@@ -56,6 +56,12 @@ pub struct Config {
     /// default 0: the TCP peer). The rules are in [`crate::client`].
     pub trusted_proxy_hops: u8,
     pub rate_limits: RateLimits,
+    pub auth_failures: AuthFailureLimits,
+    pub streams: StreamLimits,
+    /// Bounds of the idempotency records (`MIRAI_IDEMPOTENCY_MAX_ANSWER`, default 64 KiB;
+    /// in process `MIRAI_IDEMPOTENCY_MAX_BYTES`, default 64 MiB, and
+    /// `MIRAI_IDEMPOTENCY_MAX_RECORDS`, default 100,000).
+    pub idempotency: crate::idempotency::Limits,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -101,6 +107,73 @@ pub struct RateLimits {
     /// Per client IP on `/v1/auth/*`, on top of the others: credential guessing is throttled
     /// before it reaches the user service's lockout (`MIRAI_RATE_LIMIT_AUTH`, default `20/1m`).
     pub auth: Rate,
+    /// Per client IP, failed authentications (a bad token or API key); once spent, API keys
+    /// from the IP are answered 429 before any lookup until it refills
+    /// (`MIRAI_RATE_LIMIT_AUTH_FAILURES`, default `20/1m`).
+    pub auth_failures: Rate,
+}
+
+/// What the gateway remembers about refused API keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFailureLimits {
+    /// How long an API key the user service refused is answered 401 without asking it again
+    /// (`MIRAI_API_KEY_NEGATIVE_TTL`, default 30 s; 0 = not remembered).
+    pub negative_ttl: Duration,
+    /// Most refused keys remembered, least recently used forgotten first (10,000).
+    pub negative_cache_entries: u64,
+}
+
+/// Bounds of the live quote streams (`GET /v1/stream/quotes`, SSE and WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Open streams per client IP (IPv6: per /64), signed in or not (`MIRAI_STREAMS_PER_IP`,
+    /// default 20).
+    pub per_ip: usize,
+    /// Open streams per signed-in principal (`MIRAI_STREAMS_PER_USER`, default 10).
+    pub per_user: usize,
+    /// Symbols one stream may follow (`MIRAI_STREAM_MAX_SYMBOLS`, default 100).
+    pub symbols: usize,
+    /// Subscribe and unsubscribe messages per WebSocket (`MIRAI_STREAM_SUBSCRIBE_RATE`, default
+    /// `30/1m`).
+    pub subscribe_rate: Rate,
+    /// Updates per symbol a client may fall behind before it is told and closed
+    /// (`MIRAI_STREAM_BUFFER`, default 64).
+    pub buffer: usize,
+}
+
+fn positive(env: &Env, name: &str, default: usize) -> Result<usize, ConfigError> {
+    let value: usize = env.or(name, default)?;
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            name: name.to_owned(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+impl StreamLimits {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            per_ip: positive(env, "MIRAI_STREAMS_PER_IP", 20)?,
+            per_user: positive(env, "MIRAI_STREAMS_PER_USER", 10)?,
+            symbols: positive(env, "MIRAI_STREAM_MAX_SYMBOLS", 100)?,
+            subscribe_rate: env.or(
+                "MIRAI_STREAM_SUBSCRIBE_RATE",
+                "30/1m".parse().expect("valid"),
+            )?,
+            buffer: positive(env, "MIRAI_STREAM_BUFFER", 64)?,
+        })
+    }
+}
+
+fn idempotency_limits(env: &Env) -> Result<crate::idempotency::Limits, ConfigError> {
+    let default = crate::idempotency::Limits::default();
+    Ok(crate::idempotency::Limits {
+        max_answer: env.or("MIRAI_IDEMPOTENCY_MAX_ANSWER", default.max_answer)?,
+        max_bytes: positive(env, "MIRAI_IDEMPOTENCY_MAX_BYTES", default.max_bytes)?,
+        max_records: positive(env, "MIRAI_IDEMPOTENCY_MAX_RECORDS", default.max_records)?,
+    })
 }
 
 fn upstream(
@@ -226,7 +299,18 @@ impl Config {
                     "300/1m".parse().expect("valid"),
                 )?,
                 auth: env.or("MIRAI_RATE_LIMIT_AUTH", "20/1m".parse().expect("valid"))?,
+                auth_failures: env.or(
+                    "MIRAI_RATE_LIMIT_AUTH_FAILURES",
+                    "20/1m".parse().expect("valid"),
+                )?,
             },
+            auth_failures: AuthFailureLimits {
+                negative_ttl: env
+                    .duration_or("MIRAI_API_KEY_NEGATIVE_TTL", Duration::from_secs(30))?,
+                negative_cache_entries: 10_000,
+            },
+            streams: StreamLimits::from_env(env)?,
+            idempotency: idempotency_limits(env)?,
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, NAME)?,
         })
@@ -347,7 +431,24 @@ mod tests {
             }
         );
         assert_eq!(config.cors_origins.len(), 2);
+        let config = Config::from_env(&Env::from_pairs([
+            ("MIRAI_STREAMS_PER_IP", "3"),
+            ("MIRAI_STREAM_SUBSCRIBE_RATE", "5/1s"),
+            ("MIRAI_IDEMPOTENCY_MAX_RECORDS", "10"),
+            ("MIRAI_API_KEY_NEGATIVE_TTL", "5s"),
+        ]))
+        .unwrap();
+        assert_eq!(config.streams.per_ip, 3);
+        assert_eq!(config.streams.per_user, 10, "default");
+        assert_eq!(config.streams.subscribe_rate.quota, 5);
+        assert_eq!(config.idempotency.max_records, 10);
+        assert_eq!(config.auth_failures.negative_ttl, Duration::from_secs(5));
         for (name, value) in [
+            ("MIRAI_STREAMS_PER_USER", "0"),
+            ("MIRAI_STREAM_MAX_SYMBOLS", "many"),
+            ("MIRAI_STREAM_SUBSCRIBE_RATE", "0/1s"),
+            ("MIRAI_RATE_LIMIT_AUTH_FAILURES", "1"),
+            ("MIRAI_IDEMPOTENCY_MAX_BYTES", "0"),
             ("MIRAI_RATE_LIMIT_USER", "0/1m"),
             ("MIRAI_RATE_LIMIT_USER", "lots"),
             ("MIRAI_CORS_ORIGINS", "*"),

@@ -63,7 +63,8 @@ const SHARDS: usize = 16;
 /// map's and the list's links.
 const RECORD_OVERHEAD: usize = 256;
 
-/// Bounds of the idempotency records.
+/// Bounds of the idempotency records (configured by `MIRAI_IDEMPOTENCY_*`, see
+/// [`crate::config::Config::idempotency`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest answer body kept for replay, in either store (64 KiB). A larger answer is
@@ -319,13 +320,24 @@ impl Idempotency {
     /// In Redis (keys under `{prefix}idem:`), answers up to the default
     /// [`Limits::max_answer`].
     pub fn redis(connection: ConnectionManager, prefix: &str, max_body: usize) -> Self {
+        Self::redis_with(connection, prefix, max_body, Limits::default())
+    }
+
+    /// In Redis, answers up to `limits.max_answer` (the in-process bounds do not apply: Redis
+    /// bounds its memory with `maxmemory`).
+    pub fn redis_with(
+        connection: ConnectionManager,
+        prefix: &str,
+        max_body: usize,
+        limits: Limits,
+    ) -> Self {
         Self {
             store: Store::Redis {
                 connection,
                 prefix: format!("{prefix}idem:"),
             },
             max_body,
-            limits: Limits::default(),
+            limits,
         }
     }
 

@@ -15,8 +15,16 @@ use utoipa::{Modify, OpenApi as _};
 data, LSTM forecasts with honest live accuracy, analytics and price alerts.\n\n\
 Errors are `application/problem+json` (RFC 9457) with a stable `type` under \
 `https://mirai.dev/problems/`, the `request_id` and the `trace_id`. Responses carry \
-`RateLimit-Policy` / `RateLimit` headers; `429` comes with `Retry-After`. POST requests accept \
-an `Idempotency-Key` header: a repeat gets the stored response (`Idempotent-Replayed: true`).",
+`RateLimit-Policy` / `RateLimit` headers; `429` comes with `Retry-After` (also after too many \
+failed authentications from one address, before any credential is looked up).\n\n\
+POST requests accept an `Idempotency-Key` header (1–255 visible ASCII characters). Keys are scoped to the \
+caller (the account, or the client address when anonymous) and kept 24 hours: a repeat of the \
+same request (method, path, query and body) gets the stored response again with \
+`Idempotent-Replayed: true`; the same key with a different request is `422`; a repeat while \
+the first is still running is `409` with `Retry-After`. Not stored, so a repeat runs again: \
+`429` and `5xx` answers, answers over 64 KiB, and answers that carry credentials (tokens from \
+login, refresh and password change, API-key and webhook secrets, anything marked \
+`Cache-Control: no-store`) — a repeated API-key or webhook creation creates a second one.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(

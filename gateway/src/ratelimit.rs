@@ -6,10 +6,13 @@
 //! (one Lua script, the same arithmetic, Redis's clock), so every replica draws from the same
 //! bucket. Authenticated requests count against their principal (premium accounts get more);
 //! anonymous ones against their IP; `/v1/auth/*` additionally against a strict per-IP policy.
+//! An IPv6 client is keyed by its /64 (one subscriber's prefix: a host picks any address in
+//! it), an IPv4 client by its address ([`client_key`]).
 //! If Redis cannot be reached the request is let through (and counted in
 //! `mirai_rate_limit_errors_total`): an outage of the limiter must not become an outage of the
 //! API.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +86,29 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(ahead
 return {1, math.floor((window - ahead) / interval), ahead, 0}
 "#;
 
+/// The key that per-IP limits count a client under: an IPv4 address as is, an IPv6 address
+/// as its /64 (`2001:db8:1:2::/64`), `unknown` without one.
+pub fn client_key(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
 impl Policy {
-    fn memory(name: &'static str, rate: Rate) -> Self {
+    /// In Redis when `redis` is given (keys under its prefix), else in process.
+    pub fn new(name: &'static str, rate: Rate, redis: Option<&(ConnectionManager, &str)>) -> Self {
+        match redis {
+            Some((connection, prefix)) => Self::redis(name, rate, connection.clone(), prefix),
+            None => Self::memory(name, rate),
+        }
+    }
+
+    pub(crate) fn memory(name: &'static str, rate: Rate) -> Self {
         let period = rate.window / rate.quota;
         let burst = NonZeroU32::new(rate.quota).expect("validated positive");
         let quota = governor::Quota::with_period(period.max(Duration::from_nanos(1)))
@@ -154,7 +178,7 @@ impl Policy {
     }
 
     /// Forgets in-process buckets that are full again (they hold nothing worth keeping).
-    fn prune(&self) {
+    pub fn prune(&self) {
         if let Store::Memory(limiter) = &self.store {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -168,6 +192,8 @@ pub struct RateLimiter {
     premium: Policy,
     anonymous: Policy,
     auth: Policy,
+    /// Failed authentications per client IP (drawn by [`crate::auth::FailureGuard`]).
+    auth_failures: Arc<Policy>,
     errors: Counter,
 }
 
@@ -178,15 +204,13 @@ impl RateLimiter {
         redis: Option<(ConnectionManager, &str)>,
         metrics: &Metrics,
     ) -> Self {
-        let make = |name, rate| match &redis {
-            Some((connection, prefix)) => Policy::redis(name, rate, connection.clone(), prefix),
-            None => Policy::memory(name, rate),
-        };
+        let make = |name, rate| Policy::new(name, rate, redis.as_ref());
         Self {
             user: make("user", limits.user),
             premium: make("premium", limits.premium),
             anonymous: make("anonymous", limits.anonymous),
             auth: make("auth", limits.auth),
+            auth_failures: Arc::new(make("auth-failures", limits.auth_failures)),
             errors: metrics.register(
                 "rate_limit_errors",
                 "Rate-limit checks that failed (Redis unreachable); those requests were let through.",
@@ -203,17 +227,29 @@ impl RateLimiter {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            for policy in [&self.user, &self.premium, &self.anonymous, &self.auth] {
+            for policy in [
+                &self.user,
+                &self.premium,
+                &self.anonymous,
+                &self.auth,
+                &self.auth_failures,
+            ] {
                 policy.prune();
             }
         }
     }
 
+    /// The failed-authentication policy, for [`crate::auth::FailureGuard`].
+    pub fn auth_failures(&self) -> Arc<Policy> {
+        self.auth_failures.clone()
+    }
+
     /// The policies that apply to a request, with the key of each.
     fn applicable(&self, request: &Request) -> Vec<(&Policy, String)> {
-        let ip = crate::client::client_ip(request.headers(), request.extensions())
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "unknown".to_owned());
+        let ip = client_key(crate::client::client_ip(
+            request.headers(),
+            request.extensions(),
+        ));
         let mut policies = Vec::with_capacity(2);
         match request.extensions().get::<Principal>() {
             Some(principal) if principal.has(Role::Premium) || principal.has(Role::Admin) => {
@@ -305,6 +341,21 @@ pub async fn limit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_and_ipv4_ones_by_address() {
+        let key = |text: &str| client_key(Some(text.parse().unwrap()));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            key("2001:db8:1:2::7"),
+            "one /64 is one client"
+        );
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7", "mapped IPv4");
+        assert_eq!(client_key(None), "unknown");
+    }
 
     #[tokio::test]
     async fn a_bucket_allows_its_quota_then_refuses() {

@@ -17,6 +17,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// Fires when shutdown begins; live streams end then.
     pub streams_stop: tokio_util::sync::CancellationToken,
+    /// The shared upstream quote streams and the limits of client streams.
+    pub streams: std::sync::Arc<crate::streams::QuoteHub>,
     /// The gateway's public base URL (discovery metadata).
     pub public_url: String,
     /// Recent quotes, served marked with their age while stock-data is unavailable.

@@ -23,6 +23,7 @@ use crate::idempotency::{self, Idempotency};
 use crate::observability::{self, HttpMetrics};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routes::{self, AppState};
+use crate::streams::QuoteHub;
 use crate::symbols::QuoteCache;
 use crate::upstream::Upstreams;
 
@@ -82,10 +83,13 @@ impl Application {
             &metrics,
         ));
         let idempotency = Arc::new(match redis {
-            Some(connection) => {
-                Idempotency::redis(connection, &config.redis_prefix, config.max_body)
-            }
-            None => Idempotency::memory(config.max_body),
+            Some(connection) => Idempotency::redis_with(
+                connection,
+                &config.redis_prefix,
+                config.max_body,
+                config.idempotency,
+            ),
+            None => Idempotency::memory_with(config.max_body, config.idempotency),
         });
         let authenticator = Arc::new(Authenticator {
             verifier: Verifier::new(
@@ -94,6 +98,7 @@ impl Application {
                 upstreams.user.key_source(),
             ),
             user: upstreams.user.channel.clone(),
+            guard: auth::FailureGuard::new(&config.auth_failures, limiter.auth_failures()),
         });
         // Ready means "this gateway can serve": its listener and a key set to verify tokens
         // with. Upstreams are not checked: one that is down makes its own routes answer 503
@@ -106,7 +111,14 @@ impl Application {
                 Box::pin(async move { authenticator.verifier.ready().await })
             }
         });
+        let streams = Arc::new(QuoteHub::new(
+            upstreams.stock_data.channel.clone(),
+            upstreams.user.channel.clone(),
+            config.streams,
+            streams_stop.clone(),
+        ));
         let state = AppState {
+            streams,
             upstreams,
             streams_stop: streams_stop.clone(),
             public_url: config.public_url.clone(),

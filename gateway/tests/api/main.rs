@@ -1,5 +1,6 @@
 //! Integration tests of the gateway against the real services and PostgreSQL.
 
+mod abuse;
 mod account;
 mod alerts;
 mod analytics;

@@ -283,6 +283,9 @@ const API_KEY_COLUMNS: &str =
 
 /// Prefix of every API key secret.
 const API_KEY_PREFIX: &str = "mk_";
+/// How stale an API key's `last_used_at` may be: it is written at most once per this interval
+/// per key (each authentication would otherwise be a write).
+const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 #[tonic::async_trait]
 impl UserService for Api {
@@ -1064,12 +1067,22 @@ impl UserService for Api {
             .filter(|s| owner_roles.contains(s))
             .cloned()
             .collect();
-        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE api_key_id = $1")
+        // `last_used_at` has a resolution of [`LAST_USED_RESOLUTION`]: a key used constantly
+        // costs one write per minute, not one per request.
+        if key
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
+        {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2
+                  WHERE api_key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
             .bind(key.api_key_id)
             .bind(now)
             .execute(&self.pool)
             .await
             .map_err(dbe("API key"))?;
+        }
         Ok(Response::new(pb::AuthenticateApiKeyResponse {
             principal: Some(pb::Principal {
                 user_id: key.user_id.to_string(),
