@@ -102,6 +102,19 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// `text` escaped for use inside a `LIKE` pattern (PostgreSQL's default escape character,
+/// backslash): `%`, `_` and `\` then match themselves instead of acting as wildcards.
+pub fn like_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// The one mapping from database errors to gRPC statuses:
 /// unique violation → `ALREADY_EXISTS` ("`what` already exists"), no row → `NOT_FOUND`,
 /// pool exhausted or connection lost → `UNAVAILABLE` (retryable), anything else → `INTERNAL`

@@ -387,11 +387,11 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<SymbolRow>, sq
             SELECT *, CASE
                 WHEN $1 = '' THEN 0
                 WHEN symbol = $1 THEN 0
-                WHEN symbol LIKE $1 || '%' THEN 1
+                WHEN symbol LIKE $9 || '%' THEN 1
                 ELSE 2 END AS rank
             FROM symbols
-            WHERE ($1 = '' OR symbol LIKE $1 || '%'
-                   OR lower(name) LIKE '%' || lower($1) || '%')
+            WHERE ($1 = '' OR symbol LIKE $9 || '%'
+                   OR lower(name) LIKE '%' || lower($9) || '%')
               AND ($2::text IS NULL OR asset_type = $2)
               AND ($3::text IS NULL OR exchange_mic = $3)
               AND ($4 OR status = 'active')
@@ -409,6 +409,8 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<SymbolRow>, sq
     .bind(after_ticker)
     .bind(i64::from(search.limit) + 1)
     .bind(search.tracked_only)
+    // The query as a LIKE pattern: `%` and `_` typed by the user match themselves.
+    .bind(mirai_platform::db::like_escape(&search.query))
     .fetch_all(pool)
     .await
 }

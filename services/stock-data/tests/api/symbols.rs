@@ -179,3 +179,34 @@ async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn like_wildcards_in_a_search_match_literally() {
+    let mut app = spawn().await;
+    app.list("AB", "XNAS", AssetType::Equity).await;
+    app.list("ABC", "XNAS", AssetType::Equity).await;
+    let search = |query: &str| {
+        let mut client = app.client.clone();
+        let query = query.to_owned();
+        async move {
+            let found = client
+                .search_symbols(mirai_proto::stock::v1::SearchSymbolsRequest {
+                    query,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            found
+                .symbols
+                .into_iter()
+                .map(|s| s.symbol)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("AB").await, ["AB", "ABC"]);
+    // Before the fix `%` matched every symbol and `A_` every ticker of two letters or more.
+    assert!(search("%").await.is_empty());
+    assert!(search("A_").await.is_empty());
+    assert!(search("AB%").await.is_empty());
+}
