@@ -25,6 +25,7 @@ use crate::error::{Error, Result, invalid};
 use crate::saga;
 use crate::store::{alerts, deliveries, endpoints, notifications};
 use crate::symbols;
+use crate::verify;
 
 pub struct Api {
     ctx: Shared,
@@ -426,7 +427,7 @@ impl Api {
     }
 
     async fn endpoint_input(&self, e: &pb::WebhookEndpoint) -> Result<(String, String, Vec<i16>)> {
-        let url = target::parse_url(&e.url, self.ctx.config.webhooks.allow_private_targets)
+        let url = target::parse_url(&e.url, &self.ctx.config.webhooks.target_policy())
             .map_err(|err| invalid("endpoint.url", err))?;
         if e.description.chars().count() > 200 {
             return Err(invalid("endpoint.description", "at most 200 characters"));
@@ -628,7 +629,12 @@ impl NotificationService for Api {
         request: Request<pb::StreamNotificationsRequest>,
     ) -> Result<Response<NotificationStream>, Status> {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
-        let receiver = self.ctx.hub.subscribe(user_id);
+        let max = self.ctx.config.caps.streams;
+        let receiver = self.ctx.hub.subscribe(user_id, max).ok_or_else(|| {
+            Error::Limit(format!(
+                "at most {max} open notification streams; close one first"
+            ))
+        })?;
         let live = futures::stream::unfold((receiver, 0u64), |(mut rx, mut dropped)| async move {
             loop {
                 match rx.recv().await {
@@ -652,9 +658,7 @@ impl NotificationService for Api {
         let e = request.into_inner().endpoint.unwrap_or_default();
         let (url, description, categories) = self.endpoint_input(&e).await?;
         let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mirai_endpoints:' || $1, 0))")
-            .bind(user_id.to_string())
-            .execute(&mut *tx)
+        crate::store::lock_for_user(&mut tx, "mirai_endpoints", user_id)
             .await
             .map_err(Error::from)?;
         let max = self.ctx.config.webhooks.max_endpoints;
@@ -666,14 +670,21 @@ impl NotificationService for Api {
             return Err(Error::Limit(format!("at most {max} webhook endpoints")).into());
         }
         let secret = endpoints::new_secret();
+        let id = Uuid::now_v7();
+        let sealed = crate::secrets::seal(
+            self.ctx.config.webhooks.secret_keys.as_ref(),
+            id.as_bytes(),
+            &secret,
+        );
         let endpoint = endpoints::insert(
             &mut tx,
+            id,
             user_id,
             &url,
             &description,
             &categories,
             e.enabled.unwrap_or(true),
-            &secret,
+            &sealed,
         )
         .await
         .map_err(Error::from)?;
@@ -734,7 +745,7 @@ impl NotificationService for Api {
             match path.as_str() {
                 "url" => {
                     stored.url =
-                        target::parse_url(&e.url, self.ctx.config.webhooks.allow_private_targets)
+                        target::parse_url(&e.url, &self.ctx.config.webhooks.target_policy())
                             .map_err(|err| invalid("endpoint.url", err))?
                             .to_string();
                 }
@@ -842,7 +853,13 @@ impl NotificationService for Api {
             .map_err(Error::from)?
             .ok_or(Error::NotFound("webhook endpoint"))?;
         let secret = endpoints::new_secret();
-        stored.previous_secret = Some(std::mem::replace(&mut stored.secret, secret.clone()));
+        // Stored sealed (envelope encryption); the previous one moves over sealed as it was.
+        let sealed = crate::secrets::seal(
+            self.ctx.config.webhooks.secret_keys.as_ref(),
+            id.as_bytes(),
+            &secret,
+        );
+        stored.previous_secret = Some(std::mem::replace(&mut stored.secret, sealed));
         stored.previous_secret_expires_at =
             Some(Utc::now() + chrono::Duration::from_std(overlap).unwrap_or_default());
         let saved = endpoints::save(&mut tx, &stored)
@@ -985,14 +1002,37 @@ impl NotificationService for Api {
             }
             Ok(p) => p as i16,
         };
-        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
-        // Idempotent per token; a token moving to another account moves with it.
-        let device: endpoints::Device = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        crate::store::lock_for_user(&mut tx, "mirai_push_devices", user_id)
+            .await
+            .map_err(Error::from)?;
+        let holder: Option<Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM push_devices WHERE token = $1")
+                .bind(&r.token)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(Error::from)?;
+        if holder.is_none() {
+            let max = self.ctx.config.caps.push_devices;
+            if endpoints::device_count(&mut tx, user_id)
+                .await
+                .map_err(Error::from)?
+                >= i64::from(max)
+            {
+                return Err(
+                    Error::Limit(format!("at most {max} push devices; remove one first")).into(),
+                );
+            }
+        }
+        // Idempotent per token for its owner. A token registered to another account is never
+        // moved silently (whoever learnt a token could take over that phone's notifications):
+        // the device must unregister there first (the app does on sign-out).
+        let device: Option<endpoints::Device> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "INSERT INTO push_devices (push_device_id, user_id, token, platform, name)
              VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (token) DO UPDATE SET user_id = EXCLUDED.user_id,
-                platform = EXCLUDED.platform,
+             ON CONFLICT (token) DO UPDATE SET platform = EXCLUDED.platform,
                 name = CASE WHEN EXCLUDED.name = '' THEN push_devices.name ELSE EXCLUDED.name END
+             WHERE push_devices.user_id = EXCLUDED.user_id
              RETURNING {}",
             endpoints::DEVICE_COLUMNS
         )))
@@ -1001,9 +1041,16 @@ impl NotificationService for Api {
         .bind(&r.token)
         .bind(platform)
         .bind(&r.name)
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(Error::from)?;
+        let device = device.ok_or_else(|| {
+            Error::Precondition(
+                "this device token is registered to another account; unregister it there first"
+                    .into(),
+            )
+        })?;
+        tx.commit().await.map_err(Error::from)?;
         Ok(Response::new(pb::RegisterPushDeviceResponse {
             device: Some(device.to_proto()),
         }))
@@ -1067,6 +1114,7 @@ impl NotificationService for Api {
             .await
             .map_err(Error::from)?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let old_email = prefs.email.clone();
         for path in &paths {
             match path.as_str() {
                 "channels" => prefs.channels = new.channels.clone(),
@@ -1086,11 +1134,86 @@ impl NotificationService for Api {
                     .map_err(Error::from)?,
             );
         }
+        let new_email = (verify::normalise(&prefs.email) != verify::normalise(&old_email))
+            .then(|| prefs.email.clone());
+        if new_email.is_some() {
+            // A changed address starts unverified; the old one is forgotten (unless it is the
+            // account's).
+            let account = crate::store::users::get(&mut tx, user_id)
+                .await
+                .map_err(Error::from)?
+                .map(|p| p.email)
+                .unwrap_or_default();
+            verify::forget_others(&mut tx, user_id, &[account.as_str(), prefs.email.as_str()])
+                .await
+                .map_err(Error::from)?;
+        }
         tx.commit().await.map_err(Error::from)?;
+        if let Some(address) = new_email.filter(|a| !a.is_empty())
+            && self.ctx.email.is_some()
+            && let Err(error) = verify::send_link(&self.ctx, user_id, &address).await
+        {
+            // The preferences are saved; the user can ask for the link again.
+            tracing::warn!(message = "Sending a verification link failed.", %error);
+        }
         prefs.user_id = user_id.to_string();
         prefs.updated_at = updated_at.map(wire::timestamp);
         Ok(Response::new(pb::UpdatePreferencesResponse {
             preferences: Some(prefs),
+        }))
+    }
+
+    async fn confirm_email_address(
+        &self,
+        request: Request<pb::ConfirmEmailAddressRequest>,
+    ) -> Result<Response<pb::ConfirmEmailAddressResponse>, Status> {
+        // The signed token is the credential: no principal is required.
+        let email = verify::confirm(&self.ctx, &request.get_ref().token).await?;
+        Ok(Response::new(pb::ConfirmEmailAddressResponse { email }))
+    }
+
+    async fn resend_email_verification(
+        &self,
+        request: Request<pb::ResendEmailVerificationRequest>,
+    ) -> Result<Response<pb::ResendEmailVerificationResponse>, Status> {
+        let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
+        if self.ctx.email.is_none() {
+            return Err(Error::Precondition("email is not configured".into()).into());
+        }
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let (prefs, _) = crate::store::preferences::get(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?;
+        let account = crate::store::users::get(&mut conn, user_id)
+            .await
+            .map_err(Error::from)?
+            .map(|p| p.email)
+            .unwrap_or_default();
+        drop(conn);
+        let mut addresses: Vec<String> = [account, prefs.email]
+            .iter()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| verify::normalise(a))
+            .collect();
+        addresses.dedup();
+        let mut sent_to = Vec::new();
+        let mut limited = false;
+        for address in addresses {
+            match verify::send_link(&self.ctx, user_id, &address).await {
+                Ok(verify::Sent::Sent) => sent_to.push(address),
+                Ok(verify::Sent::Limited) => limited = true,
+                Ok(verify::Sent::Verified) => {}
+                Err(error) => return Err(Error::Internal(error).into()),
+            }
+        }
+        if limited && sent_to.is_empty() {
+            return Err(Error::Limit(
+                "too many verification links for this address or user in the last hour; try again later".into(),
+            )
+            .into());
+        }
+        Ok(Response::new(pb::ResendEmailVerificationResponse {
+            sent_to,
         }))
     }
 

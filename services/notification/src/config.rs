@@ -29,9 +29,12 @@ pub struct Config {
     /// FCM HTTP v1 push; `None` (no `MIRAI_FCM_CREDENTIALS_FILE`) fails push deliveries
     /// visibly, like email.
     pub fcm: Option<FcmConfig>,
+    /// Verification links for email addresses (alert email goes to verified ones only).
+    pub verification: VerificationConfig,
     pub webhooks: WebhookConfig,
     pub deliveries: DeliveryConfig,
     pub limits: AlertLimits,
+    pub caps: UserCaps,
     pub saga: SagaConfig,
     /// `MIRAI_DIGEST_DEFAULT_DELIVER_AT` (default `08:00`): local time of daily digests when
     /// the user's preferences do not say.
@@ -86,6 +89,41 @@ pub struct SmtpConfig {
     pub timeout: Duration,
 }
 
+/// Email address verification links.
+#[derive(Debug, Clone)]
+pub struct VerificationConfig {
+    /// `MIRAI_EMAIL_VERIFICATION_KEY` (or `_FILE`): the HMAC-SHA256 key that signs links;
+    /// required with SMTP (every replica must share it). Without SMTP no mail is sent and a
+    /// random key is used.
+    pub key: SecretString,
+    /// `MIRAI_EMAIL_VERIFICATION_URL` (default
+    /// `http://localhost:8080/v1/notification-email/confirm`): the gateway's confirmation
+    /// route as users reach it; `token=…` is appended.
+    pub link_base: String,
+    /// `MIRAI_EMAIL_VERIFICATION_TTL` (default 24 h): how long a link works.
+    pub ttl: Duration,
+    /// `MIRAI_EMAIL_VERIFICATION_PER_ADDRESS` (default 3): links per address per hour.
+    pub per_address: u32,
+    /// `MIRAI_EMAIL_VERIFICATION_PER_USER` (default 5): links per user per hour.
+    pub per_user: u32,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        Self {
+            key: base64::engine::general_purpose::STANDARD.encode(key).into(),
+            link_base: "http://localhost:8080/v1/notification-email/confirm".to_owned(),
+            ttl: Duration::from_secs(24 * 3600),
+            per_address: 3,
+            per_user: 5,
+        }
+    }
+}
+
 /// Firebase Cloud Messaging, HTTP v1 API.
 #[derive(Debug, Clone)]
 pub struct FcmConfig {
@@ -112,6 +150,15 @@ pub struct WebhookConfig {
     /// `MIRAI_WEBHOOK_ALLOW_PRIVATE_TARGETS` (default false): allow loopback, private and
     /// link-local targets and plain `http://`. Only for tests and local stacks.
     pub allow_private_targets: bool,
+    /// `MIRAI_WEBHOOK_BLOCKED_CIDRS` (comma-separated, default none): ranges refused besides
+    /// the built-in private, loopback, link-local and tunnelling ones — the cluster's pod and
+    /// service ranges, the VPC's, anything else only the cluster can reach.
+    pub blocked_cidrs: Vec<ipnet::IpNet>,
+    /// `MIRAI_WEBHOOK_SECRET_KEYS` (or `_FILE`): the key-encryption keys that wrap the data
+    /// keys of the signing secrets at rest, `id:base64(32 bytes)` comma-separated, current
+    /// first (see [`crate::secrets`]). Unset: secrets are stored in the clear (a warning at
+    /// start); production sets it from the secret store.
+    pub secret_keys: Option<crate::secrets::Keyring>,
     /// `MIRAI_WEBHOOK_MAX_ENDPOINTS` (default 20) per user.
     pub max_endpoints: u32,
 }
@@ -141,6 +188,16 @@ pub struct AlertLimits {
     pub admin: u32,
 }
 
+/// Per-user caps besides alerts and webhook endpoints (issue 17, finding 9).
+#[derive(Debug, Clone, Copy)]
+pub struct UserCaps {
+    /// `MIRAI_PUSH_MAX_DEVICES` (default 10): push devices per user.
+    pub push_devices: u32,
+    /// `MIRAI_NOTIFICATION_STREAMS_PER_USER` (default 5): open live notification streams per
+    /// user on each replica.
+    pub streams: u32,
+}
+
 /// The alert-activation saga and the sweeps.
 #[derive(Debug, Clone, Copy)]
 pub struct SagaConfig {
@@ -153,6 +210,16 @@ pub struct SagaConfig {
     pub sweep_interval: Duration,
 }
 
+impl WebhookConfig {
+    /// What webhook targets are refused.
+    pub fn target_policy(&self) -> crate::domain::target::Policy {
+        crate::domain::target::Policy {
+            allow_private: self.allow_private_targets,
+            blocked: self.blocked_cidrs.clone().into(),
+        }
+    }
+}
+
 impl Config {
     /// Defaults around a given service configuration (tests, and `startup::build`).
     pub fn with_service(service: ServiceConfig) -> Self {
@@ -160,10 +227,13 @@ impl Config {
             service,
             smtp: None,
             fcm: None,
+            verification: VerificationConfig::default(),
             webhooks: WebhookConfig {
                 timeout: Duration::from_secs(10),
                 disable_after: Duration::from_secs(5 * 24 * 3600),
                 allow_private_targets: false,
+                blocked_cidrs: Vec::new(),
+                secret_keys: None,
                 max_endpoints: 20,
             },
             deliveries: DeliveryConfig {
@@ -176,6 +246,10 @@ impl Config {
                 premium: 200,
                 admin: 1000,
             },
+            caps: UserCaps {
+                push_devices: 10,
+                streams: 5,
+            },
             saga: SagaConfig {
                 activation_timeout: Duration::from_secs(30),
                 activation_attempts: 5,
@@ -187,9 +261,12 @@ impl Config {
         }
     }
 
-    /// Test configuration: loopback listeners on port 0, the given database, the test emulator.
+    /// Test configuration: loopback listeners on port 0, the given database, the test emulator,
+    /// a random KEK for webhook secrets.
     pub fn for_tests(database_url: &str) -> Self {
-        Self::with_service(ServiceConfig::for_tests(DEFAULTS.name, database_url))
+        let mut config = Self::with_service(ServiceConfig::for_tests(DEFAULTS.name, database_url));
+        config.webhooks.secret_keys = Some(crate::secrets::Keyring::random("test"));
+        config
     }
 }
 
@@ -275,6 +352,28 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
             timeout: env.duration_or("MIRAI_SMTP_TIMEOUT", Duration::from_secs(10))?,
         });
     }
+    let v = &mut config.verification;
+    match secret_or_file(env, "MIRAI_EMAIL_VERIFICATION_KEY")? {
+        Some(key) => {
+            if secrecy::ExposeSecret::expose_secret(&key).len() < 32 {
+                return Err(invalid(
+                    "MIRAI_EMAIL_VERIFICATION_KEY",
+                    "at least 32 characters",
+                ));
+            }
+            v.key = key;
+        }
+        None if config.smtp.is_some() => {
+            return Err(ConfigError::Missing {
+                name: "MIRAI_EMAIL_VERIFICATION_KEY".to_owned(),
+            });
+        }
+        None => {}
+    }
+    v.link_base = env.or("MIRAI_EMAIL_VERIFICATION_URL", v.link_base.clone())?;
+    v.ttl = env.duration_or("MIRAI_EMAIL_VERIFICATION_TTL", v.ttl)?;
+    v.per_address = env.or("MIRAI_EMAIL_VERIFICATION_PER_ADDRESS", v.per_address)?;
+    v.per_user = env.or("MIRAI_EMAIL_VERIFICATION_PER_USER", v.per_user)?;
     if let Some(file) = env.optional::<PathBuf>("MIRAI_FCM_CREDENTIALS_FILE")? {
         if !file.is_file() {
             return Err(invalid(
@@ -296,6 +395,23 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
     w.timeout = env.duration_or("MIRAI_WEBHOOK_TIMEOUT", w.timeout)?;
     w.disable_after = env.duration_or("MIRAI_WEBHOOK_DISABLE_AFTER", w.disable_after)?;
     w.allow_private_targets = env.or("MIRAI_WEBHOOK_ALLOW_PRIVATE_TARGETS", false)?;
+    if let Some(raw) = env.get("MIRAI_WEBHOOK_BLOCKED_CIDRS") {
+        w.blocked_cidrs = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                part.parse::<ipnet::IpNet>()
+                    .map_err(|e| invalid("MIRAI_WEBHOOK_BLOCKED_CIDRS", format!("{part:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(keys) = secret_or_file(env, "MIRAI_WEBHOOK_SECRET_KEYS")? {
+        w.secret_keys = Some(
+            crate::secrets::Keyring::parse(secrecy::ExposeSecret::expose_secret(&keys))
+                .map_err(|e| invalid("MIRAI_WEBHOOK_SECRET_KEYS", e))?,
+        );
+    }
     w.max_endpoints = env.or("MIRAI_WEBHOOK_MAX_ENDPOINTS", w.max_endpoints)?;
     let d = &mut config.deliveries;
     if let Some(schedule) = schedule_from(env, "MIRAI_DELIVERY_RETRY_SCHEDULE")? {
@@ -310,6 +426,9 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
     l.user = env.or("MIRAI_ALERT_LIMIT_USER", l.user)?;
     l.premium = env.or("MIRAI_ALERT_LIMIT_PREMIUM", l.premium)?;
     l.admin = env.or("MIRAI_ALERT_LIMIT_ADMIN", l.admin)?;
+    let c = &mut config.caps;
+    c.push_devices = env.or("MIRAI_PUSH_MAX_DEVICES", c.push_devices)?;
+    c.streams = env.or("MIRAI_NOTIFICATION_STREAMS_PER_USER", c.streams)?;
     let s = &mut config.saga;
     s.activation_timeout =
         env.duration_or("MIRAI_ALERT_ACTIVATION_TIMEOUT", s.activation_timeout)?;
@@ -358,6 +477,20 @@ mod tests {
         );
         assert!(!config.webhooks.allow_private_targets);
         assert_eq!(config.limits.user, 20);
+        assert!(config.webhooks.blocked_cidrs.is_empty());
+        assert!(config.webhooks.secret_keys.is_none());
+        let config = with(&[(
+            "MIRAI_WEBHOOK_SECRET_KEYS",
+            "k2:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,k1:AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )])
+        .unwrap();
+        assert!(format!("{:?}", config.webhooks.secret_keys).contains("[\"k2\", \"k1\"]"));
+        let config = with(&[(
+            "MIRAI_WEBHOOK_BLOCKED_CIDRS",
+            "10.4.0.0/14, 34.118.224.0/20,2600:1900::/44",
+        )])
+        .unwrap();
+        assert_eq!(config.webhooks.blocked_cidrs.len(), 3);
     }
 
     #[test]
@@ -368,13 +501,30 @@ mod tests {
             ("MIRAI_SMTP_FROM", "Mirai <alerts@example.com>"),
             ("MIRAI_SMTP_USERNAME", "u"),
             ("MIRAI_SMTP_PASSWORD", "p"),
+            (
+                "MIRAI_EMAIL_VERIFICATION_KEY",
+                "0123456789abcdef0123456789abcdef",
+            ),
         ])
         .unwrap();
         let smtp = config.smtp.unwrap();
         assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Tls));
         assert!(smtp.credentials.is_some());
+        // Links must be verifiable by every replica: SMTP needs the shared key.
+        let err = with(&[("MIRAI_SMTP_HOST", "h"), ("MIRAI_SMTP_FROM", "a@b.c")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "MIRAI_EMAIL_VERIFICATION_KEY is required but not set"
+        );
 
-        let err = with(&[("MIRAI_SMTP_HOST", "h")]).unwrap_err();
+        let err = with(&[
+            ("MIRAI_SMTP_HOST", "h"),
+            (
+                "MIRAI_EMAIL_VERIFICATION_KEY",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ])
+        .unwrap_err();
         assert_eq!(err.to_string(), "MIRAI_SMTP_FROM is required but not set");
         let err = with(&[
             ("MIRAI_SMTP_HOST", "h"),
@@ -407,6 +557,8 @@ mod tests {
             ("MIRAI_FCM_CREDENTIALS_FILE", "/nonexistent/key.json"),
             ("MIRAI_DIGEST_DEFAULT_DELIVER_AT", "8am"),
             ("MIRAI_ALERT_ACTIVATION_ATTEMPTS", "0"),
+            ("MIRAI_WEBHOOK_BLOCKED_CIDRS", "10.4.0.0/14,pods"),
+            ("MIRAI_WEBHOOK_SECRET_KEYS", "k1:c2hvcnQ="),
         ] {
             let err = with(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{name}: {err}");

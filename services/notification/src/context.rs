@@ -8,6 +8,7 @@ use mirai_platform::events::{Envelope, Event};
 use sqlx::{PgConnection, PgPool};
 
 use crate::config::Config;
+use crate::deliver::email::Email;
 use crate::evaluate::Index;
 use crate::notify::FanOut;
 use crate::stream::Hub;
@@ -22,6 +23,8 @@ pub struct Context {
     pub index: Index,
     pub fanout: FanOut,
     pub hub: Hub,
+    /// The SMTP sender (`None` without SMTP): alert email and verification links.
+    pub email: Option<Email>,
 }
 
 pub type Shared = Arc<Context>;

@@ -13,7 +13,9 @@
 //!   events; `notify`: the fan-out of one notification into deliveries; `public`: the public
 //!   JSON CloudEvents; `saga`: the alert-activation saga and the sweeps; `system`: user,
 //!   system, report and deletion-saga events; `symbols`: the known-symbols read model.
-//! - `deliver`: the delivery worker (webhook, email, push); `stream`: live in-app streams.
+//! - `deliver`: the delivery worker (webhook, email, push); `stream`: live in-app streams;
+//!   `verify`: email address verification links; `secrets`: envelope encryption of webhook
+//!   signing secrets.
 //! - `migrations/`: the schema, versions from 1000 up.
 
 pub mod api;
@@ -26,8 +28,10 @@ pub mod evaluate;
 pub mod notify;
 pub mod public;
 pub mod saga;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod stream;
 pub mod symbols;
 pub mod system;
+pub mod verify;

@@ -61,6 +61,22 @@ pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
 /// the event consumers and the background work (delivery worker, sweeps, live streams).
 pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
     let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
+    match &config.webhooks.secret_keys {
+        Some(keys) => {
+            let resealed = crate::store::endpoints::reseal_all(&app.pool, keys)
+                .await
+                .map_err(BuildError::Channels)?;
+            if resealed > 0 {
+                tracing::info!(
+                    message = "Webhook signing secrets sealed or rewrapped under the current KEK.",
+                    endpoints = resealed
+                );
+            }
+        }
+        None => tracing::warn!(
+            message = "MIRAI_WEBHOOK_SECRET_KEYS is not set: webhook signing secrets are stored unencrypted."
+        ),
+    }
     let index = Index::default();
     let indexed = index.rebuild(&app.pool).await?;
     tracing::info!(message = "Alert index built.", alerts = indexed);
@@ -72,6 +88,12 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
             digest_default_deliver_at: config.digest_default_deliver_at,
         },
         hub: Hub::default(),
+        email: config
+            .smtp
+            .as_ref()
+            .map(crate::deliver::email::Email::new)
+            .transpose()
+            .map_err(BuildError::Channels)?,
     });
     app.server
         .add_service(NotificationServiceServer::new(Api::new(ctx.clone())));

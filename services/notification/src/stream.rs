@@ -31,13 +31,19 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A receiver of `user_id`'s new notifications.
-    pub fn subscribe(&self, user_id: Uuid) -> broadcast::Receiver<pb::StreamNotificationsResponse> {
+    /// A receiver of `user_id`'s new notifications, or `None` when the user already has `max`
+    /// streams open on this replica (checked and taken under one lock, so concurrent opens
+    /// cannot exceed it; a closed stream's receiver is dropped and frees its place).
+    pub fn subscribe(
+        &self,
+        user_id: Uuid,
+        max: u32,
+    ) -> Option<broadcast::Receiver<pb::StreamNotificationsResponse>> {
         let mut users = self.users.lock().expect("hub lock");
-        users
+        let sender = users
             .entry(user_id)
-            .or_insert_with(|| broadcast::channel(BUFFER).0)
-            .subscribe()
+            .or_insert_with(|| broadcast::channel(BUFFER).0);
+        (sender.receiver_count() < max as usize).then(|| sender.subscribe())
     }
 
     fn sender(&self, user_id: Uuid) -> Option<broadcast::Sender<pb::StreamNotificationsResponse>> {

@@ -30,6 +30,13 @@ pub fn on_registered<'a>(
         let Some(id) = user_id(&e.user_id) else {
             return Ok(());
         };
+        // The account's address is the user's until the preferences name another; a changed
+        // one starts unverified.
+        let (prefs, _) = crate::store::preferences::get(tx, id).await?;
+        crate::verify::forget_others(tx, id, &[e.email.as_str(), prefs.email.as_str()]).await?;
+        if !e.email.is_empty() {
+            crate::verify::ensure(tx, id, &e.email).await?;
+        }
         users::upsert_registered(
             tx,
             &users::Profile {
@@ -285,6 +292,8 @@ pub async fn purge(tx: &mut PgConnection, user_id: Uuid) -> anyhow::Result<u64> 
         "DELETE FROM webhook_endpoints WHERE user_id = $1",
         "DELETE FROM push_devices WHERE user_id = $1",
         "DELETE FROM preferences WHERE user_id = $1",
+        "DELETE FROM email_verification_sends WHERE user_id = $1",
+        "DELETE FROM email_addresses WHERE user_id = $1",
         "DELETE FROM users WHERE user_id = $1",
     ] {
         removed += sqlx::query(statement)

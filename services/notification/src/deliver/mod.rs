@@ -32,8 +32,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::context::Shared;
+use crate::domain::target;
 use crate::public::rfc3339;
 use crate::store::{self, deliveries, endpoints, notifications};
+use crate::verify;
 
 /// The result of one attempt.
 #[derive(Debug, Clone)]
@@ -129,7 +131,8 @@ fn outcome_name(outcome: AttemptOutcome) -> &'static str {
 pub struct Worker {
     ctx: Shared,
     http: reqwest::Client,
-    email: Option<email::Email>,
+    /// What webhook targets are refused.
+    targets: target::Policy,
     push: Option<push::Push>,
     metrics: DeliveryMetrics,
 }
@@ -146,11 +149,8 @@ impl Worker {
     pub fn new(ctx: Shared, metrics: DeliveryMetrics) -> anyhow::Result<Self> {
         let config = &ctx.config;
         Ok(Self {
-            http: webhook::client(
-                config.webhooks.timeout,
-                config.webhooks.allow_private_targets,
-            )?,
-            email: config.smtp.as_ref().map(email::Email::new).transpose()?,
+            http: webhook::client(config.webhooks.timeout, config.webhooks.target_policy())?,
+            targets: config.webhooks.target_policy(),
             push: config.fcm.as_ref().map(push::Push::new).transpose()?,
             metrics,
             ctx,
@@ -316,11 +316,22 @@ impl Worker {
                 }
                 let body = webhook_body(&items, digest);
                 let id = group.rows[0].delivery_id.to_string();
-                let secrets = endpoint.signing_secrets(Utc::now());
+                let secrets = match endpoint
+                    .signing_secrets(Utc::now(), self.ctx.config.webhooks.secret_keys.as_ref())
+                {
+                    Ok(s) => s,
+                    Err(error) => {
+                        return Ok(Attempted::final_failure(
+                            0,
+                            format!("the signing secret does not open: {error:#}"),
+                        ));
+                    }
+                };
+                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
                 webhook::post(
                     &self.http,
                     &endpoint.url,
-                    self.ctx.config.webhooks.allow_private_targets,
+                    &self.targets,
                     &id,
                     &secrets,
                     body,
@@ -328,13 +339,27 @@ impl Worker {
                 .await
             }
             pb::Channel::Email => {
-                drop(conn);
-                let Some(email) = &self.email else {
+                let Some(email) = &self.ctx.email else {
                     return Ok(Attempted::final_failure(
                         0,
                         "email is not configured".into(),
                     ));
                 };
+                // Only verified addresses get anything but a verification link.
+                if !verify::ensure(&mut conn, group.user_id, &group.target).await? {
+                    drop(conn);
+                    let why = match verify::send_link(&self.ctx, group.user_id, &group.target)
+                        .await
+                    {
+                        Ok(verify::Sent::Limited) => {
+                            "the address is not verified (verification links are rate-limited; ask again later)".to_owned()
+                        }
+                        Ok(_) => "the address is not verified: a verification link was sent to it".to_owned(),
+                        Err(error) => format!("the address is not verified; sending a verification link failed: {error:#}"),
+                    };
+                    return Ok(Attempted::blocked(why));
+                }
+                drop(conn);
                 let list: Vec<email::Item> = items
                     .iter()
                     .map(|n| email::Item {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::Attempted;
+use super::webhook::{MAX_ERROR_BODY, excerpt};
 use crate::config::FcmConfig;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -117,10 +118,11 @@ impl Push {
             .map_err(|e| Attempted::failed(0, format!("token endpoint: {e}")))?;
         let status = response.status();
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
+            let (text, cut) = excerpt(response, MAX_ERROR_BODY).await;
+            let more = if cut { "…" } else { "" };
             return Err(Attempted::failed(
                 i32::from(status.as_u16()),
-                format!("token endpoint HTTP {status}: {}", text.trim()),
+                format!("token endpoint HTTP {status}: {}{more}", text.trim()),
             ));
         }
         let token: TokenResponse = response
@@ -181,11 +183,14 @@ impl Push {
             if status.is_success() {
                 return PushResult::Attempted(Attempted::succeeded(code));
             }
-            let text = response.text().await.unwrap_or_default();
+            // The provider's (or whatever answers at the configured endpoint's) error body is
+            // read only up to a few KiB, like a webhook's.
+            let (text, cut) = excerpt(response, MAX_ERROR_BODY).await;
             if status == reqwest::StatusCode::UNAUTHORIZED && !refresh {
                 continue; // the cached token was revoked: get a new one once
             }
-            let error = format!("FCM HTTP {code}: {}", text.trim());
+            let more = if cut { "…" } else { "" };
+            let error = format!("FCM HTTP {code}: {}{more}", text.trim());
             return if status == reqwest::StatusCode::NOT_FOUND || text.contains("UNREGISTERED") {
                 PushResult::Unregistered(Attempted::final_failure(code, error))
             } else if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {

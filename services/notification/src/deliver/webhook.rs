@@ -38,9 +38,9 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> anyhow::Resu
 }
 
 /// The HTTP client of webhook attempts: guarded resolver, no redirects, no proxy.
-pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest::Client> {
+pub fn client(timeout: Duration, policy: target::Policy) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
-        .dns_resolver(GuardedResolver { allow_private })
+        .dns_resolver(GuardedResolver { policy })
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(timeout)
@@ -53,16 +53,16 @@ pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest
 pub async fn post(
     http: &reqwest::Client,
     url: &str,
-    allow_private: bool,
+    policy: &target::Policy,
     delivery_id: &str,
     secrets: &[&str],
     body: Vec<u8>,
 ) -> Attempted {
-    let url = match target::parse_url(url, allow_private) {
+    let url = match target::parse_url(url, policy) {
         Ok(url) => url,
         Err(error) => return Attempted::blocked(error.to_string()),
     };
-    if let Err(error) = target::check_resolved(&url, allow_private).await {
+    if let Err(error) = target::check_resolved(&url, policy).await {
         return match error {
             target::TargetError::Forbidden(_) => Attempted::blocked(error.to_string()),
             other => Attempted::failed(0, other.to_string()),

@@ -229,10 +229,7 @@ pub async fn lock(conn: &mut PgConnection, alert_id: Uuid) -> Result<Option<Row>
 
 /// Live alerts of a user, after serialising concurrent creators of the same user.
 pub async fn count_live_locked(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mirai_alerts_user:' || $1, 0))")
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+    super::lock_for_user(tx, "mirai_alerts_user", user_id).await?;
     sqlx::query_scalar(
         "SELECT count(*) FROM alerts WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')",
     )

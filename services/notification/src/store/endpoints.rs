@@ -9,6 +9,8 @@ use rand::RngCore as _;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::secrets::{self, Keyring};
+
 pub const ENDPOINT_COLUMNS: &str = "webhook_endpoint_id, user_id, url, description, categories,
     status, disabled_reason, failing_since, last_error, secret, previous_secret,
     previous_secret_expires_at, created_at, updated_at";
@@ -36,16 +38,22 @@ impl Endpoint {
         self.status == "ENABLED"
     }
 
-    /// The secrets that sign now: the current one, and the previous one during its overlap.
-    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&str> {
-        let mut secrets = vec![self.secret.as_str()];
+    /// The secrets that sign now, opened: the current one, and the previous one during its
+    /// overlap.
+    pub fn signing_secrets(
+        &self,
+        now: DateTime<Utc>,
+        keys: Option<&Keyring>,
+    ) -> anyhow::Result<Vec<String>> {
+        let aad = self.webhook_endpoint_id.as_bytes();
+        let mut secrets = vec![secrets::open(keys, aad, &self.secret)?];
         if let (Some(previous), Some(until)) =
             (&self.previous_secret, self.previous_secret_expires_at)
             && until > now
         {
-            secrets.push(previous);
+            secrets.push(secrets::open(keys, aad, previous)?);
         }
-        secrets
+        Ok(secrets)
     }
 
     /// Whether this endpoint takes notifications of `category` (empty: all).
@@ -86,8 +94,11 @@ pub fn new_secret() -> String {
     format!("whsec_{}", STANDARD.encode(bytes))
 }
 
+/// Stores a new endpoint; `secret` is the sealed secret (see [`crate::secrets`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn insert(
     tx: &mut PgConnection,
+    id: Uuid,
     user_id: Uuid,
     url: &str,
     description: &str,
@@ -100,7 +111,7 @@ pub async fn insert(
             status, secret)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(user_id)
     .bind(url)
     .bind(description)
@@ -226,4 +237,45 @@ pub async fn device(conn: &mut PgConnection, id: Uuid) -> Result<Option<Device>,
     .bind(id)
     .fetch_optional(conn)
     .await
+}
+
+pub async fn device_count(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM push_devices WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Seals secrets stored in the clear and rewraps data keys still under an older KEK (see
+/// [`crate::secrets`]); returns how many endpoints changed. Runs at start, before serving.
+pub async fn reseal_all(pool: &sqlx::PgPool, keys: &Keyring) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT webhook_endpoint_id, secret, previous_secret FROM webhook_endpoints FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut changed = 0;
+    for (id, secret, previous) in rows {
+        let aad = id.as_bytes();
+        let new_secret = keys.reseal(aad, &secret)?;
+        let new_previous = match &previous {
+            Some(p) => keys.reseal(aad, p)?,
+            None => None,
+        };
+        if new_secret.is_none() && new_previous.is_none() {
+            continue;
+        }
+        sqlx::query(
+            "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE webhook_endpoint_id = $1",
+        )
+        .bind(id)
+        .bind(new_secret.unwrap_or(secret))
+        .bind(new_previous.or(previous))
+        .execute(&mut *tx)
+        .await?;
+        changed += 1;
+    }
+    tx.commit().await?;
+    Ok(changed)
 }

@@ -16,3 +16,18 @@ pub fn category_of(code: i16) -> pb::Category {
 pub fn channel_of(code: i16) -> pb::Channel {
     pb::Channel::try_from(i32::from(code)).unwrap_or(pb::Channel::Unspecified)
 }
+
+/// Serialises a user's count-then-insert of one kind (`scope`) until the transaction ends, so
+/// concurrent creates cannot pass a per-user cap together.
+pub async fn lock_for_user(
+    tx: &mut sqlx::PgConnection,
+    scope: &str,
+    user_id: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
+        .bind(scope)
+        .bind(user_id.to_string())
+        .execute(tx)
+        .await?;
+    Ok(())
+}

@@ -334,3 +334,32 @@ async fn updates_rearm_disable_and_delete_release_the_symbol() {
     let first_requests = requests.iter().filter(|r| r.attempt == 0).count();
     assert_eq!(first_requests, 2, "created, then re-enabled");
 }
+
+#[tokio::test]
+async fn concurrent_creates_cannot_pass_the_alert_limit() {
+    let app = spawn_with(|c| c.limits.user = 3).await;
+    let owner = app.add_user("race@example.com", "UTC", &["user"]).await;
+    let attempts = (0..12).map(|i| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .create_alert(user(
+                    owner,
+                    pb::CreateAlertRequest {
+                        user_id: owner.to_string(),
+                        alert: Some(alert("RACE", level(Kind::Above, 1.0 + f64::from(i)), &[])),
+                    },
+                ))
+                .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 3, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.code() == tonic::Code::ResourceExhausted)
+    );
+}

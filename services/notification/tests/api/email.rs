@@ -76,7 +76,7 @@ impl Drop for SmtpServer {
     }
 }
 
-async fn mail(smtp: &SmtpServer, n: usize) -> Vec<serde_json::Value> {
+pub async fn mail(smtp: &SmtpServer, n: usize) -> Vec<serde_json::Value> {
     eventually(&format!("{n} messages at the SMTP server"), || async {
         let m = smtp.messages();
         (m.len() >= n).then_some(m)
@@ -84,7 +84,12 @@ async fn mail(smtp: &SmtpServer, n: usize) -> Vec<serde_json::Value> {
     .await
 }
 
-async fn set_preferences(app: &mut TestApp, owner: Uuid, prefs: pb::Preferences, paths: &[&str]) {
+pub async fn set_preferences(
+    app: &mut TestApp,
+    owner: Uuid,
+    prefs: pb::Preferences,
+    paths: &[&str],
+) {
     app.client
         .update_preferences(user(
             owner,

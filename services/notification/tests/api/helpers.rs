@@ -61,15 +61,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 pub async fn start(db: TestDatabase, config: Config) -> TestApp {
-    let app = mirai_notification::startup::build_with(&config)
-        .await
-        .expect("the service starts");
-    let pool = app.service.pool.clone();
-    let addr = app.grpc_addr();
-    let context = app.context.clone();
-    let stop = CancellationToken::new();
-    tokio::spawn(app.service.run_until_stopped(stop.clone()));
-    let client = Client::connect(format!("http://{addr}")).await.unwrap();
+    let (client, pool, context, stop) = replica(&config).await;
     TestApp {
         client,
         pool,
@@ -78,6 +70,21 @@ pub async fn start(db: TestDatabase, config: Config) -> TestApp {
         stop,
         db,
     }
+}
+
+/// One more replica of the service on `config`'s database (a restart, a rollout): its client,
+/// pool and context, and the token that stops it.
+pub async fn replica(config: &Config) -> (Client, sqlx::PgPool, Shared, CancellationToken) {
+    let app = mirai_notification::startup::build_with(config)
+        .await
+        .expect("the service starts");
+    let pool = app.service.pool.clone();
+    let addr = app.grpc_addr();
+    let context = app.context.clone();
+    let stop = CancellationToken::new();
+    tokio::spawn(app.service.run_until_stopped(stop.clone()));
+    let client = Client::connect(format!("http://{addr}")).await.unwrap();
+    (client, pool, context, stop)
 }
 
 pub async fn spawn() -> TestApp {
@@ -106,7 +113,8 @@ impl TestApp {
         mirai_platform::testing::publish(&self.config.service.pubsub, source, event, again).await
     }
 
-    /// A user as the read model knows them (what `user.registered` stores).
+    /// A user as the read model knows them (what `user.registered` stores), whose account
+    /// address is already verified (`verification` tests register users through the event).
     pub async fn add_user(&self, email: &str, time_zone: &str, roles: &[&str]) -> Uuid {
         let id = Uuid::now_v7();
         sqlx::query(
@@ -117,6 +125,14 @@ impl TestApp {
         .bind(email)
         .bind(time_zone)
         .bind(roles.iter().map(|r| r.to_string()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO email_addresses (user_id, address, verified_at) VALUES ($1, lower($2), now())",
+        )
+        .bind(id)
+        .bind(email)
         .execute(&self.pool)
         .await
         .unwrap();
@@ -424,5 +440,65 @@ impl Receiver {
     /// Makes every following answer `status`.
     pub fn answer_always(&self, status: u16) {
         *self.statuses.lock().unwrap() = vec![status; 10_000];
+    }
+}
+
+// === A huge error body ===
+
+/// The size of [`HugeBody`]s in the tests: far more than any reader should take.
+pub const HUGE_BODY: usize = 50 * 1024 * 1024;
+
+/// How a huge body starts.
+pub const HUGE_BODY_START: &str = "upstream exploded: ";
+
+/// A `size`-byte error body streamed in 64 KiB chunks (a hostile or broken server's answer),
+/// counting what was handed to the connection and whether it got to the end.
+#[derive(Clone)]
+pub struct HugeBody {
+    size: usize,
+    produced: Arc<std::sync::atomic::AtomicUsize>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HugeBody {
+    pub fn new(size: usize) -> Self {
+        Self {
+            size,
+            produced: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+
+    /// A fresh stream of the body (one per answer).
+    pub fn body(&self) -> axum::body::Body {
+        use futures::StreamExt as _;
+        use std::sync::atomic::Ordering;
+        const CHUNK: usize = 64 * 1024;
+        let (size, p, f) = (self.size, self.produced.clone(), self.finished.clone());
+        let chunks = futures::stream::iter(0..size.div_ceil(CHUNK)).map(move |i| {
+            let len = CHUNK.min(size - i * CHUNK);
+            let mut chunk = vec![b'x'; len];
+            if i == 0 {
+                chunk[..HUGE_BODY_START.len()].copy_from_slice(HUGE_BODY_START.as_bytes());
+            }
+            if p.fetch_add(len, Ordering::SeqCst) + len == size {
+                f.store(true, Ordering::SeqCst);
+            }
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(chunk))
+        });
+        axum::body::Body::from_stream(chunks)
+    }
+
+    /// The reader stopped early: the body was never handed over whole. (The count includes
+    /// what the kernel buffered for a reader that had already gone.)
+    pub fn assert_not_read_whole(&self) {
+        use std::sync::atomic::Ordering;
+        let produced = self.produced.load(Ordering::SeqCst);
+        assert!(
+            !self.finished.load(Ordering::SeqCst),
+            "the whole {}-byte body was read ({produced} bytes)",
+            self.size
+        );
+        assert!(produced < 16 * 1024 * 1024, "{produced} bytes produced");
     }
 }

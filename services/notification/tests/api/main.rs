@@ -16,4 +16,5 @@ mod public_events;
 mod push;
 mod saga;
 mod streams;
+mod verification;
 mod webhooks;

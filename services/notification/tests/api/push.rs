@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mirai_notification::config::FcmConfig;
 use mirai_proto::notification::v1 as pb;
 
-use crate::helpers::{eventually, spawn_with, user};
+use crate::helpers::{HUGE_BODY, HUGE_BODY_START, HugeBody, TestApp, eventually, spawn_with, user};
 use crate::webhooks::fire;
 
 #[derive(Clone, Default)]
@@ -23,6 +23,8 @@ struct Fcm {
     token_uri: Arc<Mutex<String>>,
     tokens_issued: Arc<Mutex<u32>>,
     messages: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    /// The error body for the token `flood-device-token`.
+    huge: Option<HugeBody>,
 }
 
 #[derive(serde::Deserialize)]
@@ -83,6 +85,11 @@ async fn send(
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    if token == "flood-device-token"
+        && let Some(huge) = &fcm.huge
+    {
+        return (StatusCode::INTERNAL_SERVER_ERROR, huge.body()).into_response();
+    }
     if token == "gone-device-token" {
         return (
             StatusCode::NOT_FOUND,
@@ -111,10 +118,10 @@ fn openssl(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-#[tokio::test]
-async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_path = dir.path().join("key.pem");
+/// A local FCM (token exchange and `messages:send`) with a fresh service-account key in
+/// `dir`, and the configuration that points at it.
+async fn fake_fcm(dir: &std::path::Path, huge: Option<HugeBody>) -> (Fcm, FcmConfig) {
+    let key_path = dir.join("key.pem");
     openssl(&[
         "genpkey",
         "-algorithm",
@@ -136,6 +143,7 @@ async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
     let fcm = Fcm {
         public_pem: Arc::new(public_pem),
         client_email: Arc::new("mirai-push@mirai-test.iam.gserviceaccount.com".into()),
+        huge,
         ..Default::default()
     };
     let app = axum::Router::new()
@@ -150,7 +158,7 @@ async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let token_uri = format!("{base}/token");
     *fcm.token_uri.lock().unwrap() = token_uri.clone();
-    let credentials = dir.path().join("service-account.json");
+    let credentials = dir.join("service-account.json");
     std::fs::write(
         &credentials,
         serde_json::json!({
@@ -165,32 +173,47 @@ async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
     )
     .unwrap();
 
-    let mut app = spawn_with(|c| {
-        c.fcm = Some(FcmConfig {
-            credentials_file: credentials.clone(),
-            endpoint: base.clone(),
-            token_uri: None,
-            timeout: Duration::from_secs(5),
-        })
-    })
-    .await;
+    let config = FcmConfig {
+        credentials_file: credentials,
+        endpoint: base,
+        token_uri: None,
+        timeout: Duration::from_secs(5),
+    };
+    (fcm, config)
+}
+
+async fn register(
+    app: &TestApp,
+    owner: uuid::Uuid,
+    token: &str,
+    name: &str,
+) -> Result<pb::PushDevice, tonic::Status> {
+    app.client
+        .clone()
+        .register_push_device(user(
+            owner,
+            pb::RegisterPushDeviceRequest {
+                user_id: owner.to_string(),
+                token: token.into(),
+                platform: pb::DevicePlatform::Android.into(),
+                name: name.into(),
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().device.unwrap())
+}
+
+#[tokio::test]
+async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fcm, fcm_config) = fake_fcm(dir.path(), None).await;
+    let mut app = spawn_with(|c| c.fcm = Some(fcm_config)).await;
     let owner = app.add_user("push@example.com", "UTC", &["user"]).await;
     for (token, name) in [
         ("fcm-registration-token-0123456789", "Pixel 8"),
         ("gone-device-token", "old phone"),
     ] {
-        app.client
-            .register_push_device(user(
-                owner,
-                pb::RegisterPushDeviceRequest {
-                    user_id: owner.to_string(),
-                    token: token.into(),
-                    platform: pb::DevicePlatform::Android.into(),
-                    name: name.into(),
-                },
-            ))
-            .await
-            .unwrap();
+        register(&app, owner, token, name).await.unwrap();
     }
     fire(&mut app, owner, "PUSH", &[pb::Channel::Push]).await;
     let messages = eventually("the push message", || async {
@@ -240,4 +263,85 @@ async fn push_goes_through_the_fcm_v1_token_exchange_and_messages_send() {
     .await;
     statuses.sort();
     assert_eq!(statuses, ["FAILED", "SENT"]);
+}
+
+#[tokio::test]
+async fn a_huge_fcm_error_body_is_read_only_up_to_a_few_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = HugeBody::new(HUGE_BODY);
+    let (_fcm, fcm_config) = fake_fcm(dir.path(), Some(huge.clone())).await;
+    let mut app = spawn_with(|c| {
+        c.fcm = Some(FcmConfig {
+            // Time enough to read all 50 MiB if the code tried to.
+            timeout: Duration::from_secs(30),
+            ..fcm_config
+        });
+        c.deliveries.retry_schedule = vec![Duration::ZERO];
+    })
+    .await;
+    let owner = app.add_user("flood@example.com", "UTC", &["user"]).await;
+    register(&app, owner, "flood-device-token", "flood")
+        .await
+        .unwrap();
+    fire(&mut app, owner, "FLOOD", &[pb::Channel::Push]).await;
+    let error: String = eventually("the push delivery to fail", || async {
+        sqlx::query_scalar(
+            "SELECT last_error FROM deliveries WHERE user_id = $1 AND channel = $2 AND status = 'FAILED'",
+        )
+        .bind(owner)
+        .bind(pb::Channel::Push as i16)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert!(
+        error.starts_with(&format!("FCM HTTP 500: {HUGE_BODY_START}xxx")),
+        "{:?}",
+        error.get(..60)
+    );
+    huge.assert_not_read_whole();
+}
+
+#[tokio::test]
+async fn push_devices_are_capped_and_a_token_is_never_moved_silently() {
+    let app = spawn_with(|c| c.caps.push_devices = 3).await;
+    let owner = app.add_user("phones@example.com", "UTC", &["user"]).await;
+    let other = app.add_user("thief@example.com", "UTC", &["user"]).await;
+    for i in 0..3 {
+        register(&app, owner, &format!("owner-token-{i}"), "")
+            .await
+            .unwrap();
+    }
+    let refused = register(&app, owner, "owner-token-3", "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // Registering a device again is idempotent and does not count twice.
+    let again = register(&app, owner, "owner-token-0", "").await.unwrap();
+    assert_eq!(again.user_id, owner.to_string());
+
+    // Another account cannot take a registered token (it used to move silently).
+    let taken = register(&app, other, "owner-token-1", "")
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::FailedPrecondition, "{taken:?}");
+    let holder: uuid::Uuid =
+        sqlx::query_scalar("SELECT user_id FROM push_devices WHERE token = 'owner-token-1'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(holder, owner);
+
+    // Concurrent registrations cannot pass the cap.
+    let attempts = (0..10).map(|i| {
+        let app = &app;
+        async move { register(app, other, &format!("other-token-{i}"), "").await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3);
 }

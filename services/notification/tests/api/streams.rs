@@ -121,3 +121,46 @@ async fn new_notifications_stream_live_and_can_be_marked_read() {
         .into_inner();
     assert!(unread.notifications.is_empty());
 }
+
+#[tokio::test]
+async fn open_streams_are_capped_per_user() {
+    let app = crate::helpers::spawn_with(|c| c.caps.streams = 2).await;
+    let owner = app.add_user("streams@example.com", "UTC", &["user"]).await;
+    let open = || {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .stream_notifications(user(
+                    owner,
+                    pb::StreamNotificationsRequest {
+                        user_id: owner.to_string(),
+                    },
+                ))
+                .await
+        }
+    };
+    // Concurrent opens cannot pass the cap.
+    let results = futures::future::join_all((0..6).map(|_| open())).await;
+    let (mut kept, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    assert_eq!(kept.len(), 2);
+    for r in refused {
+        assert_eq!(r.unwrap_err().code(), tonic::Code::ResourceExhausted);
+    }
+    // Another user is not affected.
+    let other = app
+        .add_user("other-streams@example.com", "UTC", &["user"])
+        .await;
+    app.client
+        .clone()
+        .stream_notifications(user(
+            other,
+            pb::StreamNotificationsRequest {
+                user_id: other.to_string(),
+            },
+        ))
+        .await
+        .unwrap();
+    // Closing a stream frees its place.
+    drop(kept.pop());
+    crate::helpers::eventually("a place to free up", || async { open().await.ok() }).await;
+}
