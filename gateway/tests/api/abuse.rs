@@ -24,6 +24,34 @@ async fn rejected_key_rows(gw: &Gateway) -> i64 {
         .unwrap()
 }
 
+/// A new API key (scope `user`) of the account of `access`: its secret and id.
+async fn api_key(gw: &Gateway, access: &str) -> (String, String) {
+    let (status, _, created) = gw
+        .post(
+            "/v1/me/api-keys",
+            Some(access),
+            json!({ "name": "bot", "scopes": ["user"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    (
+        created["secret"].as_str().unwrap().to_owned(),
+        created["api_key"]["api_key_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+/// A gateway in front of a platform with the sample bars (SPX), adjusted by `adjust`.
+async fn gateway_with_sample(adjust: impl FnOnce(&mut mirai_gateway::config::Config)) -> Gateway {
+    let platform = Platform::start().await;
+    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
+        .await
+        .unwrap();
+    Gateway::start_on(platform, adjust).await
+}
+
 fn bogus_key() -> String {
     format!("mk_{}", uuid::Uuid::new_v4().simple())
 }
@@ -32,15 +60,7 @@ fn bogus_key() -> String {
 async fn a_thousand_bogus_api_keys_from_one_address_are_limited_before_the_lookup() {
     let gw = Gateway::start_with(|config| config.trusted_proxy_hops = 1).await;
     let (_, access, _) = gw.sign_up("neighbour@example.com").await;
-    let (status, _, created) = gw
-        .post(
-            "/v1/me/api-keys",
-            Some(&access),
-            json!({ "name": "bot", "scopes": ["user"] }),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let good_key = created["secret"].as_str().unwrap().to_owned();
+    let (good_key, _) = api_key(&gw, &access).await;
     let from = |ip: &'static str, key: String| {
         gw.http
             .get(gw.url("/v1/me"))
@@ -108,18 +128,7 @@ async fn a_thousand_bogus_api_keys_from_one_address_are_limited_before_the_looku
 async fn a_busy_api_key_writes_its_last_use_once_a_minute_not_per_request() {
     let gw = Gateway::start().await;
     let (_, access, _) = gw.sign_up("busy@example.com").await;
-    let (_, _, created) = gw
-        .post(
-            "/v1/me/api-keys",
-            Some(&access),
-            json!({ "name": "poller", "scopes": ["user"] }),
-        )
-        .await;
-    let key = created["secret"].as_str().unwrap().to_owned();
-    let key_id = created["api_key"]["api_key_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (key, key_id) = api_key(&gw, &access).await;
     let last_used = async || -> Option<chrono::DateTime<chrono::Utc>> {
         sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE api_key_id = $1::uuid")
             .bind(&key_id)
@@ -219,11 +228,7 @@ async fn next_of(socket: &mut Socket, kind: &str) -> Value {
 
 #[tokio::test]
 async fn ten_websockets_of_500_symbols_from_one_address_are_refused_beyond_the_limits() {
-    let platform = Platform::start().await;
-    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
-        .await
-        .unwrap();
-    let gw = Gateway::start_on(platform, |config| {
+    let gw = gateway_with_sample(|config| {
         config.trusted_proxy_hops = 1;
         config.streams.per_ip = 4;
         config.streams.symbols = 100;
@@ -309,15 +314,14 @@ async fn ten_websockets_of_500_symbols_from_one_address_are_refused_beyond_the_l
 
     // The victim's quotes keep flowing: a replay reaches it (and the attackers, through the
     // one shared upstream stream).
-    let started = gw
-        .http
-        .post(gw.url("/v1/admin/replays"))
-        .bearer_auth(&admin)
-        .json(&json!({ "symbol": "SPX", "to": "2000-01-05T00:00:00Z", "bars_per_second": 100 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 201);
+    let (status, _, replay) = gw
+        .post(
+            "/v1/admin/replays",
+            Some(&admin),
+            json!({ "symbol": "SPX", "to": "2000-01-05T00:00:00Z", "bars_per_second": 100 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{replay}");
     let live = next_of(&mut victim, "quote").await;
     assert_eq!(live["snapshot"], false, "{live}");
     assert_eq!(live["source"], "replay", "{live}");
@@ -340,11 +344,7 @@ async fn ten_websockets_of_500_symbols_from_one_address_are_refused_beyond_the_l
 
 #[tokio::test]
 async fn a_stream_closes_when_its_access_token_expires() {
-    let platform = Platform::start().await;
-    mirai_stock_data::bars::load_sample(&platform.services[1].pool)
-        .await
-        .unwrap();
-    let gw = Gateway::start_on(platform, |_| {}).await;
+    let gw = gateway_with_sample(|_| {}).await;
     let (user_id, access, _) = gw.sign_up("short-lived@example.com").await;
     // A token of the user service's own key that expires in 2 s.
     let kid = jsonwebtoken::decode_header(&access).unwrap().kid.unwrap();
