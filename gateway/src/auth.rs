@@ -603,7 +603,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 /// A gRPC request carrying the caller, for the service's own role check.
 pub fn forward<T>(message: T, principal: &Principal) -> Result<tonic::Request<T>, Problem> {
     let mut request = tonic::Request::new(message);
-    principal.insert_into(request.metadata_mut())?;
+    principal.attach(&mut request);
     Ok(request)
 }
 

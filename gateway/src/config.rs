@@ -6,6 +6,7 @@ use std::time::Duration;
 use mirai_platform::bootstrap::Settings;
 use mirai_platform::config::{ConfigError, Env, ShutdownConfig, TelemetryConfig};
 use mirai_platform::grpc::client::ClientConfig;
+use mirai_platform::grpc::identity::Identity;
 
 pub const NAME: &str = "mirai-gateway";
 
@@ -64,6 +65,10 @@ pub struct Config {
     pub idempotency: crate::idempotency::Limits,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
+    /// The key that signs the internal identity token of every call to a service
+    /// (`MIRAI_INTERNAL_SIGNING_KEY`; `MIRAI_INTERNAL_TRUSTED_KEYS` is read too, though the
+    /// gateway serves no gRPC; both required with `MIRAI_PROFILE=production`).
+    pub identity: Identity,
 }
 
 /// One rate-limit policy: `quota` requests per `window`, refilled continuously (GCRA, a token
@@ -268,6 +273,8 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_issuer = env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?;
         let timeout = env.duration_or("MIRAI_UPSTREAM_TIMEOUT", Duration::from_secs(5))?;
+        let identity = Identity::from_env(env, NAME)?;
+        identity.require_keys()?;
         Ok(Self {
             http_addr: env.or("MIRAI_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             admin_addr: env.or("MIRAI_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
@@ -313,6 +320,7 @@ impl Config {
             idempotency: idempotency_limits(env)?,
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, NAME)?,
+            identity: identity.with_request_id(crate::edge::current_request_id),
         })
     }
 }

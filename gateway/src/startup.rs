@@ -71,7 +71,7 @@ impl Application {
         let http = bind(config.http_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let metrics = Metrics::new();
-        let upstreams = Upstreams::connect(&config.upstreams, &metrics);
+        let upstreams = Upstreams::connect(&config.upstreams, &metrics, &config.identity.signer);
         let streams_stop = CancellationToken::new();
         let redis = match &config.redis_url {
             Some(url) => Some(connect_redis(url).await?),

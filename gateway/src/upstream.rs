@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use mirai_platform::grpc::client::{Client, UpstreamChannel};
+use mirai_platform::grpc::identity::Signer;
 use mirai_platform::telemetry::Metrics;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -43,10 +46,12 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Lazily connecting clients: the gateway starts before its upstreams if it must; a route
-    /// whose upstream is missing answers 503 until it is there.
-    pub fn connect(config: &config::Upstreams, metrics: &Metrics) -> Self {
+    /// whose upstream is missing answers 503 until it is there. Every call carries an internal
+    /// identity token signed by `signer`, acting for the principal the handler attached
+    /// ([`crate::auth::forward`]) and carrying the request id.
+    pub fn connect(config: &config::Upstreams, metrics: &Metrics, signer: &Arc<Signer>) -> Self {
         let make = |name, config| {
-            let client = Client::build(name, config, metrics);
+            let client = Client::build(name, config, metrics, signer);
             Upstream {
                 name,
                 channel: client.channel(),

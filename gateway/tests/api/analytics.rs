@@ -2,7 +2,7 @@
 //! back-filled into analytics, then indicators, statistics, trends and a report job through
 //! the gateway, with the problem+json answers to bad requests.
 
-use mirai_platform::auth::{Principal, Role};
+use mirai_platform::auth::Role;
 use mirai_proto::analytics::v1 as pb;
 use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use serde_json::{Value, json};
@@ -29,20 +29,16 @@ async fn ready() -> (Gateway, String) {
         .await
         .unwrap();
     let addr = gateway.platform.services[3].grpc_addr;
-    let mut analytics = AnalyticsServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(pb::BackfillRequest {
-        symbol: "SPX".into(),
-        ..Default::default()
-    });
-    Principal {
-        user_id: uuid::Uuid::now_v7().to_string(),
-        roles: [Role::User, Role::Admin].into(),
-        api_key_id: None,
-    }
-    .insert_into(request.metadata_mut())
-    .unwrap();
+    let mut analytics =
+        AnalyticsServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
+    let request = mirai_platform::testing::request_as(
+        uuid::Uuid::now_v7(),
+        &[Role::User, Role::Admin],
+        pb::BackfillRequest {
+            symbol: "SPX".into(),
+            ..Default::default()
+        },
+    );
     let filled = analytics.backfill(request).await.unwrap().into_inner();
     assert_eq!(filled.bars_inserted as usize, sample_closes().len());
     let (_, token, _) = gateway

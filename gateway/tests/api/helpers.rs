@@ -160,7 +160,8 @@ impl Platform {
             .expect("valid config")
     }
 
-    /// The gateway's upstream URL variables pointing at these services.
+    /// The gateway's upstream URL variables pointing at these services, and its signing key
+    /// (the test key, which every test service trusts).
     pub fn upstream_env(&self) -> Vec<(&'static str, String)> {
         let vars = [
             "MIRAI_USER_URL",
@@ -172,6 +173,7 @@ impl Platform {
         vars.into_iter()
             .zip(&self.services)
             .map(|(var, service)| (var, format!("http://{}", service.grpc_addr)))
+            .chain(mirai_platform::testing::identity_env())
             .collect()
     }
 }

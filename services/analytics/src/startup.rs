@@ -39,12 +39,24 @@ pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
 pub async fn build_with(config: &Config) -> Result<ServiceApp, BuildError> {
     let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
     let stock_data = StockData::new(
-        Client::build("stock-data", &config.stock_data, &app.metrics).channel(),
+        Client::build(
+            "stock-data",
+            &config.stock_data,
+            &app.metrics,
+            &config.service.identity.signer,
+        )
+        .channel(),
         config.backfill_page,
     );
     let sources = Sources::new(
         app.pool.clone(),
-        Client::build("prediction", &config.prediction, &app.metrics).channel(),
+        Client::build(
+            "prediction",
+            &config.prediction,
+            &app.metrics,
+            &config.service.identity.signer,
+        )
+        .channel(),
     );
     let wake = Arc::new(Notify::new());
     app.server.add_service(AnalyticsServiceServer::new(Api::new(

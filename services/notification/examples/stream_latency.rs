@@ -19,7 +19,7 @@ use futures::StreamExt as _;
 use google_cloud_pubsub::model::Message;
 use mirai_notification::config::Config;
 use mirai_notification::domain::condition::Condition;
-use mirai_platform::auth::{Principal, Role};
+use mirai_platform::auth::Role;
 use mirai_platform::events::topology::topics;
 use mirai_platform::events::{Envelope, Event as _, pubsub};
 use mirai_platform::testing::TestDatabase;
@@ -84,15 +84,13 @@ async fn main() -> anyhow::Result<()> {
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let client = NotificationServiceClient::connect(format!("http://{addr}")).await?;
     for user in &users {
-        let mut request = tonic::Request::new(pb::StreamNotificationsRequest {
-            user_id: user.to_string(),
-        });
-        Principal {
-            user_id: user.to_string(),
-            roles: [Role::User].into(),
-            api_key_id: None,
-        }
-        .insert_into(request.metadata_mut())?;
+        let request = mirai_platform::testing::request_as(
+            user,
+            &[Role::User],
+            pb::StreamNotificationsRequest {
+                user_id: user.to_string(),
+            },
+        );
         let mut stream = client
             .clone()
             .stream_notifications(request)

@@ -1,20 +1,17 @@
 //! The caller of an RPC, and role checks every service makes on its RPCs.
 //!
-//! The gateway authenticates the end user (JWT or API key) and passes the principal on in gRPC
-//! metadata: `x-mirai-user-id`, `x-mirai-roles` (comma-separated) and, for API keys,
-//! `x-mirai-api-key-id`. The gateway strips these headers from incoming HTTP requests, and in
-//! the mesh only the gateway may call the services (Istio `AuthorizationPolicy`), so services
-//! can trust them; checking roles again here is defence in depth behind the gateway.
+//! The gateway authenticates the end user (JWT or API key) and attaches the principal to the
+//! outgoing call ([`Principal::attach`]); the client layer signs it into the call's internal
+//! identity token ([`crate::grpc::identity`]), and the service's server layer verifies that
+//! token and puts the [`Caller`] into the request's extensions. [`Principal::of`] and
+//! [`require`] read only that verified caller: no header of the request is believed. Checking
+//! roles here is defence in depth behind the gateway.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use tonic::metadata::{MetadataMap, MetadataValue};
-
-pub const USER_ID_HEADER: &str = "x-mirai-user-id";
-pub const ROLES_HEADER: &str = "x-mirai-roles";
-pub const API_KEY_ID_HEADER: &str = "x-mirai-api-key-id";
+use crate::grpc::identity::Caller;
 
 /// A role. `admin` does not imply the others: each check names the roles it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,49 +58,25 @@ pub struct Principal {
     pub api_key_id: Option<String>,
 }
 
+/// The end user an outgoing call acts for, in its request's extensions (see
+/// [`Principal::attach`]); the client layer signs it into the call's token.
+#[derive(Debug, Clone)]
+pub(crate) struct OnBehalfOf(pub Principal);
+
 impl Principal {
-    /// The principal in `metadata`; `Ok(None)` when the call is anonymous.
-    pub fn from_metadata(metadata: &MetadataMap) -> Result<Option<Self>, tonic::Status> {
-        let text = |name: &str| -> Result<Option<String>, tonic::Status> {
-            metadata
-                .get(name)
-                .map(|value| {
-                    value
-                        .to_str()
-                        .map(str::to_owned)
-                        .map_err(|_| tonic::Status::unauthenticated(format!("{name} is not ASCII")))
-                })
-                .transpose()
-        };
-        let Some(user_id) = text(USER_ID_HEADER)?.filter(|id| !id.is_empty()) else {
-            return Ok(None);
-        };
-        let roles = text(ROLES_HEADER)?
-            .unwrap_or_default()
-            .split(',')
-            .filter(|role| !role.trim().is_empty())
-            .map(|role| role.parse().map_err(tonic::Status::unauthenticated))
-            .collect::<Result<_, _>>()?;
-        Ok(Some(Self {
-            user_id,
-            roles,
-            api_key_id: text(API_KEY_ID_HEADER)?,
-        }))
+    /// The verified end user of an incoming call; `None` when the caller acts for nobody (an
+    /// anonymous request through the gateway, or a service acting as itself).
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<Self> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .and_then(|caller| caller.principal.clone())
     }
 
-    /// Writes the principal into outgoing metadata (the gateway's side).
-    pub fn insert_into(&self, metadata: &mut MetadataMap) -> Result<(), tonic::Status> {
-        let value = |text: &str| {
-            MetadataValue::try_from(text)
-                .map_err(|_| tonic::Status::invalid_argument("principal is not ASCII"))
-        };
-        metadata.insert(USER_ID_HEADER, value(&self.user_id)?);
-        let roles: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
-        metadata.insert(ROLES_HEADER, value(&roles.join(","))?);
-        if let Some(key) = &self.api_key_id {
-            metadata.insert(API_KEY_ID_HEADER, value(key)?);
-        }
-        Ok(())
+    /// Makes `request` (an outgoing call) act for this principal: the client layer signs it
+    /// into the call's identity token. Only for a principal this process verified.
+    pub fn attach<T>(&self, request: &mut tonic::Request<T>) {
+        request.extensions_mut().insert(OnBehalfOf(self.clone()));
     }
 
     pub fn has(&self, role: Role) -> bool {
@@ -114,7 +87,7 @@ impl Principal {
 /// The caller, who must hold at least one of `roles` (any role when `roles` is empty):
 /// `UNAUTHENTICATED` for an anonymous call, `PERMISSION_DENIED` for a missing role.
 pub fn require<T>(request: &tonic::Request<T>, roles: &[Role]) -> Result<Principal, tonic::Status> {
-    let principal = Principal::from_metadata(request.metadata())?
+    let principal = Principal::of(request)
         .ok_or_else(|| tonic::Status::unauthenticated("authentication required"))?;
     if roles.is_empty() || roles.iter().any(|role| principal.has(*role)) {
         Ok(principal)
@@ -131,50 +104,53 @@ pub fn require<T>(request: &tonic::Request<T>, roles: &[Role]) -> Result<Princip
 mod tests {
     use super::*;
 
-    fn request(pairs: &[(&'static str, &str)]) -> tonic::Request<()> {
+    /// A request whose verified caller acts for `principal`.
+    fn request(principal: Option<Principal>) -> tonic::Request<()> {
         let mut request = tonic::Request::new(());
-        for (name, value) in pairs {
-            request
-                .metadata_mut()
-                .insert(*name, MetadataValue::try_from(*value).unwrap());
-        }
+        request.extensions_mut().insert(Caller {
+            service: "mirai-gateway".into(),
+            principal,
+            request_id: None,
+        });
         request
+    }
+
+    fn user(id: &str, roles: &[Role]) -> Option<Principal> {
+        Some(Principal {
+            user_id: id.into(),
+            roles: roles.iter().copied().collect(),
+            api_key_id: None,
+        })
     }
 
     #[test]
     fn roles_are_checked() {
-        let admin = request(&[(USER_ID_HEADER, "u1"), (ROLES_HEADER, "user,admin")]);
+        let admin = request(user("u1", &[Role::User, Role::Admin]));
         assert_eq!(require(&admin, &[Role::Admin]).unwrap().user_id, "u1");
-        let user = request(&[(USER_ID_HEADER, "u2"), (ROLES_HEADER, "user")]);
+        let user = request(user("u2", &[Role::User]));
         let denied = require(&user, &[Role::Admin]).unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert_eq!(denied.message(), "requires role admin");
         assert!(require(&user, &[]).is_ok());
-        let anonymous = require(&request(&[]), &[]).unwrap_err();
+        let anonymous = require(&request(None), &[]).unwrap_err();
         assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
-        let forged = request(&[(USER_ID_HEADER, "u3"), (ROLES_HEADER, "root")]);
-        assert_eq!(
-            require(&forged, &[]).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
     }
 
     #[test]
-    fn principals_round_trip_through_metadata() {
-        let principal = Principal {
-            user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
-            roles: [Role::User, Role::Premium].into(),
-            api_key_id: Some("key-1".into()),
-        };
-        let mut metadata = MetadataMap::new();
-        principal.insert_into(&mut metadata).unwrap();
+    fn headers_are_not_a_principal() {
+        // The old unsigned headers: a request carrying them and no verified caller is
+        // anonymous.
+        let mut forged = tonic::Request::new(());
+        forged
+            .metadata_mut()
+            .insert("x-mirai-user-id", "u3".parse().unwrap());
+        forged
+            .metadata_mut()
+            .insert("x-mirai-roles", "admin".parse().unwrap());
+        assert_eq!(Principal::of(&forged), None);
         assert_eq!(
-            metadata.get(ROLES_HEADER).unwrap().to_str().unwrap(),
-            "user,premium"
-        );
-        assert_eq!(
-            Principal::from_metadata(&metadata).unwrap(),
-            Some(principal)
+            require(&forged, &[Role::Admin]).unwrap_err().code(),
+            tonic::Code::Unauthenticated
         );
     }
 }

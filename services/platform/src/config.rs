@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::events::pubsub::PubSubConfig;
 use crate::grpc::fault::FaultRules;
+use crate::grpc::identity::Identity;
 
 /// A configuration problem, reported before anything starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -305,6 +306,14 @@ pub struct ServiceConfig {
     /// Fault injection: `None` is off (default); `Some` is on, starting with these rules
     /// (`MIRAI_FAULT_INJECTION=on` and/or `MIRAI_FAULTS`). Never in production.
     pub fault_injection: Option<FaultRules>,
+    /// gRPC server reflection (`MIRAI_GRPC_REFLECTION`, `on`/`off`): on by default in
+    /// development, off by default in production, where it would hand every caller the full
+    /// API description, admin RPCs included.
+    pub reflection: bool,
+    /// This process's signing key and the callers it trusts (`MIRAI_INTERNAL_SIGNING_KEY`,
+    /// `MIRAI_INTERNAL_TRUSTED_KEYS`; required to serve in production, checked by
+    /// [`crate::grpc::GrpcServer::bind`]). See [`crate::grpc::identity`].
+    pub identity: Identity,
 }
 
 impl ServiceConfig {
@@ -321,6 +330,13 @@ impl ServiceConfig {
             profile,
             max_in_flight: env.or("MIRAI_MAX_IN_FLIGHT", 1024)?,
             fault_injection: fault_injection_from_env(env, profile)?,
+            reflection: env
+                .or(
+                    "MIRAI_GRPC_REFLECTION",
+                    Switch(profile == Profile::Development),
+                )?
+                .0,
+            identity: Identity::from_env(env, defaults.name)?,
         })
     }
 
@@ -347,6 +363,8 @@ impl ServiceConfig {
             profile: Profile::Development,
             max_in_flight: 1024,
             fault_injection: None,
+            reflection: true,
+            identity: Identity::for_tests(name),
         }
     }
 
@@ -472,6 +490,59 @@ mod tests {
         assert_eq!(cfg.profile, Profile::Development);
         assert_eq!(cfg.max_in_flight, 1024);
         assert_eq!(cfg.fault_injection, None);
+        assert!(cfg.reflection, "reflection is on in development");
+    }
+
+    #[test]
+    fn reflection_is_off_by_default_in_production() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::grpc::identity::test_signing_key();
+        let (pem, trusted) = (dir.path().join("k.pem"), dir.path().join("t.json"));
+        std::fs::write(
+            &pem,
+            ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, Default::default())
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            &trusted,
+            crate::grpc::identity::trusted_keys_json(&key, &["mirai-gateway"]),
+        )
+        .unwrap();
+        let (pem, trusted) = (pem.to_str().unwrap(), trusted.to_str().unwrap());
+        let production = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("MIRAI_PROFILE", "production"),
+                ("MIRAI_INTERNAL_SIGNING_KEY", pem),
+                ("MIRAI_INTERNAL_TRUSTED_KEYS", trusted),
+            ];
+            vars.extend_from_slice(extra);
+            ServiceConfig::from_env(&service_env(&vars), DEFAULTS)
+        };
+        assert!(!production(&[]).unwrap().reflection);
+        assert!(
+            production(&[("MIRAI_GRPC_REFLECTION", "on")])
+                .unwrap()
+                .reflection,
+            "an operator may switch it on"
+        );
+        let cfg = ServiceConfig::from_env(
+            &service_env(&[("MIRAI_GRPC_REFLECTION", "off")]),
+            DEFAULTS,
+        )
+        .unwrap();
+        assert!(!cfg.reflection);
+        let err = error_of(&[("MIRAI_GRPC_REFLECTION", "sometimes")]);
+        assert!(err.starts_with("MIRAI_GRPC_REFLECTION is invalid"), "{err}");
+        let keyless =
+            ServiceConfig::from_env(&service_env(&[("MIRAI_PROFILE", "production")]), DEFAULTS)
+                .expect("one-shot modes (--migrate-only) need no keys");
+        assert_eq!(
+            keyless.identity.require_keys().unwrap_err().to_string(),
+            "MIRAI_INTERNAL_SIGNING_KEY is required but not set",
+            "serving does"
+        );
     }
 
     fn service_env(extra: &[(&str, &str)]) -> Env {
@@ -496,13 +567,13 @@ mod tests {
     fn profile_and_in_flight_limit_parse_and_name_the_variable() {
         let cfg = ServiceConfig::from_env(
             &service_env(&[
-                ("MIRAI_PROFILE", "Production"),
+                ("MIRAI_PROFILE", "Development"),
                 ("MIRAI_MAX_IN_FLIGHT", "0"),
             ]),
             DEFAULTS,
         )
         .unwrap();
-        assert_eq!(cfg.profile, Profile::Production);
+        assert_eq!(cfg.profile, Profile::Development);
         assert_eq!(cfg.max_in_flight, 0);
 
         let err = error_of(&[("MIRAI_PROFILE", "staging")]);
@@ -538,11 +609,11 @@ mod tests {
         );
         // Explicitly off in production is fine.
         assert_eq!(
-            faults(&[
-                ("MIRAI_PROFILE", "production"),
-                ("MIRAI_FAULT_INJECTION", "off")
-            ]),
-            None
+            fault_injection_from_env(
+                &service_env(&[("MIRAI_FAULT_INJECTION", "off")]),
+                Profile::Production
+            ),
+            Ok(None)
         );
     }
 

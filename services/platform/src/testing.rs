@@ -311,6 +311,112 @@ pub mod conformance {
         );
     }
 
+    /// The status of a unary call to `path` on `addr` with an empty message (`()` both ways),
+    /// carrying `metadata`.
+    async fn call_status(
+        addr: std::net::SocketAddr,
+        path: &'static str,
+        metadata: &[(&'static str, String)],
+    ) -> tonic::Code {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a valid URL")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.expect("ready");
+        let mut request = tonic::Request::new(());
+        for (key, value) in metadata {
+            request
+                .metadata_mut()
+                .insert(*key, value.parse().expect("ASCII"));
+        }
+        match client
+            .unary(
+                request,
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+        {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    const HEALTH: &str = "/grpc.health.v1.Health/Check";
+    /// Any other method: the identity check comes before routing.
+    const ANY_METHOD: &str = "/mirai.conformance.v1.Probe/Call";
+
+    /// With `MIRAI_PROFILE=production` (and the test keys) the binary serves no reflection by
+    /// default; in development it does. In both, health answers without a token, and any other
+    /// call without a valid token — or with only the old `x-mirai-user-id`/`x-mirai-roles`
+    /// headers — is `UNAUTHENTICATED`.
+    pub async fn production_hides_reflection_and_refuses_unsigned_calls(
+        binary: &str,
+        env: &[(&str, String)],
+    ) {
+        for production in [true, false] {
+            let (port, admin_port) = (free_port(), free_port());
+            let mut full = env.to_vec();
+            full.extend(super::identity_env());
+            full.extend([
+                ("MIRAI_GRPC_ADDR", format!("127.0.0.1:{port}")),
+                ("MIRAI_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+                ("MIRAI_SHUTDOWN_DRAIN_DELAY", "0s".to_owned()),
+            ]);
+            if production {
+                full.push(("MIRAI_PROFILE", "production".to_owned()));
+            }
+            let _child = ChildProcess::spawn(binary, full);
+            let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+            wait_for_status(&ready, 200, Duration::from_secs(60)).await;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let expected = if production {
+                tonic::Code::Unimplemented
+            } else {
+                tonic::Code::Ok
+            };
+            assert_eq!(
+                call_status(addr, REFLECTION, &[]).await,
+                expected,
+                "reflection, production: {production}"
+            );
+            assert_eq!(call_status(addr, HEALTH, &[]).await, tonic::Code::Ok);
+            let forged = [
+                ("x-mirai-user-id", "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".to_owned()),
+                ("x-mirai-roles", "admin".to_owned()),
+            ];
+            assert_eq!(
+                call_status(addr, ANY_METHOD, &forged).await,
+                tonic::Code::Unauthenticated
+            );
+            // A token for another audience is refused; one addressed to this binary (its file
+            // name is its service name) passes the check and reaches the router.
+            let name = std::path::Path::new(binary)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a binary name");
+            for (audience, code) in [
+                (crate::grpc::identity::TEST_AUDIENCE, tonic::Code::Unauthenticated),
+                (name, tonic::Code::Unimplemented),
+            ] {
+                let token = super::test_gateway().sign(&[audience], None);
+                assert_eq!(
+                    call_status(
+                        addr,
+                        ANY_METHOD,
+                        &[(crate::grpc::identity::IDENTITY_HEADER, token)]
+                    )
+                    .await,
+                    code,
+                    "a token for {audience}"
+                );
+            }
+        }
+    }
+
     /// Starts `binary`, waits until ready, sends SIGTERM, and checks the shutdown sequence:
     /// `/readyz` turns 503 while gRPC still answers (drain delay), then a clean exit within the
     /// grace period. Also checks that every stdout line is a JSON log object.
@@ -407,21 +513,119 @@ where
     }
 }
 
-/// A request carrying the principal `user_id` with `roles`, as the gateway forwards it.
+/// The gateway's signer with the test key ([`crate::grpc::identity::test_signing_key`]), which
+/// every test configuration trusts ([`crate::config::ServiceConfig::for_tests`]).
+fn test_gateway() -> &'static crate::grpc::identity::Signer {
+    static SIGNER: std::sync::OnceLock<crate::grpc::identity::Signer> = std::sync::OnceLock::new();
+    SIGNER.get_or_init(|| {
+        crate::grpc::identity::Signer::new(
+            "mirai-gateway",
+            &crate::grpc::identity::test_signing_key(),
+        )
+    })
+}
+
+/// Signs `request` as the gateway would, acting for `principal` (`None`: an anonymous call),
+/// addressed to any test service ([`crate::grpc::identity::TEST_AUDIENCE`]).
+pub fn sign_as<T>(request: &mut tonic::Request<T>, principal: Option<&crate::auth::Principal>) {
+    let token = test_gateway().sign(&[crate::grpc::identity::TEST_AUDIENCE], principal);
+    request.metadata_mut().insert(
+        crate::grpc::identity::IDENTITY_HEADER,
+        token.parse().expect("a JWT is ASCII"),
+    );
+}
+
+/// A request carrying the principal `user_id` with `roles`, as the gateway forwards it: with a
+/// real identity token signed by the test key.
 pub fn request_as<T>(
     user_id: impl ToString,
     roles: &[crate::auth::Role],
     message: T,
 ) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    crate::auth::Principal {
+    let principal = crate::auth::Principal {
         user_id: user_id.to_string(),
         roles: roles.iter().copied().collect(),
         api_key_id: None,
-    }
-    .insert_into(request.metadata_mut())
-    .expect("a principal fits in metadata");
+    };
+    sign_as(&mut request, Some(&principal));
     request
+}
+
+/// Signs every call that carries no identity token yet as an anonymous call through the
+/// gateway (the test clients' interceptor; [`request_as`] calls keep their own token).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsGateway;
+
+impl tonic::service::Interceptor for AsGateway {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if !request
+            .metadata()
+            .contains_key(crate::grpc::identity::IDENTITY_HEADER)
+        {
+            sign_as(&mut request, None);
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry test identity tokens ([`AsGateway`]).
+pub type TestChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AsGateway>;
+
+/// Connects to the gRPC server at `url` (`http://host:port`) with [`AsGateway`].
+pub async fn connect(url: impl Into<String>) -> TestChannel {
+    let channel = tonic::transport::Endpoint::from_shared(url.into())
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("connect to the test server");
+    tonic::service::interceptor::InterceptedService::new(channel, AsGateway)
+}
+
+/// `MIRAI_INTERNAL_SIGNING_KEY` and `MIRAI_INTERNAL_TRUSTED_KEYS` for a binary under test: the
+/// test key, trusted for every MiraiKakaku process (files written once, atomically, under the
+/// temporary directory; their content never changes).
+pub fn identity_env() -> Vec<(&'static str, String)> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    static PATHS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    let (key, trusted) = PATHS.get_or_init(|| {
+        let dir = std::env::temp_dir().join("mirai-test-identity");
+        std::fs::create_dir_all(&dir).expect("create the test identity folder");
+        let write = |name: &str, content: &[u8]| {
+            let path = dir.join(name);
+            let partial = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&partial, content).expect("write a test identity file");
+            std::fs::rename(&partial, &path).expect("move a test identity file into place");
+            path.to_string_lossy().into_owned()
+        };
+        let signing = crate::grpc::identity::test_signing_key();
+        let pem = signing
+            .to_pkcs8_pem(Default::default())
+            .expect("an Ed25519 key encodes as PKCS#8");
+        let issuers = [
+            "mirai-gateway",
+            "mirai-user",
+            "mirai-stock-data",
+            "mirai-prediction",
+            "mirai-analytics",
+            "mirai-notification",
+        ];
+        (
+            write("signing.pem", pem.as_bytes()),
+            write(
+                "trusted.json",
+                crate::grpc::identity::trusted_keys_json(&signing, &issuers).as_bytes(),
+            ),
+        )
+    });
+    vec![
+        ("MIRAI_INTERNAL_SIGNING_KEY", key.clone()),
+        ("MIRAI_INTERNAL_TRUSTED_KEYS", trusted.clone()),
+    ]
 }
 
 /// Publishes `event` on its topic as the service `source` would (`ce-source //mirai/<source>`,
@@ -495,6 +699,18 @@ macro_rules! service_conformance_tests {
                 $crate::testing::pubsub_env(&$crate::events::pubsub::PubSubConfig::for_tests());
             env.push(("DATABASE_URL", db.url().to_owned()));
             $crate::testing::conformance::one_shot_modes(BINARY, &env, db.url()).await;
+        }
+
+        #[tokio::test]
+        async fn production_hides_reflection_and_refuses_unsigned_calls() {
+            let db = $crate::testing::TestDatabase::create($db_prefix).await;
+            let mut env =
+                $crate::testing::pubsub_env(&$crate::events::pubsub::PubSubConfig::for_tests());
+            env.push(("DATABASE_URL", db.url().to_owned()));
+            $crate::testing::conformance::production_hides_reflection_and_refuses_unsigned_calls(
+                BINARY, &env,
+            )
+            .await;
         }
 
         #[tokio::test]

@@ -116,6 +116,7 @@ fn serving(version: &str, symbols: usize, forecast_cache: bool) -> Serving {
             "stock-data",
             &ClientConfig::for_url("http://127.0.0.1:9", Duration::from_secs(1)),
             &mirai_platform::telemetry::Metrics::new(),
+            &mirai_platform::grpc::Identity::for_tests("mirai-prediction").signer,
         );
         let bars = Arc::new(BarSource::new(
             stock_data.channel(),

@@ -61,11 +61,32 @@ fn daily(field: &'static str, timeframe: i32) -> Result<()> {
     }
 }
 
-fn actor(principal: &Principal, claimed: &str) -> String {
-    if claimed.trim().is_empty() {
-        principal.user_id.clone()
+/// The user a call is made for: the verified caller's, never one named in the request. A
+/// `field` naming someone else is refused; empty means the caller.
+fn own_user(principal: Option<&Principal>, field: &'static str, claimed: &str) -> Result<Option<Uuid>> {
+    let caller = principal
+        .map(|p| user_id(field, &p.user_id))
+        .transpose()?
+        .flatten();
+    match (user_id(field, claimed)?, caller) {
+        (None, caller) => Ok(caller),
+        (Some(named), Some(caller)) if named == caller => Ok(Some(caller)),
+        (Some(_), _) => Err(Error::PermissionDenied(format!(
+            "{field} must be empty or the caller's own user id"
+        ))),
+    }
+}
+
+/// The admin recorded as making a change: the verified caller (`actor_user_id` in the request
+/// may only repeat it).
+fn actor(principal: &Principal, claimed: &str) -> Result<String> {
+    let claimed = claimed.trim();
+    if claimed.is_empty() || claimed.eq_ignore_ascii_case(&principal.user_id) {
+        Ok(principal.user_id.clone())
     } else {
-        claimed.trim().to_owned()
+        Err(Error::PermissionDenied(
+            "actor_user_id must be empty or the caller's own user id".into(),
+        ))
     }
 }
 
@@ -79,9 +100,10 @@ impl PredictionService for Api {
         if request.get_ref().model.is_some() {
             auth::require(&request, &[AuthRole::Admin])?;
         }
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         let symbol = Symbol::parse(&r.symbol).map_err(Error::from)?;
-        let user = user_id("user_id", &r.user_id)?;
+        let user = own_user(principal.as_ref(), "user_id", &r.user_id)?;
         daily("timeframe", r.timeframe)?;
         let pinned = r
             .model
@@ -104,8 +126,9 @@ impl PredictionService for Api {
         &self,
         request: Request<pb::PredictManyRequest>,
     ) -> Result<Response<pb::PredictManyResponse>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
-        let user = user_id("user_id", &r.user_id)?;
+        let user = own_user(principal.as_ref(), "user_id", &r.user_id)?;
         daily("timeframe", r.timeframe)?;
         let mut distinct: Vec<String> = Vec::new();
         for s in &r.symbols {
@@ -217,7 +240,7 @@ impl PredictionService for Api {
         let view = crate::admin::set_traffic(
             &self.context,
             traffic,
-            &actor(&principal, &r.actor_user_id),
+            &actor(&principal, &r.actor_user_id)?,
             &r.reason,
         )
         .await?;
@@ -237,7 +260,7 @@ impl PredictionService for Api {
         let (view, previous) = crate::admin::promote(
             &self.context,
             &model,
-            &actor(&principal, &r.actor_user_id),
+            &actor(&principal, &r.actor_user_id)?,
             &r.reason,
             r.retire_previous,
         )
@@ -264,7 +287,7 @@ impl PredictionService for Api {
         let view = crate::admin::retire(
             &self.context,
             &model,
-            &actor(&principal, &r.actor_user_id),
+            &actor(&principal, &r.actor_user_id)?,
             &r.reason,
         )
         .await?;
@@ -332,7 +355,7 @@ impl PredictionService for Api {
         &self,
         request: Request<pb::ListPredictionsRequest>,
     ) -> Result<Response<pb::ListPredictionsResponse>, Status> {
-        let principal = Principal::from_metadata(request.metadata())?;
+        let principal = Principal::of(&request);
         let admin = principal.as_ref().is_some_and(|p| p.has(AuthRole::Admin));
         let r = request.into_inner();
         let requested = user_id("user_id", &r.user_id)?;

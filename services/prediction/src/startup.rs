@@ -120,7 +120,12 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         .max()
         .unwrap_or(0)
         .max(MIN_BARS_KEPT);
-    let stock_data = Client::build("stock-data", &config.stock_data, &app.metrics);
+    let stock_data = Client::build(
+        "stock-data",
+        &config.stock_data,
+        &app.metrics,
+        &config.service.identity.signer,
+    );
     let bars = Arc::new(BarSource::new(
         stock_data.channel(),
         capacity,

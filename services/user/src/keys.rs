@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use mirai_platform::grpc::identity::jwk_thumbprint as thumbprint;
 use mirai_proto::user::v1 as pb;
-use sha2::{Digest as _, Sha256};
 
 use crate::password::fill_random;
 
@@ -113,11 +113,6 @@ impl Key {
     }
 }
 
-/// RFC 7638 thumbprint of an Ed25519 JWK: base64url(SHA-256 of the canonical members).
-fn thumbprint(x: &str) -> String {
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
 
 /// The keys in force: current (signs), next (published), retired (published until their grace
 /// ends).

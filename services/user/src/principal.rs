@@ -1,6 +1,6 @@
-//! Who is calling: the principal the gateway passes in gRPC metadata (`x-mirai-user-id`,
-//! `x-mirai-roles`, `x-mirai-api-key-id`, parsed by [`mirai_platform::auth`]) and the checks
-//! this service makes with it. Kept in one small module so the checks can move into the
+//! Who is calling: the principal of the call's verified internal identity token (signed by the
+//! gateway, checked by the platform's server layer, read by [`mirai_platform::auth`]) and the
+//! checks this service makes with it. Kept in one small module so the checks can move into the
 //! platform crate unchanged.
 
 use mirai_platform::auth::{self, Principal, Role};

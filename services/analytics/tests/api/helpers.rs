@@ -16,7 +16,7 @@ use mirai_proto::stock::v1 as stock;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub type Client = AnalyticsServiceClient<tonic::transport::Channel>;
+pub type Client = AnalyticsServiceClient<mirai_platform::testing::TestChannel>;
 
 /// The S&P 500 sample stock-data ships, parsed independently: (date, open, high, low, close,
 /// volume).
@@ -71,7 +71,7 @@ pub async fn spawn_with(sample: bool, configure: impl FnOnce(&mut Config)) -> Te
     let pool = app.pool.clone();
     let addr = app.grpc_addr();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = Client::connect(format!("http://{addr}")).await.unwrap();
+    let client = Client::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
     TestApp {
         client,
         pool,

@@ -18,7 +18,7 @@ use mirai_proto::notification::v1::notification_service_client::NotificationServ
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub type Client = NotificationServiceClient<tonic::transport::Channel>;
+pub type Client = NotificationServiceClient<mirai_platform::testing::TestChannel>;
 
 pub struct TestApp {
     pub client: Client,
@@ -83,7 +83,7 @@ pub async fn replica(config: &Config) -> (Client, sqlx::PgPool, Shared, Cancella
     let context = app.context.clone();
     let stop = CancellationToken::new();
     tokio::spawn(app.service.run_until_stopped(stop.clone()));
-    let client = Client::connect(format!("http://{addr}")).await.unwrap();
+    let client = Client::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
     (client, pool, context, stop)
 }
 

@@ -23,11 +23,13 @@ async fn stock_data(app: &TestApp, symbols: &[&str]) -> (CancellationToken, Test
     let addr = service.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(service.run_until_stopped(stop.clone()));
-    let mut client = StockDataServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut client =
+        StockDataServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
     for symbol in symbols {
-        let mut request = tonic::Request::new(stock::AddSymbolRequest {
+        let request = mirai_platform::testing::request_as(
+            uuid::Uuid::now_v7(),
+            &[mirai_platform::auth::Role::Admin],
+            stock::AddSymbolRequest {
             symbol: Some(stock::Symbol {
                 symbol: symbol.to_string(),
                 name: format!("{symbol} Inc."),
@@ -37,14 +39,8 @@ async fn stock_data(app: &TestApp, symbols: &[&str]) -> (CancellationToken, Test
                 ..Default::default()
             }),
             actor_user_id: String::new(),
-        });
-        mirai_platform::auth::Principal {
-            user_id: uuid::Uuid::now_v7().to_string(),
-            roles: [mirai_platform::auth::Role::Admin].into(),
-            api_key_id: None,
-        }
-        .insert_into(request.metadata_mut())
-        .unwrap();
+            },
+        );
         client.add_symbol(request).await.unwrap();
     }
     (stop, db)

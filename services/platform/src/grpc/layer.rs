@@ -1,9 +1,10 @@
-//! Per-call work of the gRPC server: trace context, deadline, RED metrics, load shedding and
-//! (when configured) fault injection.
+//! Per-call work of the gRPC server: trace context, deadline, RED metrics, load shedding, the
+//! caller's signed identity and (when configured) fault injection.
 //!
 //! Order inside one call: span and deadline → RED metrics start → admission (shed at once when
-//! `max_in_flight` calls are running) → injected fault, if any → the handler. Shed calls and
-//! injected faults are therefore counted in the RED metrics like any other answer.
+//! `max_in_flight` calls are running) → internal identity (`UNAUTHENTICATED` without a valid
+//! token, see [`super::identity`]) → injected fault, if any → the handler. Shed calls, refused
+//! callers and injected faults are therefore counted in the RED metrics like any other answer.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,6 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::deadline;
 use super::fault::{Faults, Injected, Injector};
+use super::identity::{self, Verifier};
 use crate::telemetry::Metrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +89,7 @@ pub struct ServerLayer {
     metrics: RpcMetrics,
     limit: Option<InFlightLimit>,
     faults: Option<Injector>,
+    identity: Option<Arc<Verifier>>,
 }
 
 /// The in-flight bound of one process: a permit per running call, none waited for.
@@ -98,13 +101,22 @@ struct InFlightLimit {
 }
 
 impl ServerLayer {
-    /// A layer with tracing, deadlines and RED metrics only: no in-flight limit, no faults.
+    /// A layer with tracing, deadlines and RED metrics only: no in-flight limit, no faults, no
+    /// identity check (the [`super::GrpcServer`] always adds one).
     pub fn new(metrics: RpcMetrics) -> Self {
         Self {
             metrics,
             limit: None,
             faults: None,
+            identity: None,
         }
+    }
+
+    /// Refuses every call but health and reflection without a token `verifier` accepts, and
+    /// puts the verified [`identity::Caller`] into the request's extensions.
+    pub fn with_identity(mut self, verifier: Arc<Verifier>) -> Self {
+        self.identity = Some(verifier);
+        self
     }
 
     /// Answers calls beyond `max` concurrent ones at once with `RESOURCE_EXHAUSTED` and the
@@ -270,7 +282,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         // The clone is ready only if polled; swap so the ready instance handles this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -294,6 +306,18 @@ where
             .filter(|_| !infrastructure)
             .cloned();
         let shed_message = self.layer.limit.as_ref().map(|l| l.message.clone());
+        // Verified before the handler sees the call; the caller goes into its extensions.
+        let caller = match &self.layer.identity {
+            Some(verifier) if !infrastructure => match verifier.verify_headers(req.headers()) {
+                Ok(caller) => {
+                    let request_id = caller.request_id.clone();
+                    req.extensions_mut().insert(caller);
+                    Ok(request_id)
+                }
+                Err(refusal) => Err(refusal),
+            },
+            _ => Ok(None),
+        };
 
         let span = if infrastructure {
             tracing::Span::none()
@@ -321,8 +345,8 @@ where
         Box::pin(
             async move {
                 let call = Call::start(metrics.clone(), service.clone(), method.clone());
-                let result = match admission {
-                    Admission::Shed => {
+                let result = match (admission, caller) {
+                    (Admission::Shed, _) => {
                         metrics
                             .shed
                             .get_or_create(&MethodLabels {
@@ -332,7 +356,11 @@ where
                             .inc();
                         Ok(overloaded(shed_message.as_deref().unwrap_or_default()))
                     }
-                    Admission::Admitted(permit) => {
+                    (Admission::Admitted(_), Err(refusal)) => {
+                        tracing::warn!(message = "Call refused: no valid internal identity.", %refusal);
+                        Ok(tonic::Status::from(refusal).into_http())
+                    }
+                    (Admission::Admitted(permit), Ok(request_id)) => {
                         let result = deadline::scope(deadline, async {
                             if let Some(injector) = injector
                                 && let Injected::Answer(status) =
@@ -340,7 +368,7 @@ where
                             {
                                 return Ok(status.into_http());
                             }
-                            inner.call(req).await
+                            identity::with_incoming_request_id(request_id, inner.call(req)).await
                         })
                         .await;
                         drop(permit);

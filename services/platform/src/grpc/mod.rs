@@ -5,14 +5,18 @@
 //!   the graceful-shutdown sequence.
 //! - [`client`]: outgoing channels whose calls carry `traceparent` and the remaining deadline.
 //! - [`deadline`]: the incoming call's deadline, available to the handler's task.
+//! - [`identity`]: the signed internal token every call carries (minted by the client
+//!   interceptor, verified by [`ServerLayer`]).
 
 pub mod client;
 pub mod deadline;
 pub mod fault;
+pub mod identity;
 mod layer;
 mod server;
 
 pub use fault::{FaultRules, Faults};
+pub use identity::{Caller, Identity};
 pub use layer::{RpcMetrics, ServerLayer};
 pub use server::{GrpcServer, ServeError};
 

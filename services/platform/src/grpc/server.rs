@@ -11,7 +11,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::{Faults, RpcMetrics, ServerLayer};
+use super::{Faults, Identity, RpcMetrics, ServerLayer};
 use crate::admin::{self, Readiness};
 use crate::config::{Profile, ServiceConfig, ShutdownConfig};
 use crate::shutdown;
@@ -39,6 +39,9 @@ pub enum ServeError {
     /// in code; from the environment this is already a configuration error).
     #[error("fault injection is refused with the production profile")]
     FaultInjectionInProduction,
+    /// The internal identity keys are missing in production.
+    #[error("internal identity: {0}")]
+    Identity(#[from] crate::config::ConfigError),
 }
 
 /// A service's gRPC listener and admin listener, bound and ready to serve.
@@ -58,6 +61,8 @@ pub struct GrpcServer {
     name: &'static str,
     max_in_flight: usize,
     faults: Option<Faults>,
+    reflection: bool,
+    identity: Identity,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -68,11 +73,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 
 impl GrpcServer {
     /// Binds both listeners and sets up the health service (reflection is added at serve time).
-    /// Refuses fault injection in the production profile.
+    /// Refuses fault injection in the production profile, and serving there without the
+    /// internal identity keys.
     pub async fn bind(config: &ServiceConfig, metrics: Metrics) -> Result<Self, ServeError> {
         if config.profile == Profile::Production && config.fault_injection.is_some() {
             return Err(ServeError::FaultInjectionInProduction);
         }
+        config.identity.require_keys()?;
         let grpc = bind(config.grpc_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -91,6 +98,8 @@ impl GrpcServer {
             name: config.name,
             max_in_flight: config.max_in_flight,
             faults: config.fault_injection.clone().map(Faults::new),
+            reflection: config.reflection,
+            identity: config.identity.clone(),
         })
     }
 
@@ -112,7 +121,8 @@ impl GrpcServer {
     }
 
     /// Makes the services described by an encoded `FileDescriptorSet` (e.g.
-    /// `mirai_proto::FILE_DESCRIPTOR_SET`) discoverable through gRPC server reflection.
+    /// `mirai_proto::FILE_DESCRIPTOR_SET`) discoverable through gRPC server reflection, when
+    /// reflection is on (`MIRAI_GRPC_REFLECTION`; off by default in production).
     pub fn add_reflection(&mut self, descriptor_set: &'static [u8]) -> &mut Self {
         self.descriptor_sets.push(descriptor_set);
         self
@@ -162,16 +172,20 @@ impl GrpcServer {
             name,
             max_in_flight,
             faults,
+            reflection,
+            identity,
         } = self;
 
-        let reflection = descriptor_sets
-            .into_iter()
-            .fold(
-                tonic_reflection::server::Builder::configure(),
-                |builder, set| builder.register_encoded_file_descriptor_set(set),
-            )
-            .build_v1()?;
-        routes.add_service(reflection);
+        if reflection {
+            let reflection = descriptor_sets
+                .into_iter()
+                .fold(
+                    tonic_reflection::server::Builder::configure(),
+                    |builder, set| builder.register_encoded_file_descriptor_set(set),
+                )
+                .build_v1()?;
+            routes.add_service(reflection);
+        }
         for name in service_names.iter().copied().chain([""]) {
             health
                 .set_service_status(name, ServingStatus::Serving)
@@ -179,10 +193,17 @@ impl GrpcServer {
         }
         let grpc_addr = grpc.local_addr().ok();
         let admin_addr = admin.local_addr().ok();
-        tracing::info!(message = "Serving.", ?grpc_addr, ?admin_addr, max_in_flight);
+        tracing::info!(
+            message = "Serving.",
+            ?grpc_addr,
+            ?admin_addr,
+            max_in_flight,
+            reflection
+        );
 
         let mut layer = ServerLayer::new(RpcMetrics::register(&metrics))
-            .with_max_in_flight(name, max_in_flight);
+            .with_max_in_flight(name, max_in_flight)
+            .with_identity(identity.verifier);
         let mut admin_router = admin::router(metrics.clone(), readiness.clone());
         if let Some(faults) = faults {
             tracing::warn!(

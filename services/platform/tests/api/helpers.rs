@@ -93,6 +93,7 @@ async fn call_with(
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut request = tonic::Request::new(());
+    mirai_platform::testing::sign_as(&mut request, None);
     if let Some(timeout) = timeout {
         request.set_timeout(timeout);
     }

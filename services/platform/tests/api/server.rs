@@ -144,12 +144,13 @@ async fn outgoing_calls_carry_the_callers_trace_and_deadline() {
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
 
     let channel = mirai_platform::grpc::client::Client::build(
-        "test",
+        "platform-test",
         &mirai_platform::grpc::client::ClientConfig::for_url(
             &format!("http://{grpc}"),
             Duration::from_secs(2),
         ),
         &mirai_platform::telemetry::Metrics::new(),
+        &mirai_platform::grpc::Identity::for_tests("mirai-platform-test").signer,
     )
     .channel();
     let span = tracing::info_span!("caller");

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use mirai_platform::auth::{ROLES_HEADER, USER_ID_HEADER};
 use mirai_platform::events::pubsub::PubSubConfig;
 use mirai_platform::testing::TestDatabase;
 use mirai_prediction::config::Config;
@@ -15,10 +14,10 @@ use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceCli
 use mirai_proto::stock::v1 as stock;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use mirai_platform::testing::TestChannel;
 
-pub type Client = PredictionServiceClient<Channel>;
-pub type StockClient = StockDataServiceClient<Channel>;
+pub type Client = PredictionServiceClient<TestChannel>;
+pub type StockClient = StockDataServiceClient<TestChannel>;
 
 /// (date, open, high, low, close, volume).
 pub type DailyBar = (NaiveDate, f64, f64, f64, f64, f64);
@@ -30,16 +29,11 @@ pub fn admin<T>(message: T) -> tonic::Request<T> {
     as_user(message, ADMIN_ID, "user,admin")
 }
 
-/// A request carrying a principal with `roles`.
+/// A request carrying a principal with `roles` (comma-separated).
 pub fn as_user<T>(message: T, user_id: &str, roles: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(USER_ID_HEADER, user_id.parse().unwrap());
-    request
-        .metadata_mut()
-        .insert(ROLES_HEADER, roles.parse().unwrap());
-    request
+    let roles: Vec<mirai_platform::auth::Role> =
+        roles.split(',').map(|r| r.parse().unwrap()).collect();
+    mirai_platform::testing::request_as(user_id, &roles, message)
 }
 
 pub fn model(version: &str) -> pb::ModelRef {
@@ -82,7 +76,7 @@ impl StockData {
                 app.run_until_stopped(stop).await.expect("stock-data runs");
             }
         });
-        let client = StockDataServiceClient::connect(url.clone()).await.unwrap();
+        let client = StockDataServiceClient::new(mirai_platform::testing::connect(url.clone()).await);
         Self {
             url,
             client,
@@ -260,7 +254,7 @@ pub async fn spawn(options: Options) -> TestApp {
             app.run_until_stopped(stop).await.expect("prediction runs");
         }
     });
-    let client = PredictionServiceClient::connect(grpc_url).await.unwrap();
+    let client = PredictionServiceClient::new(mirai_platform::testing::connect(grpc_url).await);
     TestApp {
         client,
         admin_url,
@@ -274,18 +268,25 @@ pub async fn spawn(options: Options) -> TestApp {
 }
 
 impl TestApp {
+    /// A forecast of `symbol` requested by the user `user_id` (empty: anonymously).
     pub async fn predict(
         &self,
         symbol: &str,
         user_id: &str,
     ) -> Result<pb::Forecast, tonic::Status> {
+        let message = pb::PredictRequest {
+            symbol: symbol.into(),
+            user_id: user_id.into(),
+            ..Default::default()
+        };
+        let request = if user_id.is_empty() {
+            tonic::Request::new(message)
+        } else {
+            as_user(message, user_id, "user")
+        };
         self.client
             .clone()
-            .predict(pb::PredictRequest {
-                symbol: symbol.into(),
-                user_id: user_id.into(),
-                ..Default::default()
-            })
+            .predict(request)
             .await
             .map(|r| r.into_inner().forecast.expect("a forecast"))
     }

@@ -461,3 +461,79 @@ async fn history_is_private_to_its_user_and_purged_by_the_deletion_saga() {
     let still = list(other, other, "user").await.unwrap().into_inner();
     assert_eq!(still.predictions.len(), 1, "other users keep theirs");
 }
+
+/// The user a forecast is made for (its traffic key and its history owner) is the verified
+/// caller: a `user_id` naming someone else in the body is refused, whoever sends it.
+#[tokio::test]
+async fn the_user_comes_from_the_verified_caller_never_from_the_body() {
+    let app = spawn(Options::default()).await;
+    let victim = "00000000-0000-4000-8000-0000000000cc";
+    let naming = |user_id: &str| pb::PredictRequest {
+        symbol: "SPX".into(),
+        user_id: user_id.into(),
+        ..Default::default()
+    };
+    // Anonymous, claiming the victim.
+    let anonymous = app
+        .client
+        .clone()
+        .predict(naming(victim))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::PermissionDenied);
+    // Another user, claiming the victim (in one call and in a batch).
+    let other = app
+        .client
+        .clone()
+        .predict(as_user(naming(victim), USER, "user"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    let batch = app
+        .client
+        .clone()
+        .predict_many(as_user(
+            pb::PredictManyRequest {
+                symbols: vec!["SPX".into()],
+                user_id: victim.into(),
+                ..Default::default()
+            },
+            USER,
+            "user",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(batch.code(), tonic::Code::PermissionDenied);
+    // An empty body user id means the caller, whose history gets the forecast.
+    app.client
+        .clone()
+        .predict(as_user(naming(""), USER, "user"))
+        .await
+        .unwrap();
+    let mine = eventually("the caller's prediction", Duration::from_secs(10), || async {
+        let page = app
+            .client
+            .clone()
+            .list_predictions(as_user(
+                pb::ListPredictionsRequest {
+                    user_id: USER.into(),
+                    ..Default::default()
+                },
+                USER,
+                "user",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        (!page.predictions.is_empty()).then_some(page.predictions.len())
+    })
+    .await;
+    assert_eq!(mine, 1);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM predictions WHERE user_id = $1::uuid")
+            .bind(victim)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "nothing was attributed to the victim");
+}

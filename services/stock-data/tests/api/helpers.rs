@@ -17,7 +17,8 @@ pub type Client = StockDataServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AsAdmin>,
 >;
 
-/// Puts an admin principal into each request's metadata, unless the request names one.
+/// Signs each request as the gateway acting for an admin, unless the request carries its own
+/// identity token ([`mirai_platform::testing::request_as`]).
 #[derive(Clone, Copy)]
 pub struct AsAdmin;
 
@@ -29,11 +30,11 @@ impl tonic::service::Interceptor for AsAdmin {
         // A test that names its own caller keeps it.
         if request
             .metadata()
-            .contains_key(mirai_platform::auth::USER_ID_HEADER)
+            .contains_key(mirai_platform::grpc::identity::IDENTITY_HEADER)
         {
             return Ok(request);
         }
-        mirai_platform::auth::Principal {
+        let admin = mirai_platform::auth::Principal {
             user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
             roles: [
                 mirai_platform::auth::Role::User,
@@ -41,8 +42,8 @@ impl tonic::service::Interceptor for AsAdmin {
             ]
             .into(),
             api_key_id: None,
-        }
-        .insert_into(request.metadata_mut())?;
+        };
+        mirai_platform::testing::sign_as(&mut request, Some(&admin));
         Ok(request)
     }
 }

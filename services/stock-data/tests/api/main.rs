@@ -6,6 +6,7 @@ mod aggregation;
 mod alpaca;
 mod bars;
 mod helpers;
+mod identity;
 mod import;
 mod leader;
 mod quality;

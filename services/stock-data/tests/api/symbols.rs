@@ -1,6 +1,6 @@
 //! UpdateSymbol: admin only, masked fields, `symbol.updated` through the outbox.
 
-use mirai_platform::auth::{Principal, Role};
+use mirai_platform::auth::Role;
 use mirai_proto::events::v1::SymbolUpdated;
 use mirai_proto::stock::v1::{AssetType, Symbol, UpdateSymbolRequest};
 use prost::Message as _;
@@ -8,15 +8,7 @@ use prost::Message as _;
 use crate::helpers::spawn;
 
 fn as_role(role: Role, message: UpdateSymbolRequest) -> tonic::Request<UpdateSymbolRequest> {
-    let mut request = tonic::Request::new(message);
-    Principal {
-        user_id: "admin-1".into(),
-        roles: [role].into(),
-        api_key_id: None,
-    }
-    .insert_into(request.metadata_mut())
-    .unwrap();
-    request
+    mirai_platform::testing::request_as("admin-1", &[role], message)
 }
 
 fn update(fields: &[&str], symbol: Symbol) -> UpdateSymbolRequest {
@@ -145,9 +137,8 @@ async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
     use mirai_proto::stock::v1::{AddSymbolRequest, ListReplaysRequest};
 
     let app = spawn().await;
-    let mut plain = StockDataServiceClient::connect(format!("http://{}", app.addr))
-        .await
-        .unwrap();
+    let mut plain =
+        StockDataServiceClient::new(mirai_platform::testing::connect(format!("http://{}", app.addr)).await);
     let listing = || AddSymbolRequest {
         symbol: Some(Symbol {
             symbol: "ACME".into(),
@@ -161,14 +152,7 @@ async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
     };
     let anonymous = plain.add_symbol(listing()).await.unwrap_err();
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
-    let mut as_user = tonic::Request::new(listing());
-    Principal {
-        user_id: "u1".into(),
-        roles: [Role::User, Role::Premium].into(),
-        api_key_id: None,
-    }
-    .insert_into(as_user.metadata_mut())
-    .unwrap();
+    let as_user = mirai_platform::testing::request_as("u1", &[Role::User, Role::Premium], listing());
     let denied = plain.add_symbol(as_user).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     let denied = plain.list_replays(ListReplaysRequest {}).await.unwrap_err();

@@ -6,12 +6,12 @@ use mirai_proto::user::v1 as pb;
 use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use mirai_user::config::AuthConfig;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use mirai_platform::testing::TestChannel;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
-    pub client: UserServiceClient<Channel>,
+    pub client: UserServiceClient<TestChannel>,
     pub pool: sqlx::PgPool,
     stop: CancellationToken,
     pub db: Option<TestDatabase>,
@@ -45,9 +45,8 @@ pub async fn spawn_on(url: &str, auth: AuthConfig) -> TestApp {
     let addr = app.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = UserServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
+    let client =
+        UserServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
     TestApp {
         client,
         pool,
@@ -56,16 +55,11 @@ pub async fn spawn_on(url: &str, auth: AuthConfig) -> TestApp {
     }
 }
 
-/// A request carrying the principal the gateway would pass.
+/// A request carrying the principal the gateway would pass (`roles` comma-separated).
 pub fn as_user<T>(message: T, user_id: &str, roles: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-mirai-user-id", user_id.parse().unwrap());
-    request
-        .metadata_mut()
-        .insert("x-mirai-roles", roles.parse().unwrap());
-    request
+    let roles: Vec<mirai_platform::auth::Role> =
+        roles.split(',').map(|r| r.parse().unwrap()).collect();
+    mirai_platform::testing::request_as(user_id, &roles, message)
 }
 
 pub fn client(ip: &str) -> Option<pb::ClientContext> {

@@ -3,8 +3,11 @@
 //! Every generated client is built as `FooClient::new(client.channel())`, where `client` comes
 //! from [`Client::build`]. A call then passes these layers, outer to inner:
 //!
-//! 1. **Context** ([`OutgoingContext`]): the current span's `traceparent`, and a `grpc-timeout`
-//!    no longer than the incoming call's remaining deadline (or the default timeout).
+//! 1. **Context** ([`OutgoingContext`]): the current span's `traceparent`, a `grpc-timeout`
+//!    no longer than the incoming call's remaining deadline (or the default timeout), and the
+//!    signed internal identity token (`x-mirai-identity`, [`super::identity`]) addressed to the
+//!    upstream, acting for the principal [attached](crate::auth::Principal::attach) to the
+//!    request if any, else for nobody (this process as itself).
 //! 2. **Bulkhead** (`bulkhead`): at most `max_concurrency` calls of this process in flight to
 //!    the upstream; beyond that `UNAVAILABLE` at once.
 //! 3. **Retry** (`retry`): unary calls marked `NO_SIDE_EFFECTS`/`IDEMPOTENT` in the protos are
@@ -48,6 +51,8 @@ pub use self::breaker::{BreakerConfig, State, Window};
 pub use self::metrics::ClientMetrics;
 pub use self::retry::RetryConfig;
 use super::deadline;
+use super::identity::{IDENTITY_HEADER, Signer};
+use crate::auth::OnBehalfOf;
 use crate::config::{ConfigError, Env};
 use crate::telemetry::Metrics;
 
@@ -337,11 +342,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// The client of `upstream` (a short name used in metrics, logs and errors: `stock-data`).
+    /// The client of `upstream` (a short name used in metrics, logs and errors: `stock-data`;
+    /// its calls' tokens are addressed to `mirai-<upstream>` and signed by `signer`).
     /// Connections are lazy: problems surface as `UNAVAILABLE` on the first call, never at
     /// startup, so services start in any order. Needs a Tokio runtime (a DNS target starts its
     /// resolver task).
-    pub fn build(upstream: &'static str, config: &ClientConfig, metrics: &Metrics) -> Self {
+    pub fn build(
+        upstream: &'static str,
+        config: &ClientConfig,
+        metrics: &Metrics,
+        signer: &Arc<Signer>,
+    ) -> Self {
         let metrics = ClientMetrics::register(metrics);
         let endpoints = Endpoints::new(
             upstream,
@@ -373,7 +384,11 @@ impl Client {
         Self {
             channel: InterceptedService::new(
                 BoxCloneSyncService::new(stack),
-                OutgoingContext::new(config.timeout),
+                OutgoingContext::new(
+                    config.timeout,
+                    Arc::clone(signer),
+                    &format!("mirai-{upstream}"),
+                ),
             ),
             endpoints,
         }
@@ -406,15 +421,23 @@ pub fn connect_lazy(url: &str) -> Result<Channel, tonic::transport::Error> {
 #[derive(Clone, Copy, Debug)]
 pub struct OpenEnded;
 
-/// Injects `traceparent` and the propagated deadline into each outgoing call.
-#[derive(Clone, Copy, Debug)]
+/// Injects `traceparent`, the propagated deadline and the identity token into each outgoing
+/// call.
+#[derive(Clone, Debug)]
 pub struct OutgoingContext {
     default_timeout: Duration,
+    signer: Arc<Signer>,
+    /// The upstream's service name, the tokens' `aud`.
+    audience: Arc<str>,
 }
 
 impl OutgoingContext {
-    pub fn new(default_timeout: Duration) -> Self {
-        Self { default_timeout }
+    pub fn new(default_timeout: Duration, signer: Arc<Signer>, audience: &str) -> Self {
+        Self {
+            default_timeout,
+            signer,
+            audience: audience.into(),
+        }
     }
 }
 
@@ -427,6 +450,12 @@ impl Interceptor for OutgoingContext {
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
         });
+        let user = request.extensions().get::<OnBehalfOf>().map(|on| &on.0);
+        let token = self.signer.sign(&[&self.audience], user);
+        request.metadata_mut().insert(
+            IDENTITY_HEADER,
+            MetadataValue::try_from(token).expect("a JWT is ASCII"),
+        );
         let open_ended = request.extensions().get::<OpenEnded>().is_some();
         let timeout = match deadline::remaining() {
             Some(left) if open_ended => left,
@@ -503,6 +532,7 @@ mod tests {
             "test",
             &ClientConfig::new(target, Duration::from_secs(2)),
             &Metrics::new(),
+            &crate::grpc::Identity::for_tests("mirai-test").signer,
         );
         let response = tonic_health::pb::health_client::HealthClient::new(client.channel())
             .check(tonic_health::pb::HealthCheckRequest::default())
