@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(refresh))
         .routes(routes!(logout))
+        .routes(routes!(unlock))
         .routes(routes!(logout_everywhere))
         .routes(routes!(change_password))
         .routes(routes!(me, update_me, delete_me))
@@ -172,9 +173,8 @@ pub struct Registration {
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth",
     request_body = Registration,
     responses(
-        (status = 201, description = "The new account", body = User),
+        (status = 201, description = "The new account. An address that already has an account gets the same answer (its owner is told by email), so sign-up reveals no addresses", body = User),
         (status = 400, description = "Invalid email or password policy violation", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An account with this email exists", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register(
     State(state): State<AppState>,
@@ -241,7 +241,9 @@ pub struct Credentials {
 }
 
 /// Starts a session. An unknown email and a wrong password get the same `401`; repeated
-/// failures lock the account and the IP out for a growing time (`429` + `Retry-After`).
+/// failures lock out for a growing time (`429` + `Retry-After`): this account from this client
+/// IP first, the client IP over all accounts, and the whole account only when the failures come
+/// from several IPs (its owner is then emailed an unlock link).
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
     request_body = Credentials,
     responses(
@@ -310,6 +312,37 @@ async fn logout(
     client(&state)
         .logout(pb::LogoutRequest {
             refresh_token: body.refresh_token,
+            client: Some(client_context),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/auth/unlock`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockLink {
+    /// The `token` query parameter of the emailed unlock link.
+    pub token: String,
+}
+
+/// Lifts the lockout of an account with the single-use secret of the unlock link emailed to
+/// its owner when guesses from several IPs locked it. The link opens a web page that posts here
+/// (a link that unlocked on `GET` would be spent by mail scanners).
+#[utoipa::path(post, path = "/v1/auth/unlock", tag = "auth",
+    request_body = UnlockLink,
+    responses(
+        (status = 204, description = "Unlocked"),
+        (status = 401, description = "Unknown, spent or expired link", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn unlock(
+    State(state): State<AppState>,
+    Client(client_context): Client,
+    Json(body): Json<UnlockLink>,
+) -> Result<StatusCode, Problem> {
+    client(&state)
+        .unlock_with_link(pb::UnlockWithLinkRequest {
+            token: body.token,
             client: Some(client_context),
         })
         .await?;

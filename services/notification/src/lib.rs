@@ -12,12 +12,14 @@
 //! - `evaluate`: the in-memory alert index and the evaluation of price, bar and forecast
 //!   events; `notify`: the fan-out of one notification into deliveries; `public`: the public
 //!   JSON CloudEvents; `saga`: the alert-activation saga and the sweeps; `system`: user,
-//!   system, report and deletion-saga events; `symbols`: the known-symbols read model.
+//!   system, report and deletion-saga events; `account_mail`: security mail for account
+//!   events (unlock links); `symbols`: the known-symbols read model.
 //! - `deliver`: the delivery worker (webhook, email, push); `stream`: live in-app streams;
 //!   `verify`: email address verification links; `secrets`: envelope encryption of webhook
 //!   signing secrets.
 //! - `migrations/`: the schema, versions from 1000 up.
 
+pub mod account_mail;
 pub mod api;
 pub mod config;
 pub mod context;

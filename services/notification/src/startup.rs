@@ -18,7 +18,7 @@ use crate::deliver::{DeliveryMetrics, Worker};
 use crate::evaluate::{self, Index};
 use crate::notify::FanOut;
 use crate::stream::Hub;
-use crate::{saga, symbols, system};
+use crate::{account_mail, saga, symbols, system};
 
 /// The service's own schema (versions from 1000; the platform's outbox and inbox tables are
 /// applied by [`ServiceApp::prepare`]).
@@ -130,7 +130,15 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
     let users = app
         .consumer(topics::USER)
         .on::<ev::UserRegistered, _>("users.registered", with(&ctx, system::on_registered))
-        .on::<ev::UserRoleChanged, _>("users.role-changed", with(&ctx, system::on_role_changed));
+        .on::<ev::UserRoleChanged, _>("users.role-changed", with(&ctx, system::on_role_changed))
+        .on::<ev::UserAccountLocked, _>(
+            "users.account-locked",
+            with(&ctx, account_mail::on_account_locked),
+        )
+        .on::<ev::UserRegistrationAttempted, _>(
+            "users.registration-attempted",
+            with(&ctx, account_mail::on_registration_attempted),
+        );
     let users = deletion::participate(users, SERVICE, topics::NOTIFICATION, system::purge_fn());
     app.consume(users);
     let analytics = app

@@ -45,6 +45,11 @@ fn locked_out(until: DateTime<Utc>, now: DateTime<Utc>) -> Status {
     status
 }
 
+/// The caller's IP as the gateway reported it (empty when unknown).
+fn client_ip(client: Option<&pb::ClientContext>) -> &str {
+    client.map_or("", |c| c.ip.trim())
+}
+
 fn user_id(raw: &str, field: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(raw.trim()).map_err(|_| invalid_argument(field, "not a user id (UUID)"))
 }
@@ -102,7 +107,30 @@ impl Api {
         })
     }
 
-    /// Counts a failed credential check against the account key and the IP; audits lockouts.
+    /// Admits a password attempt, counting it *before* the password is hashed (concurrent
+    /// guesses cannot all pass a check made before any of them failed); refuses while the
+    /// (account, IP) pair, the IP or the account is locked out.
+    async fn admit(
+        &self,
+        account: &str,
+        client: Option<&pb::ClientContext>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Status> {
+        store::admit_attempt(
+            &self.pool,
+            account,
+            client_ip(client),
+            &self.config.lockout,
+            now,
+        )
+        .await
+        .map_err(dbe("throttle"))?
+        .map_err(|until| locked_out(until, now))
+    }
+
+    /// Settles a failed attempt: starts the lockouts it completes and audits them; a lockout
+    /// of a known account also gets the owner an unlock link by email
+    /// (`user.account.locked`).
     async fn count_failure(
         &self,
         account: &str,
@@ -111,49 +139,42 @@ impl Api {
         now: DateTime<Utc>,
     ) -> Result<(), Status> {
         let lockout = &self.config.lockout;
-        let mut scopes = vec![(Scope::Account, account.to_owned(), lockout.account_failures)];
-        if let Some(ip) = client.map(|c| c.ip.trim()).filter(|ip| !ip.is_empty()) {
-            scopes.push((Scope::Ip, ip.to_owned(), lockout.ip_failures));
-        }
-        for (scope, key, threshold) in scopes {
-            let locked = store::record_failure(&self.pool, scope, &key, threshold, lockout, now)
-                .await
-                .map_err(dbe("throttle"))?;
-            if let Some(until) = locked {
-                let mut entry = Entry::new(Kind::LockedOut, client)
-                    .detail(
-                        "scope",
-                        match scope {
-                            Scope::Account => "account",
-                            Scope::Ip => "ip",
-                        },
-                    )
-                    .detail("locked_until", until.to_rfc3339());
-                if let (Scope::Account, Some(user)) = (scope, user) {
-                    entry = entry.user(user);
-                }
-                entry.write(&self.pool).await.map_err(dbe("audit"))?;
-                tracing::warn!(message = "Login locked out.", scope = ?scope, %until);
+        let ip = client_ip(client);
+        let started = store::record_failure(&self.pool, account, ip, lockout, now)
+            .await
+            .map_err(dbe("throttle"))?;
+        for locked in started {
+            let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
+            let mut entry = Entry::new(Kind::LockedOut, client)
+                .detail("scope", locked.scope.as_str())
+                .detail("locked_until", locked.until.to_rfc3339());
+            if let (Scope::Account | Scope::Pair, Some(user)) = (locked.scope, user) {
+                entry = entry.user(user);
             }
+            if let (Scope::Account, Some(user)) = (locked.scope, user) {
+                entry = entry.detail("distinct_ips", locked.ips.to_string());
+                let expires_at = now
+                    + chrono::Duration::from_std(lockout.unlock_link_ttl)
+                        .unwrap_or(chrono::Duration::MAX);
+                let secret = store::new_unlock_token(&mut *tx, user, expires_at)
+                    .await
+                    .map_err(dbe("throttle"))?;
+                let event = ev::UserAccountLocked {
+                    user_id: user.to_string(),
+                    locked_until: Some(wire::timestamp(locked.until)),
+                    unlock_url: format!("{}?token={secret}", lockout.unlock_url),
+                    unlock_url_expires_at: Some(wire::timestamp(expires_at)),
+                    distinct_ips: locked.ips,
+                };
+                outbox::enqueue(&mut tx, SERVICE, &event, None)
+                    .await
+                    .map_err(dbe("event"))?;
+            }
+            entry.write(&mut *tx).await.map_err(dbe("audit"))?;
+            tx.commit().await.map_err(dbe("throttle"))?;
+            tracing::warn!(message = "Login locked out.", scope = locked.scope.as_str(), until = %locked.until);
         }
         Ok(())
-    }
-
-    /// Refuses while the account or IP is locked out.
-    async fn check_lockout(
-        &self,
-        account: &str,
-        client: Option<&pb::ClientContext>,
-        now: DateTime<Utc>,
-    ) -> Result<(), Status> {
-        let ip = client.map(|c| c.ip.trim()).unwrap_or("");
-        match store::locked_until(&self.pool, account, ip, now)
-            .await
-            .map_err(dbe("throttle"))?
-        {
-            Some(until) => Err(locked_out(until, now)),
-            None => Ok(()),
-        }
     }
 
     async fn load_user(&self, id: Uuid) -> Result<UserRow, Status> {
@@ -238,12 +259,19 @@ impl Api {
         outbox::enqueue(&mut tx, SERVICE, &event, None)
             .await
             .map_err(dbe("event"))?;
+        // Access tokens carry the roles they were issued with: end every session so that the
+        // stale roles live at most one access-token lifetime (the next refresh would renew
+        // them).
+        let revoked = store::revoke_all_families(&mut *tx, target, "role_changed")
+            .await
+            .map_err(dbe("session"))?;
         Entry::new(Kind::RoleChanged, client.as_ref())
             .user(target)
             .actor(actor)
             .detail("role", role_name)
             .detail("granted", grant.to_string())
             .detail("reason", reason)
+            .detail("revoked_families", revoked.to_string())
             .write(&mut *tx)
             .await
             .map_err(dbe("audit"))?;
@@ -318,7 +346,7 @@ impl UserService for Api {
             .await
             .map_err(internal)?;
         let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
-        let user = store::insert_user(
+        let Some(user) = store::insert_user(
             &mut tx,
             &store::NewUser {
                 email: email.as_str(),
@@ -329,7 +357,58 @@ impl UserService for Api {
             },
         )
         .await
-        .map_err(dbe("account"))?;
+        .map_err(dbe("account"))?
+        else {
+            // The address has an account. Answer as for a new one (the password was hashed
+            // all the same) and tell the owner — at most once an hour, so sign-ups cannot
+            // flood their mailbox — so registration reveals no addresses.
+            if let Some(owner) = store::user_by_email(&mut *tx, email.as_str())
+                .await
+                .map_err(dbe("account"))?
+            {
+                let told = audit::recorded_since(
+                    &mut *tx,
+                    owner.user_id,
+                    Kind::RegistrationAttempted,
+                    Utc::now() - chrono::Duration::hours(1),
+                )
+                .await
+                .map_err(dbe("audit"))?;
+                if !told {
+                    let event = ev::UserRegistrationAttempted {
+                        user_id: owner.user_id.to_string(),
+                    };
+                    outbox::enqueue(&mut tx, SERVICE, &event, None)
+                        .await
+                        .map_err(dbe("event"))?;
+                }
+                Entry::new(Kind::RegistrationAttempted, request.client.as_ref())
+                    .user(owner.user_id)
+                    .write(&mut *tx)
+                    .await
+                    .map_err(dbe("audit"))?;
+            }
+            tx.commit().await.map_err(dbe("account"))?;
+            let now = Utc::now();
+            let unsaved = UserRow {
+                user_id: Uuid::now_v7(),
+                email: email.as_str().to_owned(),
+                password_hash: None,
+                display_name,
+                time_zone,
+                locale,
+                watchlist: Vec::new(),
+                roles: vec!["user".to_owned()],
+                status: "active".to_owned(),
+                created_at: now,
+                updated_at: now,
+                last_login_at: None,
+                locked_until: None,
+            };
+            return Ok(Response::new(pb::RegisterResponse {
+                user: Some(unsaved.into()),
+            }));
+        };
         let event = ev::UserRegistered {
             user_id: user.user_id.to_string(),
             email: user.email.clone(),
@@ -366,7 +445,7 @@ impl UserService for Api {
         }
         let account = store::account_key(email.as_str());
         let now = Utc::now();
-        self.check_lockout(&account, client, now).await?;
+        self.admit(&account, client, now).await?;
         let user = store::user_by_email(&self.pool, email.as_str())
             .await
             .map_err(dbe("account"))?;
@@ -387,6 +466,9 @@ impl UserService for Api {
             self.count_failure(&account, known_id, client, now).await?;
             return Err(bad_credentials());
         };
+        store::record_success(&self.pool, &account, client_ip(client))
+            .await
+            .map_err(dbe("throttle"))?;
         if !user.is_active() {
             return Err(Status::failed_precondition("account is being deleted"));
         }
@@ -403,9 +485,6 @@ impl UserService for Api {
                 .map_err(dbe("account"))?;
             tracing::info!(message = "Password rehashed with the current parameters.", user_id = %user.user_id);
         }
-        store::clear_account(&self.pool, &account)
-            .await
-            .map_err(dbe("throttle"))?;
         let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
         store::touch_login(&mut *tx, user.user_id)
             .await
@@ -434,6 +513,41 @@ impl UserService for Api {
             tokens: Some(tokens),
             user: Some(user.into()),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlock_with_link(
+        &self,
+        request: Request<pb::UnlockWithLinkRequest>,
+    ) -> Result<Response<pb::UnlockWithLinkResponse>, Status> {
+        let request = request.into_inner();
+        let secret = request.token.trim();
+        if secret.is_empty() || secret.len() > 128 {
+            return Err(bad_credentials());
+        }
+        let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
+        let id = store::spend_unlock_token(&mut *tx, secret, Utc::now())
+            .await
+            .map_err(dbe("throttle"))?
+            .ok_or_else(bad_credentials)?;
+        let user = store::user_by_id(&mut *tx, id)
+            .await
+            .map_err(dbe("account"))?
+            .filter(UserRow::is_active)
+            .ok_or_else(bad_credentials)?;
+        let was_locked = store::clear_account(&mut *tx, &store::account_key(&user.email))
+            .await
+            .map_err(dbe("throttle"))?;
+        Entry::new(Kind::Unlocked, request.client.as_ref())
+            .user(id)
+            .detail("via", "email_link")
+            .detail("was_locked", was_locked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("throttle"))?;
+        tracing::info!(message = "Account unlocked with an emailed link.", user_id = %id);
+        Ok(Response::new(pb::UnlockWithLinkResponse {}))
     }
 
     #[tracing::instrument(skip_all)]
@@ -565,7 +679,7 @@ impl UserService for Api {
         }
         let account = store::account_key(&user.email);
         let now = Utc::now();
-        self.check_lockout(&account, client, now).await?;
+        self.admit(&account, client, now).await?;
         let matched = self
             .hasher
             .verify(&request.current_password, user.password_hash.as_deref())
@@ -575,6 +689,9 @@ impl UserService for Api {
             self.count_failure(&account, Some(id), client, now).await?;
             return Err(bad_credentials());
         }
+        store::record_success(&self.pool, &account, client_ip(client))
+            .await
+            .map_err(dbe("throttle"))?;
         let email = Email::parse(&user.email)?;
         domain::check_new_password(&request.new_password, &email, "new_password")?;
         let phc = self
@@ -1186,17 +1303,19 @@ impl UserService for Api {
         let request = request.into_inner();
         let id = user_id(&request.user_id, "user_id")?;
         let user = self.load_user(id).await?;
-        let cleared = store::clear_account(&self.pool, &store::account_key(&user.email))
+        let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
+        let was_locked = store::clear_account(&mut *tx, &store::account_key(&user.email))
             .await
             .map_err(dbe("throttle"))?;
-        if cleared {
-            Entry::new(Kind::Unlocked, request.client.as_ref())
-                .user(id)
-                .actor(actor)
-                .write(&self.pool)
-                .await
-                .map_err(dbe("audit"))?;
-        }
+        Entry::new(Kind::Unlocked, request.client.as_ref())
+            .user(id)
+            .actor(actor)
+            .detail("via", "admin")
+            .detail("was_locked", was_locked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(dbe("audit"))?;
+        tx.commit().await.map_err(dbe("throttle"))?;
         Ok(Response::new(pb::UnlockAccountResponse {
             user: Some(self.load_user(id).await?.into()),
         }))

@@ -28,6 +28,7 @@ pub fn kind_name(kind: pb::AuditEventKind) -> &'static str {
         K::ApiKeyRejected => "api_key_rejected",
         K::DeletionRequested => "deletion_requested",
         K::Deleted => "deleted",
+        K::RegistrationAttempted => "registration_attempted",
     }
 }
 
@@ -95,6 +96,24 @@ impl<'a> Entry<'a> {
         .await?;
         Ok(())
     }
+}
+
+/// Whether `user_id` has an entry of `kind` newer than `since`.
+pub async fn recorded_since(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    kind: pb::AuditEventKind,
+    since: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_events
+                         WHERE user_id = $1 AND kind = $2 AND occurred_at > $3)",
+    )
+    .bind(user_id)
+    .bind(kind_name(kind))
+    .bind(since)
+    .fetch_one(db)
+    .await
 }
 
 #[derive(sqlx::FromRow)]

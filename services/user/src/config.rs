@@ -54,12 +54,20 @@ impl Argon2Config {
     };
 }
 
-/// Brute-force protection: per-account and per-IP failure counters with growing lockouts.
-#[derive(Debug, Clone, Copy)]
+/// Brute-force protection: failure counters per (account, client IP) pair, per IP and per
+/// account, each attempt counted before its password is hashed, with growing lockouts.
+#[derive(Debug, Clone)]
 pub struct LockoutConfig {
-    /// `MIRAI_LOCKOUT_ACCOUNT_FAILURES` (default 5): failures of one email within the window
-    /// that lock it.
+    /// `MIRAI_LOCKOUT_PAIR_FAILURES` (default 5): failures of one email from one client IP
+    /// within the window that lock that pair (only that IP is refused for that email).
+    pub pair_failures: u32,
+    /// `MIRAI_LOCKOUT_ACCOUNT_FAILURES` (default 20): failures of one email from any IPs within
+    /// the window that lock the whole account — only when they also came from at least
+    /// `account_ips` distinct IPs (distributed guessing). The owner is emailed an unlock link.
     pub account_failures: u32,
+    /// `MIRAI_LOCKOUT_ACCOUNT_IPS` (default 3, at most 64): distinct client IPs the account's
+    /// failures must come from before the whole account locks.
+    pub account_ips: u32,
     /// `MIRAI_LOCKOUT_IP_FAILURES` (default 20): failures from one IP within the window that
     /// lock it (higher: offices and carrier NAT share addresses).
     pub ip_failures: u32,
@@ -69,6 +77,12 @@ pub struct LockoutConfig {
     pub base: Duration,
     /// `MIRAI_LOCKOUT_MAX` (default 1h): the longest lockout.
     pub max: Duration,
+    /// `MIRAI_UNLOCK_URL` (default `https://mirai.local/account/unlock`): the web page of the
+    /// emailed unlock link; the secret is appended as `?token=` and the page posts it to
+    /// `POST /v1/auth/unlock` (a link that unlocked on GET would be spent by mail scanners).
+    pub unlock_url: String,
+    /// `MIRAI_UNLOCK_LINK_TTL` (default 1h, 1m–24h): how long an unlock link works (once).
+    pub unlock_link_ttl: Duration,
 }
 
 /// Where the JWT signing keys come from.
@@ -195,11 +209,15 @@ impl AuthConfig {
                 jwks_max_age: Duration::from_secs(300),
             },
             lockout: LockoutConfig {
-                account_failures: 5,
+                pair_failures: 5,
+                account_failures: 20,
+                account_ips: 3,
                 ip_failures: 20,
                 window: Duration::from_secs(15 * 60),
                 base: Duration::from_secs(60),
                 max: Duration::from_secs(3600),
+                unlock_url: "https://mirai.local/account/unlock".to_owned(),
+                unlock_link_ttl: Duration::from_secs(3600),
             },
             deletion: DeletionConfig::defaults(),
         }
@@ -289,16 +307,44 @@ impl AuthConfig {
                 "must be at least MIRAI_ACCESS_TOKEN_TTL + MIRAI_JWKS_MAX_AGE".to_owned(),
             ));
         }
+        let account_ips: u32 = env.or("MIRAI_LOCKOUT_ACCOUNT_IPS", d.lockout.account_ips)?;
+        if !(1..=64).contains(&account_ips) {
+            return Err(invalid(
+                "MIRAI_LOCKOUT_ACCOUNT_IPS",
+                "must be between 1 and 64".to_owned(),
+            ));
+        }
+        let unlock_url: String = env.or("MIRAI_UNLOCK_URL", d.lockout.unlock_url.clone())?;
+        if !unlock_url.starts_with("https://") && !unlock_url.starts_with("http://") {
+            return Err(invalid(
+                "MIRAI_UNLOCK_URL",
+                "must be an http(s) URL".to_owned(),
+            ));
+        }
+        let unlock_link_ttl =
+            env.duration_or("MIRAI_UNLOCK_LINK_TTL", d.lockout.unlock_link_ttl)?;
+        if !(Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&unlock_link_ttl) {
+            return Err(invalid(
+                "MIRAI_UNLOCK_LINK_TTL",
+                "must be between 1m and 24h".to_owned(),
+            ));
+        }
         let lockout = LockoutConfig {
+            pair_failures: env
+                .or("MIRAI_LOCKOUT_PAIR_FAILURES", d.lockout.pair_failures)?
+                .max(1),
             account_failures: env
                 .or("MIRAI_LOCKOUT_ACCOUNT_FAILURES", d.lockout.account_failures)?
                 .max(1),
+            account_ips,
             ip_failures: env
                 .or("MIRAI_LOCKOUT_IP_FAILURES", d.lockout.ip_failures)?
                 .max(1),
             window: env.duration_or("MIRAI_LOCKOUT_WINDOW", d.lockout.window)?,
             base: env.duration_or("MIRAI_LOCKOUT_BASE", d.lockout.base)?,
             max: env.duration_or("MIRAI_LOCKOUT_MAX", d.lockout.max)?,
+            unlock_url,
+            unlock_link_ttl,
         };
         Ok(Self {
             argon2,
@@ -356,6 +402,27 @@ mod tests {
             DeletionConfig::from_env(&env).unwrap().participants,
             DEFAULT_PARTICIPANTS
         );
+    }
+
+    #[test]
+    fn lockout_settings_are_read_and_checked() {
+        let env = Env::from_pairs([
+            ("MIRAI_LOCKOUT_PAIR_FAILURES", "7"),
+            ("MIRAI_LOCKOUT_ACCOUNT_IPS", "4"),
+            ("MIRAI_UNLOCK_URL", "https://app.example/unlock"),
+        ]);
+        let lockout = AuthConfig::from_env(&env).unwrap().lockout;
+        assert_eq!((lockout.pair_failures, lockout.account_ips), (7, 4));
+        assert_eq!(lockout.unlock_url, "https://app.example/unlock");
+        for (name, value) in [
+            ("MIRAI_LOCKOUT_ACCOUNT_IPS", "0"),
+            ("MIRAI_LOCKOUT_ACCOUNT_IPS", "65"),
+            ("MIRAI_UNLOCK_URL", "app.example/unlock"),
+            ("MIRAI_UNLOCK_LINK_TTL", "30d"),
+        ] {
+            let error = AuthConfig::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 
     #[test]

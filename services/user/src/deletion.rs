@@ -185,8 +185,9 @@ async fn complete(tx: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Erro
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM login_throttle WHERE scope = 'account' AND key = $1")
-        .bind(store::account_key(&email))
+    store::clear_account(&mut *tx, &store::account_key(&email)).await?;
+    sqlx::query("DELETE FROM unlock_tokens WHERE user_id = $1")
+        .bind(user_id)
         .execute(&mut *tx)
         .await?;
     sqlx::query(

@@ -7,6 +7,7 @@ mirai_platform::service_conformance_tests!(
     "notification"
 );
 
+mod account_mail;
 mod alerts;
 mod deletion;
 mod email;

@@ -37,6 +37,8 @@ macro_rules! events {
 events! {
     UserRegistered => "mirai.user.registered.v1", topics::USER, |e| e.user_id;
     UserRoleChanged => "mirai.user.role.changed.v1", topics::USER, |e| e.user_id;
+    UserAccountLocked => "mirai.user.account.locked.v1", topics::USER, |e| e.user_id;
+    UserRegistrationAttempted => "mirai.user.registration.attempted.v1", topics::USER, |e| e.user_id;
     UserWatchlistChanged => "mirai.user.watchlist.changed.v1", topics::USER, |e| e.user_id;
     UserDeletionRequested => "mirai.user.deletion.requested.v1", topics::USER, |e| e.user_id;
     UserDeleted => "mirai.user.deleted.v1", topics::USER, |e| e.user_id;

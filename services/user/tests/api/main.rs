@@ -4,4 +4,5 @@ mirai_platform::service_conformance_tests!("mirai-user", mirai_user, "user");
 
 mod admin;
 mod helpers;
+mod lockout;
 mod sessions;
