@@ -728,6 +728,7 @@ fn job_of(job: Option<pb::ReportJob>) -> Result<ReportJob, Problem> {
             headers(("location" = String, description = "The job's URL"))),
         (status = 400, description = "No or several subjects, bad tickers, inverted range, unknown format", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reports queued or running, or stored (count or bytes), for the caller", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_report(
     State(state): State<AppState>,

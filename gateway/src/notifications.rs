@@ -1,7 +1,8 @@
 //! The caller's notifications (notification service): `/v1/notifications` (list, mark read,
 //! unread count), the live stream `/v1/stream/notifications` (SSE), webhook endpoints
 //! `/v1/webhooks` (secrets, rotation, deliveries), the delivery log `/v1/deliveries` (resend),
-//! push devices `/v1/push-devices`, and `/v1/notification-preferences`.
+//! push devices `/v1/push-devices`, `/v1/notification-preferences`, and email address
+//! verification `/v1/notification-email/{confirm,resend}`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -41,6 +42,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register_device, list_devices))
         .routes(routes!(unregister_device))
         .routes(routes!(get_preferences, update_preferences))
+        .routes(routes!(confirm_email_link, confirm_email))
+        .routes(routes!(resend_email_verification))
 }
 
 // === Notifications ===
@@ -277,6 +280,7 @@ async fn unread_count(
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many open notification streams for the caller (5 by default)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn stream(
     State(state): State<AppState>,
@@ -914,13 +918,15 @@ pub struct NewDevice {
     pub name: Option<String>,
 }
 
-/// Registers a device for push; idempotent per token.
+/// Registers a device for push; idempotent per token for its owner.
 #[utoipa::path(post, path = "/v1/push-devices", tag = "notifications",
     security(("bearer" = []), ("api_key" = [])),
     request_body = NewDevice,
     responses(
         (status = 200, description = "The device", body = PushDevice),
         (status = 400, description = "A field is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The token is registered to another account (it is never moved silently; unregister it there first)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many push devices (10 by default)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register_device(
     State(state): State<AppState>,
@@ -1193,6 +1199,107 @@ async fn update_preferences(
         .await?
         .into_inner();
     Ok(axum::Json(preferences_of(r.preferences)?))
+}
+
+// === Email address verification ===
+
+/// A verification link's token.
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EmailToken {
+    /// The `token` of the link in the verification email.
+    pub token: String,
+}
+
+/// The address a link confirmed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmailConfirmed {
+    pub email: String,
+    pub verified: bool,
+}
+
+async fn confirm_with(
+    state: &AppState,
+    token: String,
+) -> Result<axum::Json<EmailConfirmed>, Problem> {
+    // The signed, single-use token is the credential: the link works signed in or not.
+    let r = client(state)
+        .confirm_email_address(tonic::Request::new(pb::ConfirmEmailAddressRequest {
+            token,
+        }))
+        .await?
+        .into_inner();
+    Ok(axum::Json(EmailConfirmed {
+        email: r.email,
+        verified: true,
+    }))
+}
+
+/// Confirms an email address from the link in the verification email (alert email goes only
+/// to confirmed addresses). Links expire (24 h by default) and work once.
+#[utoipa::path(get, path = "/v1/notification-email/confirm", tag = "notifications",
+    params(EmailToken),
+    responses(
+        (status = 200, description = "The address is verified", body = EmailConfirmed),
+        (status = 400, description = "Not a token from this service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Expired, already used, or replaced by a newer link", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn confirm_email_link(
+    State(state): State<AppState>,
+    Query(q): Query<EmailToken>,
+) -> Result<axum::Json<EmailConfirmed>, Problem> {
+    confirm_with(&state, q.token).await
+}
+
+/// Confirms an email address with the token of a verification link (for clients that
+/// open the link themselves).
+#[utoipa::path(post, path = "/v1/notification-email/confirm", tag = "notifications",
+    request_body = EmailToken,
+    responses(
+        (status = 200, description = "The address is verified", body = EmailConfirmed),
+        (status = 400, description = "Not a token from this service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Expired, already used, or replaced by a newer link", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn confirm_email(
+    State(state): State<AppState>,
+    Json(body): Json<EmailToken>,
+) -> Result<axum::Json<EmailConfirmed>, Problem> {
+    confirm_with(&state, body.token).await
+}
+
+/// Where verification links were sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerificationSent {
+    /// Empty when every address is already verified.
+    pub sent_to: Vec<String>,
+}
+
+/// Sends a fresh verification link to each of the caller's unverified addresses (the
+/// account's, and the one in the preferences). At most 3 links per address and 5 per user an
+/// hour.
+#[utoipa::path(post, path = "/v1/notification-email/resend", tag = "notifications",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Links sent", body = VerificationSent),
+        (status = 409, description = "Email is not configured", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many links in the last hour", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn resend_email_verification(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+) -> Result<axum::Json<VerificationSent>, Problem> {
+    let request = forward(
+        pb::ResendEmailVerificationRequest {
+            user_id: principal.user_id.clone(),
+        },
+        &principal,
+    )?;
+    let r = client(&state)
+        .resend_email_verification(request)
+        .await?
+        .into_inner();
+    Ok(axum::Json(VerificationSent { sent_to: r.sent_to }))
 }
 
 #[cfg(test)]

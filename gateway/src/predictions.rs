@@ -2,6 +2,7 @@
 //! scoreboards and (admin) traffic, promotion and retirement (prediction service).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use mirai_platform::auth::Principal;
 use mirai_platform::grpc::client::UpstreamChannel;
@@ -272,19 +273,53 @@ pub struct BatchForecasts {
     pub failures: Vec<BatchFailure>,
 }
 
+/// Most distinct symbols in one batch of an anonymous caller (a signed-in one may ask for
+/// 500): a batch costs up to one model run per symbol, and anonymous callers are limited only
+/// per IP.
+pub const ANONYMOUS_BATCH_MAX: usize = 25;
+
+/// Refuses an anonymous batch of more than [`ANONYMOUS_BATCH_MAX`] distinct symbols.
+fn check_anonymous_batch(symbols: &[String], caller: &MaybeCaller) -> Result<(), Problem> {
+    if caller.is_some() {
+        return Ok(());
+    }
+    let mut distinct: Vec<String> = symbols
+        .iter()
+        .map(|s| s.trim().to_ascii_uppercase())
+        .collect();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() > ANONYMOUS_BATCH_MAX {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "batch-too-large-for-anonymous",
+            "Batch too large for an anonymous caller",
+        )
+        .detail(format!(
+            "anonymous callers may ask for at most {ANONYMOUS_BATCH_MAX} symbols per batch \
+             (got {}); authenticate for up to 500",
+            distinct.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Forecasts for up to 500 symbols in one call (micro-batched through the model); symbols that
-/// cannot be forecast are listed with the reason while the others succeed.
+/// cannot be forecast are listed with the reason while the others succeed. Anonymous callers
+/// may ask for at most 25.
 #[utoipa::path(post, path = "/v1/predictions:batch", tag = "predictions",
     request_body = BatchRequest,
     responses(
         (status = 200, description = "Forecasts and per-symbol failures", body = BatchForecasts),
         (status = 400, description = "No symbols, or more than 500", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "More than 25 symbols from an anonymous caller", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn predict_batch(
     State(state): State<AppState>,
     caller: MaybeCaller,
     Json(body): Json<BatchRequest>,
 ) -> Result<axum::Json<BatchForecasts>, Problem> {
+    check_anonymous_batch(&body.symbols, &caller)?;
     let request = maybe_forward(
         pb::PredictManyRequest {
             symbols: body.symbols,
@@ -1041,4 +1076,31 @@ async fn retire(
         version: response.version.map(ModelVersion::from),
         traffic: response.traffic.map(Traffic::from),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_batches_are_capped_and_signed_in_ones_are_not() {
+        let symbols = |n: usize| (0..n).map(|i| format!("S{i:03}")).collect::<Vec<_>>();
+        assert!(check_anonymous_batch(&symbols(ANONYMOUS_BATCH_MAX), &None).is_ok());
+        // Duplicates (in any spelling) count once.
+        let mut repeated = symbols(ANONYMOUS_BATCH_MAX);
+        repeated.extend(
+            symbols(ANONYMOUS_BATCH_MAX)
+                .iter()
+                .map(|s| s.to_lowercase()),
+        );
+        assert!(check_anonymous_batch(&repeated, &None).is_ok());
+        let refused = check_anonymous_batch(&symbols(ANONYMOUS_BATCH_MAX + 1), &None).unwrap_err();
+        assert_eq!(refused.status, 429);
+        let principal = Principal {
+            user_id: "0190d3c4-0000-7000-8000-000000000001".into(),
+            roles: [mirai_platform::auth::Role::User].into(),
+            api_key_id: None,
+        };
+        assert!(check_anonymous_batch(&symbols(500), &Some(axum::Extension(principal))).is_ok());
+    }
 }

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::analysis::{indicators as ind, statistics, trends};
 use crate::backfill::StockData;
+use crate::config::ReportSettings;
 use crate::domain::{Range, Symbol, Timeframe};
 use crate::error::{Error, Result};
 use crate::reports::spec::{Format, Spec};
@@ -31,14 +32,22 @@ pub struct Api {
     stock_data: StockData,
     /// Wakes this replica's report workers when a job is queued.
     wake: Arc<Notify>,
+    /// The per-user report caps.
+    reports: ReportSettings,
 }
 
 impl Api {
-    pub fn new(pool: PgPool, stock_data: StockData, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        stock_data: StockData,
+        wake: Arc<Notify>,
+        reports: ReportSettings,
+    ) -> Self {
         Self {
             pool,
             stock_data,
             wake,
+            reports,
         }
     }
 
@@ -261,9 +270,7 @@ impl AnalyticsService for Api {
         let r = request.into_inner();
         let user = owner(&principal, &r.user_id)?;
         let spec = Spec::from_wire(&r, Utc::now())?;
-        let job = reports::create(&self.pool, user, &spec)
-            .await
-            .map_err(Error::from)?;
+        let job = reports::create(&self.pool, user, &spec, &self.reports).await?;
         self.wake.notify_one();
         tracing::info!(message = "Report queued.", report_id = %job.id, subject = spec.subject.kind());
         Ok(Response::new(pb::CreateReportResponse {

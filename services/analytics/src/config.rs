@@ -51,6 +51,14 @@ pub struct ReportSettings {
     /// `MIRAI_REPORT_RETENTION`: finished jobs and their files are deleted this long after
     /// they finish (default 30 days); `expires_at` tells the user.
     pub retention: Duration,
+    /// `MIRAI_REPORT_MAX_PENDING`: reports a user may have queued or running (default 3).
+    pub max_pending: u32,
+    /// `MIRAI_REPORT_MAX_STORED`: reports a user may keep, queued to finished (default 50;
+    /// they expire after the retention, or are deleted).
+    pub max_stored: u32,
+    /// `MIRAI_REPORT_MAX_STORED_BYTES`: bytes of report files a user may keep (default
+    /// 200 MiB).
+    pub max_stored_bytes: u64,
 }
 
 impl Default for ReportSettings {
@@ -60,6 +68,9 @@ impl Default for ReportSettings {
             poll: Duration::from_secs(1),
             timeout: Duration::from_secs(120),
             retention: Duration::from_secs(30 * 24 * 3600),
+            max_pending: 3,
+            max_stored: 50,
+            max_stored_bytes: 200 * 1024 * 1024,
         }
     }
 }
@@ -101,6 +112,9 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         poll: env.duration_or("MIRAI_REPORT_POLL", d.reports.poll)?,
         timeout: env.duration_or("MIRAI_REPORT_TIMEOUT", d.reports.timeout)?,
         retention: env.duration_or("MIRAI_REPORT_RETENTION", d.reports.retention)?,
+        max_pending: env.or("MIRAI_REPORT_MAX_PENDING", d.reports.max_pending)?,
+        max_stored: env.or("MIRAI_REPORT_MAX_STORED", d.reports.max_stored)?,
+        max_stored_bytes: env.or("MIRAI_REPORT_MAX_STORED_BYTES", d.reports.max_stored_bytes)?,
     };
     if !(1..=64).contains(&reports.workers) {
         return Err(ConfigError::Invalid {

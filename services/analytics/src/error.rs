@@ -25,6 +25,9 @@ pub enum Error {
     /// (`UNAVAILABLE`).
     #[error("{0}")]
     Unavailable(String),
+    /// A per-user cap is reached, e.g. reports queued or stored (`RESOURCE_EXHAUSTED`).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The caller may not do this (`PERMISSION_DENIED`).
     #[error("{0}")]
     PermissionDenied(String),
@@ -75,6 +78,7 @@ impl From<Error> for tonic::Status {
             }
             Error::NotFound(m) => tonic::Status::not_found(m),
             Error::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            Error::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
             Error::Unavailable(m) => tonic::Status::unavailable(m),
             Error::PermissionDenied(m) => tonic::Status::permission_denied(m),
             Error::Database(e) => mirai_platform::db::status(e, "record"),

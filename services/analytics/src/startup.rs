@@ -63,6 +63,7 @@ pub async fn build_with(config: &Config) -> Result<ServiceApp, BuildError> {
         app.pool.clone(),
         stock_data.clone(),
         wake.clone(),
+        config.reports,
     )));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
     crate::events::consume(&mut app);

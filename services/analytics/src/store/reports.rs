@@ -16,7 +16,9 @@ use mirai_proto::events::v1 as ev;
 use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
+use crate::config::ReportSettings;
 use crate::domain::Symbol;
+use crate::error::Error;
 use crate::reports::spec::{Format, Spec, Subject};
 
 /// A stored job.
@@ -130,7 +132,50 @@ fn job_of(row: &sqlx::postgres::PgRow) -> Result<Job, sqlx::Error> {
 }
 
 /// Stores a new QUEUED job.
-pub async fn create(pool: &PgPool, user_id: Uuid, spec: &Spec) -> Result<Job, sqlx::Error> {
+/// Queues a job unless the user is at a cap of `settings` (reports queued or running, and
+/// reports kept — every job until it expires or is deleted — by count and file bytes): `RESOURCE_EXHAUSTED` then. The count and the
+/// insert run under a per-user lock, so concurrent requests cannot pass a cap together.
+pub async fn create(
+    pool: &PgPool,
+    user_id: Uuid,
+    spec: &Spec,
+    settings: &ReportSettings,
+) -> Result<Job, Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mirai_reports:' || $1, 0))")
+        .bind(user_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let (pending, stored, bytes): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')),
+                count(*),
+                COALESCE((SELECT sum(f.size_bytes)::BIGINT FROM report_files f
+                          JOIN report_jobs j USING (report_id) WHERE j.user_id = $1), 0)
+         FROM report_jobs WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if pending >= i64::from(settings.max_pending) {
+        return Err(Error::ResourceExhausted(format!(
+            "at most {} reports queued or running at once; wait for one to finish",
+            settings.max_pending
+        )));
+    }
+    if stored >= i64::from(settings.max_stored) || bytes as u64 >= settings.max_stored_bytes {
+        return Err(Error::ResourceExhausted(format!(
+            "at most {} stored reports and {} MiB of report files; delete old reports first \
+             (they also expire)",
+            settings.max_stored,
+            settings.max_stored_bytes / (1024 * 1024)
+        )));
+    }
+    let job = insert(&mut tx, user_id, spec).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+async fn insert(tx: &mut PgConnection, user_id: Uuid, spec: &Spec) -> Result<Job, sqlx::Error> {
     let (model_name, model_version) = match &spec.subject {
         Subject::Model { name, version } => (Some(name.clone()), Some(version.clone())),
         _ => (None, None),
@@ -157,7 +202,7 @@ pub async fn create(pool: &PgPool, user_id: Uuid, spec: &Spec) -> Result<Job, sq
             .collect::<Vec<_>>(),
     )
     .bind(&spec.title)
-    .fetch_one(pool)
+    .fetch_one(tx)
     .await?;
     job_of(&row)
 }

@@ -685,3 +685,84 @@ async fn account_deletion_purges_the_users_reports_and_confirms() {
         "two jobs and their four files"
     );
 }
+
+#[tokio::test]
+async fn reports_queued_and_stored_are_capped_per_user() {
+    let mut app = spawn_with(true, |c| {
+        c.backfill_on_start = false;
+        c.reports.max_pending = 2;
+        c.reports.max_stored = 2;
+    })
+    .await;
+    app.backfill("SPX").await;
+    let request = || pb::CreateReportRequest {
+        subject: symbol_subject("SPX"),
+        start: Some(ts("2015-01-01T00:00:00Z")),
+        end: Some(ts("2020-01-01T00:00:00Z")),
+        ..Default::default()
+    };
+    // Concurrent requests cannot pass the queued-or-running cap.
+    let user = Uuid::now_v7();
+    let attempts = (0..6).map(|_| {
+        let mut client = app.client.clone();
+        let r = request();
+        async move { client.create_report(as_user(user, r)).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let accepted: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.get_ref().report.as_ref().unwrap().report_id.clone())
+        .collect();
+    assert!(
+        (1..=2).contains(&accepted.len()),
+        "at most 2 at once: {results:?}"
+    );
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+    }
+    for id in &accepted {
+        finished(&app, user, id).await;
+    }
+    // Once finished they are stored: the stored cap applies.
+    while create(&mut app, user, request()).await.is_ok() {}
+    let stored = app
+        .client
+        .list_reports(as_user(
+            user,
+            pb::ListReportsRequest {
+                user_id: user.to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .reports;
+    for job in &stored {
+        finished(&app, user, &job.report_id).await;
+    }
+    let refused = create(&mut app, user, request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(refused.message().contains("stored reports"), "{refused:?}");
+    assert_eq!(stored.len(), 2);
+    // Another user is not affected, and the byte cap counts the files kept.
+    let mut small = spawn_with(true, |c| {
+        c.backfill_on_start = false;
+        c.reports.max_stored_bytes = 1;
+    })
+    .await;
+    small.backfill("SPX").await;
+    let other = Uuid::now_v7();
+    let job = create(&mut small, other, request()).await.unwrap();
+    assert_eq!(
+        finished(&small, other, &job.report_id).await.status(),
+        pb::ReportStatus::Succeeded
+    );
+    let refused = create(&mut small, other, request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+}
