@@ -29,8 +29,9 @@ async fn ready() -> (Gateway, String) {
         .await
         .unwrap();
     let addr = gateway.platform.services[3].grpc_addr;
-    let mut analytics =
-        AnalyticsServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
+    let mut analytics = AnalyticsServiceClient::new(
+        mirai_platform::testing::connect(format!("http://{addr}")).await,
+    );
     let request = mirai_platform::testing::request_as(
         uuid::Uuid::now_v7(),
         &[Role::User, Role::Admin],

@@ -19,8 +19,9 @@ const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
 async fn known_in_notification(platform: &Platform, include_delisted: bool) -> Vec<(String, bool)> {
     let addr = platform.services[4].grpc_addr;
-    let mut client =
-        NotificationServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
+    let mut client = NotificationServiceClient::new(
+        mirai_platform::testing::connect(format!("http://{addr}")).await,
+    );
     client
         .list_known_symbols(ListKnownSymbolsRequest {
             include_delisted,
@@ -37,8 +38,9 @@ async fn known_in_notification(platform: &Platform, include_delisted: bool) -> V
 
 async fn known_in_analytics(platform: &Platform) -> Vec<(String, String, bool)> {
     let addr = platform.services[3].grpc_addr;
-    let mut client =
-        AnalyticsServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
+    let mut client = AnalyticsServiceClient::new(
+        mirai_platform::testing::connect(format!("http://{addr}")).await,
+    );
     client
         .list_symbols(ListSymbolsRequest {
             include_delisted: true,

@@ -5,8 +5,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mirai_platform::auth::{Principal, Role};
-use mirai_platform::grpc::identity::{Signer, test_signing_key, trusted_keys_json};
 use mirai_platform::grpc::Identity;
+use mirai_platform::grpc::identity::{Signer, test_signing_key, trusted_keys_json};
 
 fn identity(c: &mut Criterion) {
     let gateway = Signer::new("mirai-gateway", &test_signing_key());

@@ -527,11 +527,9 @@ mod tests {
                 .reflection,
             "an operator may switch it on"
         );
-        let cfg = ServiceConfig::from_env(
-            &service_env(&[("MIRAI_GRPC_REFLECTION", "off")]),
-            DEFAULTS,
-        )
-        .unwrap();
+        let cfg =
+            ServiceConfig::from_env(&service_env(&[("MIRAI_GRPC_REFLECTION", "off")]), DEFAULTS)
+                .unwrap();
         assert!(!cfg.reflection);
         let err = error_of(&[("MIRAI_GRPC_REFLECTION", "sometimes")]);
         assert!(err.starts_with("MIRAI_GRPC_REFLECTION is invalid"), "{err}");

@@ -385,7 +385,10 @@ pub mod conformance {
             );
             assert_eq!(call_status(addr, HEALTH, &[]).await, tonic::Code::Ok);
             let forged = [
-                ("x-mirai-user-id", "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".to_owned()),
+                (
+                    "x-mirai-user-id",
+                    "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".to_owned(),
+                ),
                 ("x-mirai-roles", "admin".to_owned()),
             ];
             assert_eq!(
@@ -399,7 +402,10 @@ pub mod conformance {
                 .and_then(|n| n.to_str())
                 .expect("a binary name");
             for (audience, code) in [
-                (crate::grpc::identity::TEST_AUDIENCE, tonic::Code::Unauthenticated),
+                (
+                    crate::grpc::identity::TEST_AUDIENCE,
+                    tonic::Code::Unauthenticated,
+                ),
                 (name, tonic::Code::Unimplemented),
             ] {
                 let token = super::test_gateway().sign(&[audience], None);

@@ -63,7 +63,11 @@ fn daily(field: &'static str, timeframe: i32) -> Result<()> {
 
 /// The user a call is made for: the verified caller's, never one named in the request. A
 /// `field` naming someone else is refused; empty means the caller.
-fn own_user(principal: Option<&Principal>, field: &'static str, claimed: &str) -> Result<Option<Uuid>> {
+fn own_user(
+    principal: Option<&Principal>,
+    field: &'static str,
+    claimed: &str,
+) -> Result<Option<Uuid>> {
     let caller = principal
         .map(|p| user_id(field, &p.user_id))
         .transpose()?

@@ -113,7 +113,6 @@ impl Key {
     }
 }
 
-
 /// The keys in force: current (signs), next (published), retired (published until their grace
 /// ends).
 #[derive(Debug, Clone)]

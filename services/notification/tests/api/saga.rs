@@ -23,22 +23,23 @@ async fn stock_data(app: &TestApp, symbols: &[&str]) -> (CancellationToken, Test
     let addr = service.grpc_addr();
     let stop = CancellationToken::new();
     tokio::spawn(service.run_until_stopped(stop.clone()));
-    let mut client =
-        StockDataServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
+    let mut client = StockDataServiceClient::new(
+        mirai_platform::testing::connect(format!("http://{addr}")).await,
+    );
     for symbol in symbols {
         let request = mirai_platform::testing::request_as(
             uuid::Uuid::now_v7(),
             &[mirai_platform::auth::Role::Admin],
             stock::AddSymbolRequest {
-            symbol: Some(stock::Symbol {
-                symbol: symbol.to_string(),
-                name: format!("{symbol} Inc."),
-                exchange_mic: "XNAS".into(),
-                currency: "USD".into(),
-                asset_type: stock::AssetType::Equity.into(),
-                ..Default::default()
-            }),
-            actor_user_id: String::new(),
+                symbol: Some(stock::Symbol {
+                    symbol: symbol.to_string(),
+                    name: format!("{symbol} Inc."),
+                    exchange_mic: "XNAS".into(),
+                    currency: "USD".into(),
+                    asset_type: stock::AssetType::Equity.into(),
+                    ..Default::default()
+                }),
+                actor_user_id: String::new(),
             },
         );
         client.add_symbol(request).await.unwrap();

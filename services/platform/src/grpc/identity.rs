@@ -440,14 +440,12 @@ impl Identity {
         };
         let signer = Signer::new(name, &signing_key);
         let keys = match env.get(TRUSTED_KEYS_VAR) {
-            Some(path) => {
-                parse_trusted_keys(&read(TRUSTED_KEYS_VAR, path)?).map_err(|reason| {
-                    ConfigError::Invalid {
-                        name: TRUSTED_KEYS_VAR.to_owned(),
-                        reason: format!("`{path}`: {reason}"),
-                    }
-                })?
-            }
+            Some(path) => parse_trusted_keys(&read(TRUSTED_KEYS_VAR, path)?).map_err(|reason| {
+                ConfigError::Invalid {
+                    name: TRUSTED_KEYS_VAR.to_owned(),
+                    reason: format!("`{path}`: {reason}"),
+                }
+            })?,
             None => {
                 missing.push(TRUSTED_KEYS_VAR);
                 own_key(&signer)
@@ -516,7 +514,10 @@ impl Identity {
     ) -> Result<Self, String> {
         Ok(Self {
             signer: Arc::new(Signer::new(name, signing_key)),
-            verifier: Arc::new(Verifier::new(&[name], parse_trusted_keys(trusted_keys_json)?)),
+            verifier: Arc::new(Verifier::new(
+                &[name],
+                parse_trusted_keys(trusted_keys_json)?,
+            )),
             missing: Vec::new(),
             production: false,
         })
@@ -580,18 +581,19 @@ mod tests {
         let json = format!(
             r#"{{"keys": {}}}"#,
             serde_json::json!([
-                serde_json::from_str::<serde_json::Value>(&trusted_keys_json(&key(1), &["mirai-gateway"]))
-                    .unwrap()["keys"][0],
-                serde_json::from_str::<serde_json::Value>(&trusted_keys_json(&key(2), &["mirai-prediction"]))
-                    .unwrap()["keys"][0],
+                serde_json::from_str::<serde_json::Value>(&trusted_keys_json(
+                    &key(1),
+                    &["mirai-gateway"]
+                ))
+                .unwrap()["keys"][0],
+                serde_json::from_str::<serde_json::Value>(&trusted_keys_json(
+                    &key(2),
+                    &["mirai-prediction"]
+                ))
+                .unwrap()["keys"][0],
             ])
         );
-        Arc::try_unwrap(
-            Identity::from_keys(STOCK, &key(9), &json)
-                .unwrap()
-                .verifier,
-        )
-        .unwrap()
+        Arc::try_unwrap(Identity::from_keys(STOCK, &key(9), &json).unwrap().verifier).unwrap()
     }
 
     #[test]
@@ -618,7 +620,10 @@ mod tests {
         let err = verifier
             .verify(&gateway.sign(&["mirai-user"], Some(&admin())))
             .unwrap_err();
-        assert!(matches!(err, Refusal::Invalid(ref m) if m.contains("Audience")), "{err}");
+        assert!(
+            matches!(err, Refusal::Invalid(ref m) if m.contains("Audience")),
+            "{err}"
+        );
         // A key nobody trusts.
         let stranger = Signer::new("mirai-gateway", &key(7));
         assert!(matches!(
@@ -643,7 +648,10 @@ mod tests {
             verifier.verify(&parts.join(".")),
             Err(Refusal::Invalid(_))
         ));
-        assert!(matches!(verifier.verify("junk"), Err(Refusal::Malformed(_))));
+        assert!(matches!(
+            verifier.verify("junk"),
+            Err(Refusal::Malformed(_))
+        ));
         assert_eq!(
             verifier.verify_headers(&http::HeaderMap::new()),
             Err(Refusal::Missing)
@@ -666,7 +674,10 @@ mod tests {
             "iss": "mirai-gateway", "aud": STOCK, "iat": now - 120, "exp": now - 60, "jti": "j"
         }));
         let err = stock_data().verify(&expired).unwrap_err();
-        assert!(matches!(err, Refusal::Invalid(ref m) if m.contains("Expired")), "{err}");
+        assert!(
+            matches!(err, Refusal::Invalid(ref m) if m.contains("Expired")),
+            "{err}"
+        );
         // Within the leeway still passes.
         let just = forge(serde_json::json!({
             "iss": "mirai-gateway", "aud": STOCK, "iat": now - 62, "exp": now - 2, "jti": "j"
@@ -681,13 +692,24 @@ mod tests {
         let bad_role = forge(serde_json::json!({
             "iss": "mirai-gateway", "aud": STOCK, "iat": now, "exp": now + 30, "sub": "u", "roles": ["root"]
         }));
-        assert!(matches!(stock_data().verify(&bad_role), Err(Refusal::Invalid(_))));
+        assert!(matches!(
+            stock_data().verify(&bad_role),
+            Err(Refusal::Invalid(_))
+        ));
     }
 
     #[test]
     fn trusted_key_files_are_checked() {
-        assert!(parse_trusted_keys(r#"{"keys":[]}"#).unwrap_err().contains("no keys"));
-        assert!(parse_trusted_keys("[]").unwrap_err().contains("not a trusted-keys"));
+        assert!(
+            parse_trusted_keys(r#"{"keys":[]}"#)
+                .unwrap_err()
+                .contains("no keys")
+        );
+        assert!(
+            parse_trusted_keys("[]")
+                .unwrap_err()
+                .contains("not a trusted-keys")
+        );
         let err = parse_trusted_keys(r#"{"keys":[{"iss":"a","x":"c2hvcnQ"}]}"#).unwrap_err();
         assert!(err.contains("32-byte"), "{err}");
         let x = URL_SAFE_NO_PAD.encode(key(1).verifying_key().as_bytes());
@@ -705,17 +727,27 @@ mod tests {
         let keys = parse_trusted_keys(&trusted_keys_json(&key(1), &["a", "b"])).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(
-            keys.values().next().unwrap().issuers.as_ref().unwrap().len(),
+            keys.values()
+                .next()
+                .unwrap()
+                .issuers
+                .as_ref()
+                .unwrap()
+                .len(),
             2
         );
     }
 
     #[test]
     fn production_requires_keys_and_development_trusts_only_itself() {
-        let keyless = Identity::from_env(&Env::from_pairs([("MIRAI_PROFILE", "production")]), STOCK)
-            .expect("one-shot modes load the configuration without keys");
+        let keyless =
+            Identity::from_env(&Env::from_pairs([("MIRAI_PROFILE", "production")]), STOCK)
+                .expect("one-shot modes load the configuration without keys");
         let err = keyless.require_keys().unwrap_err();
-        assert_eq!(err.to_string(), "MIRAI_INTERNAL_SIGNING_KEY is required but not set");
+        assert_eq!(
+            err.to_string(),
+            "MIRAI_INTERNAL_SIGNING_KEY is required but not set"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let pem_path = dir.path().join("signing.pem");
@@ -732,7 +764,10 @@ mod tests {
         .unwrap()
         .require_keys()
         .unwrap_err();
-        assert_eq!(err.to_string(), "MIRAI_INTERNAL_TRUSTED_KEYS is required but not set");
+        assert_eq!(
+            err.to_string(),
+            "MIRAI_INTERNAL_TRUSTED_KEYS is required but not set"
+        );
 
         let trusted_path = dir.path().join("trusted.json");
         std::fs::write(&trusted_path, trusted_keys_json(&key(1), &[STOCK])).unwrap();
@@ -754,14 +789,25 @@ mod tests {
             STOCK,
         )
         .unwrap_err();
-        assert!(err.to_string().starts_with("MIRAI_INTERNAL_SIGNING_KEY is invalid: cannot read"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("MIRAI_INTERNAL_SIGNING_KEY is invalid: cannot read"),
+            "{err}"
+        );
         std::fs::write(&pem_path, "not a key").unwrap();
-        let err = Identity::from_env(&Env::from_pairs([(SIGNING_KEY_VAR, pem)]), STOCK).unwrap_err();
-        assert!(err.to_string().contains("not a PKCS#8 PEM Ed25519 private key"), "{err}");
+        let err =
+            Identity::from_env(&Env::from_pairs([(SIGNING_KEY_VAR, pem)]), STOCK).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a PKCS#8 PEM Ed25519 private key"),
+            "{err}"
+        );
 
         // Development without keys: an ephemeral key, trusted by this process only.
         let alone = Identity::from_env(&Env::default(), STOCK).unwrap();
-        alone.require_keys().expect("stand-ins are fine in development");
+        alone
+            .require_keys()
+            .expect("stand-ins are fine in development");
         let own = alone.signer.sign(&[STOCK], None);
         assert!(alone.verifier.verify(&own).is_ok());
         let other = Identity::from_env(&Env::default(), STOCK).unwrap();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use mirai_platform::events::pubsub::PubSubConfig;
+use mirai_platform::testing::TestChannel;
 use mirai_platform::testing::TestDatabase;
 use mirai_prediction::config::Config;
 use mirai_prediction::context::Context;
@@ -14,7 +15,6 @@ use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceCli
 use mirai_proto::stock::v1 as stock;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use tokio_util::sync::CancellationToken;
-use mirai_platform::testing::TestChannel;
 
 pub type Client = PredictionServiceClient<TestChannel>;
 pub type StockClient = StockDataServiceClient<TestChannel>;
@@ -76,7 +76,8 @@ impl StockData {
                 app.run_until_stopped(stop).await.expect("stock-data runs");
             }
         });
-        let client = StockDataServiceClient::new(mirai_platform::testing::connect(url.clone()).await);
+        let client =
+            StockDataServiceClient::new(mirai_platform::testing::connect(url.clone()).await);
         Self {
             url,
             client,

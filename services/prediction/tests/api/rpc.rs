@@ -510,23 +510,27 @@ async fn the_user_comes_from_the_verified_caller_never_from_the_body() {
         .predict(as_user(naming(""), USER, "user"))
         .await
         .unwrap();
-    let mine = eventually("the caller's prediction", Duration::from_secs(10), || async {
-        let page = app
-            .client
-            .clone()
-            .list_predictions(as_user(
-                pb::ListPredictionsRequest {
-                    user_id: USER.into(),
-                    ..Default::default()
-                },
-                USER,
-                "user",
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        (!page.predictions.is_empty()).then_some(page.predictions.len())
-    })
+    let mine = eventually(
+        "the caller's prediction",
+        Duration::from_secs(10),
+        || async {
+            let page = app
+                .client
+                .clone()
+                .list_predictions(as_user(
+                    pb::ListPredictionsRequest {
+                        user_id: USER.into(),
+                        ..Default::default()
+                    },
+                    USER,
+                    "user",
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            (!page.predictions.is_empty()).then_some(page.predictions.len())
+        },
+    )
     .await;
     assert_eq!(mine, 1);
     let stored: i64 =

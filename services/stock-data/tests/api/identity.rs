@@ -28,9 +28,7 @@ async fn list_replays(
         .unwrap();
     let mut request = tonic::Request::new(ListReplaysRequest {});
     for (key, value) in metadata {
-        request
-            .metadata_mut()
-            .insert(*key, value.parse().unwrap());
+        request.metadata_mut().insert(*key, value.parse().unwrap());
     }
     client.list_replays(request).await.map(|_| ())
 }
@@ -47,7 +45,11 @@ async fn a_forged_admin_header_straight_to_list_replays_is_refused() {
     let app = spawn().await;
     let refused = list_replays(app.addr, &forged_headers()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    assert!(refused.message().contains(IDENTITY_HEADER), "{}", refused.message());
+    assert!(
+        refused.message().contains(IDENTITY_HEADER),
+        "{}",
+        refused.message()
+    );
     // With a valid token for an anonymous caller, the headers still make nobody an admin.
     let gateway = Signer::new("mirai-gateway", &test_signing_key());
     let mut metadata = forged_headers();
@@ -72,7 +74,11 @@ async fn tokens_for_another_audience_or_from_an_untrusted_key_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    assert!(refused.message().contains("Audience"), "{}", refused.message());
+    assert!(
+        refused.message().contains("Audience"),
+        "{}",
+        refused.message()
+    );
     // Signed by a key stock-data does not trust (a process with its own ephemeral key).
     let stranger = Identity::from_env(&Env::default(), "mirai-gateway").unwrap();
     let token = stranger.signer.sign(&["mirai-stock-data"], Some(&admin()));
@@ -80,7 +86,11 @@ async fn tokens_for_another_audience_or_from_an_untrusted_key_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    assert!(refused.message().contains("unknown key"), "{}", refused.message());
+    assert!(
+        refused.message().contains("unknown key"),
+        "{}",
+        refused.message()
+    );
     // A token that is not one.
     let refused = list_replays(app.addr, &[(IDENTITY_HEADER, "e30.e30.e30".to_owned())])
         .await

@@ -137,8 +137,9 @@ async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
     use mirai_proto::stock::v1::{AddSymbolRequest, ListReplaysRequest};
 
     let app = spawn().await;
-    let mut plain =
-        StockDataServiceClient::new(mirai_platform::testing::connect(format!("http://{}", app.addr)).await);
+    let mut plain = StockDataServiceClient::new(
+        mirai_platform::testing::connect(format!("http://{}", app.addr)).await,
+    );
     let listing = || AddSymbolRequest {
         symbol: Some(Symbol {
             symbol: "ACME".into(),
@@ -152,7 +153,8 @@ async fn admin_rpcs_refuse_anonymous_callers_and_plain_users() {
     };
     let anonymous = plain.add_symbol(listing()).await.unwrap_err();
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
-    let as_user = mirai_platform::testing::request_as("u1", &[Role::User, Role::Premium], listing());
+    let as_user =
+        mirai_platform::testing::request_as("u1", &[Role::User, Role::Premium], listing());
     let denied = plain.add_symbol(as_user).await.unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     let denied = plain.list_replays(ListReplaysRequest {}).await.unwrap_err();

@@ -1,12 +1,12 @@
 //! Starts the service in-process on a fresh database and talks to it over gRPC.
 
 use mirai_platform::config::ServiceConfig;
+use mirai_platform::testing::TestChannel;
 use mirai_platform::testing::TestDatabase;
 use mirai_proto::user::v1 as pb;
 use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use mirai_user::config::AuthConfig;
 use tokio_util::sync::CancellationToken;
-use mirai_platform::testing::TestChannel;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
