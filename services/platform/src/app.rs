@@ -84,6 +84,12 @@ impl ServiceApp {
         server
             .readiness()
             .add_check("database", db::readiness_check(pool.clone()));
+        let pool_metrics = db::PoolMetrics::register(&metrics);
+        let sampled = pool.clone();
+        let background: Vec<(&'static str, BackgroundTask)> = vec![(
+            "database pool metrics",
+            Box::new(move |stop| Box::pin(pool_metrics.run(sampled, stop))),
+        )];
         Ok(Self {
             server,
             pool,
@@ -94,7 +100,7 @@ impl ServiceApp {
             publisher,
             subscriber,
             consumers: Vec::new(),
-            background: Vec::new(),
+            background,
         })
     }
 

@@ -8,11 +8,16 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use secrecy::ExposeSecret as _;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DatabaseConfig;
+use crate::telemetry::Metrics;
 
 /// Service migrations must have versions at or above this; platform ones stay below.
 pub const SERVICE_MIGRATIONS_START: i64 = 1000;
@@ -97,6 +102,65 @@ pub fn readiness_check(
     }
 }
 
+/// How often [`PoolMetrics::run`] samples the pool.
+pub const POOL_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The connection pool as gauges: `mirai_db_pool_connections{state="in_use"|"idle"}` and
+/// `mirai_db_pool_max_connections`; saturation is in_use / max (at 1, callers wait up to the
+/// acquire timeout, then get UNAVAILABLE).
+#[derive(Clone)]
+pub struct PoolMetrics {
+    connections: Family<PoolStateLabels, Gauge>,
+    max: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    state: &'static str,
+}
+
+impl PoolMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        Self {
+            connections: metrics.register(
+                "db_pool_connections",
+                "Open database connections of the pool, by state (in_use, idle).",
+                Family::default(),
+            ),
+            max: metrics.register(
+                "db_pool_max_connections",
+                "Largest number of connections the pool opens (MIRAI_DB_MAX_CONNECTIONS).",
+                Gauge::default(),
+            ),
+        }
+    }
+
+    /// Sets the gauges from the pool's current state.
+    pub fn sample(&self, pool: &PgPool) {
+        let open = i64::from(pool.size());
+        let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX).min(open);
+        self.connections
+            .get_or_create(&PoolStateLabels { state: "in_use" })
+            .set(open - idle);
+        self.connections
+            .get_or_create(&PoolStateLabels { state: "idle" })
+            .set(idle);
+        self.max
+            .set(i64::from(pool.options().get_max_connections()));
+    }
+
+    /// Samples every [`POOL_SAMPLE_INTERVAL`] until `stop` fires.
+    pub async fn run(self, pool: PgPool, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(POOL_SAMPLE_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.sample(&pool),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
 /// True when `error` is a unique-constraint violation (SQLSTATE 23505).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -130,5 +194,61 @@ pub fn status(error: sqlx::Error, what: &str) -> tonic::Status {
             tonic::Status::unavailable("database temporarily unavailable")
         }
         other => crate::error::internal(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[tokio::test]
+    async fn pool_metrics_report_connections_in_use_idle_and_the_maximum() {
+        let db = TestDatabase::create("pool_metrics").await;
+        let pool = PgPoolOptions::new()
+            .max_connections(3)
+            .connect(db.url())
+            .await
+            .expect("connect");
+        let metrics = Metrics::new();
+        let gauges = PoolMetrics::register(&metrics);
+
+        let first = pool.acquire().await.expect("acquire");
+        let second = pool.acquire().await.expect("acquire");
+        gauges.sample(&pool);
+        let text = metrics.encode();
+        assert_eq!(
+            line(&text, "mirai_db_pool_connections{state=\"in_use\"}"),
+            Some("mirai_db_pool_connections{state=\"in_use\"} 2"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "mirai_db_pool_max_connections "),
+            Some("mirai_db_pool_max_connections 3"),
+            "{text}"
+        );
+
+        drop((first, second));
+        // A dropped connection goes back to the pool on a spawned task.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.num_idle() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gauges.sample(&pool);
+        let text = metrics.encode();
+        assert_eq!(
+            line(&text, "mirai_db_pool_connections{state=\"in_use\"}"),
+            Some("mirai_db_pool_connections{state=\"in_use\"} 0"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "mirai_db_pool_connections{state=\"idle\"}"),
+            Some("mirai_db_pool_connections{state=\"idle\"} 2"),
+            "{text}"
+        );
     }
 }
