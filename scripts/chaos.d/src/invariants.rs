@@ -1,0 +1,449 @@
+//! The promises, checked from the databases (never from logs) after each scenario's recovery.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Row};
+
+use crate::stack::{Kind, Layout, SERVICES};
+use crate::webhooks::Receiver;
+use crate::workload::Created;
+
+/// Connections of the harness carry this name, so `pg_terminate_backend` of a service's
+/// connections spares them.
+pub const APPLICATION_NAME: &str = "mirai-chaos";
+
+/// The replayed timeframe, as both databases store it.
+const DAILY: i32 = mirai_proto::stock::v1::Timeframe::OneDay as i32;
+
+pub struct Databases {
+    pools: BTreeMap<Kind, PgPool>,
+}
+
+/// An event flow: rows of `event_type` in the producer's outbox must each be in the consumer's
+/// inbox (`processed_events`) under `handler`.
+struct Flow {
+    producer: Kind,
+    event_type: &'static str,
+    consumer: Kind,
+    handler: &'static str,
+}
+
+const FLOWS: &[Flow] = &[
+    Flow {
+        producer: Kind::StockData,
+        event_type: "mirai.stock.bar.closed.v1",
+        consumer: Kind::Analytics,
+        handler: "bars.closed",
+    },
+    Flow {
+        producer: Kind::StockData,
+        event_type: "mirai.stock.bar.closed.v1",
+        consumer: Kind::Prediction,
+        handler: "prediction.bar-closed",
+    },
+    Flow {
+        producer: Kind::StockData,
+        event_type: "mirai.stock.bar.closed.v1",
+        consumer: Kind::Notification,
+        handler: "evaluate.bar-closed",
+    },
+    Flow {
+        producer: Kind::StockData,
+        event_type: "mirai.stock.price.updated.v1",
+        consumer: Kind::Notification,
+        handler: "evaluate.price-updated",
+    },
+    Flow {
+        producer: Kind::Notification,
+        event_type: "mirai.alert.requested.v1",
+        consumer: Kind::StockData,
+        handler: "tracking.alert-requested",
+    },
+    Flow {
+        producer: Kind::StockData,
+        event_type: "mirai.symbol.tracking.confirmed.v1",
+        consumer: Kind::Notification,
+        handler: "saga.tracking-confirmed",
+    },
+    Flow {
+        producer: Kind::Prediction,
+        event_type: "mirai.prediction.generated.v1",
+        consumer: Kind::Notification,
+        handler: "evaluate.prediction-generated",
+    },
+    Flow {
+        producer: Kind::User,
+        event_type: "mirai.user.registered.v1",
+        consumer: Kind::Notification,
+        handler: "users.registered",
+    },
+    Flow {
+        producer: Kind::User,
+        event_type: "mirai.user.deletion.requested.v1",
+        consumer: Kind::Notification,
+        handler: "deletion-saga.participant",
+    },
+    Flow {
+        producer: Kind::User,
+        event_type: "mirai.user.deletion.requested.v1",
+        consumer: Kind::StockData,
+        handler: "deletion-saga.participant",
+    },
+    Flow {
+        producer: Kind::User,
+        event_type: "mirai.user.deletion.requested.v1",
+        consumer: Kind::Prediction,
+        handler: "deletion-saga.participant",
+    },
+    Flow {
+        producer: Kind::User,
+        event_type: "mirai.user.deletion.requested.v1",
+        consumer: Kind::Analytics,
+        handler: "deletion-saga.participant",
+    },
+    Flow {
+        producer: Kind::Analytics,
+        event_type: "mirai.report.completed.v1",
+        consumer: Kind::Notification,
+        handler: "system.report-completed",
+    },
+];
+
+/// What one check found; every number's target is 0.
+#[derive(Clone, Debug, Default)]
+pub struct Findings {
+    pub outbox_pending: i64,
+    pub events_lost: i64,
+    pub duplicated_effects: i64,
+    pub sagas_stuck: i64,
+    pub lost_writes: i64,
+    /// Events checked (flows × rows) and webhook deliveries seen, for scale.
+    pub events_checked: i64,
+    pub details: Vec<String>,
+}
+
+impl Findings {
+    pub fn clean(&self) -> bool {
+        self.outbox_pending == 0
+            && self.events_lost == 0
+            && self.duplicated_effects == 0
+            && self.sagas_stuck == 0
+            && self.lost_writes == 0
+    }
+}
+
+impl Databases {
+    pub async fn connect(layout: &Layout) -> Result<Databases> {
+        let mut pools = BTreeMap::new();
+        for kind in SERVICES {
+            let options: PgConnectOptions = layout
+                .database_url(kind)
+                .parse::<PgConnectOptions>()?
+                .application_name(APPLICATION_NAME)
+                .disable_statement_logging();
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("connecting to {}", layout.database(kind)))?;
+            pools.insert(kind, pool);
+        }
+        Ok(Databases { pools })
+    }
+
+    pub fn pool(&self, kind: Kind) -> &PgPool {
+        &self.pools[&kind]
+    }
+
+    /// `pg_terminate_backend` of every connection of one service's database but the harness's.
+    pub async fn terminate_connections(&self, layout: &Layout, kind: Kind) -> Result<i64> {
+        let terminated: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> $2",
+        )
+        .bind(layout.database(kind))
+        .bind(APPLICATION_NAME)
+        .fetch_one(self.pool(Kind::User))
+        .await?;
+        Ok(terminated)
+    }
+
+    /// Polls until every invariant holds or `limit` passes; returns the last findings.
+    pub async fn settle(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        created: &Created,
+        hooks: &Receiver,
+        replayed: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
+        limit: Duration,
+    ) -> Result<(Findings, Duration)> {
+        let started = Instant::now();
+        loop {
+            let findings = self.check(since, created, hooks, replayed).await?;
+            if findings.clean() || started.elapsed() > limit {
+                return Ok((findings, started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    pub async fn check(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        created: &Created,
+        hooks: &Receiver,
+        replayed: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<Findings> {
+        let mut f = Findings::default();
+
+        // Every committed outbox row published.
+        for kind in SERVICES {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(self.pool(kind))
+                    .await?;
+            if pending > 0 {
+                f.details.push(format!(
+                    "{}: {pending} outbox rows unpublished",
+                    kind.name()
+                ));
+            }
+            f.outbox_pending += pending;
+        }
+
+        // Every published event applied by every consumer (its inbox row is written in the
+        // handler's transaction).
+        for flow in FLOWS {
+            let produced: Vec<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT event_id FROM outbox WHERE event_type = $1 AND published_at IS NOT NULL AND created_at >= $2",
+            )
+            .bind(flow.event_type)
+            .bind(since)
+            .fetch_all(self.pool(flow.producer))
+            .await?;
+            if produced.is_empty() {
+                continue;
+            }
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM processed_events WHERE handler = $1 AND event_id = ANY($2)",
+            )
+            .bind(flow.handler)
+            .bind(&produced)
+            .fetch_one(self.pool(flow.consumer))
+            .await?;
+            let lost = produced.len() as i64 - applied;
+            f.events_checked += produced.len() as i64;
+            if lost > 0 {
+                f.details.push(format!(
+                    "{} → {} `{}`: {lost} of {} not applied",
+                    flow.event_type,
+                    flow.consumer.name(),
+                    flow.handler,
+                    produced.len()
+                ));
+            }
+            f.events_lost += lost;
+        }
+
+        // Effects exactly once. Alert triggers: the trigger counter and the notifications are
+        // written in one transaction per cause; one delivery per notification, channel, target.
+        let notes = self.pool(Kind::Notification);
+        let mismatched: Vec<(uuid::Uuid, i32, i64)> = sqlx::query_as(
+            "SELECT a.alert_id, a.trigger_count, count(n.notification_id)
+             FROM alerts a LEFT JOIN notifications n
+                  ON n.alert_id = a.alert_id AND n.dedupe_key LIKE 'trigger:%'
+             GROUP BY a.alert_id, a.trigger_count HAVING a.trigger_count <> count(n.notification_id)",
+        )
+        .fetch_all(notes)
+        .await?;
+        for (alert, triggers, notifications) in &mismatched {
+            f.details.push(format!(
+                "alert {alert}: {triggers} triggers, {notifications} notifications"
+            ));
+            f.duplicated_effects += (notifications - *triggers as i64).abs();
+        }
+        let double_deliveries: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(c - 1), 0)::bigint FROM (
+                 SELECT count(*) AS c FROM deliveries WHERE resend_of IS NULL
+                 GROUP BY notification_id, channel, target HAVING count(*) > 1) d",
+        )
+        .fetch_one(notes)
+        .await?;
+        if double_deliveries > 0 {
+            f.details
+                .push(format!("{double_deliveries} duplicated deliveries"));
+        }
+        f.duplicated_effects += double_deliveries;
+        // Webhooks: every delivery the database calls delivered arrived (under its own id), and
+        // nothing arrived that the database does not know.
+        let delivered: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT d.delivery_id FROM deliveries d
+             JOIN webhook_endpoints w ON w.webhook_endpoint_id::text = d.target
+             WHERE d.status = 'DELIVERED'",
+        )
+        .fetch_all(notes)
+        .await?;
+        let delivered: BTreeSet<String> = delivered.iter().map(|d| d.to_string()).collect();
+        let received = hooks.ids();
+        let never_arrived = delivered.difference(&received).count() as i64;
+        let unknown = received.difference(&delivered).count() as i64;
+        if never_arrived > 0 {
+            f.details.push(format!(
+                "{never_arrived} webhook deliveries marked delivered never arrived"
+            ));
+            f.events_lost += never_arrived;
+        }
+        let _ = unknown; // a delivery in flight is received before it is marked DELIVERED
+        // Forecasts made from bar events: one per model version, symbol and bar.
+        let double_forecasts: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(c - 1), 0)::bigint FROM (
+                 SELECT count(*) AS c FROM predictions WHERE origin = 'event' AND created_at >= $1
+                 GROUP BY model_name, model_version, symbol, timeframe, as_of HAVING count(*) > 1) p",
+        )
+        .bind(since)
+        .fetch_one(self.pool(Kind::Prediction))
+        .await?;
+        if double_forecasts > 0 {
+            f.details.push(format!(
+                "{double_forecasts} event forecasts made twice for one bar"
+            ));
+        }
+        f.duplicated_effects += double_forecasts;
+        // Analytics' read model equals stock-data's bars over every replayed range.
+        for (from, to) in replayed {
+            let q = "SELECT start_at, open, high, low, close, volume FROM bars
+                     WHERE symbol = 'SPX' AND timeframe = $3 AND start_at >= $1 AND start_at < $2 ORDER BY start_at";
+            let stock = sqlx::query(q)
+                .bind(from)
+                .bind(to)
+                .bind(DAILY as i16)
+                .fetch_all(self.pool(Kind::StockData))
+                .await?;
+            let analytics = sqlx::query(q)
+                .bind(from)
+                .bind(to)
+                .bind(DAILY)
+                .fetch_all(self.pool(Kind::Analytics))
+                .await?;
+            let key = |r: &sqlx::postgres::PgRow| -> Result<String> {
+                Ok(format!(
+                    "{} {} {} {} {} {}",
+                    r.try_get::<chrono::DateTime<chrono::Utc>, _>(0)?,
+                    r.try_get::<f64, _>(1)?,
+                    r.try_get::<f64, _>(2)?,
+                    r.try_get::<f64, _>(3)?,
+                    r.try_get::<f64, _>(4)?,
+                    r.try_get::<f64, _>(5)?
+                ))
+            };
+            let a: BTreeSet<String> = stock.iter().map(key).collect::<Result<_>>()?;
+            let b: BTreeSet<String> = analytics.iter().map(key).collect::<Result<_>>()?;
+            let missing = a.difference(&b).count() as i64;
+            if missing > 0 {
+                f.details.push(format!(
+                    "analytics misses or differs on {missing} of {} replayed bars",
+                    a.len()
+                ));
+                f.events_lost += missing;
+            }
+        }
+
+        // Sagas: alerts leave PENDING, deletions complete, reports finish.
+        let pending_alerts: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE status = 'PENDING' AND enabled")
+                .fetch_one(notes)
+                .await?;
+        if pending_alerts > 0 {
+            f.details
+                .push(format!("{pending_alerts} alerts still PENDING"));
+        }
+        let open_deletions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deletion_sagas WHERE completed_at IS NULL")
+                .fetch_one(self.pool(Kind::User))
+                .await?;
+        if open_deletions > 0 {
+            f.details
+                .push(format!("{open_deletions} account deletions not completed"));
+        }
+        let unfinished_reports: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM report_jobs WHERE status IN ('queued', 'running')",
+        )
+        .fetch_one(self.pool(Kind::Analytics))
+        .await?;
+        if unfinished_reports > 0 {
+            f.details
+                .push(format!("{unfinished_reports} reports queued or running"));
+        }
+        f.sagas_stuck = pending_alerts + open_deletions + unfinished_reports;
+
+        // Nothing acknowledged was lost or half-written.
+        let users: Vec<uuid::Uuid> = ids(&created.users)?;
+        let stored_users: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM users WHERE user_id = ANY($1)")
+                .bind(&users)
+                .fetch_one(self.pool(Kind::User))
+                .await?;
+        // A delete that got no answer may or may not have happened: neither side is checked.
+        let live_alerts: BTreeSet<String> = created
+            .alerts
+            .difference(&created.alerts_deleted)
+            .filter(|a| !created.alerts_maybe_deleted.contains(*a))
+            .cloned()
+            .collect();
+        let alerts = ids(&live_alerts)?;
+        let stored_alerts: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE alert_id = ANY($1)")
+                .bind(&alerts)
+                .fetch_one(notes)
+                .await?;
+        let deleted_alerts = ids(&created.alerts_deleted)?;
+        let resurrected: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE alert_id = ANY($1)")
+                .bind(&deleted_alerts)
+                .fetch_one(notes)
+                .await?;
+        let reports = ids(&created.reports)?;
+        let stored_reports: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM report_jobs WHERE report_id = ANY($1)")
+                .bind(&reports)
+                .fetch_one(self.pool(Kind::Analytics))
+                .await?;
+        let half_reports: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM report_jobs j WHERE status = 'succeeded' AND report_id = ANY($1)
+               AND cardinality(formats) <> (SELECT count(*) FROM report_files f WHERE f.report_id = j.report_id)",
+        )
+        .bind(&reports)
+        .fetch_one(self.pool(Kind::Analytics))
+        .await?;
+        let deletions = ids(&created.deleted_accounts)?;
+        let stored_deletions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deletion_sagas WHERE user_id = ANY($1)")
+                .bind(&deletions)
+                .fetch_one(self.pool(Kind::User))
+                .await?;
+        let gaps = [
+            ("accounts", users.len() as i64 - stored_users),
+            ("alerts", alerts.len() as i64 - stored_alerts),
+            ("deleted alerts back", resurrected),
+            ("reports", reports.len() as i64 - stored_reports),
+            ("reports without all files", half_reports),
+            ("deletion sagas", deletions.len() as i64 - stored_deletions),
+        ];
+        for (what, gap) in gaps {
+            if gap != 0 {
+                f.details
+                    .push(format!("{what}: {gap} acknowledged but not stored"));
+                f.lost_writes += gap.abs();
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn ids(set: &BTreeSet<String>) -> Result<Vec<uuid::Uuid>> {
+    set.iter().map(|s| s.parse().context("a uuid")).collect()
+}
