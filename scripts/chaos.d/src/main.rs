@@ -93,7 +93,7 @@ enum Fault {
     TerminateBackends(Kind),
     DatabaseCut(Kind),
     PubSubPause,
-    FaultLayer(Kind),
+    Injected(Kind),
 }
 
 fn all_scenarios() -> Vec<(String, Fault)> {
@@ -119,7 +119,7 @@ fn all_scenarios() -> Vec<(String, Fault)> {
     list.push(("pubsub-pause".into(), Fault::PubSubPause));
     list.push((
         "fault-layer-stock-data".into(),
-        Fault::FaultLayer(Kind::StockData),
+        Fault::Injected(Kind::StockData),
     ));
     list
 }
@@ -423,7 +423,7 @@ fn fault_text(fault: &Fault) -> String {
             kind.name()
         ),
         Fault::PubSubPause => "Pub/Sub emulator SIGSTOPped for 20 s".into(),
-        Fault::FaultLayer(kind) => format!(
+        Fault::Injected(kind) => format!(
             "{} (both replicas) through the fault layer for 20 s: every call +300 ms at 50 %, GetQuote UNAVAILABLE at 20 %",
             kind.name()
         ),
@@ -549,7 +549,7 @@ async fn inject(
             tokio::time::sleep(Duration::from_secs(20)).await;
             nix::sys::signal::kill(pid, Signal::SIGCONT)?;
         }
-        Fault::FaultLayer(kind) => {
+        Fault::Injected(kind) => {
             let rules = "mirai.stock.v1.StockDataService=delay(300ms,0.5);mirai.stock.v1.StockDataService/GetQuote=error(unavailable,0.2)";
             for replica in 0..2 {
                 let url = format!("{}/faults", stack.instance(*kind, replica).admin);

@@ -535,7 +535,7 @@ impl UserService for Api {
             .map_err(dbe("account"))?
             .filter(UserRow::is_active)
             .ok_or_else(bad_credentials)?;
-        let was_locked = store::clear_account(&mut *tx, &store::account_key(&user.email))
+        let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
             .await
             .map_err(dbe("throttle"))?;
         Entry::new(Kind::Unlocked, request.client.as_ref())
@@ -1304,7 +1304,7 @@ impl UserService for Api {
         let id = user_id(&request.user_id, "user_id")?;
         let user = self.load_user(id).await?;
         let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
-        let was_locked = store::clear_account(&mut *tx, &store::account_key(&user.email))
+        let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
             .await
             .map_err(dbe("throttle"))?;
         Entry::new(Kind::Unlocked, request.client.as_ref())
