@@ -220,6 +220,10 @@ error. Sorted by name, so a rendering is stable.
 {{- $_ := set $plain "MIRAI_PUBSUB_PROVISION" "false" -}}
 {{- if $v.pubsub.emulatorHost -}}{{- $_ := set $plain "PUBSUB_EMULATOR_HOST" $v.pubsub.emulatorHost -}}{{- end -}}
 {{- $_ := set $plain "MIRAI_DB_MAX_CONNECTIONS" (toString $v.database.maxConnections) -}}
+{{- /* Email verification links point at the gateway's public confirmation route. */ -}}
+{{- if and $v.api.publicUrl (eq $svc.binary "mirai-notification") -}}
+{{- $_ := set $plain "MIRAI_EMAIL_VERIFICATION_URL" (printf "%s/v1/notification-email/confirm" (trimSuffix "/" $v.api.publicUrl)) -}}
+{{- end -}}
 {{- range $up := $svc.upstreams -}}
 {{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (include "mirai.upstreamUrl" (dict "root" $root "svc" $svc "up" $up)) -}}
 {{- end -}}
