@@ -124,6 +124,23 @@ impl Layout {
             .collect::<Vec<_>>()
             .join(",")
     }
+    /// The internal identity of a process kind: its signing key and the trust set, made in the
+    /// run folder by scripts/chaos (`make_identity_keys`); both replicas share them.
+    fn identity_env(&self, kind: Kind) -> [(&'static str, String); 2] {
+        let dir = self.run_dir.join("identity");
+        [
+            (
+                "MIRAI_INTERNAL_SIGNING_KEY",
+                dir.join(format!("{}.pem", kind.name()))
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "MIRAI_INTERNAL_TRUSTED_KEYS",
+                dir.join("trusted-keys.json").display().to_string(),
+            ),
+        ]
+    }
     pub fn gateway_url(&self, replica: u16) -> String {
         format!("http://127.0.0.1:{}", self.http_port(replica))
     }
@@ -149,7 +166,17 @@ fn service_env(layout: &Layout, kind: Kind, replica: u16) -> Vec<(String, String
         ("MIRAI_PUBSUB_PREFIX", layout.pubsub_prefix.clone()),
         ("MIRAI_FAULT_INJECTION", "on".into()),
         // Ten processes share one PostgreSQL server (100 connections, other test runs too).
-        ("MIRAI_DB_MAX_CONNECTIONS", "4".into()),
+        // Notification never became ready with 5: its four LISTEN connections, consumers and
+        // delivery workers starve the pool ("pool timed out"); 10 is its default.
+        (
+            "MIRAI_DB_MAX_CONNECTIONS",
+            if kind == Kind::Notification {
+                "10"
+            } else {
+                "4"
+            }
+            .into(),
+        ),
         ("MIRAI_SHUTDOWN_GRACE", "20s".into()),
         ("RUST_LOG", layout.rust_log.clone()),
         ("MIRAI_LOG_FORMAT", "json".into()),
@@ -158,6 +185,7 @@ fn service_env(layout: &Layout, kind: Kind, replica: u16) -> Vec<(String, String
             format!("mirai-{}-{}", kind.name(), replica_name(replica)),
         ),
     ];
+    env.extend(layout.identity_env(kind));
     env.extend(match kind {
         Kind::User => user_env(layout),
         Kind::StockData => stock_data_env(layout),
@@ -212,9 +240,6 @@ fn notification_env(_layout: &Layout) -> Vec<(&'static str, String)> {
         // the harness's bound even when Pub/Sub was paused.
         ("MIRAI_ALERT_ACTIVATION_TIMEOUT", "10s".into()),
         ("MIRAI_ALERT_LIMIT_USER", "1000".into()),
-        // With 5 connections notification never became ready (its listeners, consumers and
-        // delivery workers starve the pool: "pool timed out"); 10 is the default.
-        ("MIRAI_DB_MAX_CONNECTIONS", "10".into()),
     ]
 }
 
@@ -249,6 +274,7 @@ fn gateway_env(layout: &Layout, replica: u16) -> Vec<(String, String)> {
         ("MIRAI_LOG_FORMAT", "json".into()),
     ]
     .into_iter()
+    .chain(layout.identity_env(Kind::Gateway))
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
