@@ -3,18 +3,8 @@
 
 use mirai_proto::events::v1 as ev;
 
-use crate::email::SmtpServer;
+use crate::email::{SmtpServer, mail_text};
 use crate::helpers::{eventually, spawn_with};
-
-/// The message text with quoted-printable soft line breaks joined and `=` decoded.
-fn text(message: &serde_json::Value) -> String {
-    message["data"]
-        .as_str()
-        .unwrap()
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
-}
 
 #[tokio::test]
 async fn a_locked_account_gets_its_unlock_link_and_a_signup_attempt_is_told_to_the_owner() {
@@ -46,7 +36,7 @@ async fn a_locked_account_gets_its_unlock_link_and_a_signup_attempt_is_told_to_t
         messages[0]["rcpt_tos"],
         serde_json::json!(["owner@example.com"])
     );
-    let raw = text(&messages[0]);
+    let raw = mail_text(&messages[0]);
     assert!(raw.contains(url), "{raw}");
     assert!(raw.contains("3 different networks"), "{raw}");
     // The link is a credential: it is not stored as a notification or a delivery.
@@ -71,7 +61,7 @@ async fn a_locked_account_gets_its_unlock_link_and_a_signup_attempt_is_told_to_t
         (m.len() >= 2).then_some(m)
     })
     .await;
-    let raw = text(&messages[1]);
+    let raw = mail_text(&messages[1]);
     assert!(
         raw.contains("tried to create a MiraiKakaku account"),
         "{raw}"

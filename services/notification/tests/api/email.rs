@@ -13,6 +13,17 @@ use pb::condition::Kind;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, alert, eventually, level, py_dir, python, spawn_with, user};
+
+/// The text of a message the SMTP server received, with quoted-printable soft line breaks
+/// joined and `=3D` decoded.
+pub fn mail_text(message: &serde_json::Value) -> String {
+    message["data"]
+        .as_str()
+        .unwrap()
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
 use crate::webhooks::fire;
 
 /// aiosmtpd on a free loopback port, recording every message to a JSON-lines file.

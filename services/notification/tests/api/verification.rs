@@ -7,23 +7,13 @@ use mirai_proto::notification::v1 as pb;
 use mirai_proto::user::v1::Role;
 use uuid::Uuid;
 
-use crate::email::{SmtpServer, mail, set_preferences};
+use crate::email::{SmtpServer, mail, mail_text, set_preferences};
 use crate::helpers::{TestApp, eventually, spawn_with, user};
 use crate::webhooks::fire;
 
-/// A message's text with quoted-printable soft breaks and `=3D` undone.
-fn text(message: &serde_json::Value) -> String {
-    message["data"]
-        .as_str()
-        .unwrap()
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
-}
-
 /// The token of the verification link in a message.
 fn token_in(message: &serde_json::Value) -> String {
-    let text = text(message);
+    let text = mail_text(message);
     let start = text.find("token=").expect("a verification link") + "token=".len();
     text[start..]
         .chars()
@@ -95,7 +85,7 @@ async fn alert_email_goes_only_to_a_verified_address() {
     fire(&mut app, owner, "VRFA", &[pb::Channel::Email]).await;
     let messages = mail(&smtp, 1).await;
     assert_eq!(recipient(&messages[0]), "fresh@example.com");
-    let first = text(&messages[0]);
+    let first = mail_text(&messages[0]);
     assert!(first.contains("Confirm your email address"), "{first}");
     assert!(
         !first.contains("VRFA above"),
@@ -139,7 +129,7 @@ async fn alert_email_goes_only_to_a_verified_address() {
     fire(&mut app, owner, "VRFB", &[pb::Channel::Email]).await;
     let messages = mail(&smtp, 2).await;
     assert!(recipient(&messages[1]).eq_ignore_ascii_case("fresh@example.com"));
-    assert!(text(&messages[1]).contains("VRFB above"));
+    assert!(mail_text(&messages[1]).contains("VRFB above"));
     assert_eq!(resend(&mut app, owner).await.unwrap(), Vec::<String>::new());
 
     // Changing the address starts over: the new one gets a link at once and nothing else.
@@ -155,12 +145,12 @@ async fn alert_email_goes_only_to_a_verified_address() {
     .await;
     let messages = mail(&smtp, 3).await;
     assert_eq!(recipient(&messages[2]), "elsewhere@example.com");
-    assert!(text(&messages[2]).contains("Confirm your email address"));
+    assert!(mail_text(&messages[2]).contains("Confirm your email address"));
     fire(&mut app, owner, "VRFC", &[pb::Channel::Email]).await;
     // Links are rate-limited per address (3 an hour): the alert's blocked attempt sent the
     // second, a resend the third, and the next resend is refused.
     let messages = mail(&smtp, 4).await;
-    assert!(!text(&messages[3]).contains("VRFC above"));
+    assert!(!mail_text(&messages[3]).contains("VRFC above"));
     assert_eq!(
         resend(&mut app, owner).await.unwrap(),
         vec!["elsewhere@example.com".to_owned()]
