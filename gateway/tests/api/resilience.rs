@@ -46,6 +46,8 @@ fn stock_data_replica(database_url: &str, pubsub: &PubSubConfig, sample: bool) -
         ("MIRAI_SAMPLE_DATA", sample.to_string()),
         ("RUST_LOG", "warn".to_owned()),
     ]);
+    // It must trust the gateway's (test) signing key like the in-process services do.
+    env.extend(mirai_platform::testing::identity_env());
     let binary = service_binary("mirai-stock-data");
     Replica {
         url: format!("http://127.0.0.1:{grpc}"),

@@ -505,9 +505,10 @@ async fn signing_secrets_are_sealed_at_rest_and_survive_a_kek_rotation() {
     // Step 2: k1 dropped. Deliveries are still signed with the users' secrets.
     let mut rotated = app.config.clone();
     rotated.webhooks.secret_keys = Some(keyring(&[("k2", 2)]));
-    let (client, pool, _, stop) = crate::helpers::replica(&rotated).await;
+    let (client, pool, context, stop) = crate::helpers::replica(&rotated).await;
     app.client = client;
     app.pool = pool;
+    app.context = context;
     app.stop = stop;
     fire(&mut app, owner, "SEAL", &[pb::Channel::Webhook]).await;
     for (receiver, secret) in [
