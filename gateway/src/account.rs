@@ -329,7 +329,7 @@ pub struct UnlockLink {
 /// Lifts the lockout of an account with the single-use secret of the unlock link emailed to
 /// its owner when guesses from several IPs locked it. The link opens a web page that posts here
 /// (a link that unlocked on `GET` would be spent by mail scanners).
-#[utoipa::path(post, path = "/v1/auth/unlock", tag = "auth",
+#[utoipa::path(post, path = "/v1/auth/unlock", tag = "auth", operation_id = "unlock_with_link",
     request_body = UnlockLink,
     responses(
         (status = 204, description = "Unlocked"),
