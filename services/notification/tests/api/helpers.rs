@@ -267,16 +267,7 @@ impl TestApp {
 
     /// Payloads of one event type in the outbox, in order.
     pub async fn outbox<E: Event>(&self) -> Vec<E> {
-        let payloads: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id")
-                .bind(E::TYPE)
-                .fetch_all(&self.pool)
-                .await
-                .unwrap();
-        payloads
-            .iter()
-            .map(|p| E::decode(p.as_slice()).unwrap())
-            .collect()
+        mirai_platform::testing::outbox(&self.pool).await
     }
 
     /// Inbox rows of a handler (events it has processed).

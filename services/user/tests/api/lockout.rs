@@ -6,23 +6,11 @@ use mirai_proto::events::v1 as ev;
 use mirai_proto::user::v1 as pb;
 use mirai_user::config::AuthConfig;
 
+use mirai_platform::testing::outbox;
+
 use crate::helpers::{PASSWORD, TestApp, as_user, client, spawn_with};
 
 const WRONG: &str = "wrong password here";
-
-/// Payloads of one event type in the outbox, in order.
-async fn outbox<E: prost::Message + Default>(app: &TestApp, event_type: &str) -> Vec<E> {
-    let payloads: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id")
-            .bind(event_type)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    payloads
-        .iter()
-        .map(|p| E::decode(p.as_slice()).unwrap())
-        .collect()
-}
 
 async fn count(app: &TestApp, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
@@ -151,7 +139,7 @@ async fn distributed_guessing_locks_the_account_and_emails_a_single_use_unlock_l
         .unwrap_err();
     assert_eq!(locked.code(), tonic::Code::ResourceExhausted);
 
-    let events: Vec<ev::UserAccountLocked> = outbox(&app, "mirai.user.account.locked.v1").await;
+    let events: Vec<ev::UserAccountLocked> = outbox(&app.pool).await;
     assert_eq!(events.len(), 1);
     let event = &events[0];
     assert_eq!(event.user_id, owner.user_id);
@@ -279,8 +267,7 @@ async fn registering_a_taken_email_answers_as_for_a_new_account_and_tells_the_ow
         .register(register("kai@example.com"))
         .await
         .unwrap();
-    let told: Vec<ev::UserRegistrationAttempted> =
-        outbox(&app, "mirai.user.registration.attempted.v1").await;
+    let told: Vec<ev::UserRegistrationAttempted> = outbox(&app.pool).await;
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].user_id, owner.user_id);
     let attempts = app
