@@ -32,7 +32,7 @@ use chrono::Utc;
 use nix::sys::signal::Signal;
 use sqlx::Connection;
 
-use crate::invariants::Databases;
+use crate::invariants::{Databases, Kill};
 use crate::report::{Outcome, Run};
 use crate::stack::{Kind, Layout, SERVICES, Stack};
 use crate::workload::Workload;
@@ -313,6 +313,7 @@ async fn run(
         .saturating_sub(replay_bars * (scenarios.len() + 1));
     let mut outcomes = Vec::new();
     let mut replayed = Vec::new();
+    let mut kills = Vec::new();
     for (index, (name, fault)) in scenarios.into_iter().enumerate() {
         eprintln!("chaos: == scenario {name}");
         let slice: Vec<_> = bars[cursor..cursor + replay_bars].to_vec();
@@ -338,6 +339,13 @@ async fn run(
         let opens_before = circuit_opens(&stack).await;
         let began = workload.began.elapsed().as_secs_f64();
         let mut notes = Vec::new();
+        if let Fault::Kill(kind) = &fault {
+            let kind = *kind;
+            kills.push(Kill {
+                kind,
+                at: Utc::now(),
+            });
+        }
         let applied = inject(&stack, &dbs, &fault, emulator_pid, &mut notes).await;
         let ended = workload.began.elapsed().as_secs_f64();
         if let Err(error) = &applied {
@@ -352,13 +360,13 @@ async fn run(
                 0
             }
         };
-        let created = workload.created.lock().await.clone();
         let (findings, settle) = dbs
             .settle(
                 since,
-                &created,
+                &workload.created,
                 &hooks,
                 &replayed,
+                &kills,
                 Duration::from_secs(if options.smoke { 45 } else { 90 }),
             )
             .await?;

@@ -165,17 +165,12 @@ fn service_env(layout: &Layout, kind: Kind, replica: u16) -> Vec<(String, String
         ("GOOGLE_CLOUD_PROJECT", layout.project.clone()),
         ("MIRAI_PUBSUB_PREFIX", layout.pubsub_prefix.clone()),
         ("MIRAI_FAULT_INJECTION", "on".into()),
-        // Ten processes share one PostgreSQL server (100 connections, other test runs too).
-        // Notification never became ready with 5: its four LISTEN connections, consumers and
-        // delivery workers starve the pool ("pool timed out"); 10 is its default.
+        // Ten processes share one PostgreSQL server (100 connections, other test runs too):
+        // pools of 4 (notification 5, which once never became ready with 5 while its four
+        // LISTEN connections came out of its pool; they are now connections of their own).
         (
             "MIRAI_DB_MAX_CONNECTIONS",
-            if kind == Kind::Notification {
-                "10"
-            } else {
-                "4"
-            }
-            .into(),
+            if kind == Kind::Notification { "5" } else { "4" }.into(),
         ),
         ("MIRAI_SHUTDOWN_GRACE", "20s".into()),
         ("RUST_LOG", layout.rust_log.clone()),

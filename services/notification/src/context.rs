@@ -60,21 +60,3 @@ impl<E: Event> Handler<E> for With<E> {
         (self.handler)(&self.context, tx, envelope, event)
     }
 }
-
-/// A listener on `channel`, or `None` (logged) when it cannot be had; callers fall back to
-/// polling and try again later.
-pub async fn listen(pool: &PgPool, channel: &str) -> Option<sqlx::postgres::PgListener> {
-    match sqlx::postgres::PgListener::connect_with(pool).await {
-        Ok(mut listener) => match listener.listen(channel).await {
-            Ok(()) => Some(listener),
-            Err(error) => {
-                tracing::warn!(message = "LISTEN failed.", channel, %error);
-                None
-            }
-        },
-        Err(error) => {
-            tracing::warn!(message = "LISTEN connection failed.", channel, %error);
-            None
-        }
-    }
-}

@@ -254,7 +254,7 @@ impl Index {
         let mut next_reload = tokio::time::Instant::now() + full_reload;
         while !stop.is_cancelled() {
             if listener.is_none()
-                && let Some(l) = crate::context::listen(&pool, "mirai_alerts").await
+                && let Some(l) = mirai_platform::db::listen(&pool, "mirai_alerts").await
             {
                 listener = Some(l);
                 // Changes made while no one listened are only in the table.

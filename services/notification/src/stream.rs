@@ -83,7 +83,7 @@ impl Hub {
     /// Listens until `stop`, reconnecting after errors; then closes every stream.
     pub async fn run(&self, pool: PgPool, stop: CancellationToken) {
         while !stop.is_cancelled() {
-            let listener = crate::context::listen(&pool, "mirai_notifications").await;
+            let listener = mirai_platform::db::listen(&pool, "mirai_notifications").await;
             let conn = match &listener {
                 Some(_) => pool
                     .acquire()

@@ -50,6 +50,37 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     }
 }
 
+/// A `LISTEN` connection on `channel`, or `None` (logged) when it cannot be had; callers poll
+/// meanwhile and try again later.
+///
+/// The connection is not taken from `pool`: a listener holds its connection for good, and a
+/// service with several listeners would otherwise starve its own pool (notification's four
+/// listeners left one connection of a pool of five for everything else). Each listener opens
+/// one connection of its own with `pool`'s options and reconnects by itself.
+pub async fn listen(pool: &PgPool, channel: &str) -> Option<sqlx::postgres::PgListener> {
+    let connect = async {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with((*pool.connect_options()).clone())
+            .await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+        // Nobody closes the listener's own pool; it goes with the listener.
+        listener.ignore_pool_close_event(true);
+        listener.listen(channel).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match connect.await {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::warn!(message = "LISTEN failed; polling meanwhile.", channel, %error);
+            None
+        }
+    }
+}
+
 fn is_transient(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
         || matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57P03"))

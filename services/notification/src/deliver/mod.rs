@@ -161,7 +161,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.ctx.config.deliveries.concurrency));
         // Without a listener the worker polls.
-        let mut listener = crate::context::listen(&self.ctx.pool, "mirai_deliveries").await;
+        let mut listener = mirai_platform::db::listen(&self.ctx.pool, "mirai_deliveries").await;
         let mut in_flight = tokio::task::JoinSet::new();
         while !stop.is_cancelled() {
             let free = permits.available_permits();

@@ -25,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rand::Rng as _;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -222,19 +222,7 @@ impl Relay {
 
     /// Runs until `shutdown`; the batch in flight is finished first.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut listener) => match listener.listen("mirai_outbox").await {
-                Ok(()) => Some(listener),
-                Err(error) => {
-                    tracing::warn!(message = "Outbox LISTEN failed; polling only.", %error);
-                    None
-                }
-            },
-            Err(error) => {
-                tracing::warn!(message = "Outbox LISTEN connection failed; polling only.", %error);
-                None
-            }
-        };
+        let mut listener = crate::db::listen(&self.pool, "mirai_outbox").await;
         let mut last_prune = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let published = match self.relay_once().await {

@@ -60,6 +60,9 @@ use crate::telemetry::Metrics;
 pub const UPSTREAM: &str = "mirai-upstream";
 /// Metadata on a call refused on this side: `circuit-open`, `bulkhead-full`, `no-endpoints`.
 pub const REJECTED: &str = "mirai-rejected";
+/// Metadata on a transport failure that happened before the request left this process (the
+/// connection was refused), so the upstream never saw the call.
+const NOT_SENT: &str = "mirai-not-sent";
 
 /// The resilience stack below the context interceptor.
 pub type Stack = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, tonic::Status>;
@@ -103,15 +106,15 @@ pub(crate) fn upstream_status(
     endpoint: &str,
     error: BoxError,
 ) -> tonic::Status {
-    let timed_out = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
-        let mut found = false;
-        while let Some(error) = source {
-            found |= error.is::<tonic::TimeoutExpired>();
-            source = error.source();
-        }
-        found
-    };
+    let (mut timed_out, mut refused) = (false, false);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(error) = source {
+        timed_out |= error.is::<tonic::TimeoutExpired>();
+        refused |= error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        source = error.source();
+    }
     let mut status = if timed_out {
         tonic::Status::deadline_exceeded(format!("{upstream} did not answer within the deadline"))
     } else {
@@ -124,7 +127,19 @@ pub(crate) fn upstream_status(
     status
         .metadata_mut()
         .insert(UPSTREAM, MetadataValue::from_static(upstream));
+    if refused && !timed_out {
+        status
+            .metadata_mut()
+            .insert(NOT_SENT, MetadataValue::from_static("connection-refused"));
+    }
     status
+}
+
+/// True when the call failed before its request left this process (a refused connection): the
+/// upstream never saw it, so it may be sent again whatever its idempotency (gRFC A6's
+/// transparent retry).
+pub(super) fn never_sent(status: &tonic::Status) -> bool {
+    status.metadata().contains_key(NOT_SENT)
 }
 
 // === Target ===
@@ -543,5 +558,123 @@ mod tests {
         assert_eq!(status.len(), 1);
         assert_eq!(status[0].endpoint, format!("http://127.0.0.1:{port}"));
         assert_eq!(status[0].circuit, "closed");
+    }
+
+    /// A stand-in for a service with a write method: counts the calls it answers.
+    #[derive(Clone)]
+    struct Writes(Arc<std::sync::atomic::AtomicU32>);
+
+    impl tonic::server::NamedService for Writes {
+        const NAME: &'static str = "mirai.user.v1.UserService";
+    }
+
+    impl tower::Service<http::Request<Body>> for Writes {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let calls = Arc::clone(&self.0);
+            Box::pin(async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut grpc =
+                    tonic::server::Grpc::new(tonic_prost::ProstCodec::<(), ()>::default());
+                Ok(grpc
+                    .unary(
+                        tower::service_fn(|_: tonic::Request<()>| async {
+                            Ok::<_, tonic::Status>(tonic::Response::new(()))
+                        }),
+                        request,
+                    )
+                    .await)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_at_connect_is_sent_to_the_other_replica_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap().port();
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(Writes(Arc::clone(&calls)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        // A replica that is gone: nothing listens on its port.
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let target = Target::Static(vec![
+            format!("http://127.0.0.1:{dead}"),
+            format!("http://127.0.0.1:{live}"),
+        ]);
+        let client = Client::build(
+            "user",
+            &ClientConfig::new(target, Duration::from_secs(2)),
+            &Metrics::new(),
+            &crate::grpc::Identity::for_tests("mirai-test").signer,
+        );
+        // Register is neither NO_SIDE_EFFECTS nor IDEMPOTENT: only a call that never left this
+        // process may be sent again.
+        assert!(
+            !mirai_proto::methods::lookup("/mirai.user.v1.UserService/Register")
+                .unwrap()
+                .retryable()
+        );
+        for _ in 0..20 {
+            let mut grpc = tonic::client::Grpc::new(client.channel());
+            grpc.ready().await.unwrap();
+            grpc.unary(
+                tonic::Request::new(()),
+                http::uri::PathAndQuery::from_static("/mirai.user.v1.UserService/Register"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect("sent to the live replica");
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            20,
+            "each write reached the live replica exactly once"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_refused_connection_counts_as_never_sent() {
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{dead}"))
+            .unwrap()
+            .connect_lazy();
+        let request = http::Request::builder()
+            .uri(format!(
+                "http://127.0.0.1:{dead}/mirai.user.v1.UserService/Register"
+            ))
+            .body(Body::empty())
+            .unwrap();
+        let error = tower::ServiceExt::oneshot(channel, request)
+            .await
+            .expect_err("nothing listens");
+        let status = upstream_status("user", "http://dead", error.into());
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(never_sent(&status), "{status:?}");
+
+        let reset = upstream_status(
+            "user",
+            "http://live",
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        );
+        assert!(!never_sent(&reset), "a reset call may have been acted on");
     }
 }

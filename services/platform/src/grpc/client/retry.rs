@@ -1,11 +1,15 @@
 //! Retries of calls that are safe to repeat, after gRFC A6 and the AWS builders' library.
 //!
-//! - Only unary RPCs marked `idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT` in the protos
-//!   are retried ([`mirai_proto::methods`], generated from the descriptors). Streams and every
-//!   other call go through once.
-//! - A failed attempt is retried when it ended in `UNAVAILABLE` before any response message:
-//!   a refused connection, a reset, a server shutting down. Deadlines, rejections made on this
-//!   side (open circuit, full bulkhead) and every other code end the call.
+//! - Unary RPCs marked `idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT` in the protos
+//!   ([`mirai_proto::methods`], generated from the descriptors) are retried when an attempt
+//!   ended in `UNAVAILABLE` before any response message: a refused connection, a reset, a server
+//!   shutting down.
+//! - Every other unary RPC is retried only when its connection was refused: the request never
+//!   left this process, so the upstream cannot have acted on it (gRFC A6's transparent retry).
+//!   This is what keeps writes whole while a replica closes its listener in a rolling restart
+//!   or lies dead until its breaker ejects it.
+//! - Streams go through once. Deadlines, rejections made on this side (open circuit, full
+//!   bulkhead) and every other code end the call.
 //! - At most `max_attempts` attempts, with full-jitter exponential backoff
 //!   (`random(0, min(max_backoff, backoff · 2^n))`); no attempt starts if its backoff would end
 //!   past the caller's deadline, and each attempt carries only the time that is left.
@@ -28,6 +32,7 @@ use tower::{Layer, Service, ServiceExt as _};
 
 use super::balance::{LastEndpoint, is_rejection};
 use super::metrics::ClientMetrics;
+use super::never_sent;
 use crate::grpc::deadline;
 
 /// How calls are retried.
@@ -116,14 +121,22 @@ pub(super) struct Retry<S> {
     shared: Arc<Shared>,
 }
 
-/// Whether a finished attempt may be tried again.
-fn retryable<B>(result: &Result<http::Response<B>, tonic::Status>) -> bool {
+/// Whether a finished attempt of a call may be tried again; `idempotent` when its method is
+/// safe to repeat, else only an attempt that was never sent is.
+fn retryable<B>(result: &Result<http::Response<B>, tonic::Status>, idempotent: bool) -> bool {
     match result {
         // Trailers-only answers carry their status in the headers.
-        Ok(response) => response.headers().get("grpc-status").is_some_and(|code| {
-            tonic::Code::from_bytes(code.as_bytes()) == tonic::Code::Unavailable
-        }),
-        Err(status) => status.code() == tonic::Code::Unavailable && !is_rejection(status),
+        Ok(response) => {
+            idempotent
+                && response.headers().get("grpc-status").is_some_and(|code| {
+                    tonic::Code::from_bytes(code.as_bytes()) == tonic::Code::Unavailable
+                })
+        }
+        Err(status) => {
+            status.code() == tonic::Code::Unavailable
+                && !is_rejection(status)
+                && (idempotent || never_sent(status))
+        }
     }
 }
 
@@ -147,12 +160,12 @@ where
         let shared = Arc::clone(&self.shared);
         shared.budget.deposit();
         let inner = self.inner.clone();
-        let repeatable = shared.config.max_attempts > 1
-            && mirai_proto::methods::lookup(request.uri().path())
-                .is_some_and(|method| method.retryable());
-        if !repeatable {
+        let method = mirai_proto::methods::lookup(request.uri().path());
+        let unary = method.is_some_and(|m| !m.client_streaming && !m.server_streaming);
+        if shared.config.max_attempts <= 1 || !unary {
             return Box::pin(inner.oneshot(request));
         }
+        let idempotent = method.is_some_and(|m| m.retryable());
         Box::pin(async move {
             let deadline = request
                 .headers()
@@ -170,7 +183,7 @@ where
                 let request =
                     http::Request::from_parts(parts.clone(), Body::new(Full::new(bytes.clone())));
                 let result = inner.clone().oneshot(request).await;
-                if attempt >= shared.config.max_attempts || !retryable(&result) {
+                if attempt >= shared.config.max_attempts || !retryable(&result, idempotent) {
                     return result;
                 }
                 let backoff = shared.config.backoff(attempt);
@@ -184,7 +197,7 @@ where
                 }
                 shared.metrics.retried(shared.upstream);
                 tracing::debug!(
-                    message = "Retrying an idempotent call.",
+                    message = "Retrying a call.",
                     upstream = shared.upstream,
                     path = parts.uri.path(),
                     attempt,
@@ -312,6 +325,44 @@ mod tests {
             1,
             "the upstream saw exactly one call"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_never_left_is_retried_and_one_that_did_is_not() {
+        for (not_sent, attempts) in [(true, 2), (false, 1)] {
+            let calls = Arc::new(AtomicU32::new(0));
+            let counter = Arc::clone(&calls);
+            let upstream = tower::service_fn(move |_: http::Request<Body>| {
+                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                Box::pin(async move {
+                    if !first {
+                        return answer(tonic::Code::Ok);
+                    }
+                    let error: tower::BoxError = if not_sent {
+                        Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                    } else {
+                        Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+                    };
+                    Err(super::super::upstream_status("user", "http://a", error))
+                })
+                    as BoxFuture<'static, Result<http::Response<Body>, tonic::Status>>
+            });
+            let result = layer(RetryConfig::default())
+                .layer(upstream)
+                .oneshot(request(WRITE, Some("5S")))
+                .await;
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                attempts,
+                "not sent: {not_sent}"
+            );
+            let expected = if not_sent {
+                tonic::Code::Ok
+            } else {
+                tonic::Code::Unavailable
+            };
+            assert_eq!(code(&result), expected);
+        }
     }
 
     #[tokio::test(start_paused = true)]
