@@ -285,15 +285,24 @@ start_debian_cluster() {
     say "PostgreSQL: using the system cluster $ver/main on 127.0.0.1:$port"
 }
 
+# Path of the server program $1 (initdb, pg_ctl, pg_basebackup, ...) of the newest PostgreSQL
+# installed (Debian keeps them in /usr/lib/postgresql/<version>/bin, off the PATH); fails if none.
+pg_server_bin() { # program
+    local path
+    path="$(find /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -1 || true)"
+    [[ -n $path ]] || path="$(command -v "$1" || true)"
+    [[ -n $path && -x $path ]] || return 1
+    printf '%s' "$path"
+}
+
 # A private cluster with trust auth under .dev/pg (port $MIRAI_PRIVATE_PG_PORT, default 55432).
 # initdb refuses to run as root, so as root the cluster belongs to the postgres user. Several
 # runs may share it (dev-up beside scripts/test): each registers in users/, and the last one
 # to leave stops it.
 start_private_postgres() {
     local initdb bindir dir port="${MIRAI_PRIVATE_PG_PORT:-55432}" run=()
-    initdb="$(find /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)"
-    [[ -n $initdb ]] || initdb="$(command -v initdb || true)"
-    [[ -x $initdb ]] || die "no PostgreSQL server to use and no initdb to create one: apt-get install postgresql, or set DATABASE_URL"
+    initdb="$(pg_server_bin initdb)" ||
+        die "no PostgreSQL server to use and no initdb to create one: apt-get install postgresql, or set DATABASE_URL"
     bindir="$(dirname "$initdb")"
     dir="$MIRAI_ROOT/.dev/pg"
     mkdir -p "$dir/users"
