@@ -305,6 +305,30 @@ impl Databases {
             ));
             f.duplicated_effects += (notifications - *triggers as i64).abs();
         }
+        // Each trigger is one event on the public `price-alerts` topic and one internal
+        // `alert.triggered`, written in the trigger's transaction (the outbox relay publishes
+        // them; subscribers deduplicate redeliveries on the CloudEvent id).
+        let public_mismatch: Vec<(uuid::Uuid, i32, i64, i64)> = sqlx::query_as(
+            "SELECT a.alert_id, a.trigger_count,
+                    (SELECT count(*) FROM outbox o WHERE o.topic = 'price-alerts'
+                       AND convert_from(o.payload, 'UTF8')::jsonb->'data'->>'alert_id' = a.alert_id::text),
+                    (SELECT count(*) FROM outbox o WHERE o.event_type = 'mirai.alert.triggered.v1'
+                       AND o.attributes->>'mirai-correlation-id' = a.alert_id::text)
+               FROM alerts a WHERE a.created_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(notes)
+        .await?;
+        for (alert, triggers, public, internal) in &public_mismatch {
+            let triggers = i64::from(*triggers);
+            if *public != triggers || *internal != triggers {
+                f.details.push(format!(
+                    "alert {alert}: {triggers} triggers, {public} price-alerts events, {internal} alert.triggered events"
+                ));
+                f.duplicated_effects += (public - triggers).max(0) + (internal - triggers).max(0);
+                f.events_lost += (triggers - public).max(0) + (triggers - internal).max(0);
+            }
+        }
         let double_deliveries: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(c - 1), 0)::bigint FROM (
                  SELECT count(*) AS c FROM deliveries WHERE resend_of IS NULL
@@ -548,12 +572,16 @@ type Produced = (
 /// on every subscriber, for good. Pub/Sub redelivers such a message once its ack deadline
 /// (10 s here) passes. `scripts/chaos.d/emulator_ordering.py` shows it with no Mirai code.
 ///
+/// Later keys can stall too: the emulator hashes each key onto the registered streams, the
+/// dead one included, so a key first published after the kill may land on it.
+///
 /// The unapplied events of a flow are put down to that — and not to the platform — only when
 /// they have exactly its shape: the consumer was SIGKILLed, and for each ordering key the
-/// unapplied events are the whole tail of the key's sequence, starting with one published
-/// before a kill (so it could have been leased to the dead replica). Anything else, e.g. a gap
-/// in the middle of a key or an unordered event, is counted as lost. Returns the correlation
-/// ids of the held events (sagas waiting for them), or `None`.
+/// unapplied events are the whole tail of the key's sequence, starting with one published after
+/// (or at most 30 s before, when it could have been leased to the dying replica) a kill.
+/// Anything else — a gap in the middle of a key, a stall that began well before any kill, an
+/// unordered event — is counted as lost. Returns the correlation ids of the held events (sagas
+/// waiting for them), or `None`.
 fn held_by_the_emulator(
     produced: &[Produced],
     applied: &BTreeSet<uuid::Uuid>,
@@ -572,10 +600,12 @@ fn held_by_the_emulator(
             continue;
         };
         let tail = &rows[first..];
-        let leased_before_a_kill = tail[0]
-            .2
-            .is_some_and(|published| kills.iter().any(|kill| published <= *kill));
-        if key.is_empty() || !leased_before_a_kill || tail.iter().any(|r| applied.contains(&r.0)) {
+        let after_a_kill = tail[0].2.is_some_and(|published| {
+            kills
+                .iter()
+                .any(|kill| published >= *kill - chrono::Duration::seconds(30))
+        });
+        if key.is_empty() || !after_a_kill || tail.iter().any(|r| applied.contains(&r.0)) {
             return None;
         }
         held.extend(tail.iter().map(|r| r.3.clone()));
@@ -625,9 +655,11 @@ mod tests {
         let held = held_by_the_emulator(&rows, &applied, &[at(3)]).expect("a stalled tail");
         assert_eq!(held.len(), 4);
         assert!(held.contains("saga-2") && held.contains("saga-5"));
-        // No kill of the consumer, or the tail began after the kill: lost, not held.
+        // Published after the kill: the key may hash onto the dead stream.
+        assert!(held_by_the_emulator(&rows, &applied, &[at(1)]).is_some());
+        // No kill of the consumer, or the stall began well before any kill: lost, not held.
         assert!(held_by_the_emulator(&rows, &applied, &[]).is_none());
-        assert!(held_by_the_emulator(&rows, &applied, &[at(1)]).is_none());
+        assert!(held_by_the_emulator(&rows, &applied, &[at(45)]).is_none());
         // A gap with later events applied is no stalled key.
         let (rows, applied) = flow(&[true, false, true, false, false, false]);
         assert!(held_by_the_emulator(&rows, &applied, &[at(5)]).is_none());
