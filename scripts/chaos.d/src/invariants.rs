@@ -265,26 +265,26 @@ impl Databases {
                 .filter(|k| k.kind == flow.consumer)
                 .map(|k| k.at)
                 .collect();
-            if let Some(held) = held_by_the_emulator(&produced, &applied, &kills) {
-                f.details.push(format!(
-                    "{} → {} `{}`: {missing} of {} held by the Pub/Sub emulator (ordering key stalled on a message leased to the killed replica)",
-                    flow.event_type,
-                    flow.consumer.name(),
-                    flow.handler,
-                    produced.len()
-                ));
-                f.events_held += missing as i64;
-                held_sagas.extend(held);
-                held_handlers.insert(flow.handler);
-            } else {
-                f.details.push(format!(
-                    "{} → {} `{}`: {missing} of {} not applied",
-                    flow.event_type,
-                    flow.consumer.name(),
-                    flow.handler,
-                    produced.len()
-                ));
-                f.events_lost += missing as i64;
+            let held = held_by_the_emulator(&produced, &applied, &kills);
+            f.details.push(format!(
+                "{} → {} `{}`: {missing} of {} {}",
+                flow.event_type,
+                flow.consumer.name(),
+                flow.handler,
+                produced.len(),
+                if held.is_some() {
+                    "held by the Pub/Sub emulator (ordering key stalled after a SIGKILL of the consumer)"
+                } else {
+                    "not applied"
+                }
+            ));
+            match held {
+                Some(held) => {
+                    f.events_held += missing as i64;
+                    held_sagas.extend(held);
+                    held_handlers.insert(flow.handler);
+                }
+                None => f.events_lost += missing as i64,
             }
         }
 
