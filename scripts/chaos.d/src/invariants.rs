@@ -105,6 +105,30 @@ const FLOWS: &[Flow] = &[
         handler: "deletion-saga.participant",
     },
     Flow {
+        producer: Kind::Notification,
+        event_type: "mirai.user.data.purged.v1",
+        consumer: Kind::User,
+        handler: "deletion-saga.purged",
+    },
+    Flow {
+        producer: Kind::StockData,
+        event_type: "mirai.user.data.purged.v1",
+        consumer: Kind::User,
+        handler: "deletion-saga.purged",
+    },
+    Flow {
+        producer: Kind::Prediction,
+        event_type: "mirai.user.data.purged.v1",
+        consumer: Kind::User,
+        handler: "deletion-saga.purged",
+    },
+    Flow {
+        producer: Kind::Analytics,
+        event_type: "mirai.user.data.purged.v1",
+        consumer: Kind::User,
+        handler: "deletion-saga.purged",
+    },
+    Flow {
         producer: Kind::Analytics,
         event_type: "mirai.report.completed.v1",
         consumer: Kind::Notification,
@@ -442,7 +466,7 @@ impl Databases {
             ));
         }
         let open: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM deletion_sagas WHERE completed_at IS NULL")
+            sqlx::query_scalar("SELECT correlation_id FROM deletion_sagas WHERE completed_at IS NULL")
                 .fetch_all(self.pool(Kind::User))
                 .await?;
         let (held, open): (Vec<_>, Vec<_>) = open
