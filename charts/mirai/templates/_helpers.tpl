@@ -224,6 +224,10 @@ error. Sorted by name, so a rendering is stable.
 {{- if and $v.api.publicUrl (eq $svc.binary "mirai-notification") -}}
 {{- $_ := set $plain "MIRAI_EMAIL_VERIFICATION_URL" (printf "%s/v1/notification-email/confirm" (trimSuffix "/" $v.api.publicUrl)) -}}
 {{- end -}}
+{{- /* The emailed unlock link opens the frontend's page. */ -}}
+{{- if and $v.api.unlockPageUrl (eq $svc.binary "mirai-user") -}}
+{{- $_ := set $plain "MIRAI_UNLOCK_URL" $v.api.unlockPageUrl -}}
+{{- end -}}
 {{- range $up := $svc.upstreams -}}
 {{- $_ := set $plain (printf "MIRAI_%s_URL" ($up | upper | replace "-" "_")) (include "mirai.upstreamUrl" (dict "root" $root "svc" $svc "up" $up)) -}}
 {{- end -}}
