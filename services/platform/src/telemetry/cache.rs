@@ -86,7 +86,11 @@ mod tests {
         quotes.miss();
         jwks.record(true);
         let text = metrics.encode();
-        assert_eq!(text.matches("# TYPE mirai_cache_requests counter").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("# TYPE mirai_cache_requests counter").count(),
+            1,
+            "{text}"
+        );
         for line in [
             r#"mirai_cache_requests_total{cache="quotes",result="hit"} 2"#,
             r#"mirai_cache_requests_total{cache="quotes",result="miss"} 1"#,

@@ -116,9 +116,7 @@ fn install(
                 .with_filter(filter()?),
         )
         .with(logs.with_filter(filter()?))
-        .with(
-            QueryLayer::new(tracer, QueryMetrics::process()).with_filter(QueryFilter),
-        )
+        .with(QueryLayer::new(tracer, QueryMetrics::process()).with_filter(QueryFilter))
         .try_init()?;
 
     Ok(Guard { provider })

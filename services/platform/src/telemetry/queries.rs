@@ -250,10 +250,15 @@ where
         let Some(dispatch) = self.dispatch.get().and_then(|weak| weak.upgrade()) else {
             return;
         };
-        let Some(parent) = ctx.event_scope(event).into_iter().flatten().find_map(|span| {
-            tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
-                .filter(|cx| cx.span().span_context().is_valid())
-        }) else {
+        let Some(parent) = ctx
+            .event_scope(event)
+            .into_iter()
+            .flatten()
+            .find_map(|span| {
+                tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
+                    .filter(|cx| cx.span().span_context().is_valid())
+            })
+        else {
             return;
         };
 
@@ -267,7 +272,10 @@ where
         let mut attributes = vec![
             KeyValue::new("db.system.name", "postgresql"),
             KeyValue::new("db.operation.name", operation),
-            KeyValue::new("db.query.text", truncate(sql, MAX_STATEMENT_CHARS).to_owned()),
+            KeyValue::new(
+                "db.query.text",
+                truncate(sql, MAX_STATEMENT_CHARS).to_owned(),
+            ),
             KeyValue::new(
                 "db.response.returned_rows",
                 i64::try_from(statement.rows_returned).unwrap_or(i64::MAX),
@@ -305,10 +313,16 @@ mod tests {
     #[test]
     fn operations_are_a_small_fixed_set() {
         assert_eq!(operation_of("SELECT 1"), "select");
-        assert_eq!(operation_of("\n  insert into outbox (id) values ($1)"), "insert");
+        assert_eq!(
+            operation_of("\n  insert into outbox (id) values ($1)"),
+            "insert"
+        );
         assert_eq!(operation_of("UPDATE users SET x = $1"), "update");
         assert_eq!(operation_of("DELETE FROM inbox"), "delete");
-        assert_eq!(operation_of("WITH due AS (SELECT 1) SELECT * FROM due"), "with");
+        assert_eq!(
+            operation_of("WITH due AS (SELECT 1) SELECT * FROM due"),
+            "with"
+        );
         assert_eq!(operation_of("(SELECT 1) UNION (SELECT 2)"), "select");
         assert_eq!(operation_of("BEGIN"), "transaction");
         assert_eq!(operation_of("COMMIT"), "transaction");
@@ -321,7 +335,10 @@ mod tests {
     #[test]
     fn span_targets_are_the_table_after_from_into_or_update() {
         assert_eq!(target_of("SELECT id FROM outbox WHERE x"), Some("outbox"));
-        assert_eq!(target_of("insert into inbox(id) values ($1)"), Some("inbox"));
+        assert_eq!(
+            target_of("insert into inbox(id) values ($1)"),
+            Some("inbox")
+        );
         assert_eq!(target_of("UPDATE public.users SET"), Some("public.users"));
         assert_eq!(target_of("SELECT 1"), None);
     }
@@ -385,10 +402,16 @@ mod tests {
         .instrument(tracing::info_span!("handler"))
         .await;
         // Outside any span: timed, but no trace of its own.
-        sqlx::query("DELETE FROM notes").execute(&pool).await.unwrap();
+        sqlx::query("DELETE FROM notes")
+            .execute(&pool)
+            .await
+            .unwrap();
 
         let spans = exporter.get_finished_spans().unwrap();
-        let handler = spans.iter().find(|s| s.name == "handler").expect("handler span");
+        let handler = spans
+            .iter()
+            .find(|s| s.name == "handler")
+            .expect("handler span");
         let queries: Vec<&SpanData> = spans[before..]
             .iter()
             .filter(|s| attribute(s, "db.system.name").as_deref() == Some("postgresql"))
@@ -410,10 +433,19 @@ mod tests {
             attribute(insert, "db.query.text").as_deref(),
             Some("INSERT INTO notes (id, body) VALUES ($1, $2), ($3, $4)")
         );
-        assert_eq!(attribute(insert, "db.response.rows_affected").as_deref(), Some("2"));
-        assert_eq!(attribute(insert, "db.operation.name").as_deref(), Some("insert"));
+        assert_eq!(
+            attribute(insert, "db.response.rows_affected").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            attribute(insert, "db.operation.name").as_deref(),
+            Some("insert")
+        );
         let select = queries[1];
-        assert_eq!(attribute(select, "db.response.returned_rows").as_deref(), Some("2"));
+        assert_eq!(
+            attribute(select, "db.response.returned_rows").as_deref(),
+            Some("2")
+        );
         assert!(
             spans
                 .iter()
@@ -426,9 +458,8 @@ mod tests {
         metrics.register(&registry);
         let text = registry.encode();
         for operation in ["insert", "select", "delete"] {
-            let count = format!(
-                "mirai_db_query_duration_seconds_count{{operation=\"{operation}\"}} "
-            );
+            let count =
+                format!("mirai_db_query_duration_seconds_count{{operation=\"{operation}\"}} ");
             assert!(text.contains(&count), "{count} in {text}");
         }
         pool.close().await;
