@@ -90,6 +90,8 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         }
         None => None,
     };
+    let freshness = crate::freshness::Freshness::register(app.pool.clone(), &app.metrics);
+    app.background("bar freshness", move |stop| Box::pin(freshness.run(stop)));
     let elector = Elector::new(&config.leader, &app.pool, &app.metrics)?;
     app.background("feeds", move |shutdown| {
         Box::pin(async move {
