@@ -12,3 +12,4 @@ mod local_stack;
 mod readiness;
 mod resilience;
 mod symbols;
+mod traces;
