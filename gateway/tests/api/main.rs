@@ -4,6 +4,7 @@ mod abuse;
 mod account;
 mod alerts;
 mod analytics;
+mod caches;
 mod client_ip;
 mod edge;
 mod helpers;
