@@ -59,14 +59,17 @@ pub struct CacheCounter {
 }
 
 impl CacheCounter {
+    /// Counts a lookup answered from the cache.
     pub fn hit(&self) {
         self.metrics.record(self.cache, true);
     }
 
+    /// Counts a lookup the cache could not answer.
     pub fn miss(&self) {
         self.metrics.record(self.cache, false);
     }
 
+    /// Counts a lookup: a hit when `hit`, else a miss.
     pub fn record(&self, hit: bool) {
         self.metrics.record(self.cache, hit);
     }

@@ -191,6 +191,7 @@ pub struct QueryLayer<T> {
 }
 
 impl<T> QueryLayer<T> {
+    /// Spans are started with `tracer` (the OpenTelemetry layer's), durations go to `metrics`.
     pub fn new(tracer: T, metrics: QueryMetrics) -> Self {
         Self {
             tracer,
