@@ -201,14 +201,19 @@ impl<T> QueryLayer<T> {
     }
 }
 
-/// The per-layer filter [`QueryLayer`] needs: sqlx's statement events at any level, and every
-/// span (to find the caller's trace), whatever `RUST_LOG` says.
+/// The per-layer filter [`QueryLayer`] needs, whatever `RUST_LOG` says: sqlx's statement
+/// events at any level, and spans at INFO and above (to find the caller's trace: request,
+/// RPC and handler spans are INFO). Libraries' DEBUG and TRACE spans (h2, hyper, per poll) stay
+/// disabled, so the registry does not build them for this layer alone; a statement inside one
+/// becomes a child of its nearest INFO ancestor.
 #[derive(Clone, Copy, Debug)]
 pub struct QueryFilter;
 
 impl QueryFilter {
     fn wanted(metadata: &Metadata<'_>) -> bool {
-        metadata.is_span() || metadata.target() == SQLX_QUERY_TARGET
+        // More verbose levels compare greater: this is INFO, WARN and ERROR.
+        (metadata.is_span() && *metadata.level() <= tracing::Level::INFO)
+            || metadata.target() == SQLX_QUERY_TARGET
     }
 }
 
@@ -393,9 +398,11 @@ mod tests {
                 .execute(&pool)
                 .await
                 .unwrap();
+            // Inside a DEBUG span no layer traces: the statement's parent is the handler.
             let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM notes WHERE body <> $1")
                 .bind("nothing")
                 .fetch_all(&pool)
+                .instrument(tracing::debug_span!("poll"))
                 .await
                 .unwrap();
             assert_eq!(rows.len(), 2);
