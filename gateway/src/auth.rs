@@ -42,6 +42,7 @@ use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use mirai_platform::auth::{Principal, Role};
 use mirai_platform::grpc::client::UpstreamChannel;
+use mirai_platform::telemetry::{CacheCounter, CacheMetrics, Metrics};
 use mirai_proto::user::v1 as user_pb;
 use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use serde::Deserialize;
@@ -165,6 +166,8 @@ pub struct Verifier {
     cache: std::sync::RwLock<Cache>,
     /// Held by the one caller fetching (single flight).
     fetching: tokio::sync::Mutex<()>,
+    /// Key lookups answered from the held set (hit) or needing a fetch (miss).
+    lookups: CacheCounter,
 }
 
 impl Verifier {
@@ -180,7 +183,14 @@ impl Verifier {
             source,
             cache: std::sync::RwLock::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
+            lookups: CacheMetrics::register(&Metrics::new()).cache("jwks"),
         }
+    }
+
+    /// Counts key lookups in `metrics` as `mirai_cache_requests_total{cache="jwks"}`.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.lookups = CacheMetrics::register(metrics).cache("jwks");
+        self
     }
 
     /// The principal a valid token names.
@@ -234,9 +244,11 @@ impl Verifier {
         {
             let cache = self.read();
             if !cache.wants_fetch(kid, Instant::now()) {
+                self.lookups.hit();
                 return cache.key(kid, Instant::now());
             }
         }
+        self.lookups.miss();
         self.fetch_once(|cache| cache.wants_fetch(kid, Instant::now()))
             .await;
         self.read().key(kid, Instant::now())
@@ -314,11 +326,14 @@ pub struct FailureGuard {
     failures: Arc<Policy>,
     blocked: moka::sync::Cache<String, Instant>,
     refused_keys: moka::sync::Cache<[u8; 32], ()>,
+    /// Lookups in `refused_keys`: a hit answers 401 without asking the user service.
+    refused_lookups: CacheCounter,
 }
 
 impl FailureGuard {
-    pub fn new(limits: &AuthFailureLimits, failures: Arc<Policy>) -> Self {
+    pub fn new(limits: &AuthFailureLimits, failures: Arc<Policy>, metrics: &Metrics) -> Self {
         Self {
+            refused_lookups: CacheMetrics::register(metrics).cache("api_key_refusals"),
             blocked: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(failures.rate.window)
@@ -454,7 +469,9 @@ impl Authenticator {
             },
             Credential::ApiKey(secret) => {
                 let fingerprint = FailureGuard::fingerprint(secret);
-                if self.guard.refused_keys.contains_key(&fingerprint) {
+                let refused = self.guard.refused_keys.contains_key(&fingerprint);
+                self.guard.refused_lookups.record(refused);
+                if refused {
                     return Checked::Refused(INVALID_KEY);
                 }
                 let client = crate::client::context(headers, extensions);

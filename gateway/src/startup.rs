@@ -96,9 +96,14 @@ impl Application {
                 &config.jwt_issuer,
                 &config.jwt_audience,
                 upstreams.user.key_source(),
-            ),
+            )
+            .with_metrics(&metrics),
             user: upstreams.user.channel.clone(),
-            guard: auth::FailureGuard::new(&config.auth_failures, limiter.auth_failures()),
+            guard: auth::FailureGuard::new(
+                &config.auth_failures,
+                limiter.auth_failures(),
+                &metrics,
+            ),
         });
         // Ready means "this gateway can serve": its listener and a key set to verify tokens
         // with. Upstreams are not checked: one that is down makes its own routes answer 503
@@ -122,7 +127,7 @@ impl Application {
             upstreams,
             streams_stop: streams_stop.clone(),
             public_url: config.public_url.clone(),
-            quotes: Arc::new(QuoteCache::new(config.quote_fallback_max_age)),
+            quotes: Arc::new(QuoteCache::new(config.quote_fallback_max_age, &metrics)),
         };
         // Innermost first: the handler sees idempotency, then rate limits (which need the
         // principal), then authentication; CORS answers preflights before any of them; the

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use mirai_platform::telemetry::Metrics;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
@@ -493,14 +494,20 @@ pub struct Quote {
 pub struct QuoteCache {
     max_age: std::time::Duration,
     quotes: std::sync::Mutex<std::collections::HashMap<String, (pb::Quote, std::time::Instant)>>,
+    /// Fallback lookups (made only while stock-data is unavailable): a hit is a stale answer,
+    /// a miss a 503.
+    lookups: mirai_platform::telemetry::CacheCounter,
 }
 
 impl QuoteCache {
-    /// Keeps quotes for `max_age` (zero: never answers from memory).
-    pub fn new(max_age: std::time::Duration) -> Self {
+    /// Keeps quotes for `max_age` (zero: never answers from memory); counts its lookups in
+    /// `metrics` as `mirai_cache_requests_total{cache="quote_fallback"}`.
+    pub fn new(max_age: std::time::Duration, metrics: &Metrics) -> Self {
         Self {
             max_age,
             quotes: Default::default(),
+            lookups: mirai_platform::telemetry::CacheMetrics::register(metrics)
+                .cache("quote_fallback"),
         }
     }
 
@@ -522,8 +529,12 @@ impl QuoteCache {
             .quotes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (quote, at) = quotes.get(&symbol.to_ascii_uppercase())?;
-        (at.elapsed() <= self.max_age).then(|| (quote.clone(), at.elapsed().as_secs()))
+        let found = quotes
+            .get(&symbol.to_ascii_uppercase())
+            .filter(|(_, at)| at.elapsed() <= self.max_age)
+            .map(|(quote, at)| (quote.clone(), at.elapsed().as_secs()));
+        self.lookups.record(found.is_some());
+        found
     }
 }
 

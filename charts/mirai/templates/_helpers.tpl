@@ -241,7 +241,7 @@ sets MIRAI_PROFILE=development in a service's env. */ -}}
 {{- $_ := set $plain "RUST_LOG" $v.telemetry.rustLog -}}
 {{- $_ := set $plain "MIRAI_LOG_FORMAT" $v.telemetry.logFormat -}}
 {{- $_ := set $plain "OTEL_SERVICE_NAME" $svc.binary -}}
-{{- if $v.telemetry.otlpEndpoint -}}{{- $_ := set $plain "OTEL_EXPORTER_OTLP_ENDPOINT" $v.telemetry.otlpEndpoint -}}{{- end -}}
+{{- with include "mirai.otlpEndpoint" $root -}}{{- $_ := set $plain "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}{{- end -}}
 {{- $files := $svc.files | default dict -}}
 {{- if .hook -}}{{- $files = dict -}}{{- end -}}
 {{- range $fname, $file := $files -}}
@@ -500,4 +500,42 @@ retries: {attempts: 0}
 {{/* A YAML flow list of quoted strings: ["a", "b"] */}}
 {{- define "mirai.flowList" -}}
 [{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ $e | quote }}{{ end }}]
+{{- end -}}
+
+{{/* The OpenTelemetry collector of telemetry.collector (templates/otel-collector.yaml). */}}
+{{- define "mirai.collectorName" -}}
+{{- printf "%s-otel-collector" (include "mirai.fullname" .) -}}
+{{- end -}}
+
+{{- define "mirai.collectorSelectorLabels" -}}
+app.kubernetes.io/name: otel-collector
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mirai.collectorLabels" -}}
+{{ include "mirai.commonLabels" . }}
+{{ include "mirai.collectorSelectorLabels" . }}
+app.kubernetes.io/component: telemetry
+{{- end -}}
+
+{{/* The collector's Google service account: telemetry.collector.gcpServiceAccount, or
+"<prefix>otel-collector@<project>.iam.gserviceaccount.com". */}}
+{{- define "mirai.collectorGcpServiceAccount" -}}
+{{- $c := .Values.telemetry.collector -}}
+{{- if $c.gcpServiceAccount -}}
+{{- $c.gcpServiceAccount -}}
+{{- else if .Values.gcp.projectId -}}
+{{- printf "%sotel-collector@%s.iam.gserviceaccount.com" .Values.gcp.workloadIdentity.serviceAccountPrefix .Values.gcp.projectId -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the services send spans (OTEL_EXPORTER_OTLP_ENDPOINT): telemetry.otlpEndpoint, else
+the chart's collector when enabled, else nothing (no export). */}}
+{{- define "mirai.otlpEndpoint" -}}
+{{- $t := .Values.telemetry -}}
+{{- if $t.otlpEndpoint -}}
+{{- $t.otlpEndpoint -}}
+{{- else if $t.collector.enabled -}}
+{{- printf "http://%s.%s.svc.cluster.local:4317" (include "mirai.collectorName" .) .Release.Namespace -}}
+{{- end -}}
 {{- end -}}

@@ -85,6 +85,7 @@ impl ServiceApp {
             .readiness()
             .add_check("database", db::readiness_check(pool.clone()));
         let pool_metrics = db::PoolMetrics::register(&metrics);
+        crate::telemetry::QueryMetrics::process().register(&metrics);
         let sampled = pool.clone();
         let background: Vec<(&'static str, BackgroundTask)> = vec![(
             "database pool metrics",

@@ -52,14 +52,6 @@ pub struct ScoreLabels {
     pub metric: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
-    /// `bars` or `forecast`.
-    pub cache: &'static str,
-    /// `hit` or `miss`.
-    pub outcome: &'static str,
-}
-
 /// Every metric family of the service.
 #[derive(Clone)]
 pub struct Metrics {
@@ -72,7 +64,9 @@ pub struct Metrics {
     pub queued: Family<VersionLabels, Gauge>,
     pub ready: Family<VersionLabels, Gauge>,
     pub scoreboard: Family<ScoreLabels, Gauge<f64, AtomicU64>>,
-    pub cache: Family<CacheLabels, Counter>,
+    /// The process's `mirai_cache_requests_total`; this service's caches are `bars` and
+    /// `forecast`.
+    pub cache: mirai_platform::telemetry::CacheMetrics,
     pub shadows_dropped: Counter,
     pub artifact_refusals: Family<VersionLabels, Counter>,
 }
@@ -125,11 +119,7 @@ impl Metrics {
                 "Rolling live accuracy of a version (the default scoreboard window), by metric.",
                 Family::default(),
             ),
-            cache: registry.register(
-                "prediction_cache",
-                "Bar-series and forecast cache lookups, by cache and outcome.",
-                Family::default(),
-            ),
+            cache: mirai_platform::telemetry::CacheMetrics::register(registry),
             shadows_dropped: registry.register(
                 "prediction_shadows_dropped",
                 "Shadow runs skipped because too many were already in flight.",
@@ -165,12 +155,7 @@ impl Metrics {
     }
 
     pub fn cache(&self, cache: &'static str, hit: bool) {
-        self.cache
-            .get_or_create(&CacheLabels {
-                cache,
-                outcome: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+        self.cache.record(cache, hit);
     }
 
     pub fn score(&self, model: &ModelRef, metric: &'static str, value: f64) {

@@ -12,12 +12,14 @@
 //! - `tracking`: the tracked-symbol set and the alert-activation saga participant.
 //! - `ingest`: the live ingest path (vendor bars and prices → storage, checks, quotes, events).
 //! - `vendor`: live vendor adapters (`vendor::alpaca`).
+//! - `freshness`: the age of each tracked symbol's newest bar, as a gauge.
 //! - `migrations/`: the service's schema, versions from 1000 up.
 
 pub mod api;
 pub mod bars;
 pub mod calendar;
 pub mod config;
+pub mod freshness;
 pub mod import;
 pub mod ingest;
 pub mod quality;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
+use mirai_platform::telemetry::{CacheCounter, CacheMetrics, Metrics};
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::PgPool;
@@ -22,6 +23,8 @@ pub struct Quotes {
     pool: PgPool,
     cache: Arc<RwLock<HashMap<String, pb::Quote>>>,
     updates: tokio::sync::broadcast::Sender<pb::Quote>,
+    /// Lookups answered from memory (hit) or built from the database (miss).
+    lookups: CacheCounter,
 }
 
 #[derive(sqlx::FromRow)]
@@ -88,7 +91,14 @@ impl Quotes {
             pool,
             cache: Arc::default(),
             updates: tokio::sync::broadcast::Sender::new(STREAM_BUFFER),
+            lookups: CacheMetrics::register(&Metrics::new()).cache("quotes"),
         }
+    }
+
+    /// Counts lookups in `metrics` as `mirai_cache_requests_total{cache="quotes"}`.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.lookups = CacheMetrics::register(metrics).cache("quotes");
+        self
     }
 
     /// The latest quote of `symbol`; `None` when it has no daily bars.
@@ -99,8 +109,10 @@ impl Quotes {
             .unwrap_or_else(|e| e.into_inner())
             .get(symbol)
         {
+            self.lookups.hit();
             return Ok(Some(quote.clone()));
         }
+        self.lookups.miss();
         let days: Vec<DayRow> = sqlx::query_as(
             "SELECT start_at, end_at, open, high, low, close, volume, source FROM bars
              WHERE symbol = $1 AND timeframe = $2 ORDER BY start_at DESC LIMIT 2",
@@ -237,4 +249,51 @@ pub fn with_trade(
         ),
     };
     quote(symbol, new_day, new_previous, source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mirai_platform::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn lookups_count_as_cache_hits_once_a_quote_is_built() {
+        let db = TestDatabase::create("quotes_cache").await;
+        let pool = PgPool::connect(db.url()).await.unwrap();
+        mirai_platform::db::migrate(&pool, &crate::startup::MIGRATIONS)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
+             VALUES ('ACME', 'Acme', 'XNAS', 'USD', 'equity')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close,
+                               volume, adjustment, source)
+             VALUES ('ACME', $1, '2026-12-03T14:30:00Z', '2026-12-03T21:00:00Z',
+                     1, 2, 1, 2, 10, 1, 'test')",
+        )
+        .bind(pb::Timeframe::OneDay as i16)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let metrics = Metrics::new();
+        let quotes = Quotes::new(pool.clone()).with_metrics(&metrics);
+
+        assert!(quotes.get("ACME").await.unwrap().is_some());
+        assert!(quotes.get("ACME").await.unwrap().is_some());
+        assert!(quotes.get("NONE").await.unwrap().is_none());
+
+        let text = metrics.encode();
+        for line in [
+            r#"mirai_cache_requests_total{cache="quotes",result="hit"} 1"#,
+            r#"mirai_cache_requests_total{cache="quotes",result="miss"} 2"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        pool.close().await;
+    }
 }

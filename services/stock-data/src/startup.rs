@@ -72,7 +72,7 @@ pub async fn build(config: &ServiceConfig) -> Result<ServiceApp, BuildError> {
 /// holds [`FEEDS_LEASE`].
 pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
     let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
-    let quotes = Quotes::new(app.pool.clone());
+    let quotes = Quotes::new(app.pool.clone()).with_metrics(&app.metrics);
     let replays = Replays::new(app.pool.clone(), quotes.clone());
     app.server.add_service(StockDataServiceServer::new(Api::new(
         app.pool.clone(),
@@ -90,6 +90,8 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         }
         None => None,
     };
+    let freshness = crate::freshness::Freshness::register(app.pool.clone(), &app.metrics);
+    app.background("bar freshness", move |stop| Box::pin(freshness.run(stop)));
     let elector = Elector::new(&config.leader, &app.pool, &app.metrics)?;
     app.background("feeds", move |shutdown| {
         Box::pin(async move {

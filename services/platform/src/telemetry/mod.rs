@@ -6,13 +6,21 @@
 //! exist even without an exporter, so logs always correlate and `traceparent` always propagates.
 //! The returned [`Guard`] flushes pending spans when dropped.
 //!
+//! Database statements become spans and `mirai_db_query_duration_seconds` through
+//! [`QueryLayer`], which reads sqlx's own statement events (no wrapper around the pool).
+//!
 //! Metrics live in a per-application [`Metrics`] registry (not a process global), so several
-//! services can run in one test process without sharing counters.
+//! services can run in one test process without sharing counters. The one exception is the
+//! query histogram ([`QueryMetrics::process`]): `tracing` layers are per process.
 
+mod cache;
 mod json;
 mod metrics;
+mod queries;
 
+pub use cache::{CacheCounter, CacheMetrics};
 pub use metrics::Metrics;
+pub use queries::{QueryFilter, QueryLayer, QueryMetrics, SQLX_QUERY_TARGET, operation_of};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -71,7 +79,9 @@ fn install(
     config: &TelemetryConfig,
     customise: impl FnOnce(TracerProviderBuilder) -> TracerProviderBuilder,
 ) -> Result<Guard, TelemetryError> {
-    let filter = EnvFilter::builder().parse(&config.log_filter)?;
+    // One filter per layer: `RUST_LOG` decides what is logged and traced, while the query
+    // layer always sees sqlx's statement events (see `queries`).
+    let filter = || EnvFilter::builder().parse(&config.log_filter);
 
     let mut builder = SdkTracerProvider::builder().with_resource(
         Resource::builder()
@@ -100,9 +110,13 @@ fn install(
     };
 
     tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .with(logs)
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer.clone())
+                .with_filter(filter()?),
+        )
+        .with(logs.with_filter(filter()?))
+        .with(QueryLayer::new(tracer, QueryMetrics::process()).with_filter(QueryFilter))
         .try_init()?;
 
     Ok(Guard { provider })
