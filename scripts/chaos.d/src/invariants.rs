@@ -465,10 +465,11 @@ impl Databases {
                 held.len()
             ));
         }
-        let open: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT correlation_id FROM deletion_sagas WHERE completed_at IS NULL")
-                .fetch_all(self.pool(Kind::User))
-                .await?;
+        let open: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT correlation_id FROM deletion_sagas WHERE completed_at IS NULL",
+        )
+        .fetch_all(self.pool(Kind::User))
+        .await?;
         let (held, open): (Vec<_>, Vec<_>) = open
             .into_iter()
             .partition(|id| held_sagas.contains(&id.to_string()));
