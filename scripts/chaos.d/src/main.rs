@@ -131,7 +131,10 @@ fn all_scenarios() -> Vec<(String, Fault)> {
 async fn main() -> Result<()> {
     let options = options()?;
     let port_base: u16 = std::env::var("MIRAI_CHAOS_PORT_BASE")
-        .unwrap_or_else(|_| if options.smoke { "43000" } else { "42000" }.into())
+        // Below the kernel's ephemeral range (32768–60999), where an outgoing connection can
+        // hold any port, and clear of dev-up (8080–9095, 50051–50055), the end-to-end test's
+        // stacks (19080 and up) and the emulators (25000–32999).
+        .unwrap_or_else(|_| if options.smoke { "16000" } else { "15000" }.into())
         .parse()
         .context("MIRAI_CHAOS_PORT_BASE")?;
     let pg_server = env("MIRAI_CHAOS_PG")?.trim_end_matches('/').to_owned();
