@@ -208,13 +208,13 @@ impl Databases {
         created: &tokio::sync::Mutex<Created>,
         hooks: &Receiver,
         replayed: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
-        kills: &[Kill],
+        stops: &[Stop],
         limit: Duration,
     ) -> Result<(Findings, Duration)> {
         let started = Instant::now();
         loop {
             let snapshot = created.lock().await.clone();
-            let findings = self.check(since, &snapshot, hooks, replayed, kills).await?;
+            let findings = self.check(since, &snapshot, hooks, replayed, stops).await?;
             // Held events stay held: waiting for them would only run out the limit.
             if findings.clean() && findings.events_held == 0
                 || findings.clean() && started.elapsed() > EMULATOR_GRACE
@@ -232,7 +232,7 @@ impl Databases {
         created: &Created,
         hooks: &Receiver,
         replayed: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
-        kills: &[Kill],
+        stops: &[Stop],
     ) -> Result<Findings> {
         let mut f = Findings::default();
         // Correlation ids (alert, user) of the events the emulator holds.
@@ -284,12 +284,12 @@ impl Databases {
             if missing == 0 {
                 continue;
             }
-            let kills: Vec<_> = kills
+            let stops: Vec<_> = stops
                 .iter()
                 .filter(|k| k.kind == flow.consumer)
                 .map(|k| k.at)
                 .collect();
-            let held = held_by_the_emulator(&produced, &applied, &kills);
+            let held = held_by_the_emulator(&produced, &applied, &stops);
             f.details.push(format!(
                 "{} → {} `{}`: {missing} of {} {}",
                 flow.event_type,
@@ -572,9 +572,9 @@ impl Databases {
     }
 }
 
-/// A SIGKILL the harness sent: which kind, when.
+/// A replica the harness stopped (SIGKILL, or SIGTERM in a rolling restart): which kind, when.
 #[derive(Clone, Copy, Debug)]
-pub struct Kill {
+pub struct Stop {
     pub kind: Kind,
     pub at: chrono::DateTime<chrono::Utc>,
 }
@@ -592,27 +592,28 @@ type Produced = (
 );
 
 /// The Pub/Sub emulator (0.8.x) never redelivers an ordered message leased to a streaming pull
-/// that vanished without closing (a SIGKILLed subscriber): the dead stream stays registered,
-/// its ordering key stays pinned to it, and every later message of that key waits behind it
-/// on every subscriber, for good. Pub/Sub redelivers such a message once its ack deadline
-/// (10 s here) passes. `scripts/chaos.d/emulator_ordering.py` shows it with no Mirai code.
+/// that went away — a SIGKILLed subscriber, and (seen with Google's Python client) even one
+/// that nacked and closed cleanly: the gone stream stays registered, its ordering key stays
+/// pinned to it, and every later message of that key waits behind it on every subscriber, for
+/// good. Pub/Sub redelivers such a message once its ack deadline (10 s here) passes, or at once
+/// after a nack. `scripts/chaos.d/emulator_ordering.py` shows it with no Mirai code.
 ///
 /// Later keys can stall too: the emulator hashes each key onto the registered streams, the
-/// dead one included, so a key first published after the kill may land on it.
+/// gone one included, so a key first published after the stop may land on it.
 ///
 /// The unapplied events of a flow are put down to that — and not to the platform — only when
-/// they have exactly its shape: the consumer was SIGKILLed, and for each ordering key the
-/// unapplied events are the whole tail of the key's sequence, starting with one published after
-/// (or at most 30 s before, when it could have been leased to the dying replica) a kill.
-/// Anything else — a gap in the middle of a key, a stall that began well before any kill, an
-/// unordered event — is counted as lost. Returns the correlation ids of the held events (sagas
+/// they have exactly its shape: a replica of the consumer was stopped, and for each ordering
+/// key the unapplied events are the whole tail of the key's sequence, starting with one
+/// published after (or at most 30 s before, when it could have been leased to the stopping
+/// replica) a stop. Anything else — a gap in the middle of a key, a stall that began well
+/// before any stop, an unordered event — is counted as lost. Returns the correlation ids of the held events (sagas
 /// waiting for them), or `None`.
 fn held_by_the_emulator(
     produced: &[Produced],
     applied: &BTreeSet<uuid::Uuid>,
-    kills: &[chrono::DateTime<chrono::Utc>],
+    stops: &[chrono::DateTime<chrono::Utc>],
 ) -> Option<BTreeSet<String>> {
-    if kills.is_empty() {
+    if stops.is_empty() {
         return None;
     }
     let mut by_key: BTreeMap<&str, Vec<&Produced>> = BTreeMap::new();
@@ -625,12 +626,12 @@ fn held_by_the_emulator(
             continue;
         };
         let tail = &rows[first..];
-        let after_a_kill = tail[0].2.is_some_and(|published| {
-            kills
+        let after_a_stop = tail[0].2.is_some_and(|published| {
+            stops
                 .iter()
-                .any(|kill| published >= *kill - chrono::Duration::seconds(30))
+                .any(|stop| published >= *stop - chrono::Duration::seconds(30))
         });
-        if key.is_empty() || !after_a_kill || tail.iter().any(|r| applied.contains(&r.0)) {
+        if key.is_empty() || !after_a_stop || tail.iter().any(|r| applied.contains(&r.0)) {
             return None;
         }
         held.extend(tail.iter().map(|r| r.3.clone()));
@@ -675,14 +676,14 @@ mod tests {
     }
 
     #[test]
-    fn only_a_stalled_tail_that_began_before_a_kill_is_put_down_to_the_emulator() {
+    fn only_a_stalled_tail_that_began_near_a_stop_is_put_down_to_the_emulator() {
         let (rows, applied) = flow(&[true, true, false, false, false, false]);
         let held = held_by_the_emulator(&rows, &applied, &[at(3)]).expect("a stalled tail");
         assert_eq!(held.len(), 4);
         assert!(held.contains("saga-2") && held.contains("saga-5"));
-        // Published after the kill: the key may hash onto the dead stream.
+        // Published after the stop: the key may hash onto the gone stream.
         assert!(held_by_the_emulator(&rows, &applied, &[at(1)]).is_some());
-        // No kill of the consumer, or the stall began well before any kill: lost, not held.
+        // No stop of the consumer, or the stall began well before any stop: lost, not held.
         assert!(held_by_the_emulator(&rows, &applied, &[]).is_none());
         assert!(held_by_the_emulator(&rows, &applied, &[at(45)]).is_none());
         // A gap with later events applied is no stalled key.

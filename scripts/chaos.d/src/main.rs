@@ -32,7 +32,7 @@ use chrono::Utc;
 use nix::sys::signal::Signal;
 use sqlx::Connection;
 
-use crate::invariants::{Databases, Kill};
+use crate::invariants::{Databases, Stop};
 use crate::report::{Outcome, Run};
 use crate::stack::{Kind, Layout, SERVICES, Stack};
 use crate::workload::Workload;
@@ -319,7 +319,7 @@ async fn run(
         .saturating_sub(replay_bars * (scenarios.len() + 1));
     let mut outcomes = Vec::new();
     let mut replayed = Vec::new();
-    let mut kills = Vec::new();
+    let mut stops = Vec::new();
     for (index, (name, fault)) in scenarios.into_iter().enumerate() {
         eprintln!("chaos: == scenario {name}");
         let slice: Vec<_> = bars[cursor..cursor + replay_bars].to_vec();
@@ -345,13 +345,17 @@ async fn run(
         let opens_before = circuit_opens(&stack).await;
         let began = workload.began.elapsed().as_secs_f64();
         let mut notes = Vec::new();
-        if let Fault::Kill(kind) = &fault {
-            let kind = *kind;
-            kills.push(Kill {
-                kind,
-                at: Utc::now(),
-            });
-        }
+        // Replicas stopped (killed, or terminated in a rolling restart), for the emulator's
+        // stalled ordering keys (`invariants::held_by_the_emulator`).
+        let stopped = match &fault {
+            Fault::Kill(kind) => vec![*kind],
+            Fault::Rolling(kinds) => kinds.clone(),
+            _ => Vec::new(),
+        };
+        stops.extend(stopped.into_iter().map(|kind| Stop {
+            kind,
+            at: Utc::now(),
+        }));
         let applied = inject(&stack, &dbs, &fault, emulator_pid, &mut notes).await;
         let ended = workload.began.elapsed().as_secs_f64();
         if let Err(error) = &applied {
@@ -372,7 +376,7 @@ async fn run(
                 &workload.created,
                 &hooks,
                 &replayed,
-                &kills,
+                &stops,
                 Duration::from_secs(if options.smoke { 45 } else { 90 }),
             )
             .await?;
