@@ -4,7 +4,7 @@ use mirai_gateway::startup::Application;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{PASSWORD, Platform};
+use crate::helpers::{PASSWORD, Platform, login, register};
 
 fn count(metrics: &str, cache: &str, result: &str) -> u64 {
     let prefix = format!(r#"mirai_cache_requests_total{{cache="{cache}",result="{result}"}} "#);
@@ -23,22 +23,8 @@ async fn token_key_lookups_and_refused_api_keys_count_hits_and_misses() {
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
     let http = reqwest::Client::new();
     let credentials = json!({ "email": "cached@example.com", "password": PASSWORD });
-    let registered = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let tokens: serde_json::Value = http
-        .post(format!("{base}/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    register(&http, &base, &credentials).await;
+    let tokens = login(&http, &base, &credentials).await;
     let access = tokens["access_token"].as_str().unwrap();
     let metrics = async || {
         reqwest::get(format!("http://{admin}/metrics"))

@@ -284,6 +284,34 @@ impl Gateway {
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Registers `credentials` through the gateway at `base`; returns the new account.
+pub async fn register(http: &reqwest::Client, base: &str, credentials: &Value) -> Value {
+    let (status, _, user) = answer(
+        http.post(format!("{base}/v1/auth/register"))
+            .json(credentials)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    user
+}
+
+/// Logs `credentials` in through the gateway at `base`; returns the token pair.
+pub async fn login(http: &reqwest::Client, base: &str, credentials: &Value) -> Value {
+    let (status, _, tokens) = answer(
+        http.post(format!("{base}/v1/auth/login"))
+            .json(credentials)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
 /// Registers an account through the gateway at `base`, makes it admin in the user database
 /// directly (the first admin of a real deployment is bootstrapped the same way, see the user
 /// README), logs in and returns its access token.
@@ -291,28 +319,13 @@ pub async fn admin_token(platform: &Platform, base: &str) -> String {
     let http = reqwest::Client::new();
     let email = format!("admin-{}@example.com", uuid::Uuid::new_v4().simple());
     let credentials = json!({ "email": email, "password": PASSWORD });
-    let registered = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let user: Value = registered.json().await.unwrap();
+    let user = register(&http, base, &credentials).await;
     sqlx::query("UPDATE users SET roles = '{user,admin}' WHERE user_id = $1::uuid")
         .bind(user["user_id"].as_str().unwrap())
         .execute(&platform.services[0].pool)
         .await
         .unwrap();
-    let (status, _, tokens) = answer(
-        http.post(format!("{base}/v1/auth/login"))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
+    let tokens = login(&http, base, &credentials).await;
     tokens["access_token"].as_str().unwrap().to_owned()
 }
 

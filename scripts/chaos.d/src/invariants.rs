@@ -216,10 +216,8 @@ impl Databases {
             let snapshot = created.lock().await.clone();
             let findings = self.check(since, &snapshot, hooks, replayed, stops).await?;
             // Held events stay held: waiting for them would only run out the limit.
-            if findings.clean() && findings.events_held == 0
-                || findings.clean() && started.elapsed() > EMULATOR_GRACE
-                || started.elapsed() > limit
-            {
+            let settled = findings.events_held == 0 || started.elapsed() > EMULATOR_GRACE;
+            if findings.clean() && settled || started.elapsed() > limit {
                 return Ok((findings, started.elapsed()));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
