@@ -1,6 +1,7 @@
 //! Configuration of the gateway.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mirai_platform::bootstrap::Settings;
@@ -50,6 +51,10 @@ pub struct Config {
     /// `MIRAI_REDIS_URL`: when set, rate limits and idempotency records live in Redis and are
     /// shared by every replica; unset, each replica keeps its own in memory.
     pub redis_url: Option<String>,
+    /// The CA certificate (PEM) that signs the Redis server's certificate, for a `rediss://`
+    /// URL (`MIRAI_REDIS_CA_CERT`, a file path, e.g. Memorystore's server CA mounted from a
+    /// Secret). Unset with `rediss://`: the system's trust store.
+    pub redis_ca_cert: Option<Vec<u8>>,
     /// Prefix of every Redis key the gateway writes (`MIRAI_REDIS_PREFIX`, default `mirai:`).
     pub redis_prefix: String,
     /// How many proxies in front of the gateway append to `X-Forwarded-For` and are believed:
@@ -269,12 +274,49 @@ fn trusted_proxy_hops(env: &Env) -> Result<u8, ConfigError> {
     }
 }
 
+/// `MIRAI_REDIS_URL` and `MIRAI_REDIS_CA_CERT`. A CA needs a `rediss://` URL, and the URL may
+/// not turn certificate checks off (`#insecure`): both are mistakes better refused at start.
+fn redis(env: &Env) -> Result<(Option<String>, Option<Vec<u8>>), ConfigError> {
+    let url: Option<String> = env.optional("MIRAI_REDIS_URL")?;
+    let tls = url.as_deref().is_some_and(|u| u.starts_with("rediss://"));
+    if tls && url.as_deref().is_some_and(|u| u.contains("#insecure")) {
+        return Err(ConfigError::Invalid {
+            name: "MIRAI_REDIS_URL".to_owned(),
+            reason: "`#insecure` turns certificate verification off; give the server's CA in \
+                     MIRAI_REDIS_CA_CERT instead"
+                .to_owned(),
+        });
+    }
+    let Some(path) = env.optional::<PathBuf>("MIRAI_REDIS_CA_CERT")? else {
+        return Ok((url, None));
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "MIRAI_REDIS_CA_CERT".to_owned(),
+        reason,
+    };
+    if !tls {
+        return Err(invalid(
+            "a CA certificate needs a rediss:// MIRAI_REDIS_URL (TLS)".to_owned(),
+        ));
+    }
+    let pem = std::fs::read(&path)
+        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok((url, Some(pem)))
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_issuer = env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?;
         let timeout = env.duration_or("MIRAI_UPSTREAM_TIMEOUT", Duration::from_secs(5))?;
         let identity = Identity::from_env(env, NAME)?;
         identity.require_keys()?;
+        let (redis_url, redis_ca_cert) = redis(env)?;
         Ok(Self {
             http_addr: env.or("MIRAI_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             admin_addr: env.or("MIRAI_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
@@ -292,7 +334,8 @@ impl Config {
             jwt_audience: env.or("MIRAI_JWT_AUDIENCE", "mirai-api".to_owned())?,
             cors_origins: origins(env)?,
             max_body: env.or("MIRAI_MAX_BODY", 1024 * 1024)?,
-            redis_url: env.optional("MIRAI_REDIS_URL")?,
+            redis_url,
+            redis_ca_cert,
             redis_prefix: env.or("MIRAI_REDIS_PREFIX", "mirai:".to_owned())?,
             trusted_proxy_hops: trusted_proxy_hops(env)?,
             rate_limits: RateLimits {
@@ -466,5 +509,66 @@ mod tests {
             let err = Config::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert!(err.to_string().starts_with(name), "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_redis_ca_needs_tls_a_readable_pem_and_no_insecure_url() {
+        let dir = std::env::temp_dir().join(format!("mirai-gw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let not_pem = dir.join("key.txt");
+        std::fs::write(&not_pem, "an AUTH string, not a certificate").unwrap();
+        let ca = ca.to_str().unwrap();
+        let config = Config::from_env(&Env::from_pairs([
+            ("MIRAI_REDIS_URL", "rediss://:secret@10.0.0.3:6378/0"),
+            ("MIRAI_REDIS_CA_CERT", ca),
+        ]))
+        .unwrap();
+        assert!(
+            config
+                .redis_ca_cert
+                .is_some_and(|pem| pem.starts_with(b"-----BEGIN"))
+        );
+        let refused = [
+            ("redis://10.0.0.3:6379", ca, "needs a rediss://"),
+            (
+                "rediss://10.0.0.3:6378",
+                "/nonexistent/ca.pem",
+                "cannot read",
+            ),
+            (
+                "rediss://10.0.0.3:6378",
+                not_pem.to_str().unwrap(),
+                "no PEM certificate",
+            ),
+        ];
+        for (url, file, reason) in refused {
+            let err = Config::from_env(&Env::from_pairs([
+                ("MIRAI_REDIS_URL", url),
+                ("MIRAI_REDIS_CA_CERT", file),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("MIRAI_REDIS_CA_CERT") && err.contains(reason),
+                "{err}"
+            );
+        }
+        let err = Config::from_env(&Env::from_pairs([(
+            "MIRAI_REDIS_URL",
+            "rediss://10.0.0.3:6378/#insecure",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("MIRAI_REDIS_URL") && err.contains("#insecure"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

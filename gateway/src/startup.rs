@@ -35,8 +35,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// `MIRAI_REDIS_URL` is malformed or Redis did not answer at start (the URL is not
-    /// repeated: it may hold a password).
+    /// `MIRAI_REDIS_URL` is malformed, Redis did not answer at start, or its certificate is
+    /// not signed by `MIRAI_REDIS_CA_CERT` (the URL is not repeated: it may hold a password).
     #[error("Redis (MIRAI_REDIS_URL): {0}")]
     Redis(redis::RedisError),
 }
@@ -53,8 +53,21 @@ pub struct Application {
     limiter: Arc<RateLimiter>,
 }
 
-async fn connect_redis(url: &str) -> Result<ConnectionManager, StartupError> {
-    let client = redis::Client::open(url).map_err(StartupError::Redis)?;
+async fn connect_redis(
+    url: &str,
+    ca_cert: Option<&[u8]>,
+) -> Result<ConnectionManager, StartupError> {
+    let client = match ca_cert {
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    }
+    .map_err(StartupError::Redis)?;
     ConnectionManager::new(client)
         .await
         .map_err(StartupError::Redis)
@@ -74,7 +87,7 @@ impl Application {
         let upstreams = Upstreams::connect(&config.upstreams, &metrics, &config.identity.signer);
         let streams_stop = CancellationToken::new();
         let redis = match &config.redis_url {
-            Some(url) => Some(connect_redis(url).await?),
+            Some(url) => Some(connect_redis(url, config.redis_ca_cert.as_deref()).await?),
             None => None,
         };
         let limiter = Arc::new(RateLimiter::new(

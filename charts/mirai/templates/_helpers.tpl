@@ -382,6 +382,7 @@ seccompProfile:
     defaultMode: 0440
 {{- end }}
 {{- end }}
+{{- include "mirai.apiVolumes" . }}
 {{- end -}}
 
 {{- define "mirai.volumeMounts" -}}
@@ -392,6 +393,7 @@ seccompProfile:
   mountPath: {{ $file.mountPath | default (printf "/var/run/secrets/mirai/%s" $fname) }}
   readOnly: true
 {{- end }}
+{{- include "mirai.apiVolumeMounts" . }}
 {{- end -}}
 
 {{/*

@@ -351,10 +351,21 @@ async fn two_gateways_share_their_limits_through_redis() {
     let redis_url = std::env::var("MIRAI_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
-    let config = || {
+    two_gateways_share_a_limit(|| {
         let mut config = platform.gateway_config();
         config.redis_url = Some(redis_url.clone());
         config.redis_prefix = prefix.clone();
+        config
+    })
+    .await;
+}
+
+/// Seven anonymous requests alternating between two gateways built by `config` (with the
+/// anonymous limit set to 5 a minute here): the sixth and seventh are refused whichever replica
+/// they reach — the limit is shared through Redis.
+pub(crate) async fn two_gateways_share_a_limit(config: impl Fn() -> mirai_gateway::config::Config) {
+    let config = || {
+        let mut config = config();
         config.rate_limits.anonymous = "5/1m".parse().unwrap();
         config
     };

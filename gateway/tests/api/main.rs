@@ -11,6 +11,7 @@ mod helpers;
 mod idempotency;
 mod local_stack;
 mod readiness;
+mod redis_tls;
 mod resilience;
 mod symbols;
 mod traces;
