@@ -520,7 +520,13 @@ impl Databases {
         let missing: Vec<String> = alerts
             .iter()
             .filter(|a| !found.contains(a))
-            .map(ToString::to_string)
+            .map(|a| {
+                let id = a.to_string();
+                match created.alert_deletes.get(&id) {
+                    Some(answers) => format!("{id} (deletes answered {answers:?})"),
+                    None => format!("{id} (never deleted by the workload)"),
+                }
+            })
             .collect();
         if !missing.is_empty() {
             f.details

@@ -300,7 +300,6 @@ async fn run(
         .bind(&admin_email)
         .execute(dbs.pool(Kind::User))
         .await?;
-    let admin_token = workload::str_field(&workload.login(&admin_email).await?, "access_token")?;
 
     let bars = replay::stored_bars(&dbs).await?;
     if bars.len() < 200 {
@@ -332,9 +331,12 @@ async fn run(
             starts[0],
             *starts.last().expect("bars") + chrono::Duration::hours(1),
         ));
+        // A fresh token for each replay: access tokens last 15 minutes, the full list longer.
+        let admin_token =
+            workload::str_field(&workload.login(&admin_email).await?, "access_token")?;
         let replay = tokio::spawn(replay::run(
             workload.clone(),
-            admin_token.clone(),
+            admin_token,
             dbs.clone(),
             starts,
             index as u64 + 1,

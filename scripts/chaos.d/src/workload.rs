@@ -51,6 +51,8 @@ pub struct Created {
     pub alerts_deleted: BTreeSet<String>,
     /// Deletes that failed without an answer saying whether they happened (5xx, none).
     pub alerts_maybe_deleted: BTreeSet<String>,
+    /// Every answer to a delete of each alert (0: none), for the report of a missing one.
+    pub alert_deletes: std::collections::BTreeMap<String, Vec<u16>>,
     pub webhooks: BTreeSet<String>,
     pub reports: BTreeSet<String>,
     pub deleted_accounts: BTreeSet<String>,
@@ -370,11 +372,13 @@ impl Workload {
                         Ok((status, _)) => status,
                         Err(_) => 0,
                     };
+                    let mut created = self.created.lock().await;
+                    created.alert_deletes.entry(id.clone()).or_default().push(status);
                     if status == 204 {
                         user.alerts.retain(|a| *a != id);
-                        self.created.lock().await.alerts_deleted.insert(id);
+                        created.alerts_deleted.insert(id);
                     } else if status == 0 || status >= 500 {
-                        self.created.lock().await.alerts_maybe_deleted.insert(id);
+                        created.alerts_maybe_deleted.insert(id);
                     }
                     status
                 }
@@ -438,6 +442,13 @@ impl Workload {
             }
             other => bail!("unknown operation {other}"),
         };
+        // An access token lives 15 minutes and only some operations refresh it: a user whose
+        // token expired logs in again (the 401 stays recorded).
+        if status == 401 {
+            let tokens = self.login(&user.email).await?;
+            user.access = str_field(&tokens, "access_token")?;
+            user.refresh = str_field(&tokens, "refresh_token")?;
+        }
         Ok(status)
     }
 }
