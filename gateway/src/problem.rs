@@ -287,6 +287,30 @@ mod tests {
         status
     }
 
+    /// The problem table mirrors the services' one error vocabulary: each of its codes is a
+    /// problem type of its own (a new code without a row here fails this test).
+    #[test]
+    fn every_service_error_code_is_a_distinct_problem() {
+        use mirai_platform::error::Code;
+        let mut kinds = std::collections::HashMap::new();
+        for code in Code::ALL {
+            let problem = Problem::from(status(code.grpc(), &[]));
+            let expected = match code {
+                Code::InvalidArgument => 400,
+                Code::NotFound => 404,
+                Code::AlreadyExists | Code::FailedPrecondition => 409,
+                Code::PermissionDenied => 403,
+                Code::ResourceExhausted => 429,
+                Code::Unavailable => 503,
+                Code::Internal => 500,
+            };
+            assert_eq!(problem.status, expected, "{code:?}");
+            if let Some(other) = kinds.insert(problem.kind, code) {
+                panic!("{code:?} and {other:?} are both `{}`", problem.kind);
+            }
+        }
+    }
+
     #[test]
     fn an_unavailable_upstream_is_a_503_naming_it_with_retry_after() {
         let problem = Problem::from(status(

@@ -74,7 +74,7 @@ impl StockData {
                     ..Default::default()
                 })
                 .await
-                .map_err(|status| Error::upstream("stock-data", status))?
+                .map_err(|status| Error::upstream("stock-data", &status))?
                 .into_inner();
             let parsed = page
                 .bars
@@ -128,7 +128,7 @@ impl StockData {
                     ..Default::default()
                 })
                 .await
-                .map_err(|status| Error::upstream("stock-data", status))?
+                .map_err(|status| Error::upstream("stock-data", &status))?
                 .into_inner();
             symbols.extend(page.symbols.into_iter().map(|s| s.symbol));
             if page.next_page_token.is_empty() {
@@ -146,7 +146,7 @@ impl StockData {
                     page_token: page_token.clone(),
                 })
                 .await
-                .map_err(|status| Error::upstream("stock-data", status))?
+                .map_err(|status| Error::upstream("stock-data", &status))?
                 .into_inner();
             symbols.extend(page.symbols.into_iter().map(|s| s.symbol));
             if page.next_page_token.is_empty() {

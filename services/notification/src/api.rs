@@ -21,7 +21,7 @@ use crate::domain::condition::Condition;
 use crate::domain::preferences;
 use crate::domain::target;
 use crate::domain::template::Template;
-use crate::error::{Error, Result, invalid};
+use crate::error::{Error, Result};
 use crate::saga;
 use crate::store::{alerts, deliveries, endpoints, notifications};
 use crate::symbols;
@@ -49,8 +49,9 @@ fn caller<T>(request: &Request<T>, user_id: &str) -> Result<(Uuid, Principal), S
     Ok((id, principal))
 }
 
-fn parse_id(field: &str, raw: &str) -> Result<Uuid> {
-    raw.parse().map_err(|_| invalid(field, "not a valid id"))
+fn parse_id(field: &'static str, raw: &str) -> Result<Uuid> {
+    raw.parse()
+        .map_err(|_| Error::invalid(field, "not a valid id"))
 }
 
 fn limit(requested: u32) -> Result<i64, Status> {
@@ -70,7 +71,7 @@ fn before(token: &str) -> Result<Option<Uuid>, Status> {
 /// Tickers as stock-data spells them.
 fn parse_symbol(raw: &str) -> Result<String> {
     mirai_platform::wire::ticker(raw)
-        .ok_or_else(|| invalid("alert.symbol", mirai_platform::wire::TICKER_RULE))
+        .ok_or_else(|| Error::invalid("alert.symbol", mirai_platform::wire::TICKER_RULE))
 }
 
 fn duration(d: &prost_types::Duration) -> Option<Duration> {
@@ -92,20 +93,21 @@ struct AlertInput {
 
 fn parse_name(name: &str) -> Result<String> {
     if name.chars().count() > 100 {
-        return Err(invalid("alert.name", "at most 100 characters"));
+        return Err(Error::invalid("alert.name", "at most 100 characters"));
     }
     Ok(name.trim().to_owned())
 }
 
 fn parse_frequency(value: i32) -> Result<Frequency> {
-    Frequency::from_proto(value).ok_or_else(|| invalid("alert.frequency", "unknown frequency"))
+    Frequency::from_proto(value)
+        .ok_or_else(|| Error::invalid("alert.frequency", "unknown frequency"))
 }
 
 fn parse_timeframe(value: i32) -> Result<Timeframe> {
     match Timeframe::try_from(value) {
         Ok(Timeframe::Unspecified) => Ok(Timeframe::OneDay),
         Ok(tf) => Ok(tf),
-        Err(_) => Err(invalid("alert.bar_timeframe", "unknown timeframe")),
+        Err(_) => Err(Error::invalid("alert.bar_timeframe", "unknown timeframe")),
     }
 }
 
@@ -114,7 +116,7 @@ fn parse_cooldown(value: Option<&prost_types::Duration>) -> Result<Duration> {
         None => Ok(DEFAULT_COOLDOWN),
         Some(d) => match duration(d) {
             Some(d) if d >= MIN_COOLDOWN && d <= Duration::from_secs(365 * 86400) => Ok(d),
-            _ => Err(invalid(
+            _ => Err(Error::invalid(
                 "alert.cooldown",
                 "must be between 1 minute and 365 days",
             )),
@@ -126,10 +128,10 @@ fn parse_expiry(value: Option<&prost_types::Timestamp>) -> Result<Option<DateTim
     match value {
         None => Ok(None),
         Some(ts) => {
-            let at =
-                wire::datetime(ts).ok_or_else(|| invalid("alert.expires_at", "out of range"))?;
+            let at = wire::datetime(ts)
+                .ok_or_else(|| Error::invalid("alert.expires_at", "out of range"))?;
             if at <= Utc::now() {
-                return Err(invalid("alert.expires_at", "must be in the future"));
+                return Err(Error::invalid("alert.expires_at", "must be in the future"));
             }
             Ok(Some(at))
         }
@@ -137,7 +139,7 @@ fn parse_expiry(value: Option<&prost_types::Timestamp>) -> Result<Option<DateTim
 }
 
 fn parse_template(text: &str) -> Result<String> {
-    Template::parse(text).map_err(|e| invalid("alert.message_template", e))?;
+    Template::parse(text).map_err(|e| Error::invalid("alert.message_template", e))?;
     Ok(text.to_owned())
 }
 
@@ -146,7 +148,10 @@ fn parse_channels(values: &[i32]) -> Result<Vec<pb::Channel>> {
     for v in values {
         match pb::Channel::try_from(*v) {
             Ok(pb::Channel::Unspecified) | Err(_) => {
-                return Err(invalid("alert.channels", format!("unknown channel {v}")));
+                return Err(Error::invalid(
+                    "alert.channels",
+                    format!("unknown channel {v}"),
+                ));
             }
             Ok(c) if !channels.contains(&c) => channels.push(c),
             Ok(_) => {}
@@ -167,7 +172,7 @@ async fn parse_endpoint_ids(
     for raw in ids {
         let id = parse_id("alert.webhook_endpoint_ids", raw)?;
         if endpoints::get(conn, user_id, id, false).await?.is_none() {
-            return Err(invalid(
+            return Err(Error::invalid(
                 "alert.webhook_endpoint_ids",
                 format!("no endpoint {id}"),
             ));
@@ -180,8 +185,8 @@ async fn parse_endpoint_ids(
 }
 
 fn parse_condition(c: Option<&pb::Condition>) -> Result<Condition> {
-    let c = c.ok_or_else(|| invalid("alert.condition", "is required"))?;
-    Condition::parse(c).map_err(|e| invalid(&format!("alert.{}", e.field), e.problem))
+    let c = c.ok_or_else(|| Error::invalid("alert.condition", "is required"))?;
+    Condition::parse(c).map_err(|e| Error::invalid(format!("alert.{}", e.field), e.problem))
 }
 
 impl Api {
@@ -229,7 +234,7 @@ impl Api {
             let live = alerts::count_live_locked(&mut tx, user_id).await?;
             let limit = self.limit_of(principal);
             if live >= i64::from(limit) {
-                return Err(Error::Limit(format!(
+                return Err(Error::ResourceExhausted(format!(
                     "at most {limit} live alerts for your plan; delete or disable one first"
                 )));
             }
@@ -273,7 +278,7 @@ impl Api {
         let mut tx = self.ctx.pool.begin().await?;
         let row = alerts::get(&mut tx, user_id, id, true)
             .await?
-            .ok_or(Error::NotFound("alert"))?;
+            .ok_or_else(|| Error::not_found("alert"))?;
         let mut name = row.name.clone();
         let mut condition = row.condition.clone();
         let mut frequency = row.frequency;
@@ -321,16 +326,19 @@ impl Api {
                 "enabled" => {
                     enabled = alert
                         .enabled
-                        .ok_or_else(|| invalid("alert.enabled", "must be set when named"))?
+                        .ok_or_else(|| Error::invalid("alert.enabled", "must be set when named"))?
                 }
                 "symbol" => {
-                    return Err(invalid(
+                    return Err(Error::invalid(
                         "update_mask",
                         "symbol is immutable; create a new alert instead",
                     ));
                 }
                 other => {
-                    return Err(invalid("update_mask", format!("{other} cannot be changed")));
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!("{other} cannot be changed"),
+                    ));
                 }
             }
         }
@@ -342,7 +350,7 @@ impl Api {
             Some(
                 parse_condition(Some(
                     &pb::Condition::decode(condition.as_slice())
-                        .map_err(|e| Error::Internal(e.into()))?,
+                        .map_err(|e| Error::Internal(e.to_string()))?,
                 ))?
                 .initial_arm(),
             )
@@ -383,12 +391,12 @@ impl Api {
             let live = alerts::count_live_locked(&mut tx, user_id).await?;
             let limit = self.limit_of(principal);
             if live >= i64::from(limit) {
-                return Err(Error::Limit(format!(
+                return Err(Error::ResourceExhausted(format!(
                     "at most {limit} live alerts for your plan; delete or disable one first"
                 )));
             }
             if expires_at.is_some_and(|e| e <= Utc::now()) {
-                return Err(Error::Precondition(
+                return Err(Error::FailedPrecondition(
                     "the alert has expired; set a new expires_at to enable it".into(),
                 ));
             }
@@ -403,7 +411,7 @@ impl Api {
         }
         let row = alerts::get(&mut tx, user_id, id, false)
             .await?
-            .ok_or(Error::NotFound("alert"))?;
+            .ok_or_else(|| Error::not_found("alert"))?;
         tx.commit().await?;
         Ok(row.to_proto())
     }
@@ -428,15 +436,18 @@ impl Api {
 
     async fn endpoint_input(&self, e: &pb::WebhookEndpoint) -> Result<(String, String, Vec<i16>)> {
         let url = target::parse_url(&e.url, &self.ctx.config.webhooks.target_policy())
-            .map_err(|err| invalid("endpoint.url", err))?;
+            .map_err(|err| Error::invalid("endpoint.url", err))?;
         if e.description.chars().count() > 200 {
-            return Err(invalid("endpoint.description", "at most 200 characters"));
+            return Err(Error::invalid(
+                "endpoint.description",
+                "at most 200 characters",
+            ));
         }
         let mut categories = Vec::new();
         for c in &e.categories {
             match pb::Category::try_from(*c) {
                 Ok(pb::Category::Unspecified) | Err(_) => {
-                    return Err(invalid(
+                    return Err(Error::invalid(
                         "endpoint.categories",
                         format!("unknown category {c}"),
                     ));
@@ -476,7 +487,7 @@ impl NotificationService for Api {
         let row = alerts::get(&mut conn, user_id, id, false)
             .await
             .map_err(Error::from)?
-            .ok_or(Error::NotFound("alert"))?;
+            .ok_or_else(|| Error::not_found("alert"))?;
         Ok(Response::new(pb::GetAlertResponse {
             alert: Some(row.to_proto()),
         }))
@@ -495,7 +506,7 @@ impl NotificationService for Api {
             let status = pb::AlertStatus::try_from(*s)
                 .ok()
                 .and_then(AlertStatus::from_proto)
-                .ok_or_else(|| invalid("statuses", format!("unknown status {s}")))?;
+                .ok_or_else(|| Error::invalid("statuses", format!("unknown status {s}")))?;
             statuses.push(status.as_str().to_owned());
         }
         let symbol = if r.symbol.is_empty() {
@@ -631,7 +642,7 @@ impl NotificationService for Api {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         let max = self.ctx.config.caps.streams;
         let receiver = self.ctx.hub.subscribe(user_id, max).ok_or_else(|| {
-            Error::Limit(format!(
+            Error::ResourceExhausted(format!(
                 "at most {max} open notification streams; close one first"
             ))
         })?;
@@ -667,7 +678,9 @@ impl NotificationService for Api {
             .map_err(Error::from)?
             >= i64::from(max)
         {
-            return Err(Error::Limit(format!("at most {max} webhook endpoints")).into());
+            return Err(
+                Error::ResourceExhausted(format!("at most {max} webhook endpoints")).into(),
+            );
         }
         let secret = endpoints::new_secret();
         let id = Uuid::now_v7();
@@ -708,7 +721,7 @@ impl NotificationService for Api {
         let e = endpoints::get(&mut conn, user_id, id, false)
             .await
             .map_err(Error::from)?
-            .ok_or(Error::NotFound("webhook endpoint"))?;
+            .ok_or_else(|| Error::not_found("webhook endpoint"))?;
         Ok(Response::new(pb::GetWebhookEndpointResponse {
             endpoint: Some(e.to_proto()),
         }))
@@ -740,20 +753,22 @@ impl NotificationService for Api {
         let mut stored = endpoints::get(&mut tx, user_id, id, true)
             .await
             .map_err(Error::from)?
-            .ok_or(Error::NotFound("webhook endpoint"))?;
+            .ok_or_else(|| Error::not_found("webhook endpoint"))?;
         for path in r.update_mask.map(|m| m.paths).unwrap_or_default() {
             match path.as_str() {
                 "url" => {
                     stored.url =
                         target::parse_url(&e.url, &self.ctx.config.webhooks.target_policy())
-                            .map_err(|err| invalid("endpoint.url", err))?
+                            .map_err(|err| Error::invalid("endpoint.url", err))?
                             .to_string();
                 }
                 "description" => {
                     if e.description.chars().count() > 200 {
-                        return Err(
-                            invalid("endpoint.description", "at most 200 characters").into()
-                        );
+                        return Err(Error::invalid(
+                            "endpoint.description",
+                            "at most 200 characters",
+                        )
+                        .into());
                     }
                     stored.description = e.description.clone();
                 }
@@ -768,9 +783,9 @@ impl NotificationService for Api {
                         .2
                 }
                 "enabled" => {
-                    let on = e
-                        .enabled
-                        .ok_or_else(|| invalid("endpoint.enabled", "must be set when named"))?;
+                    let on = e.enabled.ok_or_else(|| {
+                        Error::invalid("endpoint.enabled", "must be set when named")
+                    })?;
                     if on {
                         // Re-enabling clears the failure state.
                         stored.status = "ENABLED".into();
@@ -783,7 +798,11 @@ impl NotificationService for Api {
                     }
                 }
                 other => {
-                    return Err(invalid("update_mask", format!("{other} cannot be changed")).into());
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!("{other} cannot be changed"),
+                    )
+                    .into());
                 }
             }
         }
@@ -844,14 +863,14 @@ impl NotificationService for Api {
             None => Duration::from_secs(24 * 3600),
             Some(d) => match duration(d) {
                 Some(d) if d <= Duration::from_secs(7 * 24 * 3600) => d,
-                _ => return Err(invalid("overlap", "must be between 0 and 7 days").into()),
+                _ => return Err(Error::invalid("overlap", "must be between 0 and 7 days").into()),
             },
         };
         let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
         let mut stored = endpoints::get(&mut tx, user_id, id, true)
             .await
             .map_err(Error::from)?
-            .ok_or(Error::NotFound("webhook endpoint"))?;
+            .ok_or_else(|| Error::not_found("webhook endpoint"))?;
         let secret = endpoints::new_secret();
         // Stored sealed (envelope encryption); the previous one moves over sealed as it was.
         let sealed = crate::secrets::seal(
@@ -896,7 +915,7 @@ impl NotificationService for Api {
             let name = pb::DeliveryStatus::try_from(*s)
                 .ok()
                 .and_then(deliveries::status_name)
-                .ok_or_else(|| invalid("statuses", format!("unknown status {s}")))?;
+                .ok_or_else(|| Error::invalid("statuses", format!("unknown status {s}")))?;
             filter.statuses.push(name.to_owned());
         }
         let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
@@ -936,12 +955,13 @@ impl NotificationService for Api {
         let original = deliveries::get(&mut tx, user_id, id)
             .await
             .map_err(Error::from)?
-            .ok_or(Error::NotFound("delivery"))?;
+            .ok_or_else(|| Error::not_found("delivery"))?;
         let channel = crate::store::channel_of(original.channel);
         if channel == pb::Channel::InApp {
-            return Err(
-                Error::Precondition("in-app notifications are stored, not sent".into()).into(),
-            );
+            return Err(Error::FailedPrecondition(
+                "in-app notifications are stored, not sent".into(),
+            )
+            .into());
         }
         if channel == pb::Channel::Webhook {
             let endpoint = match original.target.parse::<Uuid>() {
@@ -951,9 +971,11 @@ impl NotificationService for Api {
                 Err(_) => None,
             };
             match endpoint {
-                None => return Err(Error::Precondition("the endpoint was deleted".into()).into()),
+                None => {
+                    return Err(Error::FailedPrecondition("the endpoint was deleted".into()).into());
+                }
                 Some(e) if !e.enabled() => {
-                    return Err(Error::Precondition(
+                    return Err(Error::FailedPrecondition(
                         "the endpoint is disabled; enable it first".into(),
                     )
                     .into());
@@ -977,7 +999,7 @@ impl NotificationService for Api {
         )
         .await
         .map_err(Error::from)?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("resend not stored")))?;
+        .ok_or_else(|| Error::Internal("resend not stored".into()))?;
         tx.commit().await.map_err(Error::from)?;
         Ok(Response::new(pb::ResendDeliveryResponse {
             delivery: Some(created.to_proto(Vec::new())),
@@ -991,14 +1013,14 @@ impl NotificationService for Api {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         let r = request.into_inner();
         if r.token.is_empty() || r.token.len() > 4096 {
-            return Err(invalid("token", "1-4,096 characters").into());
+            return Err(Error::invalid("token", "1-4,096 characters").into());
         }
         if r.name.chars().count() > 100 {
-            return Err(invalid("name", "at most 100 characters").into());
+            return Err(Error::invalid("name", "at most 100 characters").into());
         }
         let platform = match pb::DevicePlatform::try_from(r.platform) {
             Ok(pb::DevicePlatform::Unspecified) | Err(_) => {
-                return Err(invalid("platform", "android, ios or web").into());
+                return Err(Error::invalid("platform", "android, ios or web").into());
             }
             Ok(p) => p as i16,
         };
@@ -1019,9 +1041,10 @@ impl NotificationService for Api {
                 .map_err(Error::from)?
                 >= i64::from(max)
             {
-                return Err(
-                    Error::Limit(format!("at most {max} push devices; remove one first")).into(),
-                );
+                return Err(Error::ResourceExhausted(format!(
+                    "at most {max} push devices; remove one first"
+                ))
+                .into());
             }
         }
         // Idempotent per token for its owner. A token registered to another account is never
@@ -1045,7 +1068,7 @@ impl NotificationService for Api {
         .await
         .map_err(Error::from)?;
         let device = device.ok_or_else(|| {
-            Error::Precondition(
+            Error::FailedPrecondition(
                 "this device token is registered to another account; unregister it there first"
                     .into(),
             )
@@ -1122,12 +1145,16 @@ impl NotificationService for Api {
                 "digest" => prefs.digest = new.digest.clone(),
                 "email" => prefs.email = new.email.trim().to_owned(),
                 other => {
-                    return Err(invalid("update_mask", format!("{other} cannot be changed")).into());
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!("{other} cannot be changed"),
+                    )
+                    .into());
                 }
             }
         }
         if !paths.is_empty() {
-            preferences::validate(&prefs).map_err(|e| invalid(e.field, e.problem))?;
+            preferences::validate(&prefs).map_err(|e| Error::invalid(e.field, e.problem))?;
             updated_at = Some(
                 crate::store::preferences::put(&mut tx, user_id, &prefs)
                     .await
@@ -1178,7 +1205,7 @@ impl NotificationService for Api {
     ) -> Result<Response<pb::ResendEmailVerificationResponse>, Status> {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         if self.ctx.email.is_none() {
-            return Err(Error::Precondition("email is not configured".into()).into());
+            return Err(Error::FailedPrecondition("email is not configured".into()).into());
         }
         let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
         let (prefs, _) = crate::store::preferences::get(&mut conn, user_id)
@@ -1203,11 +1230,11 @@ impl NotificationService for Api {
                 Ok(verify::Sent::Sent) => sent_to.push(address),
                 Ok(verify::Sent::Limited) => limited = true,
                 Ok(verify::Sent::Verified) => {}
-                Err(error) => return Err(Error::Internal(error).into()),
+                Err(error) => return Err(Error::from(error).into()),
             }
         }
         if limited && sent_to.is_empty() {
-            return Err(Error::Limit(
+            return Err(Error::ResourceExhausted(
                 "too many verification links for this address or user in the last hour; try again later".into(),
             )
             .into());

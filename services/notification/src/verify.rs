@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::config::VerificationConfig;
 use crate::context::Context;
 use crate::deliver::email;
-use crate::error::{Error, invalid};
+use crate::error::Error;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ fn sign(config: &VerificationConfig, claims: &Claims) -> String {
 }
 
 fn open(config: &VerificationConfig, token: &str, now: DateTime<Utc>) -> Result<Claims, Error> {
-    let bad = || invalid("token", "not a verification token from this service");
+    let bad = || Error::invalid("token", "not a verification token from this service");
     let (payload, signature) = token.trim().split_once('.').ok_or_else(bad)?;
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| bad())?;
     let mut mac = mac(config);
@@ -67,7 +67,7 @@ fn open(config: &VerificationConfig, token: &str, now: DateTime<Utc>) -> Result<
         .and_then(|json| serde_json::from_slice(&json).ok())
         .ok_or_else(bad)?;
     if claims.e < now.timestamp() {
-        return Err(Error::Precondition(
+        return Err(Error::FailedPrecondition(
             "the verification link has expired; ask for a new one".into(),
         ));
     }
@@ -235,7 +235,7 @@ pub async fn confirm(ctx: &Context, token: &str) -> Result<String, Error> {
     .fetch_optional(&ctx.pool)
     .await?;
     confirmed.ok_or_else(|| {
-        Error::Precondition(
+        Error::FailedPrecondition(
             "the verification link was already used, replaced by a newer one, or the address \
              changed"
                 .into(),
@@ -268,7 +268,7 @@ mod tests {
         // Another key, a changed payload, garbage: refused as invalid.
         assert!(matches!(
             open(&config("k2"), &token, Utc::now()),
-            Err(Error::Invalid { .. })
+            Err(Error::InvalidArgument { .. })
         ));
         let (_, signature) = token.split_once('.').unwrap();
         let forged = Claims {
@@ -278,17 +278,17 @@ mod tests {
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
         assert!(matches!(
             open(&c, &format!("{forged_payload}.{signature}"), Utc::now()),
-            Err(Error::Invalid { .. })
+            Err(Error::InvalidArgument { .. })
         ));
         assert!(matches!(
             open(&c, "x", Utc::now()),
-            Err(Error::Invalid { .. })
+            Err(Error::InvalidArgument { .. })
         ));
         // Past its expiry: a precondition, with a way out.
         let later = Utc::now() + chrono::Duration::seconds(120);
         assert!(matches!(
             open(&c, &token, later),
-            Err(Error::Precondition(_))
+            Err(Error::FailedPrecondition(_))
         ));
     }
 }

@@ -215,16 +215,30 @@ pub fn like_escape(text: &str) -> String {
 /// pool exhausted or connection lost → `UNAVAILABLE` (retryable), anything else → `INTERNAL`
 /// (logged, never shown to the client).
 pub fn status(error: sqlx::Error, what: &str) -> tonic::Status {
-    if is_unique_violation(&error) {
-        return tonic::Status::already_exists(format!("{what} already exists"));
-    }
-    match error {
-        sqlx::Error::RowNotFound => tonic::Status::not_found(format!("{what} not found")),
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+    match code(&error) {
+        tonic::Code::AlreadyExists => {
+            tonic::Status::already_exists(format!("{what} already exists"))
+        }
+        tonic::Code::NotFound => tonic::Status::not_found(format!("{what} not found")),
+        tonic::Code::Unavailable => {
             tracing::warn!(message = "Database unavailable.", %error);
             tonic::Status::unavailable("database temporarily unavailable")
         }
-        other => crate::error::internal(other),
+        _ => crate::error::internal(error),
+    }
+}
+
+/// The code [`status`] gives `error`.
+pub fn code(error: &sqlx::Error) -> tonic::Code {
+    if is_unique_violation(error) {
+        return tonic::Code::AlreadyExists;
+    }
+    match error {
+        sqlx::Error::RowNotFound => tonic::Code::NotFound,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tonic::Code::Unavailable
+        }
+        _ => tonic::Code::Internal,
     }
 }
 

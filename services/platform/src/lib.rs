@@ -13,7 +13,8 @@
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`).
 //! - [`db`]: the PostgreSQL pool, migrations (platform + service), unique-violation mapping.
 //! - [`events`]: Pub/Sub clients, topology, typed CloudEvents, the outbox relay and consumers.
-//! - [`error`]: conventions for turning errors into `tonic::Status`.
+//! - [`error`]: the one error vocabulary of every service ([`error::ServiceError`]) and its
+//!   conversion to `tonic::Status`.
 //! - [`wire`]: timestamps and page tokens on the wire.
 //! - [`shutdown`]: OS signals to a cancellation token.
 //! - [`leader`]: once-per-deployment work, guarded by a Kubernetes Lease or a PostgreSQL lock.

@@ -63,7 +63,7 @@ fn ready(context: &Context, model: &ModelRef) -> Result<()> {
     match context.predictor.models.served(model) {
         Some(_) => Ok(()),
         None => match context.predictor.models.info(model) {
-            Some(_) => Err(Error::not_ready(model)),
+            Some(_) => Err(crate::error::not_ready(model)),
             None => Err(Error::NotFound(format!("model version {model} not found"))),
         },
     }

@@ -315,7 +315,7 @@ impl Predictor {
                 let served = self
                     .models
                     .served(model)
-                    .ok_or_else(|| Error::not_ready(model))?;
+                    .ok_or_else(|| crate::error::not_ready(model))?;
                 (served, self.traffic.current().traffic.role_of(model))
             }
             None => {
@@ -486,13 +486,14 @@ impl Predictor {
 fn clone_error(error: &Error) -> Error {
     match error {
         Error::InvalidArgument { field, message } => Error::InvalidArgument {
-            field,
+            field: field.clone(),
             message: message.clone(),
         },
         Error::NotFound(m) => Error::NotFound(m.clone()),
         Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
-        Error::Overloaded(m) => Error::Overloaded(m.clone()),
+        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+        Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
         Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
         Error::Database(e) => Error::Internal(e.to_string()),
         Error::Internal(m) => Error::Internal(m.clone()),
