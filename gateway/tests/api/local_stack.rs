@@ -9,26 +9,10 @@ use nix::sys::signal::Signal;
 
 #[tokio::test]
 async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
     // Offsets keep this stack clear of a developer's (offset 0) and of the ephemeral port range
     // other tests bind from: gRPC ports land in 61051..64455, the rest below 25000.
     let offset = 11_000 + (std::process::id() % 340) * 10;
-    let mut command = Command::new("bash");
-    command
-        .arg(root.join("scripts/dev-up"))
-        .current_dir(root)
-        .env("MIRAI_SKIP_BUILD", "1")
-        .env("MIRAI_DEV_PORT_OFFSET", offset.to_string())
-        // Its own databases: a developer's stack (or an older schema) is never touched.
-        .env("MIRAI_DEV_DB_SUFFIX", format!("_e2e{offset}"))
-        // Exercise the dev command's own emulator start, not the test run's emulator.
-        .env_remove("PUBSUB_EMULATOR_HOST");
-    if let Ok(server) = std::env::var("MIRAI_TEST_DATABASE_URL") {
-        command.env("DATABASE_URL", server);
-    }
-    let stack = ChildProcess::from_command(command);
+    let stack = dev_up(offset, &[]);
 
     let gateway = format!("http://127.0.0.1:{}", 8080 + offset);
     let admin = format!("http://127.0.0.1:{}", 9090 + offset);
@@ -58,6 +42,112 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
         http_status(&format!("{admin}/healthz")).await,
         None,
         "gateway stopped"
+    );
+    drop_databases(&format!("_e2e{offset}")).await;
+}
+
+/// `scripts/dev-up` on the debug binaries with every port moved by `offset`, on databases of its
+/// own (`mirai_*_e2e<offset>`: a developer's stack, or an older schema, is never touched) and an
+/// emulator of its own (the dev command's own start is exercised, not the test run's emulator).
+fn dev_up(offset: u32, env: &[(&str, &str)]) -> ChildProcess {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let mut command = Command::new("bash");
+    command
+        .arg(root.join("scripts/dev-up"))
+        .current_dir(root)
+        .env("MIRAI_SKIP_BUILD", "1")
+        .env("MIRAI_DEV_PORT_OFFSET", offset.to_string())
+        .env("MIRAI_DEV_DB_SUFFIX", format!("_e2e{offset}"))
+        .env_remove("PUBSUB_EMULATOR_HOST")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .envs(env.iter().copied());
+    if let Ok(server) = std::env::var("MIRAI_TEST_DATABASE_URL") {
+        command.env("DATABASE_URL", server);
+    }
+    ChildProcess::from_command(command)
+}
+
+/// `MIRAI_DEV_TRACES=1`: a request's spans — the gateway's, the user service's and its
+/// database statements' — arrive in the local trace viewer as one trace, queried through the
+/// viewer's own REST API.
+#[tokio::test]
+async fn dev_up_with_traces_shows_a_request_across_processes_in_the_trace_viewer() {
+    // Offsets ending in 3: clear of the other dev-up test's (ending in 0).
+    let offset = 11_003 + (std::process::id() % 340) * 10;
+    let stack = dev_up(offset, &[("MIRAI_DEV_TRACES", "1")]);
+    let gateway = format!("http://127.0.0.1:{}", 8080 + offset);
+    let viewer = format!("http://127.0.0.1:{}", 6006 + offset);
+    // The first run installs the viewer from PyPI (about two minutes) before starting anything.
+    wait_for_status(
+        &format!("http://127.0.0.1:{}/readyz", 9090 + offset),
+        200,
+        Duration::from_secs(420),
+    )
+    .await;
+    let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let http = reqwest::Client::new();
+    let registered = http
+        .post(format!("{gateway}/v1/auth/register"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({
+            "email": "traced-locally@example.com",
+            "password": crate::helpers::PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    // Spans leave each process in batches (every few seconds).
+    let mut names: Vec<String> = Vec::new();
+    let wanted = |names: &[String]| {
+        names.iter().any(|n| n == "POST /v1/auth/register")
+            && names.iter().any(|n| n.starts_with("mirai.user."))
+            && names.iter().any(|n| n == "INSERT users")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !wanted(&names) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let spans: serde_json::Value = http
+            .get(format!(
+                "{viewer}/v1/projects/default/spans?trace_id={trace_id}&limit=1000"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        names = spans["data"]
+            .as_array()
+            .expect("a list of spans")
+            .iter()
+            .map(|span| span["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+    }
+    assert!(
+        wanted(&names),
+        "the trace viewer holds {names:?} for trace {trace_id}"
+    );
+    stack.signal(Signal::SIGINT);
+    let (status, stdout, stderr) =
+        tokio::task::spawn_blocking(move || stack.wait_timeout(Duration::from_secs(90)))
+            .await
+            .expect("join")
+            .expect("dev-up stops within 90 s of Ctrl-C");
+    assert!(
+        status.success(),
+        "dev-up exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&viewer),
+        "dev-up prints the viewer's URL:\n{stdout}"
+    );
+    assert_eq!(
+        http_status(&format!("{viewer}/healthz")).await,
+        None,
+        "viewer stopped"
     );
     drop_databases(&format!("_e2e{offset}")).await;
 }
