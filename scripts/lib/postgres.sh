@@ -45,7 +45,7 @@ pg_login_works() { pg_psql postgres -c 'SELECT 1' >/dev/null 2>&1; }
 #   1. DATABASE_URL's server (its database name is dropped, everything else kept);
 #   2. 127.0.0.1:5432 as postgres (the Debian cluster; started if installed but stopped);
 #   3. a private cluster under .dev/pg created with the system's initdb, stopped by
-#      stop_private_postgres when this script exits.
+#      stop_private_postgres (an exit step) when this script exits.
 ensure_postgres() {
     command -v psql >/dev/null || die "psql not found: install PostgreSQL (apt-get install postgresql)"
     if [[ -n ${DATABASE_URL:-} ]]; then
@@ -165,6 +165,7 @@ start_private_postgres() {
     fi
     echo "$SELF_ID" >"$dir/users/$$"
     PRIVATE_PG_DIR="$dir"
+    on_exit stop_private_postgres
     PG_SERVER_URL="postgres://postgres@127.0.0.1:$port" PG_URL_QUERY=""
     pg_login_works || die "the private cluster on 127.0.0.1:$port does not accept postgres@"
 }

@@ -9,14 +9,21 @@ APP_PIDS=() APP_NAMES=() APP_LOGS=()
 INFRA_PIDS=() INFRA_NAMES=()
 # File where the PIDs are also written, so a rerun after `kill -9` can clean up (claim_state_dir).
 MIRAI_PID_FILE=""
-# Set by a second Ctrl-C during shutdown: stop waiting, kill.
+# Set by a second Ctrl-C while the exit steps run (run_exit_steps): stop waiting, kill.
 STOP_FORCE=0
+# Whether start_bg has registered stop_started as an exit step.
+STOP_STARTED_REGISTERED=0
 
 # Starts "$@" in the background with stdout+stderr to $log; group is app or infra.
 # `match` is a string of the process's command line, checked before a later run kills a leftover.
+# The first call registers stop_started as an exit step.
 start_bg() { # group name log match command...
     local group="$1" name="$2" log="$3" match="$4"
     shift 4
+    if ((STOP_STARTED_REGISTERED == 0)); then
+        STOP_STARTED_REGISTERED=1
+        on_exit stop_started
+    fi
     "$@" >"$log" 2>&1 &
     local pid=$!
     if [[ $group == app ]]; then
@@ -107,10 +114,10 @@ stop_started() {
     [[ -z $MIRAI_PID_FILE ]] || rm -f "$MIRAI_PID_FILE"
 }
 
-# Claims a state directory for this run. If an earlier run that used it was killed without
+# Takes state directory $1 over for this run. If an earlier run that used it was killed without
 # cleaning up (its owner PID is gone), stops the processes it recorded. If its owner still runs,
 # fails: two runs must not share ports or logs.
-claim_state_dir() { # dir what
+take_over_state_dir() { # dir what
     local dir="$1" what="$2" owner pid name match
     mkdir -p "$dir"
     if [[ -f $dir/owner ]]; then
@@ -131,7 +138,14 @@ claim_state_dir() { # dir what
         fi
         rm -f "$dir/pids"
     fi
-    MIRAI_PID_FILE="$dir/pids"
+}
+
+# Claims a state directory for this run (take_over_state_dir): the PIDs of what start_bg starts
+# are recorded in it from now on, and it is released at exit.
+claim_state_dir() { # dir what
+    take_over_state_dir "$1" "$2"
+    MIRAI_PID_FILE="$1/pids"
+    on_exit release_state_dir "$1"
 }
 
 release_state_dir() { # dir

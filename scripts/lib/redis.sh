@@ -15,7 +15,8 @@ redis_answers() { # port
     [[ $reply == +PONG* ]]
 }
 
-# Starts Redis on 127.0.0.1:$1 unless it already answers; stop_redis stops it if started here.
+# Starts Redis on 127.0.0.1:$1 unless it already answers; then stop_redis (an exit step) stops
+# it when this script exits.
 ensure_redis() { # port
     local port="$1"
     if redis_answers "$port"; then
@@ -25,6 +26,7 @@ ensure_redis() { # port
     port_in_use "$port" && die "something listens on 127.0.0.1:$port but does not answer Redis PING"
     command -v redis-server >/dev/null || die "Redis is not running and redis-server is not installed: apt-get install redis-server"
     REDIS_PID_FILE="$MIRAI_ROOT/.dev/redis-$port.pid"
+    on_exit stop_redis
     mkdir -p "$MIRAI_ROOT/.dev"
     say "Redis: starting on 127.0.0.1:$port"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
