@@ -25,5 +25,6 @@ ensure_venv() {
         "$VENV/bin/pip" install --quiet -r "$TRAIN_DIR/requirements.txt" || die "pip install failed"
         echo "$want" >"$stamp"
     fi
+    # shellcheck disable=SC2034 # for the scripts that source this
     PY="$VENV/bin/python"
 }
