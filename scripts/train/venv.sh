@@ -13,5 +13,6 @@ die() {
 }
 
 ensure_venv() {
+    # shellcheck disable=SC2034 # for the scripts that source this
     PY="$("$TRAIN_DIR/../venv" "$TRAIN_DIR/requirements.txt" "$VENV")" || die "no training venv"
 }
