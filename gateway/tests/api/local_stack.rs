@@ -24,26 +24,7 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
 
     // dev-up polls readiness itself every 100 ms before printing the URL; give it that moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.signal(Signal::SIGINT);
-    let (status, stdout, stderr) =
-        tokio::task::spawn_blocking(move || stack.wait_timeout(Duration::from_secs(90)))
-            .await
-            .expect("join")
-            .expect("dev-up stops within 90 s of Ctrl-C");
-    assert!(
-        status.success(),
-        "dev-up exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.contains(&gateway),
-        "dev-up prints the gateway URL:\n{stdout}"
-    );
-    assert_eq!(
-        http_status(&format!("{admin}/healthz")).await,
-        None,
-        "gateway stopped"
-    );
-    drop_databases(&format!("_e2e{offset}")).await;
+    ctrl_c(stack, offset, &gateway, &format!("{admin}/healthz")).await;
 }
 
 /// `scripts/dev-up` on the debug binaries with every port moved by `offset`, on databases of its
@@ -109,16 +90,15 @@ async fn dev_up_with_traces_shows_a_request_across_processes_in_the_trace_viewer
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !wanted(&names) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let spans: serde_json::Value = http
-            .get(format!(
+        let (_, _, spans) = crate::helpers::answer(
+            http.get(format!(
                 "{viewer}/v1/projects/default/spans?trace_id={trace_id}&limit=1000"
             ))
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .unwrap(),
+        )
+        .await;
         names = spans["data"]
             .as_array()
             .expect("a list of spans")
@@ -130,6 +110,12 @@ async fn dev_up_with_traces_shows_a_request_across_processes_in_the_trace_viewer
         wanted(&names),
         "the trace viewer holds {names:?} for trace {trace_id}"
     );
+    ctrl_c(stack, offset, &viewer, &format!("{viewer}/healthz")).await;
+}
+
+/// Ctrl-C to a `dev_up` stack: it exits 0 within 90 s, its output names `printed`, `gone` no
+/// longer answers, and its databases are dropped.
+async fn ctrl_c(stack: ChildProcess, offset: u32, printed: &str, gone: &str) {
     stack.signal(Signal::SIGINT);
     let (status, stdout, stderr) =
         tokio::task::spawn_blocking(move || stack.wait_timeout(Duration::from_secs(90)))
@@ -141,14 +127,10 @@ async fn dev_up_with_traces_shows_a_request_across_processes_in_the_trace_viewer
         "dev-up exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
-        stdout.contains(&viewer),
-        "dev-up prints the viewer's URL:\n{stdout}"
+        stdout.contains(printed),
+        "dev-up prints {printed}:\n{stdout}"
     );
-    assert_eq!(
-        http_status(&format!("{viewer}/healthz")).await,
-        None,
-        "viewer stopped"
-    );
+    assert_eq!(http_status(gone).await, None, "{gone} still answers");
     drop_databases(&format!("_e2e{offset}")).await;
 }
 
