@@ -26,14 +26,7 @@ async fn token_key_lookups_and_refused_api_keys_count_hits_and_misses() {
     register(&http, &base, &credentials).await;
     let tokens = login(&http, &base, &credentials).await;
     let access = tokens["access_token"].as_str().unwrap();
-    let metrics = async || {
-        reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = async || mirai_platform::testing::metrics_text(admin).await;
     let before = metrics().await;
 
     for _ in 0..3 {

@@ -286,30 +286,18 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Registers `credentials` through the gateway at `base`; returns the new account.
 pub async fn register(http: &reqwest::Client, base: &str, credentials: &Value) -> Value {
-    let (status, _, user) = answer(
-        http.post(format!("{base}/v1/auth/register"))
-            .json(credentials)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{user}");
-    user
+    post_expecting(http, &format!("{base}/v1/auth/register"), credentials, 201).await
 }
 
 /// Logs `credentials` in through the gateway at `base`; returns the token pair.
 pub async fn login(http: &reqwest::Client, base: &str, credentials: &Value) -> Value {
-    let (status, _, tokens) = answer(
-        http.post(format!("{base}/v1/auth/login"))
-            .json(credentials)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    tokens
+    post_expecting(http, &format!("{base}/v1/auth/login"), credentials, 200).await
+}
+
+async fn post_expecting(http: &reqwest::Client, url: &str, body: &Value, expected: u16) -> Value {
+    let (status, _, value) = answer(http.post(url).json(body).send().await.unwrap()).await;
+    assert_eq!(status, expected, "{value}");
+    value
 }
 
 /// Registers an account through the gateway at `base`, makes it admin in the user database

@@ -97,12 +97,7 @@ async fn a_service_that_is_down_degrades_only_its_own_routes() {
             "{status}"
         );
     }
-    let metrics = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mirai_platform::testing::metrics_text(admin).await;
     assert!(
         metrics.contains(
             r#"mirai_circuit_transitions_total{upstream="prediction",from="closed",to="open"} 1"#
@@ -151,12 +146,7 @@ async fn a_service_that_is_down_degrades_only_its_own_routes() {
     assert_eq!(problem["status"], 404);
 
     // Metrics count requests by route template.
-    let metrics = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mirai_platform::testing::metrics_text(admin).await;
     assert!(
         metrics.contains(
             r#"mirai_http_server_requests_total{method="GET",route="/v1/status",status="200"} 3"#

@@ -4,12 +4,10 @@
 use std::time::Duration;
 
 use mirai_gateway::startup::Application;
-use mirai_platform::config::{LogFormat, TelemetryConfig};
 use mirai_proto::analytics::v1::ListSymbolsRequest;
 use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use mirai_proto::notification::v1::ListKnownSymbolsRequest;
 use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
-use opentelemetry_sdk::trace::InMemorySpanExporter;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -57,17 +55,7 @@ async fn known_in_analytics(platform: &Platform) -> Vec<(String, String, bool)> 
 
 #[tokio::test]
 async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
-    let exporter = InMemorySpanExporter::default();
-    let _telemetry = mirai_platform::telemetry::init_with_exporter(
-        &TelemetryConfig {
-            service_name: "slice-test".into(),
-            log_filter: "info".into(),
-            log_format: LogFormat::Json,
-            otlp_endpoint: None,
-        },
-        exporter.clone(),
-    )
-    .unwrap();
+    let (exporter, _telemetry) = mirai_platform::testing::capture_spans("slice-test");
     let platform = Platform::start().await;
     let app = Application::build(platform.gateway_config()).await.unwrap();
     let base = format!("http://{}", app.http_addr());

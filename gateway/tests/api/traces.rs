@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use mirai_platform::config::{LogFormat, TelemetryConfig};
 use opentelemetry::trace::{SpanId, SpanKind};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use serde_json::json;
 
 use crate::helpers::{Gateway, PASSWORD};
@@ -37,17 +36,7 @@ fn lineage<'a>(spans: &'a [SpanData], span: &'a SpanData) -> Vec<&'a SpanData> {
 
 #[tokio::test]
 async fn a_request_is_one_trace_from_the_gateway_through_the_service_into_its_queries() {
-    let exporter = InMemorySpanExporter::default();
-    let _telemetry = mirai_platform::telemetry::init_with_exporter(
-        &TelemetryConfig {
-            service_name: "trace-test".into(),
-            log_filter: "info".into(),
-            log_format: LogFormat::Json,
-            otlp_endpoint: None,
-        },
-        exporter.clone(),
-    )
-    .unwrap();
+    let (exporter, _telemetry) = mirai_platform::testing::capture_spans("trace-test");
     let gateway = Gateway::start().await;
 
     let response = gateway

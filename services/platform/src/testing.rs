@@ -105,6 +105,36 @@ pub async fn http_status(url: &str) -> Option<u16> {
     reqwest::get(url).await.ok().map(|r| r.status().as_u16())
 }
 
+/// The `/metrics` text of the admin port at `admin`.
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Telemetry for a test that asserts on spans: every finished span of this process also goes to
+/// the returned in-memory exporter (JSON logs at `info`, no OTLP). Keep the guard alive.
+pub fn capture_spans(
+    service_name: &str,
+) -> (
+    opentelemetry_sdk::trace::InMemorySpanExporter,
+    crate::telemetry::Guard,
+) {
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let config = crate::config::TelemetryConfig {
+        service_name: service_name.to_owned(),
+        log_filter: "info".into(),
+        log_format: crate::config::LogFormat::Json,
+        otlp_endpoint: None,
+    };
+    let guard = crate::telemetry::init_with_exporter(&config, exporter.clone())
+        .expect("telemetry for the test");
+    (exporter, guard)
+}
+
 /// The overall gRPC health status of the server at `addr`.
 pub async fn grpc_health(
     addr: SocketAddr,

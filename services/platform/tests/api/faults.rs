@@ -5,12 +5,12 @@ use std::time::Duration;
 use mirai_platform::config::{Profile, ServiceConfig};
 use mirai_platform::grpc::{FaultRules, GrpcServer, ServeError};
 use mirai_platform::telemetry::Metrics;
-use mirai_platform::testing::{eventually, grpc_health};
+use mirai_platform::testing::{eventually, grpc_health, metrics_text};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{call, metrics_text, slow_app_with};
+use crate::helpers::{call, slow_app_with};
 
 fn rules(text: &str) -> FaultRules {
     text.parse().unwrap()

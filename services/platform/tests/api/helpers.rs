@@ -107,16 +107,6 @@ async fn call_with(
     Ok(response.into_inner())
 }
 
-/// The admin port's `/metrics` text.
-pub async fn metrics_text(admin: std::net::SocketAddr) -> String {
-    reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// A prepared service app with the slow service added, on a fresh database.
 pub async fn slow_app(delay: Duration) -> (ServiceApp, TestDatabase) {
     slow_app_with(delay, |_| {}).await

@@ -1,8 +1,6 @@
 use std::time::Duration;
 
-use mirai_platform::config::{LogFormat, TelemetryConfig};
 use mirai_platform::testing::{http_status, wait_for_status};
-use opentelemetry_sdk::trace::InMemorySpanExporter;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{call_sleep, slow_app};
@@ -67,17 +65,7 @@ async fn deadlines_reach_the_handler_and_are_enforced() {
 
 #[tokio::test]
 async fn a_client_trace_id_appears_in_the_server_span_and_metrics_count_calls() {
-    let exporter = InMemorySpanExporter::default();
-    let _guard = mirai_platform::telemetry::init_with_exporter(
-        &TelemetryConfig {
-            service_name: "trace-test".into(),
-            log_filter: "info".into(),
-            log_format: LogFormat::Json,
-            otlp_endpoint: None,
-        },
-        exporter.clone(),
-    )
-    .unwrap();
+    let (exporter, _guard) = mirai_platform::testing::capture_spans("trace-test");
 
     let (app, _db) = slow_app(Duration::from_millis(10)).await;
     let (grpc, admin) = (app.grpc_addr(), app.admin_addr());
@@ -103,12 +91,7 @@ async fn a_client_trace_id_appears_in_the_server_span_and_metrics_count_calls() 
     assert_eq!(server_span.span_context.trace_id().to_string(), trace_id);
     assert_eq!(server_span.parent_span_id.to_string(), "00f067aa0ba902b7");
 
-    let metrics = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mirai_platform::testing::metrics_text(admin).await;
     assert!(
         metrics.contains(r#"mirai_grpc_server_handled_total{grpc_service="test.Slow",grpc_method="Sleep",grpc_code="Ok"} 1"#),
         "{metrics}"
@@ -127,17 +110,7 @@ async fn outgoing_calls_carry_the_callers_trace_and_deadline() {
     use tracing::Instrument as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-    let exporter = InMemorySpanExporter::default();
-    let _guard = mirai_platform::telemetry::init_with_exporter(
-        &TelemetryConfig {
-            service_name: "client-test".into(),
-            log_filter: "info".into(),
-            log_format: LogFormat::Json,
-            otlp_endpoint: None,
-        },
-        exporter.clone(),
-    )
-    .unwrap();
+    let (exporter, _guard) = mirai_platform::testing::capture_spans("client-test");
     let (app, _db) = slow_app(Duration::from_millis(10)).await;
     let grpc = app.grpc_addr();
     let stop = CancellationToken::new();
