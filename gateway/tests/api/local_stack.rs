@@ -16,11 +16,7 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
 
     let gateway = format!("http://127.0.0.1:{}", 8080 + offset);
     let admin = format!("http://127.0.0.1:{}", 9090 + offset);
-    wait_for_status(&format!("{admin}/readyz"), 200, Duration::from_secs(180)).await;
-    assert_eq!(
-        http_status(&format!("{gateway}/v1/status")).await,
-        Some(200)
-    );
+    wait_for_platform(offset, Duration::from_secs(180)).await;
 
     // dev-up polls readiness itself every 100 ms before printing the URL; give it that moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -50,6 +46,29 @@ fn dev_up(offset: u32, env: &[(&str, &str)]) -> ChildProcess {
     ChildProcess::from_command(command)
 }
 
+/// Waits for what dev-up itself waits for: the gateway's `/readyz` (the gateway can serve) and
+/// every service ready in `/v1/status` (a gateway is ready before the services behind it are).
+async fn wait_for_platform(offset: u32, timeout: Duration) {
+    let admin = format!("http://127.0.0.1:{}", 9090 + offset);
+    wait_for_status(&format!("{admin}/readyz"), 200, timeout).await;
+    let status = format!("http://127.0.0.1:{}/v1/status", 8080 + offset);
+    let give_up = tokio::time::Instant::now() + timeout;
+    loop {
+        let body = match reqwest::get(&status).await {
+            Ok(answer) => answer.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        if body.as_ref().is_some_and(|b| b["ready"] == true) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{status} did not report every service ready within {timeout:?}: {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `MIRAI_DEV_TRACES=1`: a request's spans — the gateway's, the user service's and its
 /// database statements' — arrive in the local trace viewer as one trace, queried through the
 /// viewer's own REST API.
@@ -61,12 +80,7 @@ async fn dev_up_with_traces_shows_a_request_across_processes_in_the_trace_viewer
     let gateway = format!("http://127.0.0.1:{}", 8080 + offset);
     let viewer = format!("http://127.0.0.1:{}", 6006 + offset);
     // The first run installs the viewer from PyPI (about two minutes) before starting anything.
-    wait_for_status(
-        &format!("http://127.0.0.1:{}/readyz", 9090 + offset),
-        200,
-        Duration::from_secs(420),
-    )
-    .await;
+    wait_for_platform(offset, Duration::from_secs(420)).await;
     let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
     let http = reqwest::Client::new();
     let registered = http
