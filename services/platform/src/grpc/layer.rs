@@ -3,8 +3,10 @@
 //!
 //! Order inside one call: span and deadline → RED metrics start → admission (shed at once when
 //! `max_in_flight` calls are running) → internal identity (`UNAUTHENTICATED` without a valid
-//! token, see [`super::identity`]) → injected fault, if any → the handler. Shed calls, refused
-//! callers and injected faults are therefore counted in the RED metrics like any other answer.
+//! token, see [`super::identity`]) → the caller's deadline (`DEADLINE_EXCEEDED` without running
+//! when it had passed before the call was read, see [`super::deadline`]) → injected fault, if
+//! any → the handler. Shed calls, refused callers, expired calls and injected faults are
+//! therefore counted in the RED metrics like any other answer.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -290,12 +292,7 @@ where
 
         let (service, method) = super::split_path(req.uri().path());
         let (service, method) = (service.to_owned(), method.to_owned());
-        let deadline = req
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(deadline::parse_grpc_timeout)
-            .map(|timeout| tokio::time::Instant::now() + timeout);
+        let deadline = deadline::incoming(req.headers());
         let infrastructure = is_infrastructure(&service);
         // Decided here, not in the future, so a refusal costs no task time.
         let admission = self.layer.admit(&service);
@@ -345,8 +342,8 @@ where
         Box::pin(
             async move {
                 let call = Call::start(metrics.clone(), service.clone(), method.clone());
-                let result = match (admission, caller) {
-                    (Admission::Shed, _) => {
+                let result = match (admission, caller, deadline) {
+                    (Admission::Shed, _, _) => {
                         metrics
                             .shed
                             .get_or_create(&MethodLabels {
@@ -356,11 +353,18 @@ where
                             .inc();
                         Ok(overloaded(shed_message.as_deref().unwrap_or_default()))
                     }
-                    (Admission::Admitted(_), Err(refusal)) => {
+                    (Admission::Admitted(_), Err(refusal), _) => {
                         tracing::warn!(message = "Call refused: no valid internal identity.", %refusal);
                         Ok(tonic::Status::from(refusal).into_http())
                     }
-                    (Admission::Admitted(permit), Ok(request_id)) => {
+                    (Admission::Admitted(_), Ok(_), Err(expired)) => {
+                        tracing::warn!(
+                            message = "Call refused: read after its caller's deadline.",
+                            late_by_ms = expired.late_by.as_millis() as u64
+                        );
+                        Ok(expired.status().into_http())
+                    }
+                    (Admission::Admitted(permit), Ok(request_id), Ok(deadline)) => {
                         let result = deadline::scope(deadline, async {
                             if let Some(injector) = injector
                                 && let Injected::Answer(status) =

@@ -63,6 +63,59 @@ async fn deadlines_reach_the_handler_and_are_enforced() {
     server.await.unwrap().unwrap();
 }
 
+/// A call read after its caller gave up — it waited in the socket of a stopped or swamped
+/// server — is answered DEADLINE_EXCEEDED without running; one read late but in time gets only
+/// what is left of the caller's deadline, not a fresh `grpc-timeout`.
+#[tokio::test]
+async fn a_call_read_after_its_callers_deadline_does_not_run() {
+    use mirai_platform::grpc::deadline::{CLOCK_SKEW_ALLOWANCE, DEADLINE_HEADER};
+    let (app, _db) = slow_app(Duration::from_millis(10)).await;
+    let (grpc, admin) = (app.grpc_addr(), app.admin_addr());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let unix_millis = |offset: i64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        (now.as_millis() as i64 + offset).to_string()
+    };
+
+    // Sent 20 s ago with a 5 s budget: grpc-timeout alone would give it 5 s more.
+    let stale = unix_millis(-15_000);
+    let err = call_sleep(
+        grpc,
+        Some(Duration::from_secs(5)),
+        &[(DEADLINE_HEADER, &stale)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("it was not run"), "{err:?}");
+    let metrics = mirai_platform::testing::metrics_text(admin).await;
+    assert!(
+        metrics.contains(r#"mirai_grpc_server_handled_total{grpc_service="test.Slow",grpc_method="Sleep",grpc_code="DeadlineExceeded"} 1"#),
+        "{metrics}"
+    );
+
+    // Read with 1 s of its caller's 5 s left: the handler sees about 1 s (plus the allowance).
+    let late = unix_millis(1_000);
+    let seen = call_sleep(
+        grpc,
+        Some(Duration::from_secs(5)),
+        &[(DEADLINE_HEADER, &late)],
+    )
+    .await
+    .unwrap();
+    let ceiling = 1_000 + CLOCK_SKEW_ALLOWANCE.as_millis() as u64;
+    assert!(
+        (500..=ceiling).contains(&seen),
+        "handler saw {seen} ms left"
+    );
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_client_trace_id_appears_in_the_server_span_and_metrics_count_calls() {
     let (exporter, _guard) = mirai_platform::testing::capture_spans("trace-test");

@@ -4,7 +4,8 @@
 //! from [`Client::build`]. A call then passes these layers, outer to inner:
 //!
 //! 1. **Context** ([`OutgoingContext`]): the current span's `traceparent`, a `grpc-timeout`
-//!    no longer than the incoming call's remaining deadline (or the default timeout), and the
+//!    no longer than the incoming call's remaining deadline (or the default timeout) with the
+//!    same deadline as an absolute time ([`deadline::DEADLINE_HEADER`]), and the
 //!    signed internal identity token (`x-mirai-identity`, [`super::identity`]) addressed to the
 //!    upstream, acting for the principal [attached](crate::auth::Principal::attach) to the
 //!    request if any, else for nobody (this process as itself).
@@ -484,6 +485,10 @@ impl Interceptor for OutgoingContext {
             ));
         }
         request.set_timeout(timeout);
+        request.metadata_mut().insert(
+            deadline::DEADLINE_HEADER,
+            MetadataValue::try_from(deadline::absolute(timeout)).expect("ASCII digits"),
+        );
         Ok(request)
     }
 }
@@ -676,5 +681,42 @@ mod tests {
             Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
         );
         assert!(!never_sent(&reset), "a reset call may have been acted on");
+    }
+
+    /// Every outgoing call carries its deadline twice: relative (`grpc-timeout`, what gRPC
+    /// servers honour) and absolute (what lets ours refuse a call read after it expired).
+    #[tokio::test]
+    async fn outgoing_calls_carry_the_deadline_as_an_absolute_time_too() {
+        let signer = crate::grpc::Identity::for_tests("client-test").signer;
+        let mut context = OutgoingContext::new(Duration::from_secs(2), signer, "upstream");
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        let absolute = |request: &tonic::Request<()>| -> u128 {
+            let value = request.metadata().get(deadline::DEADLINE_HEADER);
+            value
+                .expect("the header")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let before = now();
+        let request = context.call(tonic::Request::new(())).unwrap();
+        assert!(
+            (before + 1_900..=now() + 2_000).contains(&absolute(&request)),
+            "the default timeout from now"
+        );
+        // Inside a call with 300 ms left, that is what goes downstream.
+        let inner = tokio::time::Instant::now() + Duration::from_millis(300);
+        let request = deadline::scope(Some(inner), async {
+            context.call(tonic::Request::new(())).unwrap()
+        })
+        .await;
+        let sent = absolute(&request);
+        assert!(sent <= now() + 300 && sent + 100 > now() + 300, "{sent}");
     }
 }
