@@ -299,6 +299,7 @@ mod tests {
                 Code::InvalidArgument => 400,
                 Code::NotFound => 404,
                 Code::AlreadyExists | Code::FailedPrecondition => 409,
+                Code::Unauthenticated => 401,
                 Code::PermissionDenied => 403,
                 Code::ResourceExhausted => 429,
                 Code::Unavailable => 503,

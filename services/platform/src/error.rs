@@ -22,6 +22,8 @@ pub enum Code {
     AlreadyExists,
     /// The request is valid but the state does not allow it.
     FailedPrecondition,
+    /// The caller's credentials are missing or do not check out.
+    Unauthenticated,
     /// The caller may not do this.
     PermissionDenied,
     /// A limit is reached (a per-user cap, a full queue); retry later or free something.
@@ -34,11 +36,12 @@ pub enum Code {
 
 impl Code {
     /// Every code, for tables that must cover them all.
-    pub const ALL: [Code; 8] = [
+    pub const ALL: [Code; 9] = [
         Code::InvalidArgument,
         Code::NotFound,
         Code::AlreadyExists,
         Code::FailedPrecondition,
+        Code::Unauthenticated,
         Code::PermissionDenied,
         Code::ResourceExhausted,
         Code::Unavailable,
@@ -51,6 +54,7 @@ impl Code {
             Code::NotFound => tonic::Code::NotFound,
             Code::AlreadyExists => tonic::Code::AlreadyExists,
             Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+            Code::Unauthenticated => tonic::Code::Unauthenticated,
             Code::PermissionDenied => tonic::Code::PermissionDenied,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
             Code::Unavailable => tonic::Code::Unavailable,
@@ -73,6 +77,8 @@ pub enum ServiceError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
     #[error("{0}")]
@@ -108,6 +114,7 @@ impl ServiceError {
             Self::NotFound(_) => Code::NotFound.grpc(),
             Self::AlreadyExists(_) => Code::AlreadyExists.grpc(),
             Self::FailedPrecondition(_) => Code::FailedPrecondition.grpc(),
+            Self::Unauthenticated(_) => Code::Unauthenticated.grpc(),
             Self::PermissionDenied(_) => Code::PermissionDenied.grpc(),
             Self::ResourceExhausted(_) => Code::ResourceExhausted.grpc(),
             Self::Unavailable(_) => Code::Unavailable.grpc(),
@@ -143,6 +150,7 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::NotFound(m) => tonic::Status::not_found(m),
             ServiceError::AlreadyExists(m) => tonic::Status::already_exists(m),
             ServiceError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            ServiceError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
             ServiceError::PermissionDenied(m) => tonic::Status::permission_denied(m),
             ServiceError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
             ServiceError::Unavailable(m) => tonic::Status::unavailable(m),
@@ -197,6 +205,7 @@ mod tests {
                 E::FailedPrecondition("x".into()),
                 tonic::Code::FailedPrecondition,
             ),
+            (E::Unauthenticated("x".into()), tonic::Code::Unauthenticated),
             (
                 E::PermissionDenied("x".into()),
                 tonic::Code::PermissionDenied,

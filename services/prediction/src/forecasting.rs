@@ -491,6 +491,7 @@ fn clone_error(error: &Error) -> Error {
         },
         Error::NotFound(m) => Error::NotFound(m.clone()),
         Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+        Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
         Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
         Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
