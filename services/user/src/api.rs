@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use mirai_platform::db;
-use mirai_platform::error::{internal, invalid_argument};
+use mirai_platform::auth::Principal;
 use mirai_platform::events::outbox;
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
@@ -19,6 +18,7 @@ use crate::SERVICE;
 use crate::audit::{self, Entry};
 use crate::config::AuthConfig;
 use crate::domain::{self, Email};
+use crate::error::{Error, Result, db};
 use crate::keys::KeyRing;
 use crate::password::Hasher;
 use crate::principal;
@@ -29,11 +29,12 @@ type Kind = pb::AuditEventKind;
 
 /// The one answer for every failed credential check: unknown email, wrong password, unusable
 /// refresh token or API key. Never says which.
-fn bad_credentials() -> Status {
-    Status::unauthenticated("invalid credentials")
+fn bad_credentials() -> Error {
+    Error::Unauthenticated("invalid credentials".into())
 }
 
-/// RESOURCE_EXHAUSTED with the `retry-after` trailer in whole seconds (rounded up).
+/// RESOURCE_EXHAUSTED with the `retry-after` trailer in whole seconds (rounded up). The one
+/// `Status` this service builds itself: [`Error`] has no room for trailers.
 fn locked_out(until: DateTime<Utc>, now: DateTime<Utc>) -> Status {
     let seconds = ((until - now).num_milliseconds().max(0) as u64)
         .div_ceil(1000)
@@ -50,12 +51,9 @@ fn client_ip(client: Option<&pb::ClientContext>) -> &str {
     client.map_or("", |c| c.ip.trim())
 }
 
-fn user_id(raw: &str, field: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(raw.trim()).map_err(|_| invalid_argument(field, "not a user id (UUID)"))
-}
-
-fn dbe(what: &'static str) -> impl Fn(sqlx::Error) -> Status {
-    move |e| db::status(e, what)
+fn user_id(raw: &str, field: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| Error::invalid(field.to_owned(), "not a user id (UUID)"))
 }
 
 pub struct Api {
@@ -89,11 +87,11 @@ impl Api {
         user: &UserRow,
         refresh: store::IssuedRefresh,
         now: DateTime<Utc>,
-    ) -> Result<pb::TokenSet, Status> {
+    ) -> Result<pb::TokenSet> {
         let access = self
             .issuer
             .issue(&self.keys, &user.user_id.to_string(), &user.roles, now)
-            .map_err(internal)?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(pb::TokenSet {
             access_token: access.token,
             token_type: "Bearer".to_owned(),
@@ -109,7 +107,8 @@ impl Api {
 
     /// Admits a password attempt, counting it *before* the password is hashed (concurrent
     /// guesses cannot all pass a check made before any of them failed); refuses while the
-    /// (account, IP) pair, the IP or the account is locked out.
+    /// (account, IP) pair, the IP or the account is locked out. Answers with a `Status`, for
+    /// the lockout's trailer ([`locked_out`]): the RPCs call it before their flow.
     async fn admit(
         &self,
         account: &str,
@@ -124,7 +123,7 @@ impl Api {
             now,
         )
         .await
-        .map_err(dbe("throttle"))?
+        .map_err(db("throttle"))?
         .map_err(|until| locked_out(until, now))
     }
 
@@ -137,14 +136,14 @@ impl Api {
         user: Option<Uuid>,
         client: Option<&pb::ClientContext>,
         now: DateTime<Utc>,
-    ) -> Result<(), Status> {
+    ) -> Result<()> {
         let lockout = &self.config.lockout;
         let ip = client_ip(client);
         let started = store::record_failure(&self.pool, account, ip, lockout, now)
             .await
-            .map_err(dbe("throttle"))?;
+            .map_err(db("throttle"))?;
         for locked in started {
-            let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
+            let mut tx = self.pool.begin().await?;
             let mut entry = Entry::new(Kind::LockedOut, client)
                 .detail("scope", locked.scope.as_str())
                 .detail("locked_until", locked.until.to_rfc3339());
@@ -158,7 +157,7 @@ impl Api {
                         .unwrap_or(chrono::Duration::MAX);
                 let secret = store::new_unlock_token(&mut *tx, user, expires_at)
                     .await
-                    .map_err(dbe("throttle"))?;
+                    .map_err(db("throttle"))?;
                 let event = ev::UserAccountLocked {
                     user_id: user.to_string(),
                     locked_until: Some(wire::timestamp(locked.until)),
@@ -168,20 +167,19 @@ impl Api {
                 };
                 outbox::enqueue(&mut tx, SERVICE, &event, None)
                     .await
-                    .map_err(dbe("event"))?;
+                    .map_err(db("event"))?;
             }
-            entry.write(&mut *tx).await.map_err(dbe("audit"))?;
-            tx.commit().await.map_err(dbe("throttle"))?;
+            entry.write(&mut *tx).await.map_err(db("audit"))?;
+            tx.commit().await?;
             tracing::warn!(message = "Login locked out.", scope = locked.scope.as_str(), until = %locked.until);
         }
         Ok(())
     }
 
-    async fn load_user(&self, id: Uuid) -> Result<UserRow, Status> {
+    async fn load_user(&self, id: Uuid) -> Result<UserRow> {
         store::user_by_id(&self.pool, id)
-            .await
-            .map_err(dbe("account"))?
-            .ok_or_else(|| Status::not_found("account not found"))
+            .await?
+            .ok_or_else(|| Error::not_found("account"))
     }
 
     fn api_key_row_to_pb(row: ApiKeyRow) -> pb::ApiKey {
@@ -198,33 +196,33 @@ impl Api {
         }
     }
 
+    /// Grants or revokes a role; `change` is (user id, role, reason, client) of the request.
     async fn change_role(
         &self,
-        request: Request<(String, i32, String, Option<pb::ClientContext>)>,
+        admin: &Principal,
+        change: (String, i32, String, Option<pb::ClientContext>),
         grant: bool,
-    ) -> Result<(pb::User, bool), Status> {
-        let admin = principal::require_admin(&request)?;
-        let (target, role, reason, client) = request.into_inner();
+    ) -> Result<(pb::User, bool)> {
+        let (target, role, reason, client) = change;
         let actor = user_id(&admin.user_id, "actor_user_id")?;
         let target = user_id(&target, "user_id")?;
         let role_name = domain::parse_role(role, "role")?;
         if reason.chars().count() > 500 {
-            return Err(invalid_argument("reason", "at most 500 characters"));
+            return Err(Error::invalid("reason", "at most 500 characters"));
         }
         if role_name == "user" {
             if grant {
                 // Every account has `user`: granting it changes nothing.
                 return Ok((self.load_user(target).await?.into(), false));
             }
-            return Err(Status::failed_precondition(
-                "the user role cannot be revoked",
+            return Err(Error::FailedPrecondition(
+                "the user role cannot be revoked".into(),
             ));
         }
-        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
+        let mut tx = self.pool.begin().await?;
         let user = store::user_for_update(&mut tx, target)
-            .await
-            .map_err(dbe("account"))?
-            .ok_or_else(|| Status::not_found("account not found"))?;
+            .await?
+            .ok_or_else(|| Error::not_found("account"))?;
         let has = user.roles.iter().any(|r| r == role_name);
         if has == grant {
             return Ok((user.into(), false));
@@ -247,7 +245,7 @@ impl Api {
             .bind(&roles)
             .execute(&mut *tx)
             .await
-            .map_err(dbe("account"))?;
+            .map_err(db("account"))?;
         let event = ev::UserRoleChanged {
             user_id: target.to_string(),
             role,
@@ -258,13 +256,13 @@ impl Api {
         };
         outbox::enqueue(&mut tx, SERVICE, &event, None)
             .await
-            .map_err(dbe("event"))?;
+            .map_err(db("event"))?;
         // Access tokens carry the roles they were issued with: end every session so that the
         // stale roles live at most one access-token lifetime (the next refresh would renew
         // them).
         let revoked = store::revoke_all_families(&mut *tx, target, "role_changed")
             .await
-            .map_err(dbe("session"))?;
+            .map_err(db("session"))?;
         Entry::new(Kind::RoleChanged, client.as_ref())
             .user(target)
             .actor(actor)
@@ -274,12 +272,11 @@ impl Api {
             .detail("revoked_families", revoked.to_string())
             .write(&mut *tx)
             .await
-            .map_err(dbe("audit"))?;
+            .map_err(db("audit"))?;
         let user = store::user_by_id(&mut *tx, target)
-            .await
-            .map_err(dbe("account"))?
-            .ok_or_else(|| Status::not_found("account not found"))?;
-        tx.commit().await.map_err(dbe("account"))?;
+            .await?
+            .ok_or_else(|| Error::not_found("account"))?;
+        tx.commit().await?;
         tracing::info!(message = "Role changed.", user_id = %target, role = role_name, granted = grant, actor = %actor);
         Ok((user.into(), true))
     }
@@ -315,16 +312,9 @@ const API_KEY_PREFIX: &str = "mk_";
 /// per key (each authentication would otherwise be a write).
 const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
-#[tonic::async_trait]
-impl UserService for Api {
-    // === Sign-up and sessions ===
-
-    #[tracing::instrument(skip_all)]
-    async fn register(
-        &self,
-        request: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let request = request.into_inner();
+/// The flows behind the RPCs: each answers with [`Error`], which its RPC converts once.
+impl Api {
+    async fn register_inner(&self, request: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
         let email = Email::parse(&request.email)?;
         domain::check_new_password(&request.password, &email, "password")?;
         let display_name = match &request.display_name {
@@ -344,8 +334,8 @@ impl UserService for Api {
             .hasher
             .hash(&request.password)
             .await
-            .map_err(internal)?;
-        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
         let Some(user) = store::insert_user(
             &mut tx,
             &store::NewUser {
@@ -357,15 +347,12 @@ impl UserService for Api {
             },
         )
         .await
-        .map_err(dbe("account"))?
+        .map_err(db("account"))?
         else {
             // The address has an account. Answer as for a new one (the password was hashed
             // all the same) and tell the owner — at most once an hour, so sign-ups cannot
             // flood their mailbox — so registration reveals no addresses.
-            if let Some(owner) = store::user_by_email(&mut *tx, email.as_str())
-                .await
-                .map_err(dbe("account"))?
-            {
+            if let Some(owner) = store::user_by_email(&mut *tx, email.as_str()).await? {
                 let told = audit::recorded_since(
                     &mut *tx,
                     owner.user_id,
@@ -373,22 +360,22 @@ impl UserService for Api {
                     Utc::now() - chrono::Duration::hours(1),
                 )
                 .await
-                .map_err(dbe("audit"))?;
+                .map_err(db("audit"))?;
                 if !told {
                     let event = ev::UserRegistrationAttempted {
                         user_id: owner.user_id.to_string(),
                     };
                     outbox::enqueue(&mut tx, SERVICE, &event, None)
                         .await
-                        .map_err(dbe("event"))?;
+                        .map_err(db("event"))?;
                 }
                 Entry::new(Kind::RegistrationAttempted, request.client.as_ref())
                     .user(owner.user_id)
                     .write(&mut *tx)
                     .await
-                    .map_err(dbe("audit"))?;
+                    .map_err(db("audit"))?;
             }
-            tx.commit().await.map_err(dbe("account"))?;
+            tx.commit().await?;
             let now = Utc::now();
             let unsaved = UserRow {
                 user_id: Uuid::now_v7(),
@@ -405,9 +392,9 @@ impl UserService for Api {
                 last_login_at: None,
                 locked_until: None,
             };
-            return Ok(Response::new(pb::RegisterResponse {
+            return Ok(pb::RegisterResponse {
                 user: Some(unsaved.into()),
-            }));
+            });
         };
         let event = ev::UserRegistered {
             user_id: user.user_id.to_string(),
@@ -419,36 +406,29 @@ impl UserService for Api {
         };
         outbox::enqueue(&mut tx, SERVICE, &event, None)
             .await
-            .map_err(dbe("event"))?;
+            .map_err(db("event"))?;
         Entry::new(Kind::Registered, request.client.as_ref())
             .user(user.user_id)
             .write(&mut *tx)
             .await
-            .map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("account"))?;
+            .map_err(db("audit"))?;
+        tx.commit().await?;
         tracing::info!(message = "Account registered.", user_id = %user.user_id);
-        Ok(Response::new(pb::RegisterResponse {
+        Ok(pb::RegisterResponse {
             user: Some(user.into()),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn login(
+    /// Login after the attempt was admitted (see [`Self::admit`]).
+    async fn login_inner(
         &self,
-        request: Request<pb::LoginRequest>,
-    ) -> Result<Response<pb::LoginResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::LoginRequest,
+        email: Email,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<pb::LoginResponse> {
         let client = request.client.as_ref();
-        let email = Email::parse(&request.email)?;
-        if request.password.is_empty() || request.password.chars().count() > 1024 {
-            return Err(bad_credentials());
-        }
-        let account = store::account_key(email.as_str());
-        let now = Utc::now();
-        self.admit(&account, client, now).await?;
-        let user = store::user_by_email(&self.pool, email.as_str())
-            .await
-            .map_err(dbe("account"))?;
+        let user = store::user_by_email(&self.pool, email.as_str()).await?;
         // Unknown email: the dummy hash is verified, at the same cost as a real one.
         let phc = user.as_ref().and_then(|u| u.password_hash.clone());
         let known_id = user.as_ref().map(|u| u.user_id);
@@ -456,21 +436,21 @@ impl UserService for Api {
             .hasher
             .verify(&request.password, phc.as_deref())
             .await
-            .map_err(internal)?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let Some(user) = user.filter(|_| matched) else {
             let mut entry = Entry::new(Kind::LoginFailed, client);
             if let Some(id) = known_id {
                 entry = entry.user(id);
             }
-            entry.write(&self.pool).await.map_err(dbe("audit"))?;
-            self.count_failure(&account, known_id, client, now).await?;
+            entry.write(&self.pool).await.map_err(db("audit"))?;
+            self.count_failure(account, known_id, client, now).await?;
             return Err(bad_credentials());
         };
-        store::record_success(&self.pool, &account, client_ip(client))
+        store::record_success(&self.pool, account, client_ip(client))
             .await
-            .map_err(dbe("throttle"))?;
+            .map_err(db("throttle"))?;
         if !user.is_active() {
-            return Err(Status::failed_precondition("account is being deleted"));
+            return Err(Error::FailedPrecondition("account is being deleted".into()));
         }
         if let Some(phc) = &phc
             && self.hasher.needs_rehash(phc)
@@ -479,16 +459,16 @@ impl UserService for Api {
                 .hasher
                 .hash(&request.password)
                 .await
-                .map_err(internal)?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
             store::set_password_hash(&self.pool, user.user_id, &rehashed)
                 .await
-                .map_err(dbe("account"))?;
+                .map_err(db("account"))?;
             tracing::info!(message = "Password rehashed with the current parameters.", user_id = %user.user_id);
         }
-        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
+        let mut tx = self.pool.begin().await?;
         store::touch_login(&mut *tx, user.user_id)
             .await
-            .map_err(dbe("account"))?;
+            .map_err(db("account"))?;
         let refresh = store::new_family(
             &mut tx,
             user.user_id,
@@ -497,74 +477,64 @@ impl UserService for Api {
             self.config.refresh_absolute_ttl,
         )
         .await
-        .map_err(dbe("session"))?;
+        .map_err(db("session"))?;
         Entry::new(Kind::LoginSucceeded, client)
             .user(user.user_id)
             .write(&mut *tx)
             .await
-            .map_err(dbe("audit"))?;
+            .map_err(db("audit"))?;
         let user = store::user_by_id(&mut *tx, user.user_id)
-            .await
-            .map_err(dbe("account"))?
-            .ok_or_else(|| Status::not_found("account not found"))?;
-        tx.commit().await.map_err(dbe("session"))?;
+            .await?
+            .ok_or_else(|| Error::not_found("account"))?;
+        tx.commit().await?;
         let tokens = self.token_set(&user, refresh, now)?;
-        Ok(Response::new(pb::LoginResponse {
+        Ok(pb::LoginResponse {
             tokens: Some(tokens),
             user: Some(user.into()),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn unlock_with_link(
+    async fn unlock_with_link_inner(
         &self,
-        request: Request<pb::UnlockWithLinkRequest>,
-    ) -> Result<Response<pb::UnlockWithLinkResponse>, Status> {
-        let request = request.into_inner();
+        request: pb::UnlockWithLinkRequest,
+    ) -> Result<pb::UnlockWithLinkResponse> {
         let secret = request.token.trim();
         if secret.is_empty() || secret.len() > 128 {
             return Err(bad_credentials());
         }
-        let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
+        let mut tx = self.pool.begin().await?;
         let id = store::spend_unlock_token(&mut *tx, secret, Utc::now())
             .await
-            .map_err(dbe("throttle"))?
+            .map_err(db("throttle"))?
             .ok_or_else(bad_credentials)?;
         let user = store::user_by_id(&mut *tx, id)
-            .await
-            .map_err(dbe("account"))?
+            .await?
             .filter(UserRow::is_active)
             .ok_or_else(bad_credentials)?;
         let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
             .await
-            .map_err(dbe("throttle"))?;
+            .map_err(db("throttle"))?;
         Entry::new(Kind::Unlocked, request.client.as_ref())
             .user(id)
             .detail("via", "email_link")
             .detail("was_locked", was_locked.to_string())
             .write(&mut *tx)
             .await
-            .map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("throttle"))?;
+            .map_err(db("audit"))?;
+        tx.commit().await?;
         tracing::info!(message = "Account unlocked with an emailed link.", user_id = %id);
-        Ok(Response::new(pb::UnlockWithLinkResponse {}))
+        Ok(pb::UnlockWithLinkResponse {})
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn refresh(
-        &self,
-        request: Request<pb::RefreshRequest>,
-    ) -> Result<Response<pb::RefreshResponse>, Status> {
-        let request = request.into_inner();
+    async fn refresh_inner(&self, request: pb::RefreshRequest) -> Result<pb::RefreshResponse> {
         let client = request.client.as_ref();
         if request.refresh_token.is_empty() || request.refresh_token.len() > 128 {
             return Err(bad_credentials());
         }
         let now = Utc::now();
-        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
+        let mut tx = self.pool.begin().await?;
         let presented = store::find_token(&mut tx, &request.refresh_token)
-            .await
-            .map_err(dbe("session"))?
+            .await?
             .ok_or_else(bad_credentials)?;
         if presented.family_revoked_at.is_some() {
             return Err(bad_credentials());
@@ -574,14 +544,14 @@ impl UserService for Api {
             // the attacker's and the victim's current tokens both die (RFC 9700 §4.14.2).
             store::revoke_family(&mut *tx, presented.family_id, "reuse")
                 .await
-                .map_err(dbe("session"))?;
+                .map_err(db("session"))?;
             Entry::new(Kind::RefreshTokenReused, client)
                 .user(presented.user_id)
                 .detail("family_id", presented.family_id.to_string())
                 .write(&mut *tx)
                 .await
-                .map_err(dbe("audit"))?;
-            tx.commit().await.map_err(dbe("session"))?;
+                .map_err(db("audit"))?;
+            tx.commit().await?;
             tracing::warn!(message = "Refresh token reused; family revoked.", user_id = %presented.user_id, family_id = %presented.family_id);
             return Err(bad_credentials());
         }
@@ -589,8 +559,7 @@ impl UserService for Api {
             return Err(bad_credentials());
         }
         let user = store::user_by_id(&mut *tx, presented.user_id)
-            .await
-            .map_err(dbe("account"))?
+            .await?
             .filter(UserRow::is_active)
             .ok_or_else(bad_credentials)?;
         let refresh = store::rotate(
@@ -601,11 +570,643 @@ impl UserService for Api {
             self.config.refresh_idle_ttl,
         )
         .await
-        .map_err(dbe("session"))?;
-        tx.commit().await.map_err(dbe("session"))?;
-        Ok(Response::new(pb::RefreshResponse {
+        .map_err(db("session"))?;
+        tx.commit().await?;
+        Ok(pb::RefreshResponse {
             tokens: Some(self.token_set(&user, refresh, now)?),
-        }))
+        })
+    }
+
+    async fn logout_inner(&self, request: pb::LogoutRequest) -> Result<pb::LogoutResponse> {
+        if request.refresh_token.is_empty() || request.refresh_token.len() > 128 {
+            return Err(bad_credentials());
+        }
+        let mut tx = self.pool.begin().await?;
+        let presented = store::find_token(&mut tx, &request.refresh_token)
+            .await?
+            .ok_or_else(bad_credentials)?;
+        let revoked = store::revoke_family(&mut *tx, presented.family_id, "logout")
+            .await
+            .map_err(db("session"))?;
+        if revoked {
+            Entry::new(Kind::LoggedOut, request.client.as_ref())
+                .user(presented.user_id)
+                .detail("family_id", presented.family_id.to_string())
+                .write(&mut *tx)
+                .await
+                .map_err(db("audit"))?;
+        }
+        tx.commit().await?;
+        Ok(pb::LogoutResponse {
+            revoked_families: u32::from(revoked),
+        })
+    }
+
+    async fn logout_everywhere_inner(
+        &self,
+        id: Uuid,
+        request: pb::LogoutEverywhereRequest,
+    ) -> Result<pb::LogoutResponse> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = store::revoke_all_families(&mut *tx, id, "logout_everywhere")
+            .await
+            .map_err(db("session"))?;
+        Entry::new(Kind::LoggedOut, request.client.as_ref())
+            .user(id)
+            .detail("everywhere", "true")
+            .detail("revoked_families", revoked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(db("audit"))?;
+        tx.commit().await?;
+        Ok(pb::LogoutResponse {
+            revoked_families: revoked as u32,
+        })
+    }
+
+    /// A password change after the attempt was admitted (see [`Self::admit`]).
+    async fn change_password_inner(
+        &self,
+        user: UserRow,
+        request: pb::ChangePasswordRequest,
+        account: &str,
+        now: DateTime<Utc>,
+    ) -> Result<pb::ChangePasswordResponse> {
+        let id = user.user_id;
+        let client = request.client.as_ref();
+        let matched = self
+            .hasher
+            .verify(&request.current_password, user.password_hash.as_deref())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if !matched {
+            self.count_failure(account, Some(id), client, now).await?;
+            return Err(bad_credentials());
+        }
+        store::record_success(&self.pool, account, client_ip(client))
+            .await
+            .map_err(db("throttle"))?;
+        let email = Email::parse(&user.email)?;
+        domain::check_new_password(&request.new_password, &email, "new_password")?;
+        let phc = self
+            .hasher
+            .hash(&request.new_password)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        store::set_password_hash(&mut *tx, id, &phc)
+            .await
+            .map_err(db("account"))?;
+        let revoked = store::revoke_all_families(&mut *tx, id, "password_changed")
+            .await
+            .map_err(db("session"))?;
+        let refresh = store::new_family(
+            &mut tx,
+            id,
+            now,
+            self.config.refresh_idle_ttl,
+            self.config.refresh_absolute_ttl,
+        )
+        .await
+        .map_err(db("session"))?;
+        Entry::new(Kind::PasswordChanged, client)
+            .user(id)
+            .detail("revoked_families", revoked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(db("audit"))?;
+        tx.commit().await?;
+        Ok(pb::ChangePasswordResponse {
+            tokens: Some(self.token_set(&user, refresh, now)?),
+            revoked_families: revoked as u32,
+        })
+    }
+
+    async fn introspect_token_inner(
+        &self,
+        request: pb::IntrospectTokenRequest,
+    ) -> Result<pb::IntrospectTokenResponse> {
+        let inactive = || Ok(pb::IntrospectTokenResponse::default());
+        let Some(claims) = self.issuer.verify(&self.keys, &request.access_token) else {
+            return inactive();
+        };
+        let Ok(id) = Uuid::parse_str(&claims.sub) else {
+            return inactive();
+        };
+        let active = store::user_by_id(&self.pool, id)
+            .await?
+            .is_some_and(|u| u.is_active());
+        if !active {
+            return inactive();
+        }
+        Ok(pb::IntrospectTokenResponse {
+            active: true,
+            principal: Some(pb::Principal {
+                user_id: claims.sub,
+                roles: store::role_values(&claims.roles),
+                api_key_id: None,
+            }),
+            expires_at: DateTime::from_timestamp(claims.exp, 0).map(wire::timestamp),
+            token_id: claims.jti,
+        })
+    }
+
+    async fn update_profile_inner(
+        &self,
+        id: Uuid,
+        request: pb::UpdateProfileRequest,
+    ) -> Result<pb::UpdateProfileResponse> {
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let new = request.user.unwrap_or_default();
+        let (mut display_name, mut time_zone, mut locale, mut watchlist) = (None, None, None, None);
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => {
+                    display_name = Some(domain::display_name(
+                        &new.display_name,
+                        "user.display_name",
+                    )?)
+                }
+                "time_zone" => {
+                    time_zone = Some(domain::time_zone(&new.time_zone, "user.time_zone")?)
+                }
+                "locale" => locale = Some(domain::locale(&new.locale, "user.locale")?),
+                "watchlist" => watchlist = Some(domain::watchlist(&new.watchlist)?),
+                other => {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!(
+                            "`{other}` cannot be changed (display_name, time_zone, locale, watchlist)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let before = store::user_for_update(&mut tx, id)
+            .await?
+            .ok_or_else(|| Error::not_found("account"))?;
+        if !before.is_active() {
+            return Err(Error::FailedPrecondition("account is being deleted".into()));
+        }
+        if paths.is_empty() {
+            return Ok(pb::UpdateProfileResponse {
+                user: Some(before.into()),
+            });
+        }
+        sqlx::query(
+            "UPDATE users SET display_name = COALESCE($2, display_name),
+                    time_zone = COALESCE($3, time_zone), locale = COALESCE($4, locale),
+                    watchlist = COALESCE($5, watchlist), updated_at = now()
+              WHERE user_id = $1",
+        )
+        .bind(id)
+        .bind(&display_name)
+        .bind(&time_zone)
+        .bind(&locale)
+        .bind(&watchlist)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("account"))?;
+        if let Some(symbols) = watchlist.filter(|w| *w != before.watchlist) {
+            let added = symbols
+                .iter()
+                .filter(|s| !before.watchlist.contains(s))
+                .cloned()
+                .collect();
+            let removed = before
+                .watchlist
+                .iter()
+                .filter(|s| !symbols.contains(s))
+                .cloned()
+                .collect();
+            let event = ev::UserWatchlistChanged {
+                user_id: id.to_string(),
+                symbols,
+                added,
+                removed,
+            };
+            outbox::enqueue(&mut tx, SERVICE, &event, None)
+                .await
+                .map_err(db("event"))?;
+        }
+        let user = store::user_by_id(&mut *tx, id)
+            .await?
+            .ok_or_else(|| Error::not_found("account"))?;
+        tx.commit().await?;
+        Ok(pb::UpdateProfileResponse {
+            user: Some(user.into()),
+        })
+    }
+
+    async fn create_api_key_inner(
+        &self,
+        id: Uuid,
+        request: pb::CreateApiKeyRequest,
+    ) -> Result<pb::CreateApiKeyResponse> {
+        let name = request.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Error::invalid("name", "must be 1-100 characters"));
+        }
+        let expires_at = match &request.expires_at {
+            Some(ts) => {
+                let at = wire::datetime(ts)
+                    .ok_or_else(|| Error::invalid("expires_at", "out of range"))?;
+                if at <= Utc::now() {
+                    return Err(Error::invalid("expires_at", "must be in the future"));
+                }
+                Some(at)
+            }
+            None => None,
+        };
+        let mut scopes: Vec<&'static str> = request
+            .scopes
+            .iter()
+            .map(|s| domain::parse_role(*s, "scopes"))
+            .collect::<Result<_, _>>()?;
+        if scopes.is_empty() {
+            scopes.push("user");
+        }
+        scopes.sort_unstable();
+        scopes.dedup();
+        let owner = self.load_user(id).await?;
+        if !owner.is_active() {
+            return Err(Error::FailedPrecondition("account is being deleted".into()));
+        }
+        if let Some(missing) = scopes.iter().find(|s| !owner.roles.iter().any(|r| r == *s)) {
+            return Err(Error::PermissionDenied(format!(
+                "scopes: you do not hold the role {missing}"
+            )));
+        }
+        let secret = format!("{API_KEY_PREFIX}{}", tokens::new_secret());
+        let prefix = secret[API_KEY_PREFIX.len()..API_KEY_PREFIX.len() + 8].to_owned();
+        let key_id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_keys (api_key_id, user_id, name, prefix, secret_hash, scopes, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {API_KEY_COLUMNS}"
+        )))
+        .bind(key_id)
+        .bind(id)
+        .bind(name)
+        .bind(&prefix)
+        .bind(tokens::secret_hash(&secret))
+        .bind(&scopes)
+        .bind(expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("API key with this name"))?;
+        Entry::new(Kind::ApiKeyCreated, request.client.as_ref())
+            .user(id)
+            .detail("api_key_id", key_id.to_string())
+            .detail("scopes", scopes.join(","))
+            .write(&mut *tx)
+            .await
+            .map_err(db("audit"))?;
+        tx.commit().await?;
+        Ok(pb::CreateApiKeyResponse {
+            api_key: Some(Self::api_key_row_to_pb(row)),
+            secret,
+        })
+    }
+
+    async fn list_api_keys_inner(
+        &self,
+        id: Uuid,
+        request: pb::ListApiKeysRequest,
+        size: u32,
+        after: String,
+    ) -> Result<pb::ListApiKeysResponse> {
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
+            )
+        };
+        let mut rows: Vec<ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys
+              WHERE user_id = $1
+                AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())))
+                AND ($3::uuid IS NULL OR api_key_id < $3)
+              ORDER BY api_key_id DESC LIMIT $4"
+        )))
+        .bind(id)
+        .bind(request.include_revoked)
+        .bind(after)
+        .bind(i64::from(size) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let next_page_token =
+            wire::next_page_token(&mut rows, size as usize, |r| r.api_key_id.to_string());
+        Ok(pb::ListApiKeysResponse {
+            api_keys: rows.into_iter().map(Self::api_key_row_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn revoke_api_key_inner(
+        &self,
+        id: Uuid,
+        caller: &Principal,
+        request: pb::RevokeApiKeyRequest,
+    ) -> Result<pb::RevokeApiKeyResponse> {
+        let key_id = Uuid::parse_str(request.api_key_id.trim())
+            .map_err(|_| Error::invalid("api_key_id", "not an API key id"))?;
+        let mut tx = self.pool.begin().await?;
+        let before: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE api_key_id = $1 AND user_id = $2 FOR UPDATE"
+        )))
+        .bind(key_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found("API key"))?;
+        if before.revoked_at.is_some() {
+            return Ok(pb::RevokeApiKeyResponse {
+                api_key: Some(Self::api_key_row_to_pb(before)),
+            });
+        }
+        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 RETURNING {API_KEY_COLUMNS}"
+        )))
+        .bind(key_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("API key"))?;
+        let mut entry = Entry::new(Kind::ApiKeyRevoked, request.client.as_ref())
+            .user(id)
+            .detail("api_key_id", key_id.to_string());
+        if caller.user_id != id.to_string()
+            && let Ok(actor) = Uuid::parse_str(&caller.user_id)
+        {
+            entry = entry.actor(actor);
+        }
+        entry.write(&mut *tx).await.map_err(db("audit"))?;
+        tx.commit().await?;
+        Ok(pb::RevokeApiKeyResponse {
+            api_key: Some(Self::api_key_row_to_pb(row)),
+        })
+    }
+
+    async fn authenticate_api_key_inner(
+        &self,
+        request: pb::AuthenticateApiKeyRequest,
+    ) -> Result<pb::AuthenticateApiKeyResponse> {
+        let client = request.client.as_ref();
+        let secret = request.secret.trim();
+        let reject = |reason: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                Entry::new(Kind::ApiKeyRejected, client)
+                    .detail("reason", reason)
+                    .write(&pool)
+                    .await
+                    .map_err(db("audit"))?;
+                Err::<pb::AuthenticateApiKeyResponse, _>(bad_credentials())
+            }
+        };
+        if !secret.starts_with(API_KEY_PREFIX) || secret.len() > 128 {
+            return reject("malformed").await;
+        }
+        let now = Utc::now();
+        let found: Option<KeyWithOwner> = sqlx::query_as(
+            "SELECT k.api_key_id, k.user_id, k.name, k.prefix, k.scopes, k.created_at,
+                    k.last_used_at, k.expires_at, k.revoked_at,
+                    u.roles AS owner_roles, u.status AS owner_status
+               FROM api_keys k JOIN users u USING (user_id)
+              WHERE k.secret_hash = $1",
+        )
+        .bind(tokens::secret_hash(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(KeyWithOwner {
+            key,
+            owner_roles,
+            owner_status,
+        }) = found
+        else {
+            return reject("unknown").await;
+        };
+        if key.revoked_at.is_some() {
+            return reject("revoked").await;
+        }
+        if key.expires_at.is_some_and(|at| at <= now) {
+            return reject("expired").await;
+        }
+        if owner_status != "active" {
+            return reject("owner_inactive").await;
+        }
+        // Effective roles: the key's scopes still held by the owner.
+        let roles: Vec<String> = key
+            .scopes
+            .iter()
+            .filter(|s| owner_roles.contains(s))
+            .cloned()
+            .collect();
+        // `last_used_at` has a resolution of [`LAST_USED_RESOLUTION`]: a key used constantly
+        // costs one write per minute, not one per request.
+        if key
+            .last_used_at
+            .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
+        {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2
+                  WHERE api_key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(key.api_key_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db("API key"))?;
+        }
+        Ok(pb::AuthenticateApiKeyResponse {
+            principal: Some(pb::Principal {
+                user_id: key.user_id.to_string(),
+                roles: store::role_values(&roles),
+                api_key_id: Some(key.api_key_id.to_string()),
+            }),
+            expires_at: key.expires_at.map(wire::timestamp),
+        })
+    }
+
+    async fn list_users_inner(
+        &self,
+        request: pb::ListUsersRequest,
+        size: u32,
+        after: String,
+    ) -> Result<pb::ListUsersResponse> {
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
+            )
+        };
+        let role = match pb::Role::try_from(request.role) {
+            Ok(pb::Role::Unspecified) => None,
+            Ok(role) => domain::role_name(role),
+            Err(_) => return Err(Error::invalid("role", "unknown role")),
+        };
+        let status = match pb::AccountStatus::try_from(request.status) {
+            Ok(pb::AccountStatus::Unspecified) => None,
+            Ok(pb::AccountStatus::Active) => Some("active"),
+            Ok(pb::AccountStatus::Deleting) => Some("deleting"),
+            Ok(pb::AccountStatus::Deleted) => Some("deleted"),
+            Err(_) => return Err(Error::invalid("status", "unknown status")),
+        };
+        let mut rows = store::list_users(
+            &self.pool,
+            &store::UserFilter {
+                query: request.query,
+                role,
+                status,
+                after,
+                limit: i64::from(size) + 1,
+            },
+        )
+        .await?;
+        let next_page_token =
+            wire::next_page_token(&mut rows, size as usize, |r| r.user_id.to_string());
+        Ok(pb::ListUsersResponse {
+            users: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn unlock_account_inner(
+        &self,
+        actor: Uuid,
+        request: pb::UnlockAccountRequest,
+    ) -> Result<pb::UnlockAccountResponse> {
+        let id = user_id(&request.user_id, "user_id")?;
+        let user = self.load_user(id).await?;
+        let mut tx = self.pool.begin().await?;
+        let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
+            .await
+            .map_err(db("throttle"))?;
+        Entry::new(Kind::Unlocked, request.client.as_ref())
+            .user(id)
+            .actor(actor)
+            .detail("via", "admin")
+            .detail("was_locked", was_locked.to_string())
+            .write(&mut *tx)
+            .await
+            .map_err(db("audit"))?;
+        tx.commit().await?;
+        Ok(pb::UnlockAccountResponse {
+            user: Some(self.load_user(id).await?.into()),
+        })
+    }
+
+    async fn query_audit_log_inner(
+        &self,
+        request: pb::QueryAuditLogRequest,
+        size: u32,
+        after: String,
+    ) -> Result<pb::QueryAuditLogResponse> {
+        let optional_id = |raw: &str, field: &str| -> Result<Option<Uuid>> {
+            if raw.trim().is_empty() {
+                Ok(None)
+            } else {
+                user_id(raw, field).map(Some)
+            }
+        };
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(
+                Uuid::parse_str(&after)
+                    .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
+            )
+        };
+        let kinds = request
+            .kinds
+            .iter()
+            .filter_map(|k| pb::AuditEventKind::try_from(*k).ok())
+            .filter(|k| *k != pb::AuditEventKind::Unspecified)
+            .map(|k| audit::kind_name(k).to_owned())
+            .collect();
+        let time = |ts: &Option<prost_types::Timestamp>, field: &str| {
+            ts.as_ref()
+                .map(|ts| {
+                    wire::datetime(ts)
+                        .ok_or_else(|| Error::invalid(field.to_owned(), "out of range"))
+                })
+                .transpose()
+        };
+        let query = audit::Query {
+            user_id: optional_id(&request.user_id, "user_id")?,
+            actor_user_id: optional_id(&request.actor_user_id, "actor_user_id")?,
+            kinds,
+            ip: Some(request.ip.trim().to_owned()).filter(|ip| !ip.is_empty()),
+            since: time(&request.since, "since")?,
+            until: time(&request.until, "until")?,
+            after,
+            limit: i64::from(size) + 1,
+        };
+        let mut rows = audit::query(&self.pool, &query).await?;
+        let next_page_token =
+            wire::next_page_token(&mut rows, size as usize, |r| r.audit_event_id.to_string());
+        Ok(pb::QueryAuditLogResponse {
+            events: rows.into_iter().map(Into::into).collect(),
+            next_page_token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Api {
+    // === Sign-up and sessions ===
+
+    #[tracing::instrument(skip_all)]
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        Ok(Response::new(
+            self.register_inner(request.into_inner()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let request = request.into_inner();
+        let email = Email::parse(&request.email)?;
+        if request.password.is_empty() || request.password.chars().count() > 1024 {
+            return Err(bad_credentials().into());
+        }
+        let account = store::account_key(email.as_str());
+        let now = Utc::now();
+        self.admit(&account, request.client.as_ref(), now).await?;
+        Ok(Response::new(
+            self.login_inner(request, email, &account, now).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlock_with_link(
+        &self,
+        request: Request<pb::UnlockWithLinkRequest>,
+    ) -> Result<Response<pb::UnlockWithLinkResponse>, Status> {
+        Ok(Response::new(
+            self.unlock_with_link_inner(request.into_inner()).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
+        Ok(Response::new(
+            self.refresh_inner(request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]
@@ -613,30 +1214,9 @@ impl UserService for Api {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let request = request.into_inner();
-        if request.refresh_token.is_empty() || request.refresh_token.len() > 128 {
-            return Err(bad_credentials());
-        }
-        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
-        let presented = store::find_token(&mut tx, &request.refresh_token)
-            .await
-            .map_err(dbe("session"))?
-            .ok_or_else(bad_credentials)?;
-        let revoked = store::revoke_family(&mut *tx, presented.family_id, "logout")
-            .await
-            .map_err(dbe("session"))?;
-        if revoked {
-            Entry::new(Kind::LoggedOut, request.client.as_ref())
-                .user(presented.user_id)
-                .detail("family_id", presented.family_id.to_string())
-                .write(&mut *tx)
-                .await
-                .map_err(dbe("audit"))?;
-        }
-        tx.commit().await.map_err(dbe("session"))?;
-        Ok(Response::new(pb::LogoutResponse {
-            revoked_families: u32::from(revoked),
-        }))
+        Ok(Response::new(
+            self.logout_inner(request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]
@@ -646,22 +1226,10 @@ impl UserService for Api {
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let id = user_id(&request.get_ref().user_id, "user_id")?;
         principal::require_self(&request, &id.to_string(), true)?;
-        let request = request.into_inner();
-        let mut tx = self.pool.begin().await.map_err(dbe("session"))?;
-        let revoked = store::revoke_all_families(&mut *tx, id, "logout_everywhere")
-            .await
-            .map_err(dbe("session"))?;
-        Entry::new(Kind::LoggedOut, request.client.as_ref())
-            .user(id)
-            .detail("everywhere", "true")
-            .detail("revoked_families", revoked.to_string())
-            .write(&mut *tx)
-            .await
-            .map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("session"))?;
-        Ok(Response::new(pb::LogoutResponse {
-            revoked_families: revoked as u32,
-        }))
+        Ok(Response::new(
+            self.logout_everywhere_inner(id, request.into_inner())
+                .await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]
@@ -672,60 +1240,17 @@ impl UserService for Api {
         let id = user_id(&request.get_ref().user_id, "user_id")?;
         principal::require_self_session(&request, &id.to_string())?;
         let request = request.into_inner();
-        let client = request.client.as_ref();
         let user = self.load_user(id).await?;
         if !user.is_active() {
-            return Err(Status::failed_precondition("account is being deleted"));
+            return Err(Error::FailedPrecondition("account is being deleted".into()).into());
         }
         let account = store::account_key(&user.email);
         let now = Utc::now();
-        self.admit(&account, client, now).await?;
-        let matched = self
-            .hasher
-            .verify(&request.current_password, user.password_hash.as_deref())
-            .await
-            .map_err(internal)?;
-        if !matched {
-            self.count_failure(&account, Some(id), client, now).await?;
-            return Err(bad_credentials());
-        }
-        store::record_success(&self.pool, &account, client_ip(client))
-            .await
-            .map_err(dbe("throttle"))?;
-        let email = Email::parse(&user.email)?;
-        domain::check_new_password(&request.new_password, &email, "new_password")?;
-        let phc = self
-            .hasher
-            .hash(&request.new_password)
-            .await
-            .map_err(internal)?;
-        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
-        store::set_password_hash(&mut *tx, id, &phc)
-            .await
-            .map_err(dbe("account"))?;
-        let revoked = store::revoke_all_families(&mut *tx, id, "password_changed")
-            .await
-            .map_err(dbe("session"))?;
-        let refresh = store::new_family(
-            &mut tx,
-            id,
-            now,
-            self.config.refresh_idle_ttl,
-            self.config.refresh_absolute_ttl,
-        )
-        .await
-        .map_err(dbe("session"))?;
-        Entry::new(Kind::PasswordChanged, client)
-            .user(id)
-            .detail("revoked_families", revoked.to_string())
-            .write(&mut *tx)
-            .await
-            .map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("account"))?;
-        Ok(Response::new(pb::ChangePasswordResponse {
-            tokens: Some(self.token_set(&user, refresh, now)?),
-            revoked_families: revoked as u32,
-        }))
+        self.admit(&account, request.client.as_ref(), now).await?;
+        Ok(Response::new(
+            self.change_password_inner(user, request, &account, now)
+                .await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]
@@ -733,33 +1258,9 @@ impl UserService for Api {
         &self,
         request: Request<pb::IntrospectTokenRequest>,
     ) -> Result<Response<pb::IntrospectTokenResponse>, Status> {
-        let inactive = || Ok(Response::new(pb::IntrospectTokenResponse::default()));
-        let Some(claims) = self
-            .issuer
-            .verify(&self.keys, &request.into_inner().access_token)
-        else {
-            return inactive();
-        };
-        let Ok(id) = Uuid::parse_str(&claims.sub) else {
-            return inactive();
-        };
-        let active = store::user_by_id(&self.pool, id)
-            .await
-            .map_err(dbe("account"))?
-            .is_some_and(|u| u.is_active());
-        if !active {
-            return inactive();
-        }
-        Ok(Response::new(pb::IntrospectTokenResponse {
-            active: true,
-            principal: Some(pb::Principal {
-                user_id: claims.sub,
-                roles: store::role_values(&claims.roles),
-                api_key_id: None,
-            }),
-            expires_at: DateTime::from_timestamp(claims.exp, 0).map(wire::timestamp),
-            token_id: claims.jti,
-        }))
+        Ok(Response::new(
+            self.introspect_token_inner(request.into_inner()).await?,
+        ))
     }
 
     // === Signing keys and discovery ===
@@ -789,10 +1290,9 @@ impl UserService for Api {
         } else if base.starts_with("https://") || base.starts_with("http://") {
             base
         } else {
-            return Err(invalid_argument(
-                "public_base_url",
-                "must be an absolute http(s) URL",
-            ));
+            return Err(
+                Error::invalid("public_base_url", "must be an absolute http(s) URL").into(),
+            );
         };
         let base = base.trim_end_matches('/');
         let response = pb::GetDiscoveryDocumentResponse {
@@ -839,90 +1339,9 @@ impl UserService for Api {
     ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
         let id = user_id(&request.get_ref().user_id, "user_id")?;
         principal::require_self(&request, &id.to_string(), false)?;
-        let request = request.into_inner();
-        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
-        let new = request.user.unwrap_or_default();
-        let (mut display_name, mut time_zone, mut locale, mut watchlist) = (None, None, None, None);
-        for path in &paths {
-            match path.as_str() {
-                "display_name" => {
-                    display_name = Some(domain::display_name(
-                        &new.display_name,
-                        "user.display_name",
-                    )?)
-                }
-                "time_zone" => {
-                    time_zone = Some(domain::time_zone(&new.time_zone, "user.time_zone")?)
-                }
-                "locale" => locale = Some(domain::locale(&new.locale, "user.locale")?),
-                "watchlist" => watchlist = Some(domain::watchlist(&new.watchlist)?),
-                other => {
-                    return Err(invalid_argument(
-                        "update_mask",
-                        format!(
-                            "`{other}` cannot be changed (display_name, time_zone, locale, watchlist)"
-                        ),
-                    ));
-                }
-            }
-        }
-        let mut tx = self.pool.begin().await.map_err(dbe("account"))?;
-        let before = store::user_for_update(&mut tx, id)
-            .await
-            .map_err(dbe("account"))?
-            .ok_or_else(|| Status::not_found("account not found"))?;
-        if !before.is_active() {
-            return Err(Status::failed_precondition("account is being deleted"));
-        }
-        if paths.is_empty() {
-            return Ok(Response::new(pb::UpdateProfileResponse {
-                user: Some(before.into()),
-            }));
-        }
-        sqlx::query(
-            "UPDATE users SET display_name = COALESCE($2, display_name),
-                    time_zone = COALESCE($3, time_zone), locale = COALESCE($4, locale),
-                    watchlist = COALESCE($5, watchlist), updated_at = now()
-              WHERE user_id = $1",
-        )
-        .bind(id)
-        .bind(&display_name)
-        .bind(&time_zone)
-        .bind(&locale)
-        .bind(&watchlist)
-        .execute(&mut *tx)
-        .await
-        .map_err(dbe("account"))?;
-        if let Some(symbols) = watchlist.filter(|w| *w != before.watchlist) {
-            let added = symbols
-                .iter()
-                .filter(|s| !before.watchlist.contains(s))
-                .cloned()
-                .collect();
-            let removed = before
-                .watchlist
-                .iter()
-                .filter(|s| !symbols.contains(s))
-                .cloned()
-                .collect();
-            let event = ev::UserWatchlistChanged {
-                user_id: id.to_string(),
-                symbols,
-                added,
-                removed,
-            };
-            outbox::enqueue(&mut tx, SERVICE, &event, None)
-                .await
-                .map_err(dbe("event"))?;
-        }
-        let user = store::user_by_id(&mut *tx, id)
-            .await
-            .map_err(dbe("account"))?
-            .ok_or_else(|| Status::not_found("account not found"))?;
-        tx.commit().await.map_err(dbe("account"))?;
-        Ok(Response::new(pb::UpdateProfileResponse {
-            user: Some(user.into()),
-        }))
+        Ok(Response::new(
+            self.update_profile_inner(id, request.into_inner()).await?,
+        ))
     }
 
     // === Account deletion saga ===
@@ -937,9 +1356,10 @@ impl UserService for Api {
         // admin acting on it.
         let caller = principal::require_self(&request, &id.to_string(), true)?;
         if caller.user_id == id.to_string() && caller.api_key_id.is_some() {
-            return Err(Status::permission_denied(
-                "not allowed with an API key; sign in with your password",
-            ));
+            return Err(Error::PermissionDenied(
+                "not allowed with an API key; sign in with your password".into(),
+            )
+            .into());
         }
         let actor = Uuid::parse_str(&caller.user_id).ok();
         let request = request.into_inner();
@@ -975,71 +1395,9 @@ impl UserService for Api {
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let id = user_id(&request.get_ref().user_id, "user_id")?;
         principal::require_self_session(&request, &id.to_string())?;
-        let request = request.into_inner();
-        let name = request.name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(invalid_argument("name", "must be 1-100 characters"));
-        }
-        let expires_at = match &request.expires_at {
-            Some(ts) => {
-                let at = wire::datetime(ts)
-                    .ok_or_else(|| invalid_argument("expires_at", "out of range"))?;
-                if at <= Utc::now() {
-                    return Err(invalid_argument("expires_at", "must be in the future"));
-                }
-                Some(at)
-            }
-            None => None,
-        };
-        let mut scopes: Vec<&'static str> = request
-            .scopes
-            .iter()
-            .map(|s| domain::parse_role(*s, "scopes"))
-            .collect::<Result<_, _>>()?;
-        if scopes.is_empty() {
-            scopes.push("user");
-        }
-        scopes.sort_unstable();
-        scopes.dedup();
-        let owner = self.load_user(id).await?;
-        if !owner.is_active() {
-            return Err(Status::failed_precondition("account is being deleted"));
-        }
-        if let Some(missing) = scopes.iter().find(|s| !owner.roles.iter().any(|r| r == *s)) {
-            return Err(Status::permission_denied(format!(
-                "scopes: you do not hold the role {missing}"
-            )));
-        }
-        let secret = format!("{API_KEY_PREFIX}{}", tokens::new_secret());
-        let prefix = secret[API_KEY_PREFIX.len()..API_KEY_PREFIX.len() + 8].to_owned();
-        let key_id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(dbe("API key"))?;
-        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO api_keys (api_key_id, user_id, name, prefix, secret_hash, scopes, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {API_KEY_COLUMNS}"
-        )))
-        .bind(key_id)
-        .bind(id)
-        .bind(name)
-        .bind(&prefix)
-        .bind(tokens::secret_hash(&secret))
-        .bind(&scopes)
-        .bind(expires_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(dbe("API key with this name"))?;
-        Entry::new(Kind::ApiKeyCreated, request.client.as_ref())
-            .user(id)
-            .detail("api_key_id", key_id.to_string())
-            .detail("scopes", scopes.join(","))
-            .write(&mut *tx)
-            .await
-            .map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("API key"))?;
-        Ok(Response::new(pb::CreateApiKeyResponse {
-            api_key: Some(Self::api_key_row_to_pb(row)),
-            secret,
-        }))
+        Ok(Response::new(
+            self.create_api_key_inner(id, request.into_inner()).await?,
+        ))
     }
 
     async fn list_api_keys(
@@ -1051,34 +1409,9 @@ impl UserService for Api {
         let request = request.into_inner();
         let size = wire::page_size(request.page_size, 50, 100)?;
         let after = wire::page_after(&request.page_token)?;
-        let after = if after.is_empty() {
-            None
-        } else {
-            Some(
-                Uuid::parse_str(&after)
-                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?,
-            )
-        };
-        let mut rows: Vec<ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys
-              WHERE user_id = $1
-                AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())))
-                AND ($3::uuid IS NULL OR api_key_id < $3)
-              ORDER BY api_key_id DESC LIMIT $4"
-        )))
-        .bind(id)
-        .bind(request.include_revoked)
-        .bind(after)
-        .bind(i64::from(size) + 1)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(dbe("API key"))?;
-        let next_page_token =
-            wire::next_page_token(&mut rows, size as usize, |r| r.api_key_id.to_string());
-        Ok(Response::new(pb::ListApiKeysResponse {
-            api_keys: rows.into_iter().map(Self::api_key_row_to_pb).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(
+            self.list_api_keys_inner(id, request, size, after).await?,
+        ))
     }
 
     async fn revoke_api_key(
@@ -1087,127 +1420,20 @@ impl UserService for Api {
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let id = user_id(&request.get_ref().user_id, "user_id")?;
         let caller = principal::require_self(&request, &id.to_string(), true)?;
-        let request = request.into_inner();
-        let key_id = Uuid::parse_str(request.api_key_id.trim())
-            .map_err(|_| invalid_argument("api_key_id", "not an API key id"))?;
-        let mut tx = self.pool.begin().await.map_err(dbe("API key"))?;
-        let before: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE api_key_id = $1 AND user_id = $2 FOR UPDATE"
-        )))
-        .bind(key_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(dbe("API key"))?
-        .ok_or_else(|| Status::not_found("API key not found"))?;
-        if before.revoked_at.is_some() {
-            return Ok(Response::new(pb::RevokeApiKeyResponse {
-                api_key: Some(Self::api_key_row_to_pb(before)),
-            }));
-        }
-        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 RETURNING {API_KEY_COLUMNS}"
-        )))
-        .bind(key_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(dbe("API key"))?;
-        let mut entry = Entry::new(Kind::ApiKeyRevoked, request.client.as_ref())
-            .user(id)
-            .detail("api_key_id", key_id.to_string());
-        if caller.user_id != id.to_string()
-            && let Ok(actor) = Uuid::parse_str(&caller.user_id)
-        {
-            entry = entry.actor(actor);
-        }
-        entry.write(&mut *tx).await.map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("API key"))?;
-        Ok(Response::new(pb::RevokeApiKeyResponse {
-            api_key: Some(Self::api_key_row_to_pb(row)),
-        }))
+        Ok(Response::new(
+            self.revoke_api_key_inner(id, &caller, request.into_inner())
+                .await?,
+        ))
     }
 
     async fn authenticate_api_key(
         &self,
         request: Request<pb::AuthenticateApiKeyRequest>,
     ) -> Result<Response<pb::AuthenticateApiKeyResponse>, Status> {
-        let request = request.into_inner();
-        let client = request.client.as_ref();
-        let secret = request.secret.trim();
-        let reject = |reason: &'static str| {
-            let pool = self.pool.clone();
-            async move {
-                Entry::new(Kind::ApiKeyRejected, client)
-                    .detail("reason", reason)
-                    .write(&pool)
-                    .await
-                    .map_err(dbe("audit"))?;
-                Err::<Response<pb::AuthenticateApiKeyResponse>, Status>(bad_credentials())
-            }
-        };
-        if !secret.starts_with(API_KEY_PREFIX) || secret.len() > 128 {
-            return reject("malformed").await;
-        }
-        let now = Utc::now();
-        let found: Option<KeyWithOwner> = sqlx::query_as(
-            "SELECT k.api_key_id, k.user_id, k.name, k.prefix, k.scopes, k.created_at,
-                    k.last_used_at, k.expires_at, k.revoked_at,
-                    u.roles AS owner_roles, u.status AS owner_status
-               FROM api_keys k JOIN users u USING (user_id)
-              WHERE k.secret_hash = $1",
-        )
-        .bind(tokens::secret_hash(secret))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(dbe("API key"))?;
-        let Some(KeyWithOwner {
-            key,
-            owner_roles,
-            owner_status,
-        }) = found
-        else {
-            return reject("unknown").await;
-        };
-        if key.revoked_at.is_some() {
-            return reject("revoked").await;
-        }
-        if key.expires_at.is_some_and(|at| at <= now) {
-            return reject("expired").await;
-        }
-        if owner_status != "active" {
-            return reject("owner_inactive").await;
-        }
-        // Effective roles: the key's scopes still held by the owner.
-        let roles: Vec<String> = key
-            .scopes
-            .iter()
-            .filter(|s| owner_roles.contains(s))
-            .cloned()
-            .collect();
-        // `last_used_at` has a resolution of [`LAST_USED_RESOLUTION`]: a key used constantly
-        // costs one write per minute, not one per request.
-        if key
-            .last_used_at
-            .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
-        {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = $2
-                  WHERE api_key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
-            )
-            .bind(key.api_key_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(dbe("API key"))?;
-        }
-        Ok(Response::new(pb::AuthenticateApiKeyResponse {
-            principal: Some(pb::Principal {
-                user_id: key.user_id.to_string(),
-                roles: store::role_values(&roles),
-                api_key_id: Some(key.api_key_id.to_string()),
-            }),
-            expires_at: key.expires_at.map(wire::timestamp),
-        }))
+        Ok(Response::new(
+            self.authenticate_api_key_inner(request.into_inner())
+                .await?,
+        ))
     }
 
     // === Administration ===
@@ -1220,57 +1446,19 @@ impl UserService for Api {
         let request = request.into_inner();
         let size = wire::page_size(request.page_size, 50, 500)?;
         let after = wire::page_after(&request.page_token)?;
-        let after = if after.is_empty() {
-            None
-        } else {
-            Some(
-                Uuid::parse_str(&after)
-                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?,
-            )
-        };
-        let role = match pb::Role::try_from(request.role) {
-            Ok(pb::Role::Unspecified) => None,
-            Ok(role) => domain::role_name(role),
-            Err(_) => return Err(invalid_argument("role", "unknown role")),
-        };
-        let status = match pb::AccountStatus::try_from(request.status) {
-            Ok(pb::AccountStatus::Unspecified) => None,
-            Ok(pb::AccountStatus::Active) => Some("active"),
-            Ok(pb::AccountStatus::Deleting) => Some("deleting"),
-            Ok(pb::AccountStatus::Deleted) => Some("deleted"),
-            Err(_) => return Err(invalid_argument("status", "unknown status")),
-        };
-        let mut rows = store::list_users(
-            &self.pool,
-            &store::UserFilter {
-                query: request.query,
-                role,
-                status,
-                after,
-                limit: i64::from(size) + 1,
-            },
-        )
-        .await
-        .map_err(dbe("account"))?;
-        let next_page_token =
-            wire::next_page_token(&mut rows, size as usize, |r| r.user_id.to_string());
-        Ok(Response::new(pb::ListUsersResponse {
-            users: rows.into_iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(
+            self.list_users_inner(request, size, after).await?,
+        ))
     }
 
     async fn grant_role(
         &self,
         request: Request<pb::GrantRoleRequest>,
     ) -> Result<Response<pb::GrantRoleResponse>, Status> {
-        let (metadata, extensions, inner) = request.into_parts();
-        let request = Request::from_parts(
-            metadata,
-            extensions,
-            (inner.user_id, inner.role, inner.reason, inner.client),
-        );
-        let (user, changed) = self.change_role(request, true).await?;
+        let admin = principal::require_admin(&request)?;
+        let r = request.into_inner();
+        let change = (r.user_id, r.role, r.reason, r.client);
+        let (user, changed) = self.change_role(&admin, change, true).await?;
         Ok(Response::new(pb::GrantRoleResponse {
             user: Some(user),
             changed,
@@ -1281,13 +1469,10 @@ impl UserService for Api {
         &self,
         request: Request<pb::RevokeRoleRequest>,
     ) -> Result<Response<pb::RevokeRoleResponse>, Status> {
-        let (metadata, extensions, inner) = request.into_parts();
-        let request = Request::from_parts(
-            metadata,
-            extensions,
-            (inner.user_id, inner.role, inner.reason, inner.client),
-        );
-        let (user, changed) = self.change_role(request, false).await?;
+        let admin = principal::require_admin(&request)?;
+        let r = request.into_inner();
+        let change = (r.user_id, r.role, r.reason, r.client);
+        let (user, changed) = self.change_role(&admin, change, false).await?;
         Ok(Response::new(pb::RevokeRoleResponse {
             user: Some(user),
             changed,
@@ -1300,25 +1485,10 @@ impl UserService for Api {
     ) -> Result<Response<pb::UnlockAccountResponse>, Status> {
         let admin = principal::require_admin(&request)?;
         let actor = user_id(&admin.user_id, "actor_user_id")?;
-        let request = request.into_inner();
-        let id = user_id(&request.user_id, "user_id")?;
-        let user = self.load_user(id).await?;
-        let mut tx = self.pool.begin().await.map_err(dbe("throttle"))?;
-        let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
-            .await
-            .map_err(dbe("throttle"))?;
-        Entry::new(Kind::Unlocked, request.client.as_ref())
-            .user(id)
-            .actor(actor)
-            .detail("via", "admin")
-            .detail("was_locked", was_locked.to_string())
-            .write(&mut *tx)
-            .await
-            .map_err(dbe("audit"))?;
-        tx.commit().await.map_err(dbe("throttle"))?;
-        Ok(Response::new(pb::UnlockAccountResponse {
-            user: Some(self.load_user(id).await?.into()),
-        }))
+        Ok(Response::new(
+            self.unlock_account_inner(actor, request.into_inner())
+                .await?,
+        ))
     }
 
     async fn query_audit_log(
@@ -1328,52 +1498,9 @@ impl UserService for Api {
         principal::require_admin(&request)?;
         let request = request.into_inner();
         let size = wire::page_size(request.page_size, 100, 1000)?;
-        let optional_id = |raw: &str, field: &str| -> Result<Option<Uuid>, Status> {
-            if raw.trim().is_empty() {
-                Ok(None)
-            } else {
-                user_id(raw, field).map(Some)
-            }
-        };
         let after = wire::page_after(&request.page_token)?;
-        let after = if after.is_empty() {
-            None
-        } else {
-            Some(
-                Uuid::parse_str(&after)
-                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?,
-            )
-        };
-        let kinds = request
-            .kinds
-            .iter()
-            .filter_map(|k| pb::AuditEventKind::try_from(*k).ok())
-            .filter(|k| *k != pb::AuditEventKind::Unspecified)
-            .map(|k| audit::kind_name(k).to_owned())
-            .collect();
-        let time = |ts: &Option<prost_types::Timestamp>, field: &str| {
-            ts.as_ref()
-                .map(|ts| wire::datetime(ts).ok_or_else(|| invalid_argument(field, "out of range")))
-                .transpose()
-        };
-        let query = audit::Query {
-            user_id: optional_id(&request.user_id, "user_id")?,
-            actor_user_id: optional_id(&request.actor_user_id, "actor_user_id")?,
-            kinds,
-            ip: Some(request.ip.trim().to_owned()).filter(|ip| !ip.is_empty()),
-            since: time(&request.since, "since")?,
-            until: time(&request.until, "until")?,
-            after,
-            limit: i64::from(size) + 1,
-        };
-        let mut rows = audit::query(&self.pool, &query)
-            .await
-            .map_err(dbe("audit"))?;
-        let next_page_token =
-            wire::next_page_token(&mut rows, size as usize, |r| r.audit_event_id.to_string());
-        Ok(Response::new(pb::QueryAuditLogResponse {
-            events: rows.into_iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(
+            self.query_audit_log_inner(request, size, after).await?,
+        ))
     }
 }

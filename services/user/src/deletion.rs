@@ -19,7 +19,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
-use mirai_platform::db;
 use mirai_platform::events::topology::topics;
 use mirai_platform::events::{Envelope, outbox};
 use mirai_platform::wire;
@@ -27,19 +26,15 @@ use mirai_proto::events::v1 as ev;
 use mirai_proto::user::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 use uuid::Uuid;
 
 use crate::SERVICE;
 use crate::audit::Entry;
 use crate::config::DeletionConfig;
+use crate::error::{Error, Result, db};
 use crate::store;
 
 type Kind = pb::AuditEventKind;
-
-fn dbe(what: &'static str) -> impl Fn(sqlx::Error) -> Status {
-    move |e| db::status(e, what)
-}
 
 /// Starts the saga for `user_id` (or returns the one already under way or finished).
 pub async fn request(
@@ -48,12 +43,11 @@ pub async fn request(
     user_id: Uuid,
     actor: Option<Uuid>,
     client: Option<&pb::ClientContext>,
-) -> Result<pb::DeletionStatus, Status> {
-    let mut tx = pool.begin().await.map_err(dbe("account"))?;
+) -> Result<pb::DeletionStatus> {
+    let mut tx = pool.begin().await?;
     let user = store::user_for_update(&mut tx, user_id)
-        .await
-        .map_err(dbe("account"))?
-        .ok_or_else(|| Status::not_found("account not found"))?;
+        .await?
+        .ok_or_else(|| Error::not_found("account"))?;
     if !user.is_active() {
         // Asked again: the saga already exists; answer with its progress.
         drop(tx);
@@ -64,21 +58,21 @@ pub async fn request(
         .bind(user_id)
         .execute(&mut *tx)
         .await
-        .map_err(dbe("account"))?;
+        .map_err(db("account"))?;
     let revoked = store::revoke_all_families(&mut *tx, user_id, "account_deletion")
         .await
-        .map_err(dbe("session"))?;
+        .map_err(db("session"))?;
     sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
         .bind(user_id)
         .execute(&mut *tx)
         .await
-        .map_err(dbe("api key"))?;
+        .map_err(db("api key"))?;
     sqlx::query("INSERT INTO deletion_sagas (user_id, correlation_id) VALUES ($1, $2)")
         .bind(user_id)
         .bind(correlation_id)
         .execute(&mut *tx)
         .await
-        .map_err(dbe("deletion"))?;
+        .map_err(db("deletion"))?;
     for (position, participant) in config.participants.iter().enumerate() {
         sqlx::query(
             "INSERT INTO deletion_participants (user_id, participant, position)
@@ -89,7 +83,7 @@ pub async fn request(
         .bind(position as i16)
         .execute(&mut *tx)
         .await
-        .map_err(dbe("deletion"))?;
+        .map_err(db("deletion"))?;
     }
     let mut entry = Entry::new(Kind::DeletionRequested, client)
         .user(user_id)
@@ -98,9 +92,9 @@ pub async fn request(
     if let Some(actor) = actor.filter(|a| *a != user_id) {
         entry = entry.actor(actor);
     }
-    entry.write(&mut *tx).await.map_err(dbe("audit"))?;
+    entry.write(&mut *tx).await.map_err(db("audit"))?;
     if config.participants.is_empty() {
-        complete(&mut tx, user_id).await.map_err(dbe("deletion"))?;
+        complete(&mut tx, user_id).await.map_err(db("deletion"))?;
     } else {
         let event = ev::UserDeletionRequested {
             user_id: user_id.to_string(),
@@ -109,9 +103,9 @@ pub async fn request(
         };
         outbox::enqueue(&mut tx, SERVICE, &event, Some(correlation_id.to_string()))
             .await
-            .map_err(dbe("event"))?;
+            .map_err(db("event"))?;
     }
-    tx.commit().await.map_err(dbe("account"))?;
+    tx.commit().await?;
     tracing::info!(message = "Account deletion requested.", user_id = %user_id, participants = ?config.participants);
     status(pool, user_id).await
 }
@@ -134,24 +128,22 @@ struct ParticipantRow {
 }
 
 /// The saga's progress; `NOT_FOUND` when no deletion was requested.
-pub async fn status(pool: &PgPool, user_id: Uuid) -> Result<pb::DeletionStatus, Status> {
+pub async fn status(pool: &PgPool, user_id: Uuid) -> Result<pb::DeletionStatus> {
     let saga: SagaRow = sqlx::query_as(
         "SELECT s.correlation_id, s.requested_at, s.completed_at, u.status
            FROM deletion_sagas s JOIN users u USING (user_id) WHERE s.user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(pool)
-    .await
-    .map_err(dbe("deletion"))?
-    .ok_or_else(|| Status::not_found("no deletion was requested for this account"))?;
+    .await?
+    .ok_or_else(|| Error::NotFound("no deletion was requested for this account".into()))?;
     let participants: Vec<ParticipantRow> = sqlx::query_as(
         "SELECT participant, purged_at, items_purged, reminders_sent, last_requested_at
            FROM deletion_participants WHERE user_id = $1 ORDER BY position",
     )
     .bind(user_id)
     .fetch_all(pool)
-    .await
-    .map_err(dbe("deletion"))?;
+    .await?;
     Ok(pb::DeletionStatus {
         user_id: user_id.to_string(),
         account_status: if saga.status == "deleted" {

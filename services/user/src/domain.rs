@@ -4,11 +4,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::LazyLock;
 
 use email_address::{EmailAddress, Options};
-use mirai_platform::error::invalid_argument;
 use mirai_proto::user::v1 as pb;
 use unicode_normalization::UnicodeNormalization as _;
 
-type Result<T> = std::result::Result<T, tonic::Status>;
+use crate::error::{Error, Result};
 
 // === Email ===
 
@@ -21,17 +20,17 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self> {
         let trimmed: String = raw.trim().nfc().collect();
         if trimmed.is_empty() {
-            return Err(invalid_argument("email", "required"));
+            return Err(Error::invalid("email", "required"));
         }
         if trimmed.len() > 254 {
-            return Err(invalid_argument("email", "at most 254 bytes"));
+            return Err(Error::invalid("email", "at most 254 bytes"));
         }
         let options = Options::default()
             .with_required_tld()
             .without_domain_literal()
             .without_display_text();
         let parsed = EmailAddress::parse_with_options(&trimmed, options)
-            .map_err(|_| invalid_argument("email", "not a valid email address"))?;
+            .map_err(|_| Error::invalid("email", "not a valid email address"))?;
         Ok(Self(format!(
             "{}@{}",
             parsed.local_part(),
@@ -68,21 +67,21 @@ pub const PASSWORD_MAX_CHARS: usize = 128;
 pub fn check_new_password(password: &str, email: &Email, field: &str) -> Result<()> {
     let chars = password.chars().count();
     if chars < PASSWORD_MIN_CHARS {
-        return Err(invalid_argument(
-            field,
+        return Err(Error::invalid(
+            field.to_owned(),
             format!("must be at least {PASSWORD_MIN_CHARS} characters"),
         ));
     }
     if chars > PASSWORD_MAX_CHARS {
-        return Err(invalid_argument(
-            field,
+        return Err(Error::invalid(
+            field.to_owned(),
             format!("must be at most {PASSWORD_MAX_CHARS} characters"),
         ));
     }
     let lower = password.to_lowercase();
     if COMMON_PASSWORDS.contains(lower.trim()) {
-        return Err(invalid_argument(
-            field,
+        return Err(Error::invalid(
+            field.to_owned(),
             "is a commonly used password; choose another",
         ));
     }
@@ -91,8 +90,8 @@ pub fn check_new_password(password: &str, email: &Email, field: &str) -> Result<
     // A local part of 4+ characters inside the password (e.g. "alice.smith2024!") is the
     // first thing an attacker tries; shorter ones would refuse too many unrelated passwords.
     if lower.contains(&email_lower) || (local.chars().count() >= 4 && lower.contains(&local)) {
-        return Err(invalid_argument(
-            field,
+        return Err(Error::invalid(
+            field.to_owned(),
             "must not contain your email address",
         ));
     }
@@ -106,8 +105,8 @@ pub fn display_name(raw: &str, field: &str) -> Result<String> {
     let name = raw.trim();
     let chars = name.chars().count();
     if chars == 0 || chars > 100 || name.chars().any(char::is_control) {
-        return Err(invalid_argument(
-            field,
+        return Err(Error::invalid(
+            field.to_owned(),
             "must be 1-100 characters without control characters",
         ));
     }
@@ -120,8 +119,8 @@ pub fn time_zone(raw: &str, field: &str) -> Result<String> {
         .parse::<chrono_tz::Tz>()
         .map(|tz| tz.name().to_owned())
         .map_err(|_| {
-            invalid_argument(
-                field,
+            Error::invalid(
+                field.to_owned(),
                 format!("`{raw}` is not an IANA time zone (e.g. Asia/Tokyo)"),
             )
         })
@@ -130,7 +129,12 @@ pub fn time_zone(raw: &str, field: &str) -> Result<String> {
 /// A BCP 47 language tag, syntactically: 2–3 letter language, then 1–8 alphanumeric subtags.
 /// Canonical case: language lower, 2-letter region upper (e.g. `ja-JP`).
 pub fn locale(raw: &str, field: &str) -> Result<String> {
-    let bad = || invalid_argument(field, format!("`{raw}` is not a BCP 47 tag (e.g. ja-JP)"));
+    let bad = || {
+        Error::invalid(
+            field.to_owned(),
+            format!("`{raw}` is not a BCP 47 tag (e.g. ja-JP)"),
+        )
+    };
     let raw_trimmed = raw.trim().replace('_', "-");
     let mut parts = raw_trimmed.split('-');
     let language = parts
@@ -160,13 +164,13 @@ pub fn locale(raw: &str, field: &str) -> Result<String> {
 /// A watchlist: upper-case tickers, unique, at most 200, in the user's order.
 pub fn watchlist(raw: &[String]) -> Result<Vec<String>> {
     if raw.len() > 200 {
-        return Err(invalid_argument("user.watchlist", "at most 200 symbols"));
+        return Err(Error::invalid("user.watchlist", "at most 200 symbols"));
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for symbol in raw {
         let Some(ticker) = mirai_platform::wire::ticker(symbol) else {
-            return Err(invalid_argument(
+            return Err(Error::invalid(
                 "user.watchlist",
                 format!("`{symbol}` is not a ticker"),
             ));
@@ -204,7 +208,12 @@ pub fn parse_role(value: i32, field: &str) -> Result<&'static str> {
     pb::Role::try_from(value)
         .ok()
         .and_then(role_name)
-        .ok_or_else(|| invalid_argument(field, "must be ROLE_USER, ROLE_PREMIUM or ROLE_ADMIN"))
+        .ok_or_else(|| {
+            Error::invalid(
+                field.to_owned(),
+                "must be ROLE_USER, ROLE_PREMIUM or ROLE_ADMIN",
+            )
+        })
 }
 
 #[cfg(test)]
@@ -227,7 +236,7 @@ mod tests {
             "a@[127.0.0.1]",
         ] {
             let error = Email::parse(bad).unwrap_err();
-            assert!(error.message().starts_with("email:"), "{bad}: {error:?}");
+            assert!(error.to_string().starts_with("email:"), "{bad}: {error:?}");
         }
     }
 
@@ -243,9 +252,9 @@ mod tests {
         assert!(ok(&"é".repeat(12)).is_ok(), "counts code points, not bytes");
         // On the bundled list (case-insensitively).
         let common = ok("UnBelievable").unwrap_err();
-        assert!(common.message().contains("common"), "{common:?}");
+        assert!(common.to_string().contains("common"), "{common:?}");
         let own = ok("my alice.smith@example.com!").unwrap_err();
-        assert!(own.message().contains("email"), "{own:?}");
+        assert!(own.to_string().contains("email"), "{own:?}");
         assert!(ok("ALICE.SMITH-rocks-2024").is_err());
     }
 

@@ -4,7 +4,8 @@
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
 //! - `api`: the gRPC API (translation, the flows of login, refresh and friends);
-//!   `principal`: who is calling and the role checks made with it.
+//!   `principal`: who is calling and the role checks made with it; `error`: the platform's
+//!   error vocabulary as this service uses it.
 //! - `domain`: email, password policy and profile values (no I/O); `password`: Argon2id on
 //!   blocking threads; `keys`: the Ed25519 key ring, JWKS and rotation; `tokens`: access
 //!   tokens and opaque secrets.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod config;
 pub mod deletion;
 pub mod domain;
+pub mod error;
 pub mod keys;
 pub mod password;
 pub mod principal;
