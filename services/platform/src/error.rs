@@ -7,6 +7,24 @@
 //! `UNAVAILABLE`); anything unexpected is [`ServiceError::Internal`], whose detail is logged with
 //! the trace id by [`internal`] and never shown — the caller gets only that trace id. The
 //! gateway's problem table (`gateway/src/problem.rs`) has one entry per [`Code`].
+//!
+//! ```
+//! use mirai_platform::error::ServiceError;
+//!
+//! fn parse_level(raw: &str) -> Result<f64, ServiceError> {
+//!     raw.parse()
+//!         .map_err(|_| ServiceError::invalid("condition.level", "not a number"))
+//! }
+//!
+//! let status = tonic::Status::from(parse_level("high").unwrap_err());
+//! assert_eq!(status.code(), tonic::Code::InvalidArgument);
+//! assert_eq!(status.message(), "condition.level: not a number");
+//!
+//! // Internal details are logged, never shown to the caller.
+//! let status = tonic::Status::from(ServiceError::from(anyhow::anyhow!("disk on fire")));
+//! assert_eq!(status.code(), tonic::Code::Internal);
+//! assert!(!status.message().contains("fire"));
+//! ```
 
 use std::borrow::Cow;
 use std::fmt::Display;

@@ -103,6 +103,15 @@ pub fn incoming(headers: &http::HeaderMap) -> Result<Option<Instant>, Expired> {
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H M S m u n`).
+///
+/// ```
+/// use std::time::Duration;
+/// use mirai_platform::grpc::deadline::parse_grpc_timeout;
+///
+/// assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+/// assert_eq!(parse_grpc_timeout("5 seconds"), None);
+/// ```
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
