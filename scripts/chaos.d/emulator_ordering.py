@@ -1,6 +1,6 @@
-"""The Pub/Sub emulator's ordered delivery after a SIGKILLed subscriber, without any Mirai code.
+"""The Pub/Sub emulator's ordered delivery after a subscriber leaves, without any Mirai code.
 
-Usage: PUBSUB_EMULATOR_HOST=host:port python emulator_ordering.py [WAIT_SECONDS]
+Usage: PUBSUB_EMULATOR_HOST=host:port python emulator_ordering.py [WAIT_SECONDS] [--clean-close]
 (the python of services/notification/tests/py/venv has google-cloud-pubsub).
 
 An ordered subscription (ack deadline 10 s) with two subscriber processes, as two replicas of
@@ -11,6 +11,12 @@ once its ack deadline passes, and the survivor then gets all six in order. Print
 survivor got within WAIT_SECONDS (default 60) and exits 0 when it got all six, 1 when the key
 stalled (what emulator 0.8.20 does: the dead stream stays registered, the key stays pinned to
 it, and nothing of that key is delivered again).
+
+`--clean-close`: the leaving subscriber starts second (as the killed one does), acknowledges
+every message it gets, and then shuts down cleanly (cancels its stream pull and closes the
+client) — a rolling restart with nothing in hand. Three messages are published before it
+leaves, three after; exits 0 when the survivor gets the three later ones, 1 when the key stays
+with the departed stream.
 """
 
 import os
@@ -28,7 +34,8 @@ KEY = "SPX"
 
 
 def subscriber(subscription, ack, seconds):
-    """Runs in a child process: prints every message it gets, acknowledging it when `ack`."""
+    """Runs in a child process: prints every message it gets, acknowledging it when `ack`;
+    after `seconds` it cancels its pull and closes the client (a clean shutdown)."""
     client = pubsub_v1.SubscriberClient()
 
     def callback(message):
@@ -42,7 +49,9 @@ def subscriber(subscription, ack, seconds):
     try:
         future.result(timeout=seconds)
     except Exception:  # the timeout ends the child
-        pass
+        future.cancel()
+        future.result()
+        client.close()
 
 
 def main():
@@ -51,7 +60,9 @@ def main():
         return 0
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         sys.exit("set PUBSUB_EMULATOR_HOST")
-    wait = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
+    args = [a for a in sys.argv[1:] if a != "--clean-close"]
+    clean_close = len(args) < len(sys.argv) - 1
+    wait = float(args[0]) if args else 60.0
     suffix = uuid.uuid4().hex[:8]
     topic = f"projects/{PROJECT}/topics/ordering-{suffix}"
     subscription = f"projects/{PROJECT}/subscriptions/ordering-{suffix}"
@@ -82,6 +93,8 @@ def main():
             text=True,
         )
 
+    if clean_close:
+        return leave_cleanly(child, publish, wait)
     survivor = child("ack", wait + 15)
     time.sleep(3)
     doomed = child("hold", 300)
@@ -100,6 +113,26 @@ def main():
         print("redelivered: the ordering key moved on after the kill")
         return 0
     print(f"stalled: ordering key {KEY} never moved on after the subscriber holding it was killed")
+    return 1
+
+
+def leave_cleanly(child, publish, wait):
+    survivor = child("ack", wait + 20)
+    time.sleep(3)
+    leaving = child("ack", 12)
+    time.sleep(4)
+    publish(0, 3)
+    left_with = leaving.communicate()[0].split()  # it shuts down cleanly after 12 s
+    left_at = time.monotonic()
+    publish(3, 3)
+    time.sleep(max(0.0, wait - (time.monotonic() - left_at)))
+    survivor.send_signal(signal.SIGTERM)
+    got = survivor.communicate()[0].split()
+    print(f"the subscriber that left cleanly got {left_with or 'nothing'}; the survivor got {got} within {wait:.0f} s")
+    if {"m3", "m4", "m5"} <= set(got):
+        print("delivered: the ordering key moved to the survivor after a clean shutdown")
+        return 0
+    print(f"stalled: ordering key {KEY} stayed with a subscriber that shut down cleanly")
     return 1
 
 
