@@ -12,7 +12,6 @@ use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
 use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
-use mirai_proto::stock::v1::Timeframe;
 use pb::condition::Kind;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +22,7 @@ use crate::auth::{Caller, forward};
 use crate::fields::{items, parse_name};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
+use crate::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -307,55 +307,6 @@ impl Frequency {
     }
 }
 
-/// Bar intervals, named as Alpaca names them.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub enum BarTimeframe {
-    #[serde(rename = "1Min")]
-    OneMinute,
-    #[serde(rename = "5Min")]
-    FiveMinutes,
-    #[serde(rename = "15Min")]
-    FifteenMinutes,
-    #[serde(rename = "30Min")]
-    ThirtyMinutes,
-    #[serde(rename = "1Hour")]
-    OneHour,
-    #[serde(rename = "1Day")]
-    OneDay,
-    #[serde(rename = "1Week")]
-    OneWeek,
-    #[serde(rename = "1Month")]
-    OneMonth,
-}
-
-const TIMEFRAMES: [(BarTimeframe, Timeframe); 8] = [
-    (BarTimeframe::OneMinute, Timeframe::OneMinute),
-    (BarTimeframe::FiveMinutes, Timeframe::FiveMinutes),
-    (BarTimeframe::FifteenMinutes, Timeframe::FifteenMinutes),
-    (BarTimeframe::ThirtyMinutes, Timeframe::ThirtyMinutes),
-    (BarTimeframe::OneHour, Timeframe::OneHour),
-    (BarTimeframe::OneDay, Timeframe::OneDay),
-    (BarTimeframe::OneWeek, Timeframe::OneWeek),
-    (BarTimeframe::OneMonth, Timeframe::OneMonth),
-];
-
-impl BarTimeframe {
-    fn to_wire(self) -> i32 {
-        TIMEFRAMES
-            .iter()
-            .find(|(api, _)| *api == self)
-            .map_or(Timeframe::OneDay, |(_, w)| *w)
-            .into()
-    }
-
-    fn from_wire(value: i32) -> Self {
-        TIMEFRAMES
-            .iter()
-            .find(|(_, w)| *w as i32 == value)
-            .map_or(Self::OneDay, |(api, _)| *api)
-    }
-}
-
 /// A delivery channel.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -434,7 +385,7 @@ pub struct Alert {
     pub name: String,
     pub condition: Option<Condition>,
     pub frequency: Frequency,
-    pub bar_timeframe: BarTimeframe,
+    pub bar_timeframe: Timeframe,
     /// Minimum seconds between triggers (`every_time`).
     pub cooldown_seconds: i64,
     pub expires_at: Option<DateTime<Utc>>,
@@ -459,7 +410,7 @@ impl From<pb::Alert> for Alert {
         Self {
             condition: a.condition.as_ref().and_then(Condition::from_wire),
             frequency: Frequency::from_wire(a.frequency),
-            bar_timeframe: BarTimeframe::from_wire(a.bar_timeframe),
+            bar_timeframe: Timeframe::from_wire(a.bar_timeframe),
             cooldown_seconds: a.cooldown.map_or(0, |c| c.seconds),
             expires_at: a.expires_at.as_ref().and_then(wire::datetime),
             channels: a
@@ -512,7 +463,7 @@ pub struct NewAlert {
     /// Default `once`.
     pub frequency: Option<Frequency>,
     /// Default `1Day`.
-    pub bar_timeframe: Option<BarTimeframe>,
+    pub bar_timeframe: Option<Timeframe>,
     /// `every_time` only: at least 60, default 3,600.
     pub cooldown_seconds: Option<i64>,
     /// Open-ended when absent.
@@ -549,7 +500,7 @@ async fn create(
         name: body.name.unwrap_or_default(),
         condition: Some(body.condition.to_wire()?),
         frequency: body.frequency.unwrap_or(Frequency::Once).to_wire(),
-        bar_timeframe: body.bar_timeframe.unwrap_or(BarTimeframe::OneDay).to_wire(),
+        bar_timeframe: body.bar_timeframe.unwrap_or(Timeframe::OneDay).to_wire(),
         cooldown: body.cooldown_seconds.map(seconds),
         expires_at: body.expires_at.map(wire::timestamp),
         message_template: body.message_template.unwrap_or_default(),
@@ -674,7 +625,7 @@ pub struct AlertChange {
     /// Changing the condition re-arms it.
     pub condition: Option<Condition>,
     pub frequency: Option<Frequency>,
-    pub bar_timeframe: Option<BarTimeframe>,
+    pub bar_timeframe: Option<Timeframe>,
     pub cooldown_seconds: Option<i64>,
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]

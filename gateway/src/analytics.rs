@@ -24,7 +24,7 @@ use crate::fields::{adjustment_name, enum_name, items, time};
 use crate::predictions::ModelRef;
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
-use crate::symbols::Timeframe;
+use crate::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
-use crate::symbols::Timeframe;
+use crate::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -20,7 +20,8 @@
 //!   (JWT against the user service's JWKS, API keys, role extractors), `ratelimit`,
 //!   `idempotency`.
 //! - `client`: the caller's IP, user agent and request id; `problem`: RFC 9457 bodies;
-//!   `fields`: query lists, enum names and timestamps shared by the route modules.
+//!   `fields`: query lists, enum names and timestamps shared by the route modules; `shapes`:
+//!   REST types several route groups share (the bar `Timeframe`).
 
 pub mod account;
 pub mod admin;
@@ -40,6 +41,7 @@ pub mod predictions;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod shapes;
 pub mod startup;
 pub mod streams;
 pub mod symbols;

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use crate::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
+use crate::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -331,42 +332,6 @@ async fn delist(
     )?;
     let response = client(&state).delist_symbol(request).await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
-}
-
-/// Bar intervals, named as Alpaca names them.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub enum Timeframe {
-    #[serde(rename = "1Min")]
-    OneMinute,
-    #[serde(rename = "5Min")]
-    FiveMinutes,
-    #[serde(rename = "15Min")]
-    FifteenMinutes,
-    #[serde(rename = "30Min")]
-    ThirtyMinutes,
-    #[serde(rename = "1Hour")]
-    OneHour,
-    #[serde(rename = "1Day")]
-    OneDay,
-    #[serde(rename = "1Week")]
-    OneWeek,
-    #[serde(rename = "1Month")]
-    OneMonth,
-}
-
-impl From<Timeframe> for pb::Timeframe {
-    fn from(value: Timeframe) -> Self {
-        match value {
-            Timeframe::OneMinute => Self::OneMinute,
-            Timeframe::FiveMinutes => Self::FiveMinutes,
-            Timeframe::FifteenMinutes => Self::FifteenMinutes,
-            Timeframe::ThirtyMinutes => Self::ThirtyMinutes,
-            Timeframe::OneHour => Self::OneHour,
-            Timeframe::OneDay => Self::OneDay,
-            Timeframe::OneWeek => Self::OneWeek,
-            Timeframe::OneMonth => Self::OneMonth,
-        }
-    }
 }
 
 /// Query of `GET /v1/stocks/{symbol}/bars`.
