@@ -3,8 +3,8 @@
 //! # Layout
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
-//! - `api`: the gRPC API; `symbols`: symbol values, validation and storage; `bars`: OHLCV
-//!   storage, the sample loader, range queries with aggregation; `import`: bulk CSV/NDJSON
+//! - `grpc`: the tonic implementation of `StockDataService` (translation only); `symbols`:
+//!   symbol values, validation and storage; `bars`: OHLCV storage, the sample loader, range queries with aggregation; `import`: bulk CSV/NDJSON
 //!   import through `COPY`; `replay`: the replay feed (history played forward as live events);
 //!   `quotes`: the in-memory latest-quote cache.
 //! - `calendar`: exchange trading calendars (NYSE holidays, special closures, early closes).
@@ -15,11 +15,11 @@
 //! - `freshness`: the age of each tracked symbol's newest bar, as a gauge.
 //! - `migrations/`: the service's schema, versions from 1000 up.
 
-pub mod api;
 pub mod bars;
 pub mod calendar;
 pub mod config;
 pub mod freshness;
+pub mod grpc;
 pub mod import;
 pub mod ingest;
 pub mod quality;

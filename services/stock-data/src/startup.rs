@@ -7,8 +7,8 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataServiceServer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
 use crate::config::Config;
+use crate::grpc::Api;
 use crate::ingest::Ingest;
 use crate::quotes::Quotes;
 use crate::replay::Replays;

@@ -1,4 +1,5 @@
-//! The `StockDataService` gRPC API: parses requests, calls the modules, maps errors.
+//! The `StockDataService` gRPC API: parses requests, calls the modules, translates the answers
+//! and errors. No rules live here.
 
 use futures::StreamExt as _;
 use mirai_platform::db;
