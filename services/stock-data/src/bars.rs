@@ -1,45 +1,16 @@
 //! OHLCV bars: storage, the sample-data loader, and range queries with aggregation.
 
 use chrono::{DateTime, Utc};
-use mirai_platform::error::invalid_argument;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
 use crate::calendar::Calendar;
+use crate::domain::bars::{EXCHANGES, Query, time_zone};
+use crate::domain::{NewSymbol, Ticker};
+use crate::error::{Error, Result, db};
 use crate::quality;
-use crate::symbols::{self, NewSymbol, Ticker};
-
-/// Where an exchange trades: its IANA time zone and regular session (local times).
-pub(crate) struct Exchange {
-    pub mic: &'static str,
-    pub time_zone: &'static str,
-    pub open: &'static str,
-    pub close: &'static str,
-}
-
-pub(crate) const EXCHANGES: &[Exchange] = &[
-    Exchange {
-        mic: "XNYS",
-        time_zone: "America/New_York",
-        open: "09:30",
-        close: "16:00",
-    },
-    Exchange {
-        mic: "XNAS",
-        time_zone: "America/New_York",
-        open: "09:30",
-        close: "16:00",
-    },
-];
-
-/// The time zone bars of an exchange are bucketed in (UTC for exchanges not in the table).
-pub(crate) fn time_zone(mic: &str) -> &'static str {
-    EXCHANGES
-        .iter()
-        .find(|e| e.mic == mic)
-        .map_or("UTC", |e| e.time_zone)
-}
+use crate::symbols;
 
 /// Timeframes and how coarser ones are built from finer stored ones.
 fn source_timeframe(requested: pb::Timeframe) -> &'static [pb::Timeframe] {
@@ -177,72 +148,6 @@ async fn copy_daily_csv(
     Ok(inserted)
 }
 
-/// A validated `GetBars` request.
-pub struct Query {
-    pub ticker: Ticker,
-    pub timeframe: pb::Timeframe,
-    pub start: Option<DateTime<Utc>>,
-    pub end: Option<DateTime<Utc>>,
-    pub limit: u32,
-    /// Keyset: the bucket start after (or, newest first, before) which the page begins.
-    pub after: Option<DateTime<Utc>>,
-    pub newest_first: bool,
-}
-
-impl Query {
-    pub fn parse(request: &pb::GetBarsRequest) -> Result<Self, tonic::Status> {
-        let timeframe = match pb::Timeframe::try_from(request.timeframe) {
-            Ok(pb::Timeframe::Unspecified) => pb::Timeframe::OneDay,
-            Ok(timeframe) => timeframe,
-            Err(_) => return Err(invalid_argument("timeframe", "unknown timeframe")),
-        };
-        let instant = |field: &str, ts: &Option<prost_types::Timestamp>| {
-            ts.as_ref()
-                .map(|ts| wire::datetime(ts).ok_or_else(|| invalid_argument(field, "out of range")))
-                .transpose()
-        };
-        let (start, end) = (
-            instant("start", &request.start)?,
-            instant("end", &request.end)?,
-        );
-        if let (Some(start), Some(end)) = (start, end)
-            && end < start
-        {
-            return Err(invalid_argument("end", "must not be before start"));
-        }
-        if !matches!(
-            pb::Adjustment::try_from(request.adjustment),
-            Ok(pb::Adjustment::Unspecified | pb::Adjustment::Raw)
-        ) {
-            return Err(tonic::Status::failed_precondition(
-                "only raw (unadjusted) bars are stored; no corporate actions are known to adjust them",
-            ));
-        }
-        if request.include_partial {
-            return Err(tonic::Status::unimplemented(
-                "include_partial needs live collection, which is not running",
-            ));
-        }
-        let after = match wire::page_after(&request.page_token)?.as_str() {
-            "" => None,
-            key => Some(
-                DateTime::parse_from_rfc3339(key)
-                    .map_err(|_| invalid_argument("page_token", "not a token from this API"))?
-                    .with_timezone(&Utc),
-            ),
-        };
-        Ok(Self {
-            ticker: Ticker::parse(&request.symbol)?,
-            timeframe,
-            start,
-            end,
-            limit: wire::page_size(request.limit, 1000, 10_000)?,
-            after,
-            newest_first: request.newest_first,
-        })
-    }
-}
-
 #[derive(sqlx::FromRow)]
 struct Row {
     bucket: DateTime<Utc>,
@@ -262,13 +167,13 @@ struct Row {
 }
 
 /// One page of bars, aggregated from the finest stored timeframe when needed.
-pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse, tonic::Status> {
-    let status = |e| mirai_platform::db::status(e, "bars");
+pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse> {
+    let status = db("bars");
     let symbol = symbols::get(pool, &query.ticker)
         .await
-        .map_err(status)?
+        .map_err(&status)?
         .ok_or_else(|| {
-            tonic::Status::not_found(format!("symbol {} is not listed", query.ticker.as_str()))
+            Error::NotFound(format!("symbol {} is not listed", query.ticker.as_str()))
         })?;
     // The finest stored timeframe that can build the requested one.
     let mut source = None;
@@ -280,7 +185,7 @@ pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse, to
         .bind(*candidate as i16)
         .fetch_one(pool)
         .await
-        .map_err(status)?;
+        .map_err(&status)?;
         if exists {
             source = Some(*candidate);
             break;

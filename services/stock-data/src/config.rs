@@ -162,7 +162,7 @@ impl AlpacaConfig {
             .map(|s| s.trim().to_ascii_uppercase())
             .filter(|s| !s.is_empty())
             .map(|s| {
-                crate::symbols::Ticker::parse(&s)
+                crate::domain::Ticker::parse(&s)
                     .map(|t| t.as_str().to_owned())
                     .map_err(|_| ConfigError::Invalid {
                         name: "MIRAI_ALPACA_SYMBOLS".into(),

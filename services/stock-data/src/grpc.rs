@@ -2,18 +2,19 @@
 //! and errors. No rules live here.
 
 use futures::StreamExt as _;
-use mirai_platform::db;
-use mirai_platform::error::invalid_argument;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::domain::bars::{Query, QueryError};
+use crate::domain::{DomainError, NewSymbol, Reference, Search, Ticker};
+use crate::error::{Error, Result, db};
 use crate::quotes::Quotes;
 use crate::replay::Replays;
-use crate::symbols::{self, NewSymbol, Search, Ticker};
-use crate::tracking::{self, Reference, Tracked};
+use crate::symbols;
+use crate::tracking::{self, Tracked};
 use crate::{bars, import, quality};
 
 /// The stream type tonic's generated trait expects (same as its private `BoxStream`).
@@ -50,6 +51,16 @@ fn require_admin<T>(request: &Request<T>) -> Result<mirai_platform::auth::Princi
     mirai_platform::auth::require(request, &[mirai_platform::auth::Role::Admin])
 }
 
+/// A ticker from the request, in the service's errors.
+fn ticker(raw: &str) -> Result<Ticker> {
+    Ok(Ticker::parse(raw)?)
+}
+
+/// A domain value that does not parse, as the caller sees it.
+fn invalid(error: DomainError) -> Error {
+    error.into()
+}
+
 #[tonic::async_trait]
 impl StockDataService for Api {
     async fn stream_quotes(
@@ -58,16 +69,16 @@ impl StockDataService for Api {
     ) -> Result<Response<QuoteStream>, Status> {
         let request = request.into_inner();
         if request.symbols.is_empty() || request.symbols.len() > 500 {
-            return Err(invalid_argument("symbols", "1-500 tickers"));
+            return Err(Error::invalid("symbols", "1-500 tickers").into());
         }
         let mut wanted = std::collections::BTreeSet::new();
         for raw in &request.symbols {
-            let ticker = Ticker::parse(raw)?;
+            let ticker = ticker(raw)?;
             symbols::get(&self.pool, &ticker)
                 .await
-                .map_err(|e| db::status(e, "symbol"))?
+                .map_err(db("symbol"))?
                 .ok_or_else(|| {
-                    invalid_argument("symbols", format!("{} is not listed", ticker.as_str()))
+                    Error::invalid("symbols", format!("{} is not listed", ticker.as_str()))
                 })?;
             wanted.insert(ticker.as_str().to_owned());
         }
@@ -76,12 +87,7 @@ impl StockDataService for Api {
         let mut snapshot = Vec::new();
         if !request.skip_snapshot {
             for symbol in &wanted {
-                if let Some(quote) = self
-                    .quotes
-                    .get(symbol)
-                    .await
-                    .map_err(|e| db::status(e, "quote"))?
-                {
+                if let Some(quote) = self.quotes.get(symbol).await.map_err(db("quote"))? {
                     snapshot.push(Ok(pb::StreamQuotesResponse {
                         quote: Some(quote),
                         snapshot: true,
@@ -124,20 +130,16 @@ impl StockDataService for Api {
         let symbol = request
             .symbol
             .as_ref()
-            .ok_or_else(|| invalid_argument("symbol", "required"))?;
-        let new = NewSymbol::parse(symbol)?;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| db::status(e, "symbol"))?;
+            .ok_or_else(|| Error::invalid("symbol", "required"))?;
+        let new = NewSymbol::parse(symbol).map_err(invalid)?;
+        let mut tx = self.pool.begin().await.map_err(db("symbol"))?;
         let row = symbols::list(&mut tx, &new)
             .await
-            .map_err(|e| db::status(e, "symbol"))?
+            .map_err(db("symbol"))?
             .ok_or_else(|| {
-                Status::already_exists(format!("symbol {} is already listed", new.ticker.as_str()))
+                Error::AlreadyExists(format!("symbol {} is already listed", new.ticker.as_str()))
             })?;
-        tx.commit().await.map_err(|e| db::status(e, "symbol"))?;
+        tx.commit().await.map_err(db("symbol"))?;
         tracing::info!(message = "Symbol listed.", symbol = %row.symbol, actor = %request.actor_user_id);
         Ok(Response::new(pb::AddSymbolResponse {
             symbol: Some(row.into()),
@@ -150,21 +152,17 @@ impl StockDataService for Api {
     ) -> Result<Response<pb::DelistSymbolResponse>, Status> {
         require_admin(&request)?;
         let request = request.into_inner();
-        let ticker = Ticker::parse(&request.symbol)?;
+        let ticker = ticker(&request.symbol)?;
         let reason = request.reason.trim();
         if reason.chars().count() > 500 {
-            return Err(invalid_argument("reason", "at most 500 characters"));
+            return Err(Error::invalid("reason", "at most 500 characters").into());
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| db::status(e, "symbol"))?;
+        let mut tx = self.pool.begin().await.map_err(db("symbol"))?;
         let row = symbols::delist(&mut tx, &ticker, reason)
             .await
-            .map_err(|e| db::status(e, "symbol"))?
+            .map_err(db("symbol"))?
             .ok_or_else(|| not_found(&ticker))?;
-        tx.commit().await.map_err(|e| db::status(e, "symbol"))?;
+        tx.commit().await.map_err(db("symbol"))?;
         Ok(Response::new(pb::DelistSymbolResponse {
             symbol: Some(row.into()),
         }))
@@ -174,8 +172,11 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::GetBarsRequest>,
     ) -> Result<Response<pb::GetBarsResponse>, Status> {
-        let query = bars::Query::parse(request.get_ref())?;
-        bars::get(&self.pool, &query).await.map(Response::new)
+        let query = Query::parse(request.get_ref()).map_err(|e| match e {
+            QueryError::Domain(e) => Status::from(invalid(e)),
+            QueryError::PartialBars => Status::unimplemented(e.to_string()),
+        })?;
+        Ok(Response::new(bars::get(&self.pool, &query).await?))
     }
 
     async fn import_bars(
@@ -188,12 +189,11 @@ impl StockDataService for Api {
         let options = match stream.message().await? {
             Some(pb::ImportBarsRequest {
                 part: Some(Part::Options(options)),
-            }) => import::Options::parse(&options)?,
+            }) => import::Options::parse(&options).map_err(invalid)?,
             _ => {
-                return Err(invalid_argument(
-                    "options",
-                    "the first message must carry the options",
-                ));
+                return Err(
+                    Error::invalid("options", "the first message must carry the options").into(),
+                );
             }
         };
         let mut body = Vec::new();
@@ -201,14 +201,15 @@ impl StockDataService for Api {
             match message.part {
                 Some(Part::Data(chunk)) => {
                     if body.len() + chunk.len() > import::MAX_BYTES {
-                        return Err(Status::resource_exhausted(format!(
+                        return Err(Error::ResourceExhausted(format!(
                             "uploads are limited to {} MiB; split the file",
                             import::MAX_BYTES >> 20
-                        )));
+                        ))
+                        .into());
                     }
                     body.extend_from_slice(&chunk);
                 }
-                _ => return Err(invalid_argument("options", "sent more than once")),
+                _ => return Err(Error::invalid("options", "sent more than once").into()),
             }
         }
         let response = import::run(&self.pool, &self.quality, &options, &body).await?;
@@ -227,14 +228,14 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::GetQuoteRequest>,
     ) -> Result<Response<pb::GetQuoteResponse>, Status> {
-        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let ticker = ticker(&request.get_ref().symbol)?;
         let quote = self
             .quotes
             .get(ticker.as_str())
             .await
-            .map_err(|e| db::status(e, "quote"))?
+            .map_err(db("quote"))?
             .ok_or_else(|| {
-                Status::not_found(format!(
+                Error::NotFound(format!(
                     "no data for {} (unknown symbol or no bars)",
                     ticker.as_str()
                 ))
@@ -248,12 +249,12 @@ impl StockDataService for Api {
     ) -> Result<Response<pb::BatchGetQuotesResponse>, Status> {
         let symbols = &request.get_ref().symbols;
         if symbols.is_empty() || symbols.len() > 500 {
-            return Err(invalid_argument("symbols", "1-500 tickers"));
+            return Err(Error::invalid("symbols", "1-500 tickers").into());
         }
         let mut seen = std::collections::HashSet::new();
         let mut response = pb::BatchGetQuotesResponse::default();
         for raw in symbols {
-            let ticker = Ticker::parse(raw)?;
+            let ticker = ticker(raw)?;
             if !seen.insert(ticker.clone()) {
                 continue;
             }
@@ -261,7 +262,7 @@ impl StockDataService for Api {
                 .quotes
                 .get(ticker.as_str())
                 .await
-                .map_err(|e| db::status(e, "quote"))?
+                .map_err(db("quote"))?
             {
                 Some(quote) => response.quotes.push(quote),
                 None => response.missing.push(ticker.as_str().to_owned()),
@@ -286,7 +287,7 @@ impl StockDataService for Api {
         request: Request<pb::StopReplayRequest>,
     ) -> Result<Response<pb::StopReplayResponse>, Status> {
         require_admin(&request)?;
-        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let ticker = ticker(&request.get_ref().symbol)?;
         let status = self
             .replays
             .stop(ticker.as_str())
@@ -302,7 +303,7 @@ impl StockDataService for Api {
         request: Request<pb::GetReplayStatusRequest>,
     ) -> Result<Response<pb::GetReplayStatusResponse>, Status> {
         require_admin(&request)?;
-        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let ticker = ticker(&request.get_ref().symbol)?;
         let status = self
             .replays
             .status(ticker.as_str())
@@ -331,22 +332,18 @@ impl StockDataService for Api {
         let update = request
             .symbol
             .as_ref()
-            .ok_or_else(|| invalid_argument("symbol", "required"))?;
-        let ticker = Ticker::parse(&update.symbol)?;
+            .ok_or_else(|| Error::invalid("symbol", "required"))?;
+        let ticker = ticker(&update.symbol)?;
         let mask = request
             .update_mask
             .clone()
             .map(|m| m.paths)
             .unwrap_or_default();
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| db::status(e, "symbol"))?;
+        let mut tx = self.pool.begin().await.map_err(db("symbol"))?;
         let row = symbols::update(&mut tx, update, &mask)
             .await?
             .ok_or_else(|| not_found(&ticker))?;
-        tx.commit().await.map_err(|e| db::status(e, "symbol"))?;
+        tx.commit().await.map_err(db("symbol"))?;
         tracing::info!(message = "Symbol updated.", symbol = %row.symbol, fields = ?mask, actor = %principal.user_id);
         Ok(Response::new(pb::UpdateSymbolResponse {
             symbol: Some(row.into()),
@@ -357,10 +354,10 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::GetQualityReportRequest>,
     ) -> Result<Response<pb::GetQualityReportResponse>, Status> {
-        let query = quality::store::ReportQuery::parse(request.get_ref())?;
-        quality::store::report(&self.pool, &query)
-            .await
-            .map(Response::new)
+        let query = quality::store::ReportQuery::parse(request.get_ref()).map_err(invalid)?;
+        Ok(Response::new(
+            quality::store::report(&self.pool, &query).await?,
+        ))
     }
 
     async fn track_symbol(
@@ -369,29 +366,31 @@ impl StockDataService for Api {
     ) -> Result<Response<pb::TrackSymbolResponse>, Status> {
         require_admin(&request)?;
         let request = request.into_inner();
-        let ticker = Ticker::parse(&request.symbol)?;
-        let reference = Reference::parse(&request.reference)?;
-        let status = |e| db::status(e, "tracking");
-        let mut tx = self.pool.begin().await.map_err(status)?;
+        let ticker = ticker(&request.symbol)?;
+        let reference = Reference::parse(&request.reference).map_err(invalid)?;
+        let status = db("tracking");
+        let mut tx = self.pool.begin().await.map_err(&status)?;
         let outcome = tracking::track(&mut tx, &ticker, &reference, self.tracking_capacity)
             .await
-            .map_err(status)?;
+            .map_err(&status)?;
         let (state, added) = match outcome {
             Tracked::Held { state, added } => (state, added),
-            Tracked::Unknown => return Err(not_found(&ticker)),
+            Tracked::Unknown => return Err(not_found(&ticker).into()),
             Tracked::Delisted(_) => {
-                return Err(Status::failed_precondition(format!(
+                return Err(Error::FailedPrecondition(format!(
                     "symbol {} is delisted and cannot be tracked",
                     ticker.as_str()
-                )));
+                ))
+                .into());
             }
             Tracked::Full(capacity) => {
-                return Err(Status::resource_exhausted(format!(
+                return Err(Error::ResourceExhausted(format!(
                     "the platform tracks at most {capacity} symbols"
-                )));
+                ))
+                .into());
             }
         };
-        tx.commit().await.map_err(status)?;
+        tx.commit().await.map_err(&status)?;
         Ok(Response::new(pb::TrackSymbolResponse {
             state: Some(state.into()),
             added,
@@ -404,15 +403,15 @@ impl StockDataService for Api {
     ) -> Result<Response<pb::UntrackSymbolResponse>, Status> {
         require_admin(&request)?;
         let request = request.into_inner();
-        let ticker = Ticker::parse(&request.symbol)?;
-        let reference = Reference::parse(&request.reference)?;
-        let status = |e| db::status(e, "tracking");
-        let mut tx = self.pool.begin().await.map_err(status)?;
+        let ticker = ticker(&request.symbol)?;
+        let reference = Reference::parse(&request.reference).map_err(invalid)?;
+        let status = db("tracking");
+        let mut tx = self.pool.begin().await.map_err(&status)?;
         let (state, removed) = tracking::untrack(&mut tx, &ticker, &reference)
             .await
-            .map_err(status)?
+            .map_err(&status)?
             .ok_or_else(|| not_found(&ticker))?;
-        tx.commit().await.map_err(status)?;
+        tx.commit().await.map_err(&status)?;
         Ok(Response::new(pb::UntrackSymbolResponse {
             state: Some(state.into()),
             removed,
@@ -427,7 +426,7 @@ impl StockDataService for Api {
         let after = wire::page_after(&request.get_ref().page_token)?;
         let mut rows = tracking::list(&self.pool, &after, limit)
             .await
-            .map_err(|e| db::status(e, "tracking"))?;
+            .map_err(db("tracking"))?;
         let next_page_token =
             wire::next_page_token(&mut rows, limit as usize, |r| r.symbol.clone());
         Ok(Response::new(pb::ListTrackedSymbolsResponse {
@@ -440,10 +439,10 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::GetSymbolRequest>,
     ) -> Result<Response<pb::GetSymbolResponse>, Status> {
-        let ticker = Ticker::parse(&request.get_ref().symbol)?;
+        let ticker = ticker(&request.get_ref().symbol)?;
         let row = symbols::get(&self.pool, &ticker)
             .await
-            .map_err(|e| db::status(e, "symbol"))?
+            .map_err(db("symbol"))?
             .ok_or_else(|| not_found(&ticker))?;
         Ok(Response::new(pb::GetSymbolResponse {
             symbol: Some(row.into()),
@@ -454,10 +453,10 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::SearchSymbolsRequest>,
     ) -> Result<Response<pb::SearchSymbolsResponse>, Status> {
-        let search = Search::parse(request.get_ref())?;
+        let search = Search::parse(request.get_ref()).map_err(invalid)?;
         let mut rows = symbols::search(&self.pool, &search)
             .await
-            .map_err(|e| db::status(e, "symbol"))?;
+            .map_err(db("symbol"))?;
         let next_page_token = wire::next_page_token(&mut rows, search.limit as usize, |last| {
             symbols::search_key(&search.query, last)
         });
@@ -468,13 +467,13 @@ impl StockDataService for Api {
     }
 }
 
-fn no_replay(ticker: &Ticker) -> Status {
-    Status::not_found(format!(
+fn no_replay(ticker: &Ticker) -> Error {
+    Error::NotFound(format!(
         "no replay of {} since the service started",
         ticker.as_str()
     ))
 }
 
-fn not_found(ticker: &Ticker) -> Status {
-    Status::not_found(format!("symbol {} is not listed", ticker.as_str()))
+fn not_found(ticker: &Ticker) -> Error {
+    Error::NotFound(format!("symbol {} is not listed", ticker.as_str()))
 }

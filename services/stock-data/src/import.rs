@@ -16,98 +16,23 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _, Utc};
 use chrono_tz::Tz;
-use mirai_platform::error::invalid_argument;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::PgPool;
 
-use crate::bars::EXCHANGES;
 use crate::calendar::Calendar;
+use crate::domain::DomainError;
+use crate::domain::Ticker;
+use crate::domain::bars::{EXCHANGES, time_zone};
+use crate::domain::import::Format;
+pub use crate::domain::import::Options;
+use crate::error::{Error, Result, db};
 use crate::quality;
-use crate::symbols::Ticker;
 
 /// Uploads above this size are refused (RESOURCE_EXHAUSTED); split larger files.
 pub const MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Rejected rows listed in the response; the count covers all of them.
 const MAX_ERRORS: usize = 10_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Csv,
-    Ndjson,
-}
-
-/// Validated import options.
-#[derive(Debug, Clone)]
-pub struct Options {
-    format: Format,
-    timeframe: pb::Timeframe,
-    source: String,
-    default_symbol: Option<Ticker>,
-    time_zone: Option<String>,
-    dry_run: bool,
-}
-
-impl Options {
-    pub fn parse(options: &pb::ImportOptions) -> Result<Self, tonic::Status> {
-        let format = match pb::ImportFormat::try_from(options.format) {
-            Ok(pb::ImportFormat::Csv) => Format::Csv,
-            Ok(pb::ImportFormat::Ndjson) => Format::Ndjson,
-            _ => {
-                return Err(invalid_argument(
-                    "options.format",
-                    "required: CSV or NDJSON",
-                ));
-            }
-        };
-        let timeframe = match pb::Timeframe::try_from(options.timeframe) {
-            Ok(pb::Timeframe::Unspecified) => pb::Timeframe::OneDay,
-            Ok(timeframe) => timeframe,
-            Err(_) => return Err(invalid_argument("options.timeframe", "unknown timeframe")),
-        };
-        if !matches!(
-            pb::Adjustment::try_from(options.adjustment),
-            Ok(pb::Adjustment::Unspecified | pb::Adjustment::Raw)
-        ) {
-            return Err(tonic::Status::failed_precondition(
-                "only raw (unadjusted) bars can be imported: no corporate actions are stored to relate other bases",
-            ));
-        }
-        let source = match options.source.trim() {
-            "" => "import".to_owned(),
-            s if s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
-                s.to_ascii_lowercase()
-            }
-            _ => {
-                return Err(invalid_argument(
-                    "options.source",
-                    "at most 32 letters, digits or '-'",
-                ));
-            }
-        };
-        let default_symbol = match options.default_symbol.trim() {
-            "" => None,
-            raw => Some(Ticker::parse(raw).map_err(|_| {
-                invalid_argument("options.default_symbol", format!("`{raw}` is not a ticker"))
-            })?),
-        };
-        Ok(Self {
-            format,
-            timeframe,
-            source,
-            default_symbol,
-            time_zone: Some(options.time_zone.trim().to_owned()).filter(|tz| !tz.is_empty()),
-            dry_run: options.dry_run,
-        })
-    }
-
-    fn intraday(&self) -> bool {
-        !matches!(
-            self.timeframe,
-            pb::Timeframe::OneDay | pb::Timeframe::OneWeek | pb::Timeframe::OneMonth
-        )
-    }
-}
 
 /// When a row's bar starts, as written in the file.
 #[derive(Debug, Clone, Copy)]
@@ -233,17 +158,17 @@ fn parse_row(
 /// Parsed rows, rejected rows, and data lines read.
 type Parsed = (Vec<Row>, Vec<pb::RowError>, u64);
 
-fn parse_csv(body: &[u8], options: &Options) -> Result<Parsed, tonic::Status> {
+fn parse_csv(body: &[u8], options: &Options) -> Result<Parsed, DomainError> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
     let header: Vec<String> = reader
         .headers()
-        .map_err(|e| invalid_argument("data", format!("unreadable CSV header: {e}")))?
+        .map_err(|e| DomainError::invalid("data", format!("unreadable CSV header: {e}")))?
         .iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     for column in ["timestamp", "open", "high", "low", "close", "volume"] {
         if !header.iter().any(|h| h == column) {
-            return Err(invalid_argument(
+            return Err(DomainError::invalid(
                 "data",
                 format!(
                     "the CSV header lacks the column `{column}` (has: {})",
@@ -436,14 +361,14 @@ pub async fn run(
     settings: &quality::Settings,
     options: &Options,
     body: &[u8],
-) -> Result<pb::ImportBarsResponse, tonic::Status> {
+) -> Result<pb::ImportBarsResponse> {
     let started = std::time::Instant::now();
     let import_id = uuid::Uuid::now_v7().to_string();
-    let status = |e| mirai_platform::db::status(e, "bars");
+    let status = db("bars");
     if let Some(tz) = &options.time_zone
         && tz.parse::<Tz>().is_err()
     {
-        return Err(invalid_argument(
+        return Err(Error::invalid(
             "options.time_zone",
             format!("unknown time zone `{tz}` (an IANA name, e.g. America/New_York)"),
         ));
@@ -463,7 +388,7 @@ pub async fn run(
     .bind(&names)
     .fetch_all(pool)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let listed: HashMap<String, Listed> = found
         .into_iter()
         .filter(|(.., status)| status == "active")
@@ -471,9 +396,7 @@ pub async fn run(
             let exchange = EXCHANGES.iter().find(|e| e.mic == mic);
             let time = |t: &str| NaiveTime::parse_from_str(t, "%H:%M").unwrap_or(NaiveTime::MIN);
             let listed = Listed {
-                time_zone: crate::bars::time_zone(&mic)
-                    .parse()
-                    .unwrap_or(chrono_tz::UTC),
+                time_zone: time_zone(&mic).parse().unwrap_or(chrono_tz::UTC),
                 open: exchange.map_or(NaiveTime::MIN, |e| time(e.open)),
                 close: exchange.map_or(NaiveTime::MIN, |e| time(e.close)),
                 calendar: Calendar::for_mic(&mic),
@@ -549,7 +472,7 @@ pub async fn run(
     }
 
     let prepared = started.elapsed();
-    let mut tx = pool.begin().await.map_err(status)?;
+    let mut tx = pool.begin().await.map_err(&status)?;
     sqlx::query(
         "CREATE TEMP TABLE import_bars (
             symbol TEXT, start_at TIMESTAMPTZ, end_at TIMESTAMPTZ, open FLOAT8, high FLOAT8,
@@ -559,13 +482,13 @@ pub async fn run(
     )
     .execute(&mut *tx)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let mut copy = tx
         .copy_in_raw("COPY import_bars FROM STDIN")
         .await
-        .map_err(status)?;
-    copy.send(data.into_bytes()).await.map_err(status)?;
-    copy.finish().await.map_err(status)?;
+        .map_err(&status)?;
+    copy.send(data.into_bytes()).await.map_err(&status)?;
+    copy.finish().await.map_err(&status)?;
     let copied = started.elapsed();
     let (inserted, updated): (i64, i64) = sqlx::query_as(
         "WITH written AS (
@@ -595,7 +518,7 @@ pub async fn run(
     .bind(quality::bit(pb::QualityFlag::ValueChanged))
     .fetch_one(&mut *tx)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
 
     let stored = started.elapsed();
     // Quality checks per symbol over what was just written. A dry run writes and checks the
@@ -623,7 +546,7 @@ pub async fn run(
         );
         let outcome = quality::store::check(&mut tx, settings, &series, &starts, origin)
             .await
-            .map_err(status)?;
+            .map_err(&status)?;
         rows_flagged += outcome.flagged;
         symbols.push(symbol);
         i = j;
@@ -639,9 +562,9 @@ pub async fn run(
         quality_ms = (checked - stored).as_millis() as u64,
     );
     if options.dry_run {
-        tx.rollback().await.map_err(status)?;
+        tx.rollback().await.map_err(&status)?;
     } else {
-        tx.commit().await.map_err(status)?;
+        tx.commit().await.map_err(&status)?;
     }
     let distinct = chosen.len() as i64;
     let first = chosen.iter().map(|(b, _)| b.start).min();

@@ -18,6 +18,8 @@
 pub mod bars;
 pub mod calendar;
 pub mod config;
+pub mod domain;
+pub mod error;
 pub mod freshness;
 pub mod grpc;
 pub mod import;

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mirai_platform::error::invalid_argument;
 use mirai_platform::events::outbox;
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
@@ -23,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::SERVICE;
+use crate::domain::Ticker;
+use crate::error::{Error, Result, db};
 use crate::quotes::{self, Quotes};
-use crate::symbols::{self, Ticker};
+use crate::symbols;
 
 struct Entry {
     status: pb::ReplayStatus,
@@ -84,15 +85,15 @@ impl Replays {
     }
 
     /// The current term's token, or `UNAVAILABLE` on a standby (a retry may reach the leader).
-    fn leadership(&self) -> Result<CancellationToken, tonic::Status> {
+    fn leadership(&self) -> Result<CancellationToken> {
         self.leadership
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .filter(|token| !token.is_cancelled())
             .ok_or_else(|| {
-                tonic::Status::unavailable(
-                    "replays run on the leader replica and this one is standing by; retry",
+                Error::Unavailable(
+                    "replays run on the leader replica and this one is standing by; retry".into(),
                 )
             })
     }
@@ -101,39 +102,34 @@ impl Replays {
         f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub async fn start(
-        &self,
-        mut request: pb::StartReplayRequest,
-    ) -> Result<pb::ReplayStatus, tonic::Status> {
+    pub async fn start(&self, mut request: pb::StartReplayRequest) -> Result<pb::ReplayStatus> {
         let ticker = Ticker::parse(&request.symbol)?;
         request.symbol = ticker.as_str().to_owned();
         let timeframe = match pb::Timeframe::try_from(request.timeframe) {
             Ok(pb::Timeframe::Unspecified) => pb::Timeframe::OneDay,
             Ok(timeframe) => timeframe,
-            Err(_) => return Err(invalid_argument("timeframe", "unknown timeframe")),
+            Err(_) => return Err(Error::invalid("timeframe", "unknown timeframe")),
         };
         request.timeframe = timeframe.into();
         if request.bars_per_second == 0.0 {
             request.bars_per_second = 1.0;
         }
         if !(request.bars_per_second > 0.0 && request.bars_per_second <= 1000.0) {
-            return Err(invalid_argument("bars_per_second", "must be in (0, 1000]"));
+            return Err(Error::invalid("bars_per_second", "must be in (0, 1000]"));
         }
         if request.quotes_per_bar > 100 {
-            return Err(invalid_argument("quotes_per_bar", "must be 0-100"));
+            return Err(Error::invalid("quotes_per_bar", "must be 0-100"));
         }
         let leadership = self.leadership()?;
         let from = request.from.as_ref().and_then(wire::datetime);
         let to = request.to.as_ref().and_then(wire::datetime);
-        let status = |e| mirai_platform::db::status(e, "replay");
+        let status = db("replay");
         let symbol = symbols::get(&self.pool, &ticker)
             .await
-            .map_err(status)?
-            .ok_or_else(|| {
-                tonic::Status::not_found(format!("symbol {} is not listed", ticker.as_str()))
-            })?;
+            .map_err(&status)?
+            .ok_or_else(|| Error::NotFound(format!("symbol {} is not listed", ticker.as_str())))?;
         if symbol.status != "active" {
-            return Err(tonic::Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "symbol {} is delisted",
                 ticker.as_str()
             )));
@@ -149,9 +145,9 @@ impl Replays {
         .bind(to)
         .fetch_one(&self.pool)
         .await
-        .map_err(status)?;
+        .map_err(&status)?;
         if total == 0 {
-            return Err(tonic::Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "no stored {} bars of {} in the range",
                 timeframe.as_str_name(),
                 ticker.as_str()
@@ -173,7 +169,7 @@ impl Replays {
                 .get(ticker.as_str())
                 .is_some_and(|e| e.status.state == pb::ReplayState::Running as i32)
             {
-                return Err(tonic::Status::already_exists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "a replay of {} is running",
                     ticker.as_str()
                 )));

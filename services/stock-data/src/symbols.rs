@@ -1,10 +1,9 @@
-//! Symbols: typed values, validation and storage.
+//! Symbols: storage (the values are in [`crate::domain::symbol`]).
 //!
 //! Listing, changing and delisting a symbol writes the row and its event to the outbox in one
 //! transaction, so consumers see exactly the committed changes.
 
 use chrono::{DateTime, Utc};
-use mirai_platform::error::invalid_argument;
 use mirai_platform::events::outbox;
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
@@ -12,108 +11,9 @@ use mirai_proto::stock::v1 as pb;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::SERVICE;
-
-/// A ticker: 1–10 of `A–Z 0–9 . -`, starting with a letter or digit, stored upper-case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ticker(String);
-
-impl Ticker {
-    pub fn parse(raw: &str) -> Result<Self, tonic::Status> {
-        match mirai_platform::wire::ticker(raw) {
-            Some(ticker) => Ok(Self(ticker)),
-            None => Err(invalid_argument(
-                "symbol",
-                format!(
-                    "`{raw}` is not a ticker ({})",
-                    mirai_platform::wire::TICKER_RULE
-                ),
-            )),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The stored form of [`pb::AssetType`].
-fn asset_type_name(asset_type: pb::AssetType) -> Option<&'static str> {
-    Some(match asset_type {
-        pb::AssetType::Unspecified => return None,
-        pb::AssetType::Equity => "equity",
-        pb::AssetType::Etf => "etf",
-        pb::AssetType::Index => "index",
-        pb::AssetType::Crypto => "crypto",
-        pb::AssetType::Fx => "fx",
-    })
-}
-
-fn asset_type_of(name: &str) -> pb::AssetType {
-    match name {
-        "equity" => pb::AssetType::Equity,
-        "etf" => pb::AssetType::Etf,
-        "index" => pb::AssetType::Index,
-        "crypto" => pb::AssetType::Crypto,
-        "fx" => pb::AssetType::Fx,
-        _ => pb::AssetType::Unspecified,
-    }
-}
-
-/// A validated symbol to list.
-#[derive(Debug, Clone)]
-pub struct NewSymbol {
-    pub ticker: Ticker,
-    pub name: String,
-    pub exchange_mic: String,
-    pub currency: String,
-    pub asset_type: &'static str,
-}
-
-impl NewSymbol {
-    /// Validates the caller's fields; output-only fields are ignored.
-    pub fn parse(symbol: &pb::Symbol) -> Result<Self, tonic::Status> {
-        let name = symbol.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(invalid_argument("symbol.name", "must be 1-200 characters"));
-        }
-        let exchange_mic = symbol.exchange_mic.trim().to_ascii_uppercase();
-        if exchange_mic.len() != 4 || !exchange_mic.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid_argument(
-                "symbol.exchange_mic",
-                format!(
-                    "`{}` is not an ISO 10383 MIC (4 letters or digits, e.g. XNAS)",
-                    symbol.exchange_mic
-                ),
-            ));
-        }
-        let currency = symbol.currency.trim().to_ascii_uppercase();
-        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(invalid_argument(
-                "symbol.currency",
-                format!(
-                    "`{}` is not an ISO 4217 code (3 letters, e.g. USD)",
-                    symbol.currency
-                ),
-            ));
-        }
-        let asset_type = pb::AssetType::try_from(symbol.asset_type)
-            .ok()
-            .and_then(asset_type_name)
-            .ok_or_else(|| {
-                invalid_argument(
-                    "symbol.asset_type",
-                    "required: one of EQUITY, ETF, INDEX, CRYPTO, FX",
-                )
-            })?;
-        Ok(Self {
-            ticker: Ticker::parse(&symbol.symbol)?,
-            name: name.to_owned(),
-            exchange_mic,
-            currency,
-            asset_type,
-        })
-    }
-}
+use crate::domain::symbol::asset_type_of;
+use crate::domain::{DomainError, NewSymbol, Search, Ticker};
+use crate::error::{Error, Result, db};
 
 /// A stored symbol.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -244,12 +144,12 @@ pub async fn update(
     tx: &mut Transaction<'_, Postgres>,
     update: &pb::Symbol,
     mask: &[String],
-) -> Result<Option<SymbolRow>, tonic::Status> {
-    let status = |e| mirai_platform::db::status(e, "symbol");
+) -> Result<Option<SymbolRow>> {
+    let status = db("symbol");
     let ticker = Ticker::parse(&update.symbol)?;
     for path in mask {
         if !UPDATABLE.contains(&path.as_str()) {
-            return Err(invalid_argument(
+            return Err(Error::invalid(
                 "update_mask",
                 format!(
                     "`{path}` cannot be changed (one of {})",
@@ -264,7 +164,7 @@ pub async fn update(
     .bind(ticker.as_str())
     .fetch_optional(&mut **tx)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let Some(current) = current else {
         return Ok(None);
     };
@@ -277,9 +177,12 @@ pub async fn update(
             _ => merged.asset_type = update.asset_type,
         }
     }
-    let new = NewSymbol::parse(&merged).map_err(|e| {
+    let new = NewSymbol::parse(&merged).map_err(|e| match e {
         // Name the field as the caller sent it (`symbol.name` → the masked `name`).
-        tonic::Status::invalid_argument(e.message().trim_start_matches("symbol.").to_owned())
+        DomainError::Invalid { field, message } => {
+            Error::invalid(field.trim_start_matches("symbol."), message)
+        }
+        other => other.into(),
     })?;
     if (
         new.name.as_str(),
@@ -306,7 +209,7 @@ pub async fn update(
     .bind(new.asset_type)
     .fetch_one(&mut **tx)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let event = ev::SymbolUpdated {
         symbol: row.symbol.clone(),
         name: row.name.clone(),
@@ -316,7 +219,7 @@ pub async fn update(
     };
     outbox::enqueue(tx, SERVICE, &event, None)
         .await
-        .map_err(status)?;
+        .map_err(&status)?;
     Ok(Some(row))
 }
 
@@ -331,46 +234,6 @@ pub async fn get<'e>(
     .bind(ticker.as_str())
     .fetch_optional(executor)
     .await
-}
-
-/// Search filters (already validated).
-#[derive(Debug, Default)]
-pub struct Search {
-    /// Upper-cased query; empty lists everything.
-    pub query: String,
-    pub asset_type: Option<&'static str>,
-    pub exchange_mic: Option<String>,
-    pub include_delisted: bool,
-    pub tracked_only: bool,
-    /// Keyset: tickers after this one (only for the unranked listing).
-    pub after: String,
-    pub limit: u32,
-}
-
-impl Search {
-    pub fn parse(request: &pb::SearchSymbolsRequest) -> Result<Self, tonic::Status> {
-        let asset_type = match pb::AssetType::try_from(request.asset_type) {
-            Ok(pb::AssetType::Unspecified) => None,
-            Ok(other) => asset_type_name(other),
-            Err(_) => {
-                return Err(invalid_argument("asset_type", "unknown asset type"));
-            }
-        };
-        let query = request.query.trim().to_ascii_uppercase();
-        if query.chars().count() > 100 {
-            return Err(invalid_argument("query", "at most 100 characters"));
-        }
-        Ok(Self {
-            query,
-            asset_type,
-            exchange_mic: Some(request.exchange_mic.trim().to_ascii_uppercase())
-                .filter(|mic| !mic.is_empty()),
-            include_delisted: request.include_delisted,
-            tracked_only: request.tracked_only,
-            after: wire::page_after(&request.page_token)?,
-            limit: wire::page_size(request.page_size, 20, 100)?,
-        })
-    }
 }
 
 /// Symbols matching `search`, best first: exact ticker, ticker prefix, then name matches; by
@@ -425,55 +288,4 @@ pub fn search_key(query: &str, row: &SymbolRow) -> String {
         2
     };
     format!("{rank}:{}", row.symbol)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tickers_are_normalised_and_checked() {
-        assert_eq!(Ticker::parse(" brk.b ").unwrap().as_str(), "BRK.B");
-        for bad in ["", "-AB", "TOOLONGTICKER", "A B", "ÄPPLE", "A/B"] {
-            let err = Ticker::parse(bad).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
-            assert!(err.message().starts_with("symbol:"), "{}", err.message());
-        }
-    }
-
-    #[test]
-    fn new_symbols_are_validated_field_by_field() {
-        let good = pb::Symbol {
-            symbol: "aapl".into(),
-            name: " Apple Inc. ".into(),
-            exchange_mic: "xnas".into(),
-            currency: "usd".into(),
-            asset_type: pb::AssetType::Equity.into(),
-            ..Default::default()
-        };
-        let parsed = NewSymbol::parse(&good).unwrap();
-        assert_eq!(
-            (
-                parsed.ticker.as_str(),
-                parsed.name.as_str(),
-                parsed.exchange_mic.as_str(),
-                parsed.currency.as_str(),
-                parsed.asset_type
-            ),
-            ("AAPL", "Apple Inc.", "XNAS", "USD", "equity")
-        );
-        type Breaker = fn(&mut pb::Symbol);
-        let cases: [(Breaker, &str); 4] = [
-            (|s| s.name = " ".into(), "symbol.name:"),
-            (|s| s.exchange_mic = "NASDAQ".into(), "symbol.exchange_mic:"),
-            (|s| s.currency = "US$".into(), "symbol.currency:"),
-            (|s| s.asset_type = 0, "symbol.asset_type:"),
-        ];
-        for (break_it, field) in cases {
-            let mut bad = good.clone();
-            break_it(&mut bad);
-            let err = NewSymbol::parse(&bad).unwrap_err();
-            assert!(err.message().starts_with(field), "{}", err.message());
-        }
-    }
 }

@@ -16,7 +16,6 @@
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
-use mirai_platform::error::invalid_argument;
 use mirai_platform::events::consumer::Handler;
 use mirai_platform::events::topology::topics;
 use mirai_platform::events::{Envelope, outbox};
@@ -26,44 +25,7 @@ use mirai_proto::stock::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
 use crate::SERVICE;
-use crate::symbols::Ticker;
-
-/// A tracking reference: `alert:{id}` or `watchlist:{user_id}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference(String);
-
-impl Reference {
-    pub fn parse(raw: &str) -> Result<Self, tonic::Status> {
-        let raw = raw.trim();
-        let valid = raw.split_once(':').is_some_and(|(kind, id)| {
-            matches!(kind, "alert" | "watchlist")
-                && (1..=100).contains(&id.len())
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
-        });
-        if valid {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(invalid_argument(
-                "reference",
-                format!("`{raw}` is not `alert:{{id}}` or `watchlist:{{user_id}}`"),
-            ))
-        }
-    }
-
-    pub fn alert(alert_id: &str) -> Result<Self, tonic::Status> {
-        Self::parse(&format!("alert:{alert_id}"))
-    }
-
-    pub fn watchlist(user_id: &str) -> Result<Self, tonic::Status> {
-        Self::parse(&format!("watchlist:{user_id}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use crate::domain::{Reference, Ticker};
 
 /// A symbol's tracking state.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -405,19 +367,5 @@ impl Handler<ev::UserWatchlistChanged> for OnWatchlistChanged {
             }
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_name_their_holder() {
-        assert!(Reference::parse("alert:0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b").is_ok());
-        assert!(Reference::parse("watchlist:u1").is_ok());
-        for bad in ["", "alert:", "portfolio:1", "alert:a b", "watchlist"] {
-            assert!(Reference::parse(bad).is_err(), "{bad}");
-        }
     }
 }

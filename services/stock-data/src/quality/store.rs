@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use mirai_platform::error::invalid_argument;
 use mirai_platform::events::outbox;
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
@@ -15,7 +14,8 @@ use super::checks::{self, BarValues, Venue};
 use super::{DERIVED, Settings, bit, flags_of};
 use crate::SERVICE;
 use crate::calendar::Calendar;
-use crate::symbols::Ticker;
+pub use crate::domain::quality::ReportQuery;
+use crate::error::{Error, Result, db};
 
 /// One stored series: a symbol's bars of one timeframe.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl Series {
 
 /// The calendar and time zone of an exchange.
 pub fn venue(exchange_mic: &str) -> Venue {
-    let time_zone: Tz = crate::bars::time_zone(exchange_mic)
+    let time_zone: Tz = crate::domain::bars::time_zone(exchange_mic)
         .parse()
         .unwrap_or(chrono_tz::UTC);
     Venue {
@@ -244,75 +244,15 @@ pub async fn check(
 
 // === The report ===
 
-/// A validated `GetQualityReport` request.
-pub struct ReportQuery {
-    pub ticker: Ticker,
-    pub timeframe: Timeframe,
-    pub start: Option<DateTime<Utc>>,
-    pub end: Option<DateTime<Utc>>,
-    pub max_issues: u32,
-    /// Keyset: issues after (bar start, flag).
-    pub after: Option<(DateTime<Utc>, i16)>,
-}
-
-impl ReportQuery {
-    pub fn parse(request: &pb::GetQualityReportRequest) -> Result<Self, tonic::Status> {
-        let timeframe = match Timeframe::try_from(request.timeframe) {
-            Ok(Timeframe::Unspecified) => Timeframe::OneDay,
-            Ok(timeframe) => timeframe,
-            Err(_) => return Err(invalid_argument("timeframe", "unknown timeframe")),
-        };
-        let instant = |field: &str, ts: &Option<prost_types::Timestamp>| {
-            ts.as_ref()
-                .map(|ts| wire::datetime(ts).ok_or_else(|| invalid_argument(field, "out of range")))
-                .transpose()
-        };
-        let (start, end) = (
-            instant("start", &request.start)?,
-            instant("end", &request.end)?,
-        );
-        if let (Some(start), Some(end)) = (start, end)
-            && end < start
-        {
-            return Err(invalid_argument("end", "must not be before start"));
-        }
-        let after = match wire::page_after(&request.page_token)?.as_str() {
-            "" => None,
-            key => {
-                let bad = || invalid_argument("page_token", "not a token from this API");
-                let (at, flag) = key.rsplit_once('|').ok_or_else(bad)?;
-                Some((
-                    DateTime::parse_from_rfc3339(at)
-                        .map_err(|_| bad())?
-                        .with_timezone(&Utc),
-                    flag.parse().map_err(|_| bad())?,
-                ))
-            }
-        };
-        Ok(Self {
-            ticker: Ticker::parse(&request.symbol)?,
-            timeframe,
-            start,
-            end,
-            max_issues: wire::page_size(request.max_issues, 1000, 10_000)
-                .map_err(|_| invalid_argument("max_issues", "must be 1-10000"))?,
-            after,
-        })
-    }
-}
-
 /// The quality report of one series over a range: counts per flag (over every bar in the
 /// range), the findings the bars still carry (paged), and the sessions missing per the calendar.
-pub async fn report(
-    pool: &PgPool,
-    query: &ReportQuery,
-) -> Result<pb::GetQualityReportResponse, tonic::Status> {
-    let status = |e| mirai_platform::db::status(e, "quality report");
+pub async fn report(pool: &PgPool, query: &ReportQuery) -> Result<pb::GetQualityReportResponse> {
+    let status = db("quality report");
     let symbol = crate::symbols::get(pool, &query.ticker)
         .await
-        .map_err(status)?
+        .map_err(&status)?
         .ok_or_else(|| {
-            tonic::Status::not_found(format!("symbol {} is not listed", query.ticker.as_str()))
+            Error::NotFound(format!("symbol {} is not listed", query.ticker.as_str()))
         })?;
     let venue = venue(&symbol.exchange_mic);
     let tf = query.timeframe as i16;
@@ -330,7 +270,7 @@ pub async fn report(
     .bind(query.end)
     .fetch_one(pool)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let counts: Vec<(i32, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT f, count(*) FROM bars, generate_series(1, 10) AS f
          WHERE {range} AND quality_flags & (1 << f) <> 0
@@ -342,7 +282,7 @@ pub async fn report(
     .bind(query.end)
     .fetch_all(pool)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let (after_at, after_flag) = query.after.unzip();
     let mut issues: Vec<(DateTime<Utc>, i16, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT q.bar_start, q.flag, q.detail, q.detected_at
@@ -366,7 +306,7 @@ pub async fn report(
     .bind(i64::from(query.max_issues) + 1)
     .fetch_all(pool)
     .await
-    .map_err(status)?;
+    .map_err(&status)?;
     let truncated = issues.len() > query.max_issues as usize;
     issues.truncate(query.max_issues as usize);
     let next_page_token = if truncated {
@@ -395,7 +335,7 @@ pub async fn report(
         .bind(venue.time_zone.name())
         .fetch_all(pool)
         .await
-        .map_err(status)?;
+        .map_err(&status)?;
         'days: for pair in days.windows(2) {
             for day in calendar
                 .sessions_between(pair[0], pair[1])
