@@ -13,9 +13,9 @@ use crate::domain::{DomainError, NewSymbol, Reference, Search, Ticker};
 use crate::error::{Error, Result, db};
 use crate::quotes::Quotes;
 use crate::replay::Replays;
-use crate::symbols;
-use crate::tracking::{self, Tracked};
+use crate::store::tracking::{self, Tracked};
 use crate::{bars, import, quality};
+use crate::{store, symbols};
 
 /// The stream type tonic's generated trait expects (same as its private `BoxStream`).
 type QuoteStream = futures::stream::BoxStream<'static, Result<pb::StreamQuotesResponse, Status>>;
@@ -74,7 +74,7 @@ impl StockDataService for Api {
         let mut wanted = std::collections::BTreeSet::new();
         for raw in &request.symbols {
             let ticker = ticker(raw)?;
-            symbols::get(&self.pool, &ticker)
+            store::symbols::get(&self.pool, &ticker)
                 .await
                 .map_err(db("symbol"))?
                 .ok_or_else(|| {
@@ -133,7 +133,7 @@ impl StockDataService for Api {
             .ok_or_else(|| Error::invalid("symbol", "required"))?;
         let new = NewSymbol::parse(symbol).map_err(invalid)?;
         let mut tx = self.pool.begin().await.map_err(db("symbol"))?;
-        let row = symbols::list(&mut tx, &new)
+        let row = store::symbols::list(&mut tx, &new)
             .await
             .map_err(db("symbol"))?
             .ok_or_else(|| {
@@ -158,7 +158,7 @@ impl StockDataService for Api {
             return Err(Error::invalid("reason", "at most 500 characters").into());
         }
         let mut tx = self.pool.begin().await.map_err(db("symbol"))?;
-        let row = symbols::delist(&mut tx, &ticker, reason)
+        let row = store::symbols::delist(&mut tx, &ticker, reason)
             .await
             .map_err(db("symbol"))?
             .ok_or_else(|| not_found(&ticker))?;
@@ -440,7 +440,7 @@ impl StockDataService for Api {
         request: Request<pb::GetSymbolRequest>,
     ) -> Result<Response<pb::GetSymbolResponse>, Status> {
         let ticker = ticker(&request.get_ref().symbol)?;
-        let row = symbols::get(&self.pool, &ticker)
+        let row = store::symbols::get(&self.pool, &ticker)
             .await
             .map_err(db("symbol"))?
             .ok_or_else(|| not_found(&ticker))?;
@@ -454,11 +454,11 @@ impl StockDataService for Api {
         request: Request<pb::SearchSymbolsRequest>,
     ) -> Result<Response<pb::SearchSymbolsResponse>, Status> {
         let search = Search::parse(request.get_ref()).map_err(invalid)?;
-        let mut rows = symbols::search(&self.pool, &search)
+        let mut rows = store::symbols::search(&self.pool, &search)
             .await
             .map_err(db("symbol"))?;
         let next_page_token = wire::next_page_token(&mut rows, search.limit as usize, |last| {
-            symbols::search_key(&search.query, last)
+            store::symbols::search_key(&search.query, last)
         });
         Ok(Response::new(pb::SearchSymbolsResponse {
             symbols: rows.into_iter().map(Into::into).collect(),

@@ -28,6 +28,7 @@ use crate::domain::import::Format;
 pub use crate::domain::import::Options;
 use crate::error::{Error, Result, db};
 use crate::quality;
+use crate::store;
 
 /// Uploads above this size are refused (RESOURCE_EXHAUSTED); split larger files.
 pub const MAX_BYTES: usize = 256 * 1024 * 1024;
@@ -382,13 +383,9 @@ pub async fn run(
     let mut names: Vec<String> = rows.iter().map(|r| r.symbol.clone()).collect();
     names.sort();
     names.dedup();
-    let found: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT symbol, exchange_mic, asset_type, status FROM symbols WHERE symbol = ANY($1)",
-    )
-    .bind(&names)
-    .fetch_all(pool)
-    .await
-    .map_err(&status)?;
+    let found = store::import::symbols(pool, &names)
+        .await
+        .map_err(&status)?;
     let listed: HashMap<String, Listed> = found
         .into_iter()
         .filter(|(.., status)| status == "active")
@@ -473,52 +470,11 @@ pub async fn run(
 
     let prepared = started.elapsed();
     let mut tx = pool.begin().await.map_err(&status)?;
-    sqlx::query(
-        "CREATE TEMP TABLE import_bars (
-            symbol TEXT, start_at TIMESTAMPTZ, end_at TIMESTAMPTZ, open FLOAT8, high FLOAT8,
-            low FLOAT8, close FLOAT8, volume FLOAT8, vwap FLOAT8, trade_count BIGINT,
-            flags INTEGER
-         ) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(&status)?;
-    let mut copy = tx
-        .copy_in_raw("COPY import_bars FROM STDIN")
+    store::import::copy(&mut tx, data).await.map_err(&status)?;
+    let copied = started.elapsed();
+    let (inserted, updated) = store::import::insert(&mut tx, options.timeframe, &options.source)
         .await
         .map_err(&status)?;
-    copy.send(data.into_bytes()).await.map_err(&status)?;
-    copy.finish().await.map_err(&status)?;
-    let copied = started.elapsed();
-    let (inserted, updated): (i64, i64) = sqlx::query_as(
-        "WITH written AS (
-            INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
-                                   volume, vwap, trade_count, adjustment, source, quality_flags)
-            SELECT symbol, $1, start_at, end_at, open, high, low, close, volume, vwap,
-                   trade_count, $2, $3, flags
-            FROM import_bars
-            ON CONFLICT (symbol, timeframe, start_at) DO UPDATE
-                SET end_at = EXCLUDED.end_at, open = EXCLUDED.open, high = EXCLUDED.high,
-                    low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume,
-                    vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
-                    source = EXCLUDED.source, ingested_at = now(),
-                    quality_flags = EXCLUDED.quality_flags | $4
-                WHERE (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count)
-                      IS DISTINCT FROM
-                      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
-                       EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count)
-            RETURNING (xmax = 0) AS inserted
-         )
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
-         FROM written",
-    )
-    .bind(options.timeframe as i16)
-    .bind(pb::Adjustment::Raw as i16)
-    .bind(&options.source)
-    .bind(quality::bit(pb::QualityFlag::ValueChanged))
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(&status)?;
 
     let stored = started.elapsed();
     // Quality checks per symbol over what was just written. A dry run writes and checks the

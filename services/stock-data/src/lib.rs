@@ -28,6 +28,7 @@ pub mod quality;
 pub mod quotes;
 pub mod replay;
 pub mod startup;
+pub mod store;
 pub mod symbols;
 pub mod tracking;
 pub mod vendor;

@@ -25,7 +25,7 @@ use crate::SERVICE;
 use crate::domain::Ticker;
 use crate::error::{Error, Result, db};
 use crate::quotes::{self, Quotes};
-use crate::symbols;
+use crate::store;
 
 struct Entry {
     status: pb::ReplayStatus,
@@ -124,7 +124,7 @@ impl Replays {
         let from = request.from.as_ref().and_then(wire::datetime);
         let to = request.to.as_ref().and_then(wire::datetime);
         let status = db("replay");
-        let symbol = symbols::get(&self.pool, &ticker)
+        let symbol = store::symbols::get(&self.pool, &ticker)
             .await
             .map_err(&status)?
             .ok_or_else(|| Error::NotFound(format!("symbol {} is not listed", ticker.as_str())))?;

@@ -12,164 +12,21 @@
 //! `symbol.tracking.released` → the alert's reference removed; `user.watchlist.changed` → the
 //! user's `watchlist:` references made equal to the watchlist. Duplicate deliveries are
 //! skipped by the platform inbox, so each request gets exactly one answer.
+//!
+//! The statements (references, counts, the capacity check) are in [`crate::store::tracking`].
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
 use mirai_platform::events::consumer::Handler;
 use mirai_platform::events::topology::topics;
 use mirai_platform::events::{Envelope, outbox};
-use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
-use mirai_proto::stock::v1 as pb;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::SERVICE;
 use crate::domain::{Reference, Ticker};
-
-/// A symbol's tracking state.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct State {
-    pub symbol: String,
-    pub reference_count: i32,
-    pub tracked_since: Option<DateTime<Utc>>,
-}
-
-impl From<State> for pb::TrackingState {
-    fn from(s: State) -> Self {
-        Self {
-            tracked: s.reference_count > 0,
-            reference_count: s.reference_count.max(0) as u32,
-            tracked_since: s.tracked_since.map(wire::timestamp),
-            symbol: s.symbol,
-        }
-    }
-}
-
-/// What [`track`] did.
-#[derive(Debug)]
-pub enum Tracked {
-    /// Held (`added` false when the reference was already there).
-    Held { state: State, added: bool },
-    /// No such symbol was ever listed.
-    Unknown,
-    /// The symbol is delisted (with the delisting reason).
-    Delisted(String),
-    /// Tracking one more symbol would exceed the configured capacity.
-    Full(u32),
-}
-
-#[derive(sqlx::FromRow)]
-struct Locked {
-    status: String,
-    delisting_reason: String,
-    reference_count: i32,
-}
-
-async fn lock(conn: &mut PgConnection, ticker: &Ticker) -> Result<Option<Locked>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT status, delisting_reason, reference_count FROM symbols
-         WHERE symbol = $1 FOR UPDATE",
-    )
-    .bind(ticker.as_str())
-    .fetch_optional(conn)
-    .await
-}
-
-/// Adds `reference` to `ticker`'s tracking, in the caller's transaction. The capacity is a
-/// limit on distinct tracked symbols; a symbol already tracked always accepts more references.
-pub async fn track(
-    conn: &mut PgConnection,
-    ticker: &Ticker,
-    reference: &Reference,
-    capacity: u32,
-) -> Result<Tracked, sqlx::Error> {
-    let Some(locked) = lock(conn, ticker).await? else {
-        return Ok(Tracked::Unknown);
-    };
-    if locked.status != "active" {
-        return Ok(Tracked::Delisted(locked.delisting_reason));
-    }
-    if locked.reference_count == 0 {
-        let tracked: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM symbols WHERE reference_count > 0")
-                .fetch_one(&mut *conn)
-                .await?;
-        if tracked >= i64::from(capacity) {
-            return Ok(Tracked::Full(capacity));
-        }
-    }
-    let added = sqlx::query(
-        "INSERT INTO tracking_references (symbol, reference) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(ticker.as_str())
-    .bind(reference.as_str())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let state: State = sqlx::query_as(
-        "UPDATE symbols SET reference_count = reference_count + $2,
-                tracked_since = coalesce(tracked_since, now())
-         WHERE symbol = $1 RETURNING symbol, reference_count, tracked_since",
-    )
-    .bind(ticker.as_str())
-    .bind(i32::from(added))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Tracked::Held { state, added })
-}
-
-/// Removes `reference` from `ticker`'s tracking; tracking stops with the last one. Returns the
-/// state after and whether a reference was removed; `None` for an unknown symbol.
-pub async fn untrack(
-    conn: &mut PgConnection,
-    ticker: &Ticker,
-    reference: &Reference,
-) -> Result<Option<(State, bool)>, sqlx::Error> {
-    if lock(conn, ticker).await?.is_none() {
-        return Ok(None);
-    }
-    let removed =
-        sqlx::query("DELETE FROM tracking_references WHERE symbol = $1 AND reference = $2")
-            .bind(ticker.as_str())
-            .bind(reference.as_str())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-            == 1;
-    let state: State = sqlx::query_as(
-        "UPDATE symbols SET reference_count = reference_count - $2,
-                tracked_since = CASE WHEN reference_count - $2 = 0 THEN NULL ELSE tracked_since END
-         WHERE symbol = $1 RETURNING symbol, reference_count, tracked_since",
-    )
-    .bind(ticker.as_str())
-    .bind(i32::from(removed))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Some((state, removed)))
-}
-
-/// Tracked symbols by ticker after `after`, at most `limit` + 1 (the extra one says another
-/// page exists).
-pub async fn list(pool: &PgPool, after: &str, limit: u32) -> Result<Vec<State>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT symbol, reference_count, tracked_since FROM symbols
-         WHERE reference_count > 0 AND symbol > $1 ORDER BY symbol LIMIT $2",
-    )
-    .bind(after)
-    .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
-    .await
-}
-
-/// Every tracked symbol (the live adapter streams these unless told otherwise).
-pub async fn tracked_symbols(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT symbol FROM symbols WHERE reference_count > 0 ORDER BY symbol")
-        .fetch_all(pool)
-        .await
-}
+use crate::store;
+use crate::store::tracking::Tracked;
 
 // === Event handlers ===
 
@@ -201,14 +58,10 @@ fn purge_user(tx: &mut PgConnection, user_id: uuid::Uuid) -> BoxFuture<'_, anyho
     Box::pin(async move {
         let reference =
             Reference::watchlist(&user_id.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let held: Vec<String> =
-            sqlx::query_scalar("SELECT symbol FROM tracking_references WHERE reference = $1")
-                .bind(reference.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
+        let held = store::tracking::held(tx, &reference).await?;
         for symbol in &held {
             let ticker = Ticker::parse(symbol).map_err(|e| anyhow::anyhow!("{e}"))?;
-            untrack(tx, &ticker, &reference).await?;
+            store::tracking::untrack(tx, &ticker, &reference).await?;
         }
         Ok(held.len() as u64)
     })
@@ -258,7 +111,7 @@ impl Handler<ev::AlertRequested> for OnAlertRequested {
                         return Ok(());
                     }
                 };
-            match track(tx, &ticker, &reference, self.capacity).await? {
+            match store::tracking::track(tx, &ticker, &reference, self.capacity).await? {
                 Tracked::Held { state, .. } => {
                     let event = ev::SymbolTrackingConfirmed {
                         alert_id: e.alert_id.clone(),
@@ -314,7 +167,7 @@ fn on_released<'a>(
             tracing::warn!(message = "Release ignored: not a ticker or reference.", symbol = %e.symbol, reference = %e.reference);
             return Ok(());
         };
-        untrack(tx, &ticker, &reference).await?;
+        store::tracking::untrack(tx, &ticker, &reference).await?;
         Ok(())
     })
 }
@@ -342,23 +195,18 @@ impl Handler<ev::UserWatchlistChanged> for OnWatchlistChanged {
                 .iter()
                 .filter_map(|s| Ticker::parse(s).ok())
                 .collect();
-            let held: Vec<String> = sqlx::query_scalar(
-                "SELECT symbol FROM tracking_references WHERE reference = $1 ORDER BY symbol",
-            )
-            .bind(reference.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
+            let held = store::tracking::held_sorted(tx, &reference).await?;
             for symbol in &held {
                 if !wanted.iter().any(|t| t.as_str() == symbol) {
                     let ticker = Ticker::parse(symbol).map_err(|e| anyhow::anyhow!("{e}"))?;
-                    untrack(tx, &ticker, &reference).await?;
+                    store::tracking::untrack(tx, &ticker, &reference).await?;
                 }
             }
             for ticker in &wanted {
                 if held.iter().any(|s| s == ticker.as_str()) {
                     continue;
                 }
-                match track(tx, ticker, &reference, self.capacity).await? {
+                match store::tracking::track(tx, ticker, &reference, self.capacity).await? {
                     Tracked::Held { .. } => {}
                     other => {
                         tracing::info!(message = "Watchlist symbol not tracked.", symbol = ticker.as_str(), outcome = ?other)

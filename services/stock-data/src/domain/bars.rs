@@ -37,6 +37,18 @@ pub fn time_zone(mic: &str) -> &'static str {
         .map_or("UTC", |e| e.time_zone)
 }
 
+/// Timeframes and how coarser ones are built from finer stored ones.
+pub fn source_timeframe(requested: pb::Timeframe) -> &'static [pb::Timeframe] {
+    use pb::Timeframe::*;
+    match requested {
+        OneWeek | OneMonth => &[OneDay],
+        OneDay => &[OneDay, OneMinute],
+        FiveMinutes | FifteenMinutes | ThirtyMinutes | OneHour => &[OneMinute],
+        OneMinute => &[OneMinute],
+        Unspecified => &[],
+    }
+}
+
 /// A validated `GetBars` request.
 pub struct Query {
     pub ticker: Ticker,

@@ -248,7 +248,7 @@ pub async fn check(
 /// range), the findings the bars still carry (paged), and the sessions missing per the calendar.
 pub async fn report(pool: &PgPool, query: &ReportQuery) -> Result<pb::GetQualityReportResponse> {
     let status = db("quality report");
-    let symbol = crate::symbols::get(pool, &query.ticker)
+    let symbol = crate::store::symbols::get(pool, &query.ticker)
         .await
         .map_err(&status)?
         .ok_or_else(|| {

@@ -301,7 +301,7 @@ impl Alpaca {
         if !self.config.symbols.is_empty() {
             return Ok(self.config.symbols.iter().cloned().collect());
         }
-        Ok(crate::tracking::tracked_symbols(self.ingest.pool())
+        Ok(crate::store::tracking::tracked_symbols(self.ingest.pool())
             .await?
             .into_iter()
             .collect())

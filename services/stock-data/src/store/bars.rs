@@ -1,0 +1,194 @@
+//! Bars: the sample loader's `COPY`, and the range query with aggregation to coarser
+//! timeframes.
+
+use chrono::{DateTime, Utc};
+use mirai_proto::stock::v1 as pb;
+use sqlx::{PgConnection, PgPool};
+
+use crate::calendar::Calendar;
+use crate::domain::Ticker;
+use crate::domain::bars::{EXCHANGES, Query};
+
+/// The SQL expression (over `start_at` and the time zone in `$tz`) naming a bar's bucket when
+/// aggregating to `timeframe`.
+fn bucket(timeframe: pb::Timeframe) -> &'static str {
+    use pb::Timeframe::*;
+    match timeframe {
+        OneWeek => "date_trunc('week', start_at AT TIME ZONE $2) AT TIME ZONE $2",
+        OneMonth => "date_trunc('month', start_at AT TIME ZONE $2) AT TIME ZONE $2",
+        OneDay => "date_trunc('day', start_at AT TIME ZONE $2) AT TIME ZONE $2",
+        OneHour => "date_bin('1 hour', start_at, TIMESTAMPTZ '2000-01-01Z')",
+        ThirtyMinutes => "date_bin('30 minutes', start_at, TIMESTAMPTZ '2000-01-01Z')",
+        FifteenMinutes => "date_bin('15 minutes', start_at, TIMESTAMPTZ '2000-01-01Z')",
+        FiveMinutes => "date_bin('5 minutes', start_at, TIMESTAMPTZ '2000-01-01Z')",
+        OneMinute | Unspecified => "start_at",
+    }
+}
+
+/// The end of a bucket that starts at `bucket` (SQL, same parameters as [`bucket`]).
+fn bucket_end(timeframe: pb::Timeframe) -> &'static str {
+    use pb::Timeframe::*;
+    match timeframe {
+        OneWeek => "(bucket AT TIME ZONE $2 + interval '1 week') AT TIME ZONE $2",
+        OneMonth => "(bucket AT TIME ZONE $2 + interval '1 month') AT TIME ZONE $2",
+        OneDay => "(bucket AT TIME ZONE $2 + interval '1 day') AT TIME ZONE $2",
+        OneHour => "bucket + interval '1 hour'",
+        ThirtyMinutes => "bucket + interval '30 minutes'",
+        FifteenMinutes => "bucket + interval '15 minutes'",
+        FiveMinutes => "bucket + interval '5 minutes'",
+        OneMinute | Unspecified => "bucket + interval '1 minute'",
+    }
+}
+
+/// Loads `date,open,high,low,close,adjclose,volume` CSV rows of one symbol as raw daily bars
+/// through `COPY`, each from the exchange's session open to its close (13:00 on the
+/// calendar's early-close days); existing bars are kept. Returns the starts of the new bars,
+/// oldest first.
+pub async fn copy_daily_csv(
+    conn: &mut PgConnection,
+    symbol: &str,
+    mic: &str,
+    csv: &str,
+    source: &str,
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+    let exchange = EXCHANGES
+        .iter()
+        .find(|e| e.mic == mic)
+        .expect("daily CSV loading needs a known exchange session");
+    sqlx::query(
+        "CREATE TEMP TABLE daily_import (
+            day DATE, open FLOAT8, high FLOAT8, low FLOAT8, close FLOAT8, adjclose FLOAT8,
+            volume FLOAT8
+         ) ON COMMIT DROP",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut copy = conn
+        .copy_in_raw("COPY daily_import FROM STDIN (FORMAT csv, HEADER true)")
+        .await?;
+    copy.send(csv.as_bytes()).await?;
+    copy.finish().await?;
+    let early_closes = Calendar::for_mic(mic)
+        .map(|c| c.early_closes())
+        .unwrap_or_default();
+    let mut inserted: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close, volume,
+                           adjustment, source)
+         SELECT $1, $2, (day + $4::time) AT TIME ZONE $3,
+                (day + CASE WHEN day = ANY($8) THEN '13:00'::time ELSE $5::time END)
+                    AT TIME ZONE $3,
+                open, high, low, close, volume, $6, $7
+         FROM daily_import
+         ON CONFLICT (symbol, timeframe, start_at) DO NOTHING
+         RETURNING start_at",
+    )
+    .bind(symbol)
+    .bind(pb::Timeframe::OneDay as i16)
+    .bind(exchange.time_zone)
+    .bind(exchange.open)
+    .bind(exchange.close)
+    .bind(pb::Adjustment::Raw as i16)
+    .bind(source)
+    .bind(&early_closes)
+    .fetch_all(&mut *conn)
+    .await?;
+    inserted.sort();
+    Ok(inserted)
+}
+
+/// Whether `ticker` has any stored bar of `timeframe`.
+pub async fn exists(
+    pool: &PgPool,
+    ticker: &Ticker,
+    timeframe: pb::Timeframe,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2)")
+        .bind(ticker.as_str())
+        .bind(timeframe as i16)
+        .fetch_one(pool)
+        .await
+}
+
+/// One aggregated bucket of [`page`].
+#[derive(sqlx::FromRow)]
+pub struct Row {
+    pub bucket: DateTime<Utc>,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub vwap: Option<f64>,
+    pub trade_count: Option<i64>,
+    pub flags: i32,
+    pub sources: i64,
+    pub source: String,
+    pub complete: bool,
+}
+
+/// One page of `query` (one row more than the limit when another page exists), built from the
+/// stored `source` timeframe; calendar buckets (days, weeks, months) in `time_zone`.
+pub async fn page(
+    pool: &PgPool,
+    query: &Query,
+    time_zone: &str,
+    source: pb::Timeframe,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let bucket_expr = if source == query.timeframe {
+        "start_at"
+    } else {
+        bucket(query.timeframe)
+    };
+    let end_expr = if source == query.timeframe {
+        "max(end_at)"
+    } else {
+        bucket_end(query.timeframe)
+    };
+    let (order, keyset) = if query.newest_first {
+        ("DESC", "bucket < $6")
+    } else {
+        ("ASC", "bucket > $6")
+    };
+    let sql = format!(
+        "WITH b AS (
+            SELECT {bucket_expr} AS bucket, * FROM bars
+            WHERE symbol = $1 AND timeframe = $3
+              AND ($4::timestamptz IS NULL OR start_at >= $4)
+              AND ($5::timestamptz IS NULL OR start_at < $5)
+         ),
+         agg AS (
+            SELECT bucket, min(start_at) AS start_at, {end_expr} AS end_at,
+                   (array_agg(open ORDER BY start_at))[1] AS open,
+                   max(high) AS high, min(low) AS low,
+                   (array_agg(close ORDER BY start_at DESC))[1] AS close,
+                   sum(volume) AS volume, bit_or(quality_flags) AS flags,
+                   CASE WHEN count(vwap) = count(*) AND sum(volume) > 0
+                        THEN sum(vwap * volume) / sum(volume) END AS vwap,
+                   CASE WHEN count(trade_count) = count(*)
+                        THEN sum(trade_count)::bigint END AS trade_count,
+                   count(*) AS sources,
+                   CASE WHEN count(DISTINCT source) = 1 THEN min(source) ELSE 'mixed' END AS source
+            FROM b
+            WHERE $6::timestamptz IS NULL OR {keyset}
+            GROUP BY bucket
+            ORDER BY bucket {order}
+            LIMIT $7
+         )
+         SELECT bucket, start_at, end_at, open, high, low, close, volume, vwap, trade_count,
+                flags, sources, source,
+                end_at <= now() AS complete
+         FROM agg ORDER BY bucket {order}"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(query.ticker.as_str())
+        .bind(time_zone)
+        .bind(source as i16)
+        .bind(query.start)
+        .bind(query.end)
+        .bind(query.after)
+        .bind(i64::from(query.limit) + 1)
+        .fetch_all(pool)
+        .await
+}

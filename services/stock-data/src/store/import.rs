@@ -1,0 +1,74 @@
+//! Bulk import: the symbols a file names, and the bars through a temporary table with `COPY`.
+
+use mirai_proto::stock::v1 as pb;
+use sqlx::{PgConnection, PgPool};
+
+use crate::quality;
+
+/// `(symbol, exchange_mic, asset_type, status)` of each stored symbol among `names`.
+pub async fn symbols(
+    pool: &PgPool,
+    names: &[String],
+) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT symbol, exchange_mic, asset_type, status FROM symbols WHERE symbol = ANY($1)",
+    )
+    .bind(names)
+    .fetch_all(pool)
+    .await
+}
+
+/// Copies `data` (text-format `COPY` rows: symbol, start, end, OHLCV, vwap, trade count,
+/// flags) into the temporary table `import_bars`, dropped at commit.
+pub async fn copy(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TEMP TABLE import_bars (
+            symbol TEXT, start_at TIMESTAMPTZ, end_at TIMESTAMPTZ, open FLOAT8, high FLOAT8,
+            low FLOAT8, close FLOAT8, volume FLOAT8, vwap FLOAT8, trade_count BIGINT,
+            flags INTEGER
+         ) ON COMMIT DROP",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut copy = conn.copy_in_raw("COPY import_bars FROM STDIN").await?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Moves `import_bars` into `bars`: new bars inserted, identical ones left alone, changed ones
+/// replaced and flagged `VALUE_CHANGED`. Returns (inserted, updated).
+pub async fn insert(
+    conn: &mut PgConnection,
+    timeframe: pb::Timeframe,
+    source: &str,
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "WITH written AS (
+            INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
+                                   volume, vwap, trade_count, adjustment, source, quality_flags)
+            SELECT symbol, $1, start_at, end_at, open, high, low, close, volume, vwap,
+                   trade_count, $2, $3, flags
+            FROM import_bars
+            ON CONFLICT (symbol, timeframe, start_at) DO UPDATE
+                SET end_at = EXCLUDED.end_at, open = EXCLUDED.open, high = EXCLUDED.high,
+                    low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume,
+                    vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
+                    source = EXCLUDED.source, ingested_at = now(),
+                    quality_flags = EXCLUDED.quality_flags | $4
+                WHERE (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count)
+                      IS DISTINCT FROM
+                      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
+                       EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count)
+            RETURNING (xmax = 0) AS inserted
+         )
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
+         FROM written",
+    )
+    .bind(timeframe as i16)
+    .bind(pb::Adjustment::Raw as i16)
+    .bind(source)
+    .bind(quality::bit(pb::QualityFlag::ValueChanged))
+    .fetch_one(conn)
+    .await
+}
