@@ -21,6 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::store;
+
 /// How often the ages are read from the database.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -60,22 +62,7 @@ impl Freshness {
     /// Reads the newest bar of every tracked symbol and interval and sets the gauges.
     pub async fn sample(&self) -> Result<(), sqlx::Error> {
         let timeframes: Vec<i16> = STORED.iter().map(|(t, _)| *t as i16).collect();
-        // One backward index probe per (symbol, interval) on the bars' primary key.
-        let rows: Vec<(String, i16, f64)> = sqlx::query_as(
-            "SELECT s.symbol, t.timeframe,
-                    greatest(extract(epoch FROM now() - newest.end_at), 0)::float8
-               FROM symbols s
-              CROSS JOIN unnest($1::int2[]) AS t (timeframe)
-              CROSS JOIN LATERAL (
-                    SELECT b.end_at FROM bars b
-                     WHERE b.symbol = s.symbol AND b.timeframe = t.timeframe
-                     ORDER BY b.start_at DESC
-                     LIMIT 1) AS newest
-              WHERE s.reference_count > 0",
-        )
-        .bind(&timeframes)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = store::freshness::newest_bar_ages(&self.pool, &timeframes).await?;
 
         let mut now_reported = HashSet::with_capacity(rows.len());
         for (symbol, timeframe, age) in rows {

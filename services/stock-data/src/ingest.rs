@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use crate::SERVICE;
 use crate::quality::{self, bit};
 use crate::quotes::{self, Quotes};
+use crate::store;
 
 /// A closed bar from a feed.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,66 +79,22 @@ impl Ingest {
     /// Stores one closed bar from `source` and emits its events (see the module docs).
     pub async fn bar(&self, bar: &LiveBar, source: &str) -> Result<Stored, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let listed: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT exchange_mic, asset_type, status FROM symbols WHERE symbol = $1 FOR UPDATE",
-        )
-        .bind(&bar.symbol)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let listed = store::ingest::lock_symbol(&mut tx, &bar.symbol).await?;
         let Some((mic, asset_type, status)) = listed else {
             return Ok(Stored::Refused(format!("{} is not listed", bar.symbol)));
         };
         if status != "active" {
             return Ok(Stored::Refused(format!("{} is delisted", bar.symbol)));
         }
-        let tf = bar.timeframe as i16;
-        let latest: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT max(start_at) FROM bars WHERE symbol = $1 AND timeframe = $2 AND source = $3",
-        )
-        .bind(&bar.symbol)
-        .bind(tf)
-        .bind(source)
-        .fetch_one(&mut *tx)
-        .await?;
+        let latest =
+            store::ingest::newest_start(&mut tx, &bar.symbol, bar.timeframe, source).await?;
         let out_of_order = latest.is_some_and(|latest| latest > bar.start);
         let flags = if out_of_order {
             bit(QualityFlag::OutOfOrder)
         } else {
             0
         };
-        let written: Option<bool> = sqlx::query_scalar(
-            "INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
-                                   volume, vwap, trade_count, adjustment, source, quality_flags)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             ON CONFLICT (symbol, timeframe, start_at) DO UPDATE
-                SET end_at = EXCLUDED.end_at, open = EXCLUDED.open, high = EXCLUDED.high,
-                    low = EXCLUDED.low, close = EXCLUDED.close, volume = EXCLUDED.volume,
-                    vwap = EXCLUDED.vwap, trade_count = EXCLUDED.trade_count,
-                    source = EXCLUDED.source, ingested_at = now(),
-                    quality_flags = EXCLUDED.quality_flags | $15
-                WHERE (b.open, b.high, b.low, b.close, b.volume, b.vwap, b.trade_count)
-                      IS DISTINCT FROM
-                      (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
-                       EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count)
-             RETURNING (xmax = 0)",
-        )
-        .bind(&bar.symbol)
-        .bind(tf)
-        .bind(bar.start)
-        .bind(bar.end)
-        .bind(bar.open)
-        .bind(bar.high)
-        .bind(bar.low)
-        .bind(bar.close)
-        .bind(bar.volume)
-        .bind(bar.vwap)
-        .bind(bar.trade_count)
-        .bind(pb::Adjustment::Raw as i16)
-        .bind(source)
-        .bind(flags)
-        .bind(bit(QualityFlag::ValueChanged))
-        .fetch_optional(&mut *tx)
-        .await?;
+        let written = store::ingest::write_bar(&mut tx, bar, source, flags).await?;
         let Some(inserted) = written else {
             return Ok(Stored::Unchanged);
         };
@@ -147,23 +104,10 @@ impl Ingest {
             import_id: "",
         };
         quality::store::check(&mut tx, &self.settings, &series, &[bar.start], origin).await?;
-        let stored_flags: i32 = sqlx::query_scalar(
-            "SELECT quality_flags FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at = $3",
-        )
-        .bind(&bar.symbol)
-        .bind(tf)
-        .bind(bar.start)
-        .fetch_one(&mut *tx)
-        .await?;
-        let previous_close: Option<f64> = sqlx::query_scalar(
-            "SELECT close FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at < $3
-             ORDER BY start_at DESC LIMIT 1",
-        )
-        .bind(&bar.symbol)
-        .bind(tf)
-        .bind(bar.start)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let stored_flags =
+            store::ingest::flags(&mut tx, &bar.symbol, bar.timeframe, bar.start).await?;
+        let previous_close =
+            store::ingest::previous_close(&mut tx, &bar.symbol, bar.timeframe, bar.start).await?;
         let closed = pb::Bar {
             symbol: bar.symbol.clone(),
             timeframe: bar.timeframe.into(),
@@ -228,13 +172,7 @@ impl Ingest {
         let mut tx = self.pool.begin().await?;
         let mut updated = Vec::new();
         for price in prices {
-            let mic: Option<String> = sqlx::query_scalar(
-                "SELECT exchange_mic FROM symbols WHERE symbol = $1 AND status = 'active'
-                 FOR UPDATE",
-            )
-            .bind(&price.symbol)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let mic = store::ingest::active_mic(&mut tx, &price.symbol).await?;
             let Some(mic) = mic else { continue };
             let tz = quality::store::venue(&mic).time_zone;
             let quote = quotes::with_trade(

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use chrono::{DateTime, Utc};
 use mirai_platform::telemetry::{CacheCounter, CacheMetrics, Metrics};
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::PgPool;
+
+use crate::store;
 
 /// Updates buffered per stream before the oldest are dropped.
 pub const STREAM_BUFFER: usize = 1024;
@@ -25,37 +26,6 @@ pub struct Quotes {
     updates: tokio::sync::broadcast::Sender<pb::Quote>,
     /// Lookups answered from memory (hit) or built from the database (miss).
     lookups: CacheCounter,
-}
-
-#[derive(sqlx::FromRow)]
-struct DayRow {
-    start_at: DateTime<Utc>,
-    end_at: DateTime<Utc>,
-    open: f64,
-    high: f64,
-    low: f64,
-    close: f64,
-    volume: f64,
-    source: String,
-}
-
-impl DayRow {
-    fn bar(&self, symbol: &str) -> pb::Bar {
-        pb::Bar {
-            symbol: symbol.to_owned(),
-            timeframe: pb::Timeframe::OneDay.into(),
-            start: Some(wire::timestamp(self.start_at)),
-            end: Some(wire::timestamp(self.end_at)),
-            open: self.open,
-            high: self.high,
-            low: self.low,
-            close: self.close,
-            volume: self.volume,
-            source_bar_count: 1,
-            complete: true,
-            ..Default::default()
-        }
-    }
 }
 
 /// A quote from the latest bar (`day`) and the one before it.
@@ -113,14 +83,7 @@ impl Quotes {
             return Ok(Some(quote.clone()));
         }
         self.lookups.miss();
-        let days: Vec<DayRow> = sqlx::query_as(
-            "SELECT start_at, end_at, open, high, low, close, volume, source FROM bars
-             WHERE symbol = $1 AND timeframe = $2 ORDER BY start_at DESC LIMIT 2",
-        )
-        .bind(symbol)
-        .bind(pb::Timeframe::OneDay as i16)
-        .fetch_all(&self.pool)
-        .await?;
+        let days = store::quotes::latest_days(&self.pool, symbol).await?;
         let Some(latest) = days.first() else {
             return Ok(None);
         };

@@ -26,6 +26,7 @@ use crate::domain::Ticker;
 use crate::error::{Error, Result, db};
 use crate::quotes::{self, Quotes};
 use crate::store;
+use crate::store::replay::BarRow;
 
 struct Entry {
     status: pb::ReplayStatus,
@@ -42,20 +43,6 @@ pub struct Replays {
     /// The current leadership term's token; `None` while standing by.
     leadership: Arc<Mutex<Option<CancellationToken>>>,
     running: TaskTracker,
-}
-
-#[derive(sqlx::FromRow)]
-struct BarRow {
-    start_at: DateTime<Utc>,
-    end_at: DateTime<Utc>,
-    open: f64,
-    high: f64,
-    low: f64,
-    close: f64,
-    volume: f64,
-    vwap: Option<f64>,
-    trade_count: Option<i64>,
-    quality_flags: i32,
 }
 
 impl Replays {
@@ -134,18 +121,9 @@ impl Replays {
                 ticker.as_str()
             )));
         }
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM bars WHERE symbol = $1 AND timeframe = $2
-               AND ($3::timestamptz IS NULL OR start_at >= $3)
-               AND ($4::timestamptz IS NULL OR start_at < $4)",
-        )
-        .bind(ticker.as_str())
-        .bind(timeframe as i16)
-        .bind(from)
-        .bind(to)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(&status)?;
+        let total = store::replay::count(&self.pool, &ticker, timeframe, from, to)
+            .await
+            .map_err(&status)?;
         if total == 0 {
             return Err(Error::FailedPrecondition(format!(
                 "no stored {} bars of {} in the range",
@@ -224,21 +202,9 @@ impl Replays {
         let mut after = from;
         let mut first = true;
         loop {
-            let page: Vec<BarRow> = sqlx::query_as(
-                "SELECT start_at, end_at, open, high, low, close, volume, vwap, trade_count,
-                        quality_flags
-                 FROM bars WHERE symbol = $1 AND timeframe = $2
-                   AND ($3::timestamptz IS NULL OR start_at > $3 OR ($5 AND start_at = $3))
-                   AND ($4::timestamptz IS NULL OR start_at < $4)
-                 ORDER BY start_at LIMIT 1000",
-            )
-            .bind(&request.symbol)
-            .bind(timeframe as i16)
-            .bind(after)
-            .bind(to)
-            .bind(first)
-            .fetch_all(&self.pool)
-            .await?;
+            let page =
+                store::replay::page(&self.pool, &request.symbol, timeframe, after, to, first)
+                    .await?;
             first = false;
             let Some(last) = page.last() else {
                 return Ok(true);

@@ -192,3 +192,19 @@ pub async fn page(
         .fetch_all(pool)
         .await
 }
+
+/// The start of the newest stored bar of `timeframe` from `source`, per symbol.
+pub async fn newest_starts(
+    pool: &PgPool,
+    source: &str,
+    timeframe: pb::Timeframe,
+) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT symbol, max(start_at) FROM bars WHERE source = $1 AND timeframe = $2
+         GROUP BY symbol",
+    )
+    .bind(source)
+    .bind(timeframe as i16)
+    .fetch_all(pool)
+    .await
+}

@@ -2,6 +2,10 @@
 //! or a transaction. Rules stay with the callers; the values are in [`crate::domain`].
 
 pub mod bars;
+pub mod freshness;
 pub mod import;
+pub mod ingest;
+pub mod quotes;
+pub mod replay;
 pub mod symbols;
 pub mod tracking;

@@ -286,14 +286,9 @@ impl Alpaca {
 
     /// The latest stored Alpaca minute bar per symbol (where backfills start after a restart).
     async fn last_bars(&self) -> Result<HashMap<String, DateTime<Utc>>, sqlx::Error> {
-        let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT symbol, max(start_at) FROM bars WHERE source = $1 AND timeframe = $2
-             GROUP BY symbol",
-        )
-        .bind(SOURCE)
-        .bind(Timeframe::OneMinute as i16)
-        .fetch_all(self.ingest.pool())
-        .await?;
+        let rows =
+            crate::store::bars::newest_starts(self.ingest.pool(), SOURCE, Timeframe::OneMinute)
+                .await?;
         Ok(rows.into_iter().collect())
     }
 
