@@ -17,7 +17,7 @@ use mirai_platform::config::DatabaseConfig;
 use mirai_platform::testing::TestDatabase;
 use mirai_proto::stock::v1 as pb;
 use mirai_stock_data::calendar::NYSE;
-use mirai_stock_data::{import, quality};
+use mirai_stock_data::{domain, import, quality};
 
 fn csv(rows: usize) -> String {
     let mut out = String::with_capacity(rows * 80);
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         .bind(&symbol)
         .execute(&pool)
         .await?;
-        let options = import::Options::parse(&pb::ImportOptions {
+        let options = domain::import::Options::parse(&pb::ImportOptions {
             format: pb::ImportFormat::Csv.into(),
             timeframe: pb::Timeframe::OneMinute.into(),
             default_symbol: symbol.clone(),
@@ -119,16 +119,15 @@ async fn main() -> anyhow::Result<()> {
                 .bind(&symbol)
                 .fetch_all(&pool)
                 .await?;
-        let series =
-            quality::store::Series::new(&symbol, pb::Timeframe::OneMinute, "XNAS", "equity");
+        let series = quality::run::Series::new(&symbol, pb::Timeframe::OneMinute, "XNAS", "equity");
         let mut tx = pool.begin().await?;
         let started = Instant::now();
-        quality::store::check(
+        quality::run::check(
             &mut tx,
             &settings,
             &series,
             &starts,
-            quality::store::Origin {
+            quality::run::Origin {
                 source: "import",
                 import_id: "",
             },

@@ -38,12 +38,12 @@ pub async fn load_sample_with(
         store::symbols::list(&mut tx, &spx).await?;
     }
     let loaded = store::bars::copy_daily_csv(&mut tx, "SPX", "XNYS", SP500, "sample").await?;
-    let series = quality::store::Series::new("SPX", pb::Timeframe::OneDay, "XNYS", "index");
-    let origin = quality::store::Origin {
+    let series = quality::run::Series::new("SPX", pb::Timeframe::OneDay, "XNYS", "index");
+    let origin = quality::run::Origin {
         source: "sample",
         import_id: "",
     };
-    quality::store::check(&mut tx, settings, &series, &loaded, origin).await?;
+    quality::run::check(&mut tx, settings, &series, &loaded, origin).await?;
     tx.commit().await?;
     Ok(loaded.len() as u64)
 }

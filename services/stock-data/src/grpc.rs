@@ -9,6 +9,8 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::domain::bars::{Query, QueryError};
+use crate::domain::import::Options;
+use crate::domain::quality::ReportQuery;
 use crate::domain::{DomainError, NewSymbol, Reference, Search, Ticker};
 use crate::error::{Error, Result, db};
 use crate::quotes::Quotes;
@@ -189,7 +191,7 @@ impl StockDataService for Api {
         let options = match stream.message().await? {
             Some(pb::ImportBarsRequest {
                 part: Some(Part::Options(options)),
-            }) => import::Options::parse(&options).map_err(invalid)?,
+            }) => Options::parse(&options).map_err(invalid)?,
             _ => {
                 return Err(
                     Error::invalid("options", "the first message must carry the options").into(),
@@ -354,9 +356,9 @@ impl StockDataService for Api {
         &self,
         request: Request<pb::GetQualityReportRequest>,
     ) -> Result<Response<pb::GetQualityReportResponse>, Status> {
-        let query = quality::store::ReportQuery::parse(request.get_ref()).map_err(invalid)?;
+        let query = ReportQuery::parse(request.get_ref()).map_err(invalid)?;
         Ok(Response::new(
-            quality::store::report(&self.pool, &query).await?,
+            quality::report::report(&self.pool, &query).await?,
         ))
     }
 

@@ -8,7 +8,7 @@
 //! left alone, changed ones replaced and flagged `VALUE_CHANGED`, so re-importing a file is
 //! idempotent. A duplicate within one file is flagged `DUPLICATE` (the last row wins); then
 //! the quality checks run over every symbol's imported range in the same transaction
-//! ([`crate::quality::store::check`]), so flags, findings and `data.quality.issue` events
+//! ([`crate::quality::run::check`]), so flags, findings and `data.quality.issue` events
 //! commit with the bars (and a dry run reports them without storing anything).
 
 use std::collections::HashMap;
@@ -480,7 +480,7 @@ pub async fn run(
     // Quality checks per symbol over what was just written. A dry run writes and checks the
     // same way and then rolls everything back, so its report is what a real import would say.
     let mut rows_flagged = 0;
-    let origin = quality::store::Origin {
+    let origin = quality::run::Origin {
         source: &options.source,
         import_id: &import_id,
     };
@@ -494,13 +494,13 @@ pub async fn run(
             .count();
         let starts: Vec<DateTime<Utc>> = chosen[i..j].iter().map(|(b, _)| b.start).collect();
         let info = &listed[&symbol];
-        let series = quality::store::Series::new(
+        let series = quality::run::Series::new(
             &symbol,
             options.timeframe,
             &info.exchange_mic,
             &info.asset_type,
         );
-        let outcome = quality::store::check(&mut tx, settings, &series, &starts, origin)
+        let outcome = quality::run::check(&mut tx, settings, &series, &starts, origin)
             .await
             .map_err(&status)?;
         rows_flagged += outcome.flagged;

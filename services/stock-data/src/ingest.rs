@@ -98,12 +98,12 @@ impl Ingest {
         let Some(inserted) = written else {
             return Ok(Stored::Unchanged);
         };
-        let series = quality::store::Series::new(&bar.symbol, bar.timeframe, &mic, &asset_type);
-        let origin = quality::store::Origin {
+        let series = quality::run::Series::new(&bar.symbol, bar.timeframe, &mic, &asset_type);
+        let origin = quality::run::Origin {
             source,
             import_id: "",
         };
-        quality::store::check(&mut tx, &self.settings, &series, &[bar.start], origin).await?;
+        quality::run::check(&mut tx, &self.settings, &series, &[bar.start], origin).await?;
         let stored_flags =
             store::ingest::flags(&mut tx, &bar.symbol, bar.timeframe, bar.start).await?;
         let previous_close =
@@ -174,7 +174,7 @@ impl Ingest {
         for price in prices {
             let mic = store::ingest::active_mic(&mut tx, &price.symbol).await?;
             let Some(mic) = mic else { continue };
-            let tz = quality::store::venue(&mic).time_zone;
+            let tz = quality::run::venue(&mic).time_zone;
             let quote = quotes::with_trade(
                 self.quotes.get(&price.symbol).await?,
                 &price.symbol,

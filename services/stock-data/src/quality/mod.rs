@@ -4,8 +4,9 @@
 //! repaired: a suspicious bar is stored as received, with its flags.
 //!
 //! - [`checks`]: the rules, as pure functions over a series of bars (unit-tested).
-//! - [`store`]: running them over a stored range inside the ingest's transaction, recording
-//!   findings, coalescing events, and the report.
+//! - [`run`]: running them over a stored range inside the ingest's transaction, recording
+//!   findings, coalescing events.
+//! - [`report`]: the quality report of a series.
 //!
 //! Two kinds of flags exist. *Derived* flags follow from the stored series alone and are
 //! recomputed whenever a range is (re)ingested: OHLC inconsistency, non-positive price or
@@ -14,7 +15,8 @@
 //! order in a live stream, values changed by a re-ingest, repaired by the source.
 
 pub mod checks;
-pub mod store;
+pub mod report;
+pub mod run;
 
 use mirai_proto::stock::v1::QualityFlag;
 

@@ -201,7 +201,7 @@ pub async fn newest_starts(
 ) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT symbol, max(start_at) FROM bars WHERE source = $1 AND timeframe = $2
-         GROUP BY symbol",
+             GROUP BY symbol",
     )
     .bind(source)
     .bind(timeframe as i16)

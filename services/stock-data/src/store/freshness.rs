@@ -11,15 +11,15 @@ pub async fn newest_bar_ages(
 ) -> Result<Vec<(String, i16, f64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT s.symbol, t.timeframe,
-                greatest(extract(epoch FROM now() - newest.end_at), 0)::float8
-           FROM symbols s
-          CROSS JOIN unnest($1::int2[]) AS t (timeframe)
-          CROSS JOIN LATERAL (
-                SELECT b.end_at FROM bars b
-                 WHERE b.symbol = s.symbol AND b.timeframe = t.timeframe
-                 ORDER BY b.start_at DESC
-                 LIMIT 1) AS newest
-          WHERE s.reference_count > 0",
+                    greatest(extract(epoch FROM now() - newest.end_at), 0)::float8
+               FROM symbols s
+              CROSS JOIN unnest($1::int2[]) AS t (timeframe)
+              CROSS JOIN LATERAL (
+                    SELECT b.end_at FROM bars b
+                     WHERE b.symbol = s.symbol AND b.timeframe = t.timeframe
+                     ORDER BY b.start_at DESC
+                     LIMIT 1) AS newest
+              WHERE s.reference_count > 0",
     )
     .bind(timeframes)
     .fetch_all(pool)

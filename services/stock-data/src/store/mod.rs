@@ -5,6 +5,7 @@ pub mod bars;
 pub mod freshness;
 pub mod import;
 pub mod ingest;
+pub mod quality;
 pub mod quotes;
 pub mod replay;
 pub mod symbols;

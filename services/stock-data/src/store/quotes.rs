@@ -42,7 +42,7 @@ impl DayRow {
 pub async fn latest_days(pool: &PgPool, symbol: &str) -> Result<Vec<DayRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT start_at, end_at, open, high, low, close, volume, source FROM bars
-         WHERE symbol = $1 AND timeframe = $2 ORDER BY start_at DESC LIMIT 2",
+             WHERE symbol = $1 AND timeframe = $2 ORDER BY start_at DESC LIMIT 2",
     )
     .bind(symbol)
     .bind(pb::Timeframe::OneDay as i16)
