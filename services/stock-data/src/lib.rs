@@ -3,23 +3,32 @@
 //! # Layout
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
-//! - `grpc`: the tonic implementation of `StockDataService` (translation only); `symbols`:
-//!   symbol values, validation and storage; `bars`: OHLCV storage, the sample loader, range queries with aggregation; `import`: bulk CSV/NDJSON
-//!   import through `COPY`; `replay`: the replay feed (history played forward as live events);
-//!   `quotes`: the in-memory latest-quote cache.
+//! - `grpc`: the tonic implementation of `StockDataService` (translation only).
+//! - `error`: the platform's one error vocabulary, and how domain errors join it.
+//! - `domain/`: request values that parse themselves, without I/O — tickers, symbols to list
+//!   and search filters, exchanges and `GetBars` queries, tracking references, import options,
+//!   quality-report queries.
+//! - `store/`: every SQL statement of the service; `migrations/`: the schema, versions from
+//!   1000 up.
+//! - `events`: the consumed events — the tracked-symbol set and the alert-activation saga
+//!   participant, watchlists, the account-deletion purge.
+//! - Operations: `symbols` (changing a listed symbol); `bars` (the sample loader, range
+//!   queries with aggregation); `import` (bulk CSV/NDJSON import through `COPY`); `replay`
+//!   (the replay feed: history played forward as live events); `ingest` (the live ingest path:
+//!   vendor bars and prices → storage, checks, quotes, events); `freshness` (the age of each
+//!   tracked symbol's newest bar, as a gauge).
+//! - `quotes`: the in-memory latest-quote cache.
+//! - `quality`: data-quality checks on every ingest (`checks`, `run`), findings, coalesced
+//!   events, the report (`report`).
 //! - `calendar`: exchange trading calendars (NYSE holidays, special closures, early closes).
-//! - `quality`: data-quality checks on every ingest, findings, coalesced events, the report.
-//! - `tracking`: the tracked-symbol set and the alert-activation saga participant.
-//! - `ingest`: the live ingest path (vendor bars and prices → storage, checks, quotes, events).
 //! - `vendor`: live vendor adapters (`vendor::alpaca`).
-//! - `freshness`: the age of each tracked symbol's newest bar, as a gauge.
-//! - `migrations/`: the service's schema, versions from 1000 up.
 
 pub mod bars;
 pub mod calendar;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod freshness;
 pub mod grpc;
 pub mod import;
@@ -30,7 +39,6 @@ pub mod replay;
 pub mod startup;
 pub mod store;
 pub mod symbols;
-pub mod tracking;
 pub mod vendor;
 
 /// `ce-source` of the events this service publishes.

@@ -82,7 +82,7 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         config.tracking_capacity,
     )));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
-    crate::tracking::consume(&mut app, config.tracking_capacity);
+    crate::events::consume(&mut app, config.tracking_capacity);
     let alpaca = match &config.alpaca {
         Some(alpaca) => {
             let ingest = Ingest::new(app.pool.clone(), quotes, config.quality);

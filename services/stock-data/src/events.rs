@@ -1,5 +1,6 @@
-//! The tracked-symbol set, with a reference per holder, and this service's part in the
-//! alert-activation saga.
+//! The consumed events: the tracked-symbol set, with a reference per holder, this service's
+//! part in the alert-activation saga, and its part in the account-deletion saga (a user's
+//! watchlist references purged).
 //!
 //! A symbol is tracked while at least one reference holds it: `alert:{alert_id}` (an alert of
 //! the notification service) or `watchlist:{user_id}` (a user's watchlist). References are
