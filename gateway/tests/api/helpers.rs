@@ -107,14 +107,17 @@ impl Platform {
         service!("mirai-stock-data", async |config: ServiceConfig| {
             mirai_stock_data::startup::build(&config).await
         });
+        // Prediction forecasts from this stock-data's bars, with the checkout's models.
+        let stock_data_url = format!("http://{}", services[1].grpc_addr);
         service!("mirai-prediction", async |config: ServiceConfig| {
-            mirai_prediction::startup::build(&config).await
+            let mut config = mirai_prediction::config::Config::with_service(config);
+            config.stock_data.target = Target::Static(vec![stock_data_url.clone()]);
+            mirai_prediction::startup::build_with(&config)
+                .await
+                .map(|built| built.app)
         });
         // Analytics reads bars from this stock-data (backfills) and models from this prediction.
-        let (stock_data_url, prediction_url) = (
-            format!("http://{}", services[1].grpc_addr),
-            format!("http://{}", services[2].grpc_addr),
-        );
+        let prediction_url = format!("http://{}", services[2].grpc_addr);
         service!("mirai-analytics", async |config: ServiceConfig| {
             let mut config = mirai_analytics::config::Config::with_service(config);
             config.stock_data.target = Target::Static(vec![stock_data_url]);
