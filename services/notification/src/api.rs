@@ -357,31 +357,24 @@ impl Api {
         } else {
             None
         };
-        sqlx::query(
-            "UPDATE alerts SET name = $2, condition = $3, frequency = $4, bar_timeframe = $5,
-                cooldown_secs = $6, expires_at = $7, message_template = $8, channels = $9,
-                webhook_endpoint_ids = $10, enabled = $11,
-                rule_version = rule_version + CASE WHEN $12 THEN 1 ELSE 0 END,
-                armed_up = coalesce($13, armed_up), armed_down = coalesce($14, armed_down),
-                move_ref_at = CASE WHEN $13 IS NULL THEN move_ref_at END,
-                state_version = state_version + 1, updated_at = now()
-             WHERE alert_id = $1",
+        alerts::update(
+            &mut tx,
+            &alerts::Changes {
+                alert_id: id,
+                name: &name,
+                condition: &condition,
+                frequency,
+                bar_timeframe: timeframe,
+                cooldown_secs: cooldown,
+                expires_at,
+                message_template: &template,
+                channels: &channels,
+                webhook_endpoint_ids: &endpoint_ids,
+                enabled,
+                rule_changed,
+                rearm: rearm_arm,
+            },
         )
-        .bind(id)
-        .bind(&name)
-        .bind(&condition)
-        .bind(frequency)
-        .bind(timeframe)
-        .bind(cooldown)
-        .bind(expires_at)
-        .bind(&template)
-        .bind(&channels)
-        .bind(&endpoint_ids)
-        .bind(enabled)
-        .bind(rule_changed)
-        .bind(rearm_arm.map(|a| a.up))
-        .bind(rearm_arm.map(|a| a.down))
-        .execute(&mut *tx)
         .await?;
         // Switching off releases the symbol; switching on asks for it again.
         if !enabled && status.is_live() {
@@ -400,12 +393,7 @@ impl Api {
                     "the alert has expired; set a new expires_at to enable it".into(),
                 ));
             }
-            sqlx::query(
-                "UPDATE alerts SET trigger_count = 0 WHERE alert_id = $1 AND status = 'TRIGGERED'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            alerts::reset_trigger_count(&mut tx, id).await?;
             let row = alerts::restart_saga(&mut tx, id, self.saga_deadline()).await?;
             saga::request(&mut tx, &row, 0).await?;
         }
@@ -422,10 +410,7 @@ impl Api {
         };
         let mut tx = self.ctx.pool.begin().await?;
         if let Some(row) = alerts::get(&mut tx, user_id, id, true).await? {
-            sqlx::query("DELETE FROM alerts WHERE alert_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            alerts::delete(&mut tx, id).await?;
             if row.status().is_live() {
                 saga::release(&mut tx, id, &row.symbol).await?;
             }
@@ -514,20 +499,14 @@ impl NotificationService for Api {
         } else {
             Some(r.symbol.trim().to_ascii_uppercase())
         };
-        let mut rows: Vec<alerts::Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM alerts WHERE user_id = $1
-               AND (cardinality($2::text[]) = 0 OR status = ANY($2))
-               AND ($3::text IS NULL OR symbol = $3)
-               AND ($4::uuid IS NULL OR alert_id < $4)
-             ORDER BY alert_id DESC LIMIT $5",
-            alerts::COLUMNS
-        )))
-        .bind(user_id)
-        .bind(&statuses)
-        .bind(&symbol)
-        .bind(before)
-        .bind(limit + 1)
-        .fetch_all(&self.ctx.pool)
+        let mut rows = alerts::list(
+            &self.ctx.pool,
+            user_id,
+            &statuses,
+            symbol.as_deref(),
+            before,
+            limit + 1,
+        )
         .await
         .map_err(Error::from)?;
         let next_page_token =
@@ -824,29 +803,14 @@ impl NotificationService for Api {
             return Ok(Response::new(()));
         };
         let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
-        let deleted = sqlx::query(
-            "DELETE FROM webhook_endpoints WHERE webhook_endpoint_id = $1 AND user_id = $2",
-        )
-        .bind(id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(Error::from)?
-        .rows_affected();
-        if deleted > 0 {
-            // Queued deliveries to it end FAILED, kept in the log.
-            sqlx::query(
-                "UPDATE deliveries SET status = 'FAILED', last_error = 'the endpoint was deleted',
-                    next_attempt_at = NULL, updated_at = now()
-                 WHERE user_id = $1 AND channel = $2 AND target = $3
-                   AND status IN ('QUEUED', 'RETRYING', 'DEFERRED')",
-            )
-            .bind(user_id)
-            .bind(pb::Channel::Webhook as i16)
-            .bind(id.to_string())
-            .execute(&mut *tx)
+        if endpoints::delete(&mut tx, id, user_id)
             .await
-            .map_err(Error::from)?;
+            .map_err(Error::from)?
+        {
+            // Queued deliveries to it end FAILED, kept in the log.
+            deliveries::fail_for_deleted_endpoint(&mut tx, user_id, id)
+                .await
+                .map_err(Error::from)?;
         }
         tx.commit().await.map_err(Error::from)?;
         Ok(Response::new(()))
@@ -1028,12 +992,9 @@ impl NotificationService for Api {
         crate::store::lock_for_user(&mut tx, "mirai_push_devices", user_id)
             .await
             .map_err(Error::from)?;
-        let holder: Option<Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM push_devices WHERE token = $1")
-                .bind(&r.token)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(Error::from)?;
+        let holder = endpoints::token_holder(&mut tx, &r.token)
+            .await
+            .map_err(Error::from)?;
         if holder.is_none() {
             let max = self.ctx.config.caps.push_devices;
             if endpoints::device_count(&mut tx, user_id)
@@ -1050,23 +1011,9 @@ impl NotificationService for Api {
         // Idempotent per token for its owner. A token registered to another account is never
         // moved silently (whoever learnt a token could take over that phone's notifications):
         // the device must unregister there first (the app does on sign-out).
-        let device: Option<endpoints::Device> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO push_devices (push_device_id, user_id, token, platform, name)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (token) DO UPDATE SET platform = EXCLUDED.platform,
-                name = CASE WHEN EXCLUDED.name = '' THEN push_devices.name ELSE EXCLUDED.name END
-             WHERE push_devices.user_id = EXCLUDED.user_id
-             RETURNING {}",
-            endpoints::DEVICE_COLUMNS
-        )))
-        .bind(Uuid::now_v7())
-        .bind(user_id)
-        .bind(&r.token)
-        .bind(platform)
-        .bind(&r.name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(Error::from)?;
+        let device = endpoints::register_device(&mut tx, user_id, &r.token, platform, &r.name)
+            .await
+            .map_err(Error::from)?;
         let device = device.ok_or_else(|| {
             Error::FailedPrecondition(
                 "this device token is registered to another account; unregister it there first"
@@ -1099,10 +1046,7 @@ impl NotificationService for Api {
     ) -> Result<Response<()>, Status> {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         if let Ok(id) = request.get_ref().push_device_id.parse::<Uuid>() {
-            sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1 AND user_id = $2")
-                .bind(id)
-                .bind(user_id)
-                .execute(&self.ctx.pool)
+            endpoints::unregister_device(&self.ctx.pool, id, user_id)
                 .await
                 .map_err(Error::from)?;
         }

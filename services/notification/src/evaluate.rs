@@ -41,7 +41,7 @@ use crate::domain::template::Template;
 use crate::notify::Outgoing;
 use crate::public;
 use crate::saga;
-use crate::store::alerts;
+use crate::store::{alerts, market};
 
 // === The index ===
 
@@ -57,19 +57,6 @@ pub struct Compiled {
 #[derive(Default)]
 pub struct Index {
     symbols: RwLock<HashMap<String, HashMap<Uuid, Arc<Compiled>>>>,
-}
-
-#[derive(sqlx::FromRow)]
-struct IndexRow {
-    alert_id: Uuid,
-    symbol: String,
-    status: String,
-    rule_version: i32,
-    condition: Vec<u8>,
-    frequency: i16,
-    bar_timeframe: i16,
-    cooldown_secs: i64,
-    message_template: String,
 }
 
 fn compile_parts(
@@ -115,9 +102,6 @@ fn compile_parts(
         template: row.template(),
     })
 }
-
-const INDEX_COLUMNS: &str = "alert_id, symbol, status, rule_version, condition, frequency,
-    bar_timeframe, cooldown_secs, message_template";
 
 impl Index {
     /// Whether any active alert is on `symbol`.
@@ -184,7 +168,7 @@ impl Index {
         symbols.retain(|_, rules| !rules.is_empty());
     }
 
-    fn apply(&self, row: IndexRow) {
+    fn apply(&self, row: alerts::IndexRow) {
         self.remove(row.alert_id);
         if row.status != "ACTIVE" {
             return;
@@ -206,11 +190,7 @@ impl Index {
 
     /// Replaces the whole index with the database's ACTIVE alerts.
     pub async fn rebuild(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
-        let rows: Vec<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {INDEX_COLUMNS} FROM alerts WHERE status = 'ACTIVE'"
-        )))
-        .fetch_all(pool)
-        .await?;
+        let rows = alerts::index_rows(pool).await?;
         let mut fresh: HashMap<String, HashMap<Uuid, Arc<Compiled>>> = HashMap::new();
         for row in rows {
             if let Ok(c) = compile_parts(
@@ -233,12 +213,7 @@ impl Index {
     }
 
     async fn reload_one(&self, pool: &PgPool, alert_id: Uuid) -> Result<(), sqlx::Error> {
-        let row: Option<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {INDEX_COLUMNS} FROM alerts WHERE alert_id = $1"
-        )))
-        .bind(alert_id)
-        .fetch_optional(pool)
-        .await?;
+        let row = alerts::index_row(pool, alert_id).await?;
         match row {
             Some(row) => self.apply(row),
             None => self.remove(alert_id),
@@ -307,99 +282,6 @@ fn timeframe_code(tf: i32) -> Timeframe {
     }
 }
 
-async fn record_price(
-    tx: &mut PgConnection,
-    symbol: &str,
-    o: Observation,
-    at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO last_prices (symbol, price, price_at) VALUES ($1, $2, $3)
-         ON CONFLICT (symbol) DO UPDATE SET price = EXCLUDED.price, price_at = EXCLUDED.price_at
-         WHERE last_prices.price_at <= EXCLUDED.price_at",
-    )
-    .bind(symbol)
-    .bind(o.price)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO price_minutes (symbol, minute, low, high)
-         VALUES ($1, date_trunc('minute', $2::timestamptz), $3, $4)
-         ON CONFLICT (symbol, minute) DO UPDATE
-            SET low = least(price_minutes.low, EXCLUDED.low),
-                high = greatest(price_minutes.high, EXCLUDED.high)",
-    )
-    .bind(symbol)
-    .bind(at)
-    .bind(o.low)
-    .bind(o.high)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO price_days (symbol, day, low, high)
-         VALUES ($1, ($2::timestamptz AT TIME ZONE 'UTC')::date, $3, $4)
-         ON CONFLICT (symbol, day) DO UPDATE
-            SET low = least(price_days.low, EXCLUDED.low),
-                high = greatest(price_days.high, EXCLUDED.high)",
-    )
-    .bind(symbol)
-    .bind(at)
-    .bind(o.low)
-    .bind(o.high)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Lowest and highest price of `symbol` since `since`: minute buckets for the last two days,
-/// day buckets before that (a long window's old end is resolved to the day).
-///
-/// After a firing the window starts at the firing (`after_firing`): the firing's minute bucket
-/// is left out, since it holds the prices that led to the firing; the current observation is
-/// added by the caller.
-async fn window(
-    tx: &mut PgConnection,
-    symbol: &str,
-    since: DateTime<Utc>,
-    after_firing: bool,
-) -> Result<Option<(f64, f64)>, sqlx::Error> {
-    let row: (Option<f64>, Option<f64>) = sqlx::query_as(
-        "SELECT min(low), max(high) FROM (
-             SELECT low, high FROM price_minutes
-              WHERE symbol = $1 AND (minute > date_trunc('minute', $2::timestamptz)
-                                     OR (NOT $3 AND minute = date_trunc('minute', $2::timestamptz)))
-             UNION ALL
-             SELECT low, high FROM price_days
-              WHERE symbol = $1 AND day >= ($2::timestamptz AT TIME ZONE 'UTC')::date
-                AND day < ((now() - interval '2 days') AT TIME ZONE 'UTC')::date
-         ) w",
-    )
-    .bind(symbol)
-    .bind(since)
-    .bind(after_firing)
-    .fetch_one(tx)
-    .await?;
-    Ok(match row {
-        (Some(low), Some(high)) => Some((low, high)),
-        _ => None,
-    })
-}
-
-/// Prunes history no condition can look at any more.
-pub async fn prune_history(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let minutes = sqlx::query("DELETE FROM price_minutes WHERE minute < now() - interval '3 days'")
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let days =
-        sqlx::query("DELETE FROM price_days WHERE day < (now() - interval '400 days')::date")
-            .execute(pool)
-            .await?
-            .rows_affected();
-    Ok(minutes + days)
-}
-
 struct StoredForecast {
     view: ForecastView,
     forecast: prediction::Forecast,
@@ -410,15 +292,7 @@ async fn forecast_of(
     symbol: &str,
     timeframe: Timeframe,
 ) -> Result<Option<StoredForecast>, sqlx::Error> {
-    // The alert's timeframe first, then any (most alerts are daily and so are the models).
-    let bytes: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT forecast FROM forecasts WHERE symbol = $1
-         ORDER BY (timeframe = $2) DESC, as_of DESC LIMIT 1",
-    )
-    .bind(symbol)
-    .bind(timeframe as i16)
-    .fetch_optional(tx)
-    .await?;
+    let bytes = market::forecast(tx, symbol, timeframe).await?;
     Ok(bytes
         .and_then(|b| prediction::Forecast::decode(b.as_slice()).ok())
         .map(|f| StoredForecast {
@@ -430,18 +304,6 @@ async fn forecast_of(
             },
             forecast: f,
         }))
-}
-
-async fn bar_close(
-    tx: &mut PgConnection,
-    symbol: &str,
-    timeframe: Timeframe,
-) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT close FROM bar_closes WHERE symbol = $1 AND timeframe = $2")
-        .bind(symbol)
-        .bind(timeframe as i16)
-        .fetch_optional(tx)
-        .await
 }
 
 // === Handlers ===
@@ -485,7 +347,7 @@ pub fn on_price<'a>(
                 e.price
             },
         };
-        record_price(tx, &e.symbol, observation, at).await?;
+        market::record_price(tx, &e.symbol, observation, at).await?;
         evaluate(
             ctx,
             tx,
@@ -521,18 +383,7 @@ pub fn on_bar<'a>(
         if !(ctx.index.watches(&bar.symbol) && bar.close.is_finite() && bar.close > 0.0) {
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO bar_closes (symbol, timeframe, close, bar_start) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (symbol, timeframe) DO UPDATE
-                SET close = EXCLUDED.close, bar_start = EXCLUDED.bar_start
-             WHERE bar_closes.bar_start <= EXCLUDED.bar_start",
-        )
-        .bind(&bar.symbol)
-        .bind(timeframe as i16)
-        .bind(bar.close)
-        .bind(start)
-        .execute(&mut *tx)
-        .await?;
+        market::record_bar_close(tx, &bar.symbol, timeframe, bar.close, start).await?;
         evaluate(
             ctx,
             tx,
@@ -572,23 +423,15 @@ pub fn on_prediction<'a>(
             .as_ref()
             .and_then(wire::datetime)
             .unwrap_or(envelope.time);
-        sqlx::query(
-            "INSERT INTO forecasts (symbol, timeframe, forecast, as_of) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (symbol, timeframe) DO UPDATE
-                SET forecast = EXCLUDED.forecast, as_of = EXCLUDED.as_of
-             WHERE forecasts.as_of <= EXCLUDED.as_of",
+        market::record_forecast(
+            tx,
+            &e.symbol,
+            timeframe_code(e.timeframe),
+            champion.encode_to_vec(),
+            as_of,
         )
-        .bind(&e.symbol)
-        .bind(timeframe_code(e.timeframe) as i16)
-        .bind(champion.encode_to_vec())
-        .bind(as_of)
-        .execute(&mut *tx)
         .await?;
-        let last: Option<f64> =
-            sqlx::query_scalar("SELECT price FROM last_prices WHERE symbol = $1")
-                .bind(&e.symbol)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let last = market::last_price(tx, &e.symbol).await?;
         let price = last.or((e.last_close > 0.0).then_some(e.last_close));
         evaluate(
             ctx,
@@ -648,7 +491,7 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
                     _ => (start, false),
                 };
                 let observed = ev.observation.map(|o| (o.low, o.high));
-                window(tx, ev.symbol, since, after_firing)
+                market::window(tx, ev.symbol, since, after_firing)
                     .await?
                     .or(observed)
             }
@@ -722,7 +565,7 @@ async fn fire(
 ) -> anyhow::Result<()> {
     let condition = &compiled.rule.condition;
     let condition_text = condition.to_string();
-    let close = bar_close(tx, &row.symbol, compiled.rule.timeframe).await?;
+    let close = market::bar_close(tx, &row.symbol, compiled.rule.timeframe).await?;
     let time = public::rfc3339(f.at);
     let mut values: HashMap<&'static str, String> = HashMap::from([
         ("symbol", row.symbol.clone()),

@@ -8,7 +8,7 @@
 //! - `api`: the gRPC API (translation only).
 //! - `domain`: conditions and their state machines, alert rules, templates, preferences, time
 //!   rules, webhook targets — no I/O.
-//! - `store`: the tables (sqlx).
+//! - `store`: every SQL statement of the service (sqlx), one module per table group.
 //! - `evaluate`: the in-memory alert index and the evaluation of price, bar and forecast
 //!   events; `notify`: the fan-out of one notification into deliveries; `public`: the public
 //!   JSON CloudEvents; `saga`: the alert-activation saga and the sweeps; `system`: user,

@@ -196,13 +196,7 @@ pub async fn disable_for_delisting(
     symbol: &str,
     why: &str,
 ) -> anyhow::Result<()> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT alert_id FROM alerts WHERE symbol = $1 AND status IN ('PENDING', 'ACTIVE')
-         ORDER BY alert_id FOR UPDATE",
-    )
-    .bind(symbol)
-    .fetch_all(&mut *tx)
-    .await?;
+    let ids = alerts::lock_live_on(tx, symbol).await?;
     let reason = if why.is_empty() {
         format!("{symbol} was delisted")
     } else {
@@ -210,10 +204,7 @@ pub async fn disable_for_delisting(
     };
     for id in ids {
         let row = alerts::set_status(tx, id, Status::Disabled, &reason).await?;
-        sqlx::query("UPDATE alerts SET enabled = false WHERE alert_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        alerts::switch_off(tx, id).await?;
         release(tx, id, symbol).await?;
         tell(
             ctx,
@@ -235,12 +226,7 @@ pub async fn disable_for_delisting(
 pub async fn sweep(ctx: &Context) -> anyhow::Result<usize> {
     let settings = ctx.config.saga;
     let mut changed = 0;
-    let due: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT alert_id FROM alerts WHERE status = 'PENDING' AND saga_next_at <= now()
-         ORDER BY saga_next_at LIMIT 200",
-    )
-    .fetch_all(&ctx.pool)
-    .await?;
+    let due = alerts::activations_due(&ctx.pool).await?;
     for id in due {
         let mut tx = ctx.pool.begin().await?;
         let Some(row) = alerts::lock(&mut tx, id).await? else {
@@ -280,27 +266,14 @@ pub async fn sweep(ctx: &Context) -> anyhow::Result<usize> {
             let wait = settings
                 .activation_timeout
                 .saturating_mul(2u32.saturating_pow(attempt.min(10)));
-            sqlx::query(
-                "UPDATE alerts SET saga_attempt = $2,
-                    saga_next_at = now() + make_interval(secs => $3) WHERE alert_id = $1",
-            )
-            .bind(id)
-            .bind(attempt as i32)
-            .bind(wait.as_secs_f64())
-            .execute(&mut *tx)
-            .await?;
+            alerts::schedule_activation(&mut tx, id, attempt as i32, wait).await?;
             request(&mut tx, &row, attempt).await?;
             tracing::info!(message = "Alert activation requested again.", alert_id = %id, attempt);
         }
         tx.commit().await?;
         changed += 1;
     }
-    let expiring: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT alert_id FROM alerts WHERE expires_at <= now()
-           AND status IN ('PENDING', 'ACTIVE', 'DISABLED') ORDER BY expires_at LIMIT 200",
-    )
-    .fetch_all(&ctx.pool)
-    .await?;
+    let expiring = alerts::expired(&ctx.pool).await?;
     for id in expiring {
         let mut tx = ctx.pool.begin().await?;
         let Some(row) = alerts::lock(&mut tx, id).await? else {
@@ -350,7 +323,7 @@ pub async fn run_sweeps(ctx: crate::context::Shared, interval: Duration, stop: C
         }
         passes += 1;
         if passes.is_multiple_of(720)
-            && let Err(error) = crate::evaluate::prune_history(&ctx.pool).await
+            && let Err(error) = crate::store::market::prune_history(&ctx.pool).await
         {
             tracing::warn!(message = "Price history prune failed.", %error);
         }

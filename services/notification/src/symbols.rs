@@ -1,6 +1,5 @@
 //! The known-symbols read model, fed by stock-data's symbol events.
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use mirai_platform::events::Envelope;
 use mirai_platform::events::consumer::Consumer;
@@ -10,6 +9,7 @@ use mirai_proto::notification::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
 use crate::context::{Context, Shared, with};
+use crate::store::symbols as store;
 
 /// Registers the handlers on the service's stock-events consumer.
 pub fn register(consumer: Consumer, ctx: &Shared) -> Consumer {
@@ -24,7 +24,9 @@ fn on_listed<'a>(
     _: &'a Envelope,
     event: ev::SymbolListed,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
-    Box::pin(upsert(tx, event.symbol, event.name, event.exchange_mic))
+    Box::pin(
+        async move { Ok(store::upsert(tx, event.symbol, event.name, event.exchange_mic).await?) },
+    )
 }
 
 fn on_updated<'a>(
@@ -32,28 +34,9 @@ fn on_updated<'a>(
     _: &'a Envelope,
     event: ev::SymbolUpdated,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
-    Box::pin(upsert(tx, event.symbol, event.name, event.exchange_mic))
-}
-
-/// Listing (again) or changing a symbol makes it known and active.
-async fn upsert(
-    tx: &mut PgConnection,
-    symbol: String,
-    name: String,
-    exchange_mic: String,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO known_symbols (symbol, name, exchange_mic) VALUES ($1, $2, $3)
-         ON CONFLICT (symbol) DO UPDATE
-            SET name = EXCLUDED.name, exchange_mic = EXCLUDED.exchange_mic,
-                delisted = false, updated_at = now()",
+    Box::pin(
+        async move { Ok(store::upsert(tx, event.symbol, event.name, event.exchange_mic).await?) },
     )
-    .bind(symbol)
-    .bind(name)
-    .bind(exchange_mic)
-    .execute(tx)
-    .await?;
-    Ok(())
 }
 
 /// Marks the symbol delisted, and disables its live alerts (telling their owners).
@@ -64,24 +47,9 @@ fn on_delisted<'a>(
     event: ev::SymbolDelisted,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
-        sqlx::query(
-            "UPDATE known_symbols SET delisted = true, updated_at = now() WHERE symbol = $1",
-        )
-        .bind(&event.symbol)
-        .execute(&mut *tx)
-        .await?;
+        store::mark_delisted(tx, &event.symbol).await?;
         crate::saga::disable_for_delisting(ctx, tx, envelope, &event.symbol, &event.reason).await
     })
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    symbol: String,
-    name: String,
-    exchange_mic: String,
-    delisted: bool,
-    updated_at: DateTime<Utc>,
-    live_alerts: i64,
 }
 
 /// One page of known symbols by ticker, plus the next page's token.
@@ -91,20 +59,9 @@ pub async fn list(
 ) -> Result<pb::ListKnownSymbolsResponse, tonic::Status> {
     let limit = wire::page_size(request.page_size, 500, 1000)?;
     let after = wire::page_after(&request.page_token)?;
-    let mut rows: Vec<Row> = sqlx::query_as(
-        "SELECT symbol, name, exchange_mic, delisted, updated_at,
-            (SELECT count(*) FROM alerts a WHERE a.symbol = k.symbol
-               AND a.status IN ('PENDING', 'ACTIVE')) AS live_alerts
-         FROM known_symbols k
-         WHERE symbol > $1 AND ($2 OR NOT delisted)
-         ORDER BY symbol LIMIT $3",
-    )
-    .bind(after)
-    .bind(request.include_delisted)
-    .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| mirai_platform::db::status(e, "symbol"))?;
+    let mut rows = store::list(pool, &after, request.include_delisted, i64::from(limit) + 1)
+        .await
+        .map_err(|e| mirai_platform::db::status(e, "symbol"))?;
     let next_page_token = wire::next_page_token(&mut rows, limit as usize, |r| r.symbol.clone());
     Ok(pb::ListKnownSymbolsResponse {
         symbols: rows

@@ -274,35 +274,11 @@ pub fn on_report<'a>(
 /// live ones), notifications with their deliveries and attempts, webhook endpoints, push
 /// devices, preferences and the read-model row. Returns the rows removed.
 pub async fn purge(tx: &mut PgConnection, user_id: Uuid) -> anyhow::Result<u64> {
-    let live: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT alert_id, symbol FROM alerts WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')",
-    )
-    .bind(user_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let live = crate::store::alerts::live_of_user(tx, user_id).await?;
     for (alert_id, symbol) in &live {
         crate::saga::release(tx, *alert_id, symbol).await?;
     }
-    let mut removed = 0;
-    for statement in [
-        "DELETE FROM alerts WHERE user_id = $1",
-        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE user_id = $1)",
-        "DELETE FROM deliveries WHERE user_id = $1",
-        "DELETE FROM notifications WHERE user_id = $1",
-        "DELETE FROM webhook_endpoints WHERE user_id = $1",
-        "DELETE FROM push_devices WHERE user_id = $1",
-        "DELETE FROM preferences WHERE user_id = $1",
-        "DELETE FROM email_verification_sends WHERE user_id = $1",
-        "DELETE FROM email_addresses WHERE user_id = $1",
-        "DELETE FROM users WHERE user_id = $1",
-    ] {
-        removed += sqlx::query(statement)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
-    Ok(removed)
+    Ok(crate::store::users::purge(tx, user_id).await?)
 }
 
 /// The purge as the deletion saga wants it.

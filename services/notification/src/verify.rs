@@ -22,6 +22,7 @@ use crate::config::VerificationConfig;
 use crate::context::Context;
 use crate::deliver::email;
 use crate::error::Error;
+use crate::store::emails;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,19 +82,7 @@ pub async fn ensure(
     user_id: Uuid,
     address: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH added AS (
-             INSERT INTO email_addresses (user_id, address) VALUES ($1, $2)
-             ON CONFLICT (user_id, address) DO NOTHING RETURNING verified_at)
-         SELECT verified_at IS NOT NULL FROM added
-         UNION ALL
-         SELECT verified_at IS NOT NULL FROM email_addresses WHERE user_id = $1 AND address = $2
-         LIMIT 1",
-    )
-    .bind(user_id)
-    .bind(normalise(address))
-    .fetch_one(conn)
-    .await
+    emails::ensure(conn, user_id, normalise(address)).await
 }
 
 /// Forgets the user's addresses other than `keep` (the account's and the preferences' current
@@ -108,12 +97,7 @@ pub async fn forget_others(
         .filter(|a| !a.trim().is_empty())
         .map(|a| normalise(a))
         .collect();
-    sqlx::query("DELETE FROM email_addresses WHERE user_id = $1 AND address <> ALL($2)")
-        .bind(user_id)
-        .bind(&keep)
-        .execute(conn)
-        .await?;
-    Ok(())
+    emails::forget_others(conn, user_id, &keep).await
 }
 
 /// The outcome of asking for a link.
@@ -137,31 +121,11 @@ pub async fn send_link(ctx: &Context, user_id: Uuid, address: &str) -> anyhow::R
     ensure(&mut tx, user_id, &address).await?;
     // The row lock orders concurrent requests for the address; the user's count is read after
     // it, so two addresses of one user may each pass at the limit's edge once (harmless).
-    let verified: bool = sqlx::query_scalar(
-        "SELECT verified_at IS NOT NULL FROM email_addresses
-         WHERE user_id = $1 AND address = $2 FOR UPDATE",
-    )
-    .bind(user_id)
-    .bind(&address)
-    .fetch_one(&mut *tx)
-    .await?;
+    let verified = emails::lock_verified(&mut tx, user_id, &address).await?;
     if verified {
         return Ok(Sent::Verified);
     }
-    sqlx::query(
-        "DELETE FROM email_verification_sends WHERE user_id = $1 AND sent_at < now() - interval '1 hour'",
-    )
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
-    let (for_address, for_user): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE address = $2), count(*)
-         FROM email_verification_sends WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .bind(&address)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (for_address, for_user) = emails::recent_sends(&mut tx, user_id, &address).await?;
     if for_address >= i64::from(config.per_address) || for_user >= i64::from(config.per_user) {
         return Ok(Sent::Limited);
     }
@@ -175,17 +139,7 @@ pub async fn send_link(ctx: &Context, user_id: Uuid, address: &str) -> anyhow::R
             + chrono::Duration::from_std(config.ttl).unwrap_or(chrono::Duration::days(1)))
         .timestamp(),
     };
-    sqlx::query("UPDATE email_addresses SET nonce = $3 WHERE user_id = $1 AND address = $2")
-        .bind(user_id)
-        .bind(&address)
-        .bind(&claims.n)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO email_verification_sends (user_id, address) VALUES ($1, $2)")
-        .bind(user_id)
-        .bind(&address)
-        .execute(&mut *tx)
-        .await?;
+    emails::record_send(&mut tx, user_id, &address, &claims.n).await?;
     tx.commit().await?;
     let link = format!(
         "{}{}token={}",
@@ -225,15 +179,7 @@ pub async fn send_link(ctx: &Context, user_id: Uuid, address: &str) -> anyhow::R
 /// Confirms the address a token names; returns it.
 pub async fn confirm(ctx: &Context, token: &str) -> Result<String, Error> {
     let claims = open(&ctx.config.verification, token, Utc::now())?;
-    let confirmed: Option<String> = sqlx::query_scalar(
-        "UPDATE email_addresses SET verified_at = now(), nonce = NULL
-         WHERE user_id = $1 AND address = $2 AND nonce = $3 RETURNING address",
-    )
-    .bind(claims.u)
-    .bind(&claims.a)
-    .bind(&claims.n)
-    .fetch_optional(&ctx.pool)
-    .await?;
+    let confirmed = emails::confirm(&ctx.pool, claims.u, &claims.a, &claims.n).await?;
     confirmed.ok_or_else(|| {
         Error::FailedPrecondition(
             "the verification link was already used, replaced by a newer one, or the address \

@@ -224,19 +224,7 @@ impl Worker {
             .max(Duration::from_secs(10))
             .saturating_mul(3);
         let mut tx = self.ctx.pool.begin().await?;
-        let rows: Vec<deliveries::Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
-             WHERE delivery_id IN (
-                 SELECT delivery_id FROM deliveries
-                 WHERE status IN ('QUEUED', 'RETRYING', 'DEFERRED') AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING {}",
-            deliveries::COLUMNS
-        )))
-        .bind(limit)
-        .bind(lease.as_secs_f64())
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = deliveries::claim(&mut tx, limit, lease).await?;
         tx.commit().await?;
         let mut groups: Vec<Group> = Vec::new();
         let mut digests: HashMap<(Uuid, i16, String), usize> = HashMap::new();
@@ -396,20 +384,12 @@ impl Worker {
                 match push.send(&device.token, &title, &body, &data).await {
                     push::PushResult::Attempted(a) => {
                         if a.outcome == AttemptOutcome::Succeeded {
-                            sqlx::query(
-                                "UPDATE push_devices SET last_delivered_at = now() WHERE push_device_id = $1",
-                            )
-                            .bind(device_id)
-                            .execute(&mut *conn)
-                            .await?;
+                            endpoints::device_delivered(&mut conn, device_id).await?;
                         }
                         a
                     }
                     push::PushResult::Unregistered(a) => {
-                        sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1")
-                            .bind(device_id)
-                            .execute(&mut *conn)
-                            .await?;
+                        endpoints::remove_device(&mut conn, device_id).await?;
                         tracing::info!(message = "Push device unregistered by FCM; removed.", %device_id);
                         a
                     }
@@ -456,18 +436,15 @@ impl Worker {
                 } else {
                     ("FAILED", None)
                 };
-            sqlx::query(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
-                    last_error = $5, updated_at = now()
-                 WHERE delivery_id = $1",
+            deliveries::set_result(
+                &mut tx,
+                row.delivery_id,
+                status,
+                attempt,
+                next,
+                // Capped like the attempt's excerpt: an error text is never stored unbounded.
+                &result.error.chars().take(500).collect::<String>(),
             )
-            .bind(row.delivery_id)
-            .bind(status)
-            .bind(attempt)
-            .bind(next)
-            // Capped like the attempt's excerpt: an error text is never stored unbounded.
-            .bind(result.error.chars().take(500).collect::<String>())
-            .execute(&mut *tx)
             .await?;
         }
         if group.channel == pb::Channel::Webhook
@@ -487,13 +464,7 @@ impl Worker {
         result: &Attempted,
     ) -> Result<(), sqlx::Error> {
         if result.outcome == AttemptOutcome::Succeeded {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET failing_since = NULL, last_error = ''
-                 WHERE webhook_endpoint_id = $1 AND failing_since IS NOT NULL",
-            )
-            .bind(endpoint_id)
-            .execute(tx)
-            .await?;
+            endpoints::record_success(tx, endpoint_id).await?;
             return Ok(());
         }
         let disable_after = self.ctx.config.webhooks.disable_after;
@@ -502,26 +473,9 @@ impl Worker {
             humantime::format_duration(Duration::from_secs(disable_after.as_secs())),
             result.error.chars().take(200).collect::<String>()
         );
-        let disabled: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE webhook_endpoints SET
-                failing_since = coalesce(failing_since, now()), last_error = $2,
-                status = CASE WHEN status = 'ENABLED'
-                              AND coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
-                         THEN 'DISABLED_FAILING' ELSE status END,
-                disabled_reason = CASE WHEN status = 'ENABLED'
-                              AND coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
-                         THEN $4 ELSE disabled_reason END,
-                updated_at = now()
-             WHERE webhook_endpoint_id = $1
-             RETURNING CASE WHEN status = 'DISABLED_FAILING' THEN webhook_endpoint_id END",
-        )
-        .bind(endpoint_id)
-        .bind(&result.error)
-        .bind(disable_after.as_secs_f64())
-        .bind(&reason)
-        .fetch_optional(tx)
-        .await?
-        .flatten();
+        let disabled =
+            endpoints::record_failure(tx, endpoint_id, &result.error, disable_after, &reason)
+                .await?;
         if disabled.is_some() {
             tracing::warn!(message = "Webhook endpoint disabled after sustained failure.", %endpoint_id);
         }

@@ -7,7 +7,7 @@ use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
 use mirai_proto::stock::v1::Timeframe;
 use prost::Message as _;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::alert::{Frequency, Rule, State, Status};
@@ -332,5 +332,204 @@ pub async fn active_on(conn: &mut PgConnection, symbol: &str) -> Result<Vec<Row>
     )))
     .bind(symbol)
     .fetch_all(conn)
+    .await
+}
+
+/// What the in-memory alert index keeps of an alert.
+#[derive(sqlx::FromRow)]
+pub struct IndexRow {
+    pub alert_id: Uuid,
+    pub symbol: String,
+    pub status: String,
+    pub rule_version: i32,
+    pub condition: Vec<u8>,
+    pub frequency: i16,
+    pub bar_timeframe: i16,
+    pub cooldown_secs: i64,
+    pub message_template: String,
+}
+
+const INDEX_COLUMNS: &str = "alert_id, symbol, status, rule_version, condition, frequency,
+    bar_timeframe, cooldown_secs, message_template";
+
+/// The index rows of every ACTIVE alert.
+pub async fn index_rows(pool: &PgPool) -> Result<Vec<IndexRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {INDEX_COLUMNS} FROM alerts WHERE status = 'ACTIVE'"
+    )))
+    .fetch_all(pool)
+    .await
+}
+
+/// The index row of one alert, whatever its status.
+pub async fn index_row(pool: &PgPool, alert_id: Uuid) -> Result<Option<IndexRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {INDEX_COLUMNS} FROM alerts WHERE alert_id = $1"
+    )))
+    .bind(alert_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The fields an update writes (`rearm` re-arms a changed condition).
+pub struct Changes<'a> {
+    pub alert_id: Uuid,
+    pub name: &'a str,
+    pub condition: &'a [u8],
+    pub frequency: i16,
+    pub bar_timeframe: i16,
+    pub cooldown_secs: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub message_template: &'a str,
+    pub channels: &'a [i16],
+    pub webhook_endpoint_ids: &'a [Uuid],
+    pub enabled: bool,
+    pub rule_changed: bool,
+    pub rearm: Option<Arm>,
+}
+
+/// Writes an update of an alert's fields, bumping the rule version when the rule changed.
+pub async fn update(tx: &mut PgConnection, c: &Changes<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE alerts SET name = $2, condition = $3, frequency = $4, bar_timeframe = $5,
+                cooldown_secs = $6, expires_at = $7, message_template = $8, channels = $9,
+                webhook_endpoint_ids = $10, enabled = $11,
+                rule_version = rule_version + CASE WHEN $12 THEN 1 ELSE 0 END,
+                armed_up = coalesce($13, armed_up), armed_down = coalesce($14, armed_down),
+                move_ref_at = CASE WHEN $13 IS NULL THEN move_ref_at END,
+                state_version = state_version + 1, updated_at = now()
+             WHERE alert_id = $1",
+    )
+    .bind(c.alert_id)
+    .bind(c.name)
+    .bind(c.condition)
+    .bind(c.frequency)
+    .bind(c.bar_timeframe)
+    .bind(c.cooldown_secs)
+    .bind(c.expires_at)
+    .bind(c.message_template)
+    .bind(c.channels)
+    .bind(c.webhook_endpoint_ids)
+    .bind(c.enabled)
+    .bind(c.rule_changed)
+    .bind(c.rearm.map(|a| a.up))
+    .bind(c.rearm.map(|a| a.down))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A TRIGGERED alert switched on again starts counting afresh.
+pub async fn reset_trigger_count(tx: &mut PgConnection, alert_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE alerts SET trigger_count = 0 WHERE alert_id = $1 AND status = 'TRIGGERED'")
+        .bind(alert_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(tx: &mut PgConnection, alert_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM alerts WHERE alert_id = $1")
+        .bind(alert_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// One page of a user's alerts, newest first, before `before`; `statuses` empty means any.
+pub async fn list(
+    pool: &PgPool,
+    user_id: Uuid,
+    statuses: &[String],
+    symbol: Option<&str>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM alerts WHERE user_id = $1
+               AND (cardinality($2::text[]) = 0 OR status = ANY($2))
+               AND ($3::text IS NULL OR symbol = $3)
+               AND ($4::uuid IS NULL OR alert_id < $4)
+             ORDER BY alert_id DESC LIMIT $5",
+        COLUMNS
+    )))
+    .bind(user_id)
+    .bind(statuses)
+    .bind(symbol)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The live (PENDING or ACTIVE) alerts on `symbol`, locked.
+pub async fn lock_live_on(tx: &mut PgConnection, symbol: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT alert_id FROM alerts WHERE symbol = $1 AND status IN ('PENDING', 'ACTIVE')
+         ORDER BY alert_id FOR UPDATE",
+    )
+    .bind(symbol)
+    .fetch_all(tx)
+    .await
+}
+
+/// Switches an alert off (the caller sets its status).
+pub async fn switch_off(tx: &mut PgConnection, alert_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE alerts SET enabled = false WHERE alert_id = $1")
+        .bind(alert_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// PENDING alerts whose activation answer is overdue (at most 200, oldest first).
+pub async fn activations_due(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT alert_id FROM alerts WHERE status = 'PENDING' AND saga_next_at <= now()
+         ORDER BY saga_next_at LIMIT 200",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Records the activation request `attempt` and when to look again.
+pub async fn schedule_activation(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    attempt: i32,
+    wait: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE alerts SET saga_attempt = $2,
+                    saga_next_at = now() + make_interval(secs => $3) WHERE alert_id = $1",
+    )
+    .bind(alert_id)
+    .bind(attempt)
+    .bind(wait.as_secs_f64())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Alerts past their expiry not yet ended (at most 200, earliest first).
+pub async fn expired(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT alert_id FROM alerts WHERE expires_at <= now()
+           AND status IN ('PENDING', 'ACTIVE', 'DISABLED') ORDER BY expires_at LIMIT 200",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A user's live alerts with their symbols.
+pub async fn live_of_user(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT alert_id, symbol FROM alerts WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')",
+    )
+    .bind(user_id)
+    .fetch_all(tx)
     .await
 }

@@ -1,5 +1,7 @@
 //! The `deliveries` and `delivery_attempts` tables.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
@@ -226,6 +228,72 @@ pub async fn record_attempt(
     .bind(duration_ms)
     .bind(response_code)
     .bind(error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Leases up to `limit` due deliveries (QUEUED, RETRYING, DEFERRED) for `lease`, skipping rows
+/// another worker holds.
+pub async fn claim(
+    tx: &mut PgConnection,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
+             WHERE delivery_id IN (
+                 SELECT delivery_id FROM deliveries
+                 WHERE status IN ('QUEUED', 'RETRYING', 'DEFERRED') AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING {}",
+        COLUMNS
+    )))
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(tx)
+    .await
+}
+
+/// Writes an attempt's result: the status, the count, the next attempt and the error.
+pub async fn set_result(
+    tx: &mut PgConnection,
+    delivery_id: Uuid,
+    status: &str,
+    attempts: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
+                    last_error = $5, updated_at = now()
+                 WHERE delivery_id = $1",
+    )
+    .bind(delivery_id)
+    .bind(status)
+    .bind(attempts)
+    .bind(next_attempt_at)
+    .bind(error)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The user's pending deliveries to a deleted webhook endpoint end FAILED, kept in the log.
+pub async fn fail_for_deleted_endpoint(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    endpoint_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = 'FAILED', last_error = 'the endpoint was deleted',
+                    next_attempt_at = NULL, updated_at = now()
+                 WHERE user_id = $1 AND channel = $2 AND target = $3
+                   AND status IN ('QUEUED', 'RETRYING', 'DEFERRED')",
+    )
+    .bind(user_id)
+    .bind(pb::Channel::Webhook as i16)
+    .bind(endpoint_id.to_string())
     .execute(tx)
     .await?;
     Ok(())

@@ -279,3 +279,129 @@ pub async fn reseal_all(pool: &sqlx::PgPool, keys: &Keyring) -> anyhow::Result<u
     tx.commit().await?;
     Ok(changed)
 }
+
+/// Notes a successful push to the device.
+pub async fn device_delivered(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE push_devices SET last_delivered_at = now() WHERE push_device_id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a device (FCM no longer knows its token).
+pub async fn remove_device(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a user's device; nothing when it is not theirs.
+pub async fn unregister_device(
+    pool: &sqlx::PgPool,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The user who holds a device token, if any.
+pub async fn token_holder(tx: &mut PgConnection, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM push_devices WHERE token = $1")
+        .bind(token)
+        .fetch_optional(tx)
+        .await
+}
+
+/// Registers a device token for the user, or updates the user's own registration of it;
+/// `None` when another account holds the token.
+pub async fn register_device(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    token: &str,
+    platform: i16,
+    name: &str,
+) -> Result<Option<Device>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO push_devices (push_device_id, user_id, token, platform, name)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (token) DO UPDATE SET platform = EXCLUDED.platform,
+                name = CASE WHEN EXCLUDED.name = '' THEN push_devices.name ELSE EXCLUDED.name END
+             WHERE push_devices.user_id = EXCLUDED.user_id
+             RETURNING {}",
+        DEVICE_COLUMNS
+    )))
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(token)
+    .bind(platform)
+    .bind(name)
+    .fetch_optional(tx)
+    .await
+}
+
+/// Deletes a user's endpoint; returns whether it existed.
+pub async fn delete(tx: &mut PgConnection, id: Uuid, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query(
+            "DELETE FROM webhook_endpoints WHERE webhook_endpoint_id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user_id)
+        .execute(tx)
+        .await?
+        .rows_affected()
+            > 0,
+    )
+}
+
+/// A delivery to the endpoint succeeded: its run of failures ends.
+pub async fn record_success(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhook_endpoints SET failing_since = NULL, last_error = ''
+                 WHERE webhook_endpoint_id = $1 AND failing_since IS NOT NULL",
+    )
+    .bind(id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A delivery to the endpoint failed: its run of failures starts (or goes on), and once it
+/// started `disable_after` ago the endpoint is DISABLED_FAILING with `reason`. Returns the
+/// endpoint's id when it is (now or already) disabled for failing.
+pub async fn record_failure(
+    tx: &mut PgConnection,
+    id: Uuid,
+    error: &str,
+    disable_after: std::time::Duration,
+    reason: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    Ok(sqlx::query_scalar(
+            "UPDATE webhook_endpoints SET
+                failing_since = coalesce(failing_since, now()), last_error = $2,
+                status = CASE WHEN status = 'ENABLED'
+                              AND coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
+                         THEN 'DISABLED_FAILING' ELSE status END,
+                disabled_reason = CASE WHEN status = 'ENABLED'
+                              AND coalesce(failing_since, now()) <= now() - make_interval(secs => $3)
+                         THEN $4 ELSE disabled_reason END,
+                updated_at = now()
+             WHERE webhook_endpoint_id = $1
+             RETURNING CASE WHEN status = 'DISABLED_FAILING' THEN webhook_endpoint_id END",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(disable_after.as_secs_f64())
+        .bind(reason)
+        .fetch_optional(tx)
+        .await?
+        .flatten())
+}

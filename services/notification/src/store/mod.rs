@@ -2,9 +2,12 @@
 
 pub mod alerts;
 pub mod deliveries;
+pub mod emails;
 pub mod endpoints;
+pub mod market;
 pub mod notifications;
 pub mod preferences;
+pub mod symbols;
 pub mod users;
 
 use mirai_proto::notification::v1 as pb;

@@ -90,3 +90,27 @@ pub async fn admins(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
         .fetch_all(conn)
         .await
 }
+
+/// Deletes every row of the user in every table of the service; returns the rows removed.
+pub async fn purge(tx: &mut PgConnection, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let mut removed = 0;
+    for statement in [
+        "DELETE FROM alerts WHERE user_id = $1",
+        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE user_id = $1)",
+        "DELETE FROM deliveries WHERE user_id = $1",
+        "DELETE FROM notifications WHERE user_id = $1",
+        "DELETE FROM webhook_endpoints WHERE user_id = $1",
+        "DELETE FROM push_devices WHERE user_id = $1",
+        "DELETE FROM preferences WHERE user_id = $1",
+        "DELETE FROM email_verification_sends WHERE user_id = $1",
+        "DELETE FROM email_addresses WHERE user_id = $1",
+        "DELETE FROM users WHERE user_id = $1",
+    ] {
+        removed += sqlx::query(statement)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(removed)
+}
