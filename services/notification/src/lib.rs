@@ -5,7 +5,10 @@
 //! - `config`: configuration from the environment (see the README's table).
 //! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`]; `context`: the
 //!   state its handlers share.
-//! - `api`: the gRPC API (translation only).
+//! - `grpc`: the gRPC API (the caller, translation, one call, the error's `Status`; no rules).
+//! - `alerts`, `webhooks`, `devices`, `inbox`, `deliveries`, `preferences`: what the RPCs do —
+//!   alerts, webhook endpoints, push devices, in-app notifications and streams, the delivery log
+//!   (list, resend), preferences and email verification links.
 //! - `domain`: conditions and their state machines, alert rules, templates, preferences, time
 //!   rules, webhook targets — no I/O.
 //! - `store`: every SQL statement of the service (sqlx), one module per table group.
@@ -20,14 +23,19 @@
 //! - `migrations/`: the schema, versions from 1000 up.
 
 pub mod account_mail;
-pub mod api;
+pub mod alerts;
 pub mod config;
 pub mod context;
 pub mod deliver;
+pub mod deliveries;
+pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod evaluate;
+pub mod grpc;
+pub mod inbox;
 pub mod notify;
+pub mod preferences;
 pub mod public;
 pub mod saga;
 pub mod secrets;
@@ -37,3 +45,4 @@ pub mod stream;
 pub mod symbols;
 pub mod system;
 pub mod verify;
+pub mod webhooks;

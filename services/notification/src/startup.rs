@@ -11,11 +11,11 @@ use mirai_proto::events::v1 as ev;
 use mirai_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use sqlx::migrate::Migrator;
 
-use crate::api::Api;
 use crate::config::Config;
 use crate::context::{Context, SERVICE, Shared, with};
 use crate::deliver::{DeliveryMetrics, Worker};
 use crate::evaluate::{self, Index};
+use crate::grpc::Api;
 use crate::notify::FanOut;
 use crate::stream::Hub;
 use crate::{account_mail, saga, symbols, system};
