@@ -188,6 +188,11 @@ impl Application {
             .expect("bound listener has an address")
     }
 
+    /// The registry behind `/metrics` (an embedding process may read it directly).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
             .local_addr()

@@ -18,6 +18,7 @@ fn count(metrics: &str, cache: &str, result: &str) -> u64 {
 async fn token_key_lookups_and_refused_api_keys_count_hits_and_misses() {
     let platform = Platform::start().await;
     let app = Application::build(platform.gateway_config()).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let (base, admin) = (format!("http://{}", app.http_addr()), app.admin_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));

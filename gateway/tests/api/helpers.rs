@@ -331,6 +331,7 @@ pub async fn serve(
     let app = mirai_gateway::startup::Application::build(config)
         .await
         .expect("gateway builds");
+    route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -370,5 +371,65 @@ pub async fn eventually_within<T: PartialEq + std::fmt::Debug, F: AsyncFn() -> T
             "{what}: still {got:?}, want {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which routes the tests exercise: every in-process gateway a test starts is noted here, and
+/// when the test's runtime shuts down the (method, route template) pairs it answered with a
+/// success (2xx) are written to `target/tmp/route-coverage/<pid>-<n>.txt`.
+/// `scripts/route-coverage` (a stage of `scripts/test`) compares their union with the OpenAPI
+/// document and names every operation no test called successfully (a 401 from a sweep over
+/// every route does not count).
+pub mod route_coverage {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mirai_platform::telemetry::Metrics;
+
+    /// Writes the routes when dropped: by the runtime's shutdown at the end of the test, which
+    /// drops every task still pending — after the test awaited all its requests.
+    struct WriteOnDrop(Metrics);
+
+    impl Drop for WriteOnDrop {
+        fn drop(&mut self) {
+            static GATEWAYS: AtomicUsize = AtomicUsize::new(0);
+            let n = GATEWAYS.fetch_add(1, Ordering::Relaxed);
+            let lines: String = routes(&self.0.encode())
+                .into_iter()
+                .map(|route| route + "\n")
+                .collect();
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("route-coverage");
+            let file = dir.join(format!("{}-{n}.txt", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(file, lines));
+        }
+    }
+
+    pub fn record(metrics: Metrics) {
+        let guard = WriteOnDrop(metrics);
+        tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+    }
+
+    /// `METHOD route` of every `mirai_http_server_requests_total` sample in `text` with a 2xx
+    /// status and a count above zero.
+    fn routes(text: &str) -> Vec<String> {
+        let label = |line: &str, name: &str| -> Option<String> {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = start + line[start..].find('"')?;
+            Some(line[start..end].to_owned())
+        };
+        text.lines()
+            .filter(|line| line.starts_with("mirai_http_server_requests_total{"))
+            .filter(|line| label(line, "status").is_some_and(|s| s.starts_with('2')))
+            .filter(|line| !line.ends_with(" 0"))
+            .filter_map(|line| {
+                Some(format!(
+                    "{} {}",
+                    label(line, "method")?,
+                    label(line, "route")?
+                ))
+            })
+            .collect()
     }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::Gateway;
+use crate::helpers::{Gateway, eventually};
 
 /// A gateway whose stock-data holds the S&P 500 sample as `SPX`.
 async fn ready() -> Gateway {
@@ -60,10 +60,21 @@ async fn a_forecast_is_served_stored_and_found_in_the_history() {
         .collect();
     assert!(levels.windows(2).all(|w| w[0] < w[1]), "{forecast}");
 
-    let (status, _, page) = gateway
-        .get("/v1/predictions?mine=true&symbol=SPX", Some(&token))
-        .await;
-    assert_eq!(status, 200, "{page}");
+    // The history is written off the request path: it shows up within moments.
+    let history = async || {
+        let (status, _, page) = gateway
+            .get("/v1/predictions?mine=true&symbol=SPX", Some(&token))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page
+    };
+    eventually("the forecast in the history", 1, async || {
+        history().await["predictions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    })
+    .await;
+    let page = history().await;
     let stored = &page["predictions"][0];
     assert_eq!(
         stored["forecast"]["prediction_id"], forecast["prediction_id"],

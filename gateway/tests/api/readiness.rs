@@ -29,6 +29,7 @@ async fn a_service_that_is_down_degrades_only_its_own_routes() {
     let mut config = platform.gateway_config();
     config.upstreams.prediction.breaker.open_wait = Duration::from_secs(2);
     let app = Application::build(config).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let (http, admin) = (app.http_addr(), app.admin_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));

@@ -178,6 +178,7 @@ async fn an_upstream_failing_through_the_fault_layer_trips_only_its_routes_and_r
     let app = mirai_gateway::startup::Application::build(config)
         .await
         .unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let (base, admin) = (
         format!("http://{}", app.http_addr()),
         format!("http://{}", app.admin_addr()),

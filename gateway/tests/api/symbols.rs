@@ -58,6 +58,7 @@ async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
     let (exporter, _telemetry) = mirai_platform::testing::capture_spans("slice-test");
     let platform = Platform::start().await;
     let app = Application::build(platform.gateway_config()).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -138,6 +139,7 @@ async fn an_admin_lists_a_symbol_and_every_read_model_sees_it_in_one_trace() {
 async fn bad_symbol_requests_get_problem_details_and_change_nothing() {
     let platform = Platform::start().await;
     let app = Application::build(platform.gateway_config()).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -226,6 +228,7 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
         .await
         .unwrap();
     let app = Application::build(platform.gateway_config()).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -283,6 +286,7 @@ async fn bars_come_through_the_gateway_aggregated_and_bad_queries_are_problems()
 async fn admins_import_bars_over_http_and_replay_them() {
     let platform = Platform::start().await;
     let app = Application::build(platform.gateway_config()).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -373,6 +377,7 @@ async fn the_quote_stream_outlives_the_upstream_timeout_and_follows_a_replay() {
     let mut config = platform.gateway_config();
     config.upstreams.stock_data.timeout = Duration::from_secs(1);
     let app = Application::build(config).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let stop = CancellationToken::new();
     let gateway = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -444,6 +449,7 @@ async fn one_websocket_subscribes_and_unsubscribes_and_quality_is_reported() {
         .await
         .unwrap();
     let app = Application::build(platform.gateway_config()).await.unwrap();
+    crate::helpers::route_coverage::record(app.metrics());
     let base = format!("http://{}", app.http_addr());
     let ws_url = format!("ws://{}/v1/stream/quotes?symbols=SPX", app.http_addr());
     let stop = CancellationToken::new();
