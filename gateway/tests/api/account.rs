@@ -807,3 +807,81 @@ async fn account_deletion_is_erased_only_after_all_four_participants_purged() {
     // account_deletion_waits_for_every_participant_then_erases_the_account.
     gw.stop().await;
 }
+
+/// Logout revokes the session: its refresh token is spent; logging out again is harmless
+/// (204), a token the service never issued is a 401.
+#[tokio::test]
+async fn logout_revokes_the_session_of_its_refresh_token() {
+    let gw = Gateway::start().await;
+    let (_, access, refresh) = gw
+        .sign_up(&format!(
+            "leaving-{}@example.com",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .await;
+    let body = json!({ "refresh_token": refresh });
+    let (status, _, answer) = gw.post("/v1/auth/logout", None, body.clone()).await;
+    assert_eq!(status, 204, "{answer}");
+    let (status, _, _) = gw.post("/v1/auth/refresh", None, body.clone()).await;
+    assert_eq!(status, 401, "the session's refresh token no longer works");
+    let (status, _, _) = gw.post("/v1/auth/logout", None, body).await;
+    assert_eq!(status, 204, "idempotent");
+    let unknown = json!({ "refresh_token": "never-issued" });
+    let (status, headers, _) = gw.post("/v1/auth/logout", None, unknown).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    // The access token lives on until it expires (stateless), as documented.
+    let (status, _, _) = gw.get("/v1/me", Some(&access)).await;
+    assert_eq!(status, 200);
+}
+
+/// An account locked by guessing from many addresses is unlocked by the emailed link, once.
+#[tokio::test]
+async fn the_emailed_link_unlocks_a_locked_account_once() {
+    use mirai_proto::user::v1 as pb;
+    use mirai_proto::user::v1::user_service_client::UserServiceClient;
+
+    let gw = Gateway::start().await;
+    let email = format!("guessed-{}@example.com", uuid::Uuid::new_v4().simple());
+    gw.sign_up(&email).await;
+    // Distributed guessing straight at the user service (the gateway would see one address):
+    // four wrong passwords from each of five addresses reach the account threshold (20).
+    let addr = gw.platform.services[0].grpc_addr;
+    let mut users =
+        UserServiceClient::new(mirai_platform::testing::connect(format!("http://{addr}")).await);
+    for n in 1..=20 {
+        let mut request = tonic::Request::new(pb::LoginRequest {
+            email: email.clone(),
+            password: "wrong horse".into(),
+            client: Some(pb::ClientContext {
+                ip: format!("203.0.113.{}", n % 5 + 1),
+                user_agent: "guesser/1.0".into(),
+                request_id: format!("guess-{n}"),
+            }),
+        });
+        mirai_platform::testing::sign_as(&mut request, None);
+        assert!(users.login(request).await.is_err());
+    }
+    let login = json!({ "email": email, "password": PASSWORD });
+    let (status, _, locked) = gw.post("/v1/auth/login", None, login.clone()).await;
+    assert_eq!(status, 429, "locked: {locked}");
+
+    let events: Vec<mirai_proto::events::v1::UserAccountLocked> =
+        mirai_platform::testing::outbox(&gw.platform.services[0].pool).await;
+    let link = &events.last().expect("an account.locked event").unlock_url;
+    let token = link.split_once("token=").expect("a token in the link").1;
+    let (status, _, _) = gw
+        .post("/v1/auth/unlock", None, json!({ "token": "not-a-token" }))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _, answer) = gw
+        .post("/v1/auth/unlock", None, json!({ "token": token }))
+        .await;
+    assert_eq!(status, 204, "{answer}");
+    let (status, _, tokens) = gw.post("/v1/auth/login", None, login).await;
+    assert_eq!(status, 200, "unlocked: {tokens}");
+    let (status, _, _) = gw
+        .post("/v1/auth/unlock", None, json!({ "token": token }))
+        .await;
+    assert_eq!(status, 401, "a link works once");
+}

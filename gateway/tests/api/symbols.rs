@@ -529,3 +529,70 @@ async fn one_websocket_subscribes_and_unsubscribes_and_quality_is_reported() {
     stop.cancel();
     gateway.await.unwrap().unwrap();
 }
+
+/// An admin lists and stops a running replay and renames a symbol; a user may do neither.
+#[tokio::test]
+async fn an_admin_stops_a_replay_and_changes_a_symbol() {
+    let gw = crate::helpers::Gateway::start().await;
+    mirai_stock_data::bars::load_sample(&gw.platform.services[1].pool)
+        .await
+        .unwrap();
+    let admin = gw.admin_token().await;
+    let (_, user, _) = gw
+        .sign_up(&format!(
+            "viewer-{}@example.com",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .await;
+    let (status, _, replay) = gw
+        .post(
+            "/v1/admin/replays",
+            Some(&admin),
+            serde_json::json!({ "symbol": "SPX", "bars_per_second": 1 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{replay}");
+    let (status, _, replays) = gw.get("/v1/admin/replays", Some(&admin)).await;
+    assert_eq!(status, 200, "{replays}");
+    let spx = replays
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["symbol"] == "SPX")
+        .unwrap_or_else(|| panic!("SPX among {replays}"));
+    assert_eq!(spx["state"], "running", "{replays}");
+    let (status, _, _) = gw.get("/v1/admin/replays", Some(&user)).await;
+    assert_eq!(status, 403);
+
+    let (status, _, stopped) = gw
+        .post(
+            "/v1/admin/replays/SPX/stop",
+            Some(&admin),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert!(
+        stopped["bars_emitted"].as_u64().unwrap() < stopped["bars_total"].as_u64().unwrap(),
+        "stopped before the end: {stopped}"
+    );
+
+    let patch = |token: &str, body: serde_json::Value| {
+        let request = gw
+            .http
+            .patch(gw.url("/v1/symbols/SPX"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { crate::helpers::answer(request.send().await.unwrap()).await }
+    };
+    let (status, _, symbol) = patch(&admin, serde_json::json!({ "name": "S&P 500 Index" })).await;
+    assert_eq!(status, 200, "{symbol}");
+    assert_eq!(symbol["name"], "S&P 500 Index");
+    let (_, _, read) = gw.get("/v1/symbols/SPX", None).await;
+    assert_eq!(read["name"], "S&P 500 Index", "{read}");
+    let (status, _, _) = patch(&user, serde_json::json!({ "name": "mine now" })).await;
+    assert_eq!(status, 403);
+    let (status, _, bad) = patch(&admin, serde_json::json!({ "currency": "dollars" })).await;
+    assert_eq!(status, 400, "{bad}");
+}
