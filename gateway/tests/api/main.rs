@@ -14,5 +14,6 @@ mod predictions;
 mod readiness;
 mod redis_tls;
 mod resilience;
+mod rpcs;
 mod symbols;
 mod traces;
