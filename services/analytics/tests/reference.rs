@@ -4,8 +4,8 @@
 //! BSD-3-Clause).
 //!
 //! Each output must put NaN exactly where the reference has its warm-up (null), and agree
-//! elsewhere to a relative error of at most [`MAX_REL_ERROR`] = 1e-9. The achieved errors are
-//! printed per output by
+//! elsewhere to the precision below — asserted, per output, by [`allowed`]. The achieved errors
+//! are printed per output by
 //! `cargo nextest run -p mirai-analytics --test reference --no-capture`. On this data:
 //!
 //! - **Bit-identical** (0): every indicator output except log returns — SMA, EMA, WMA, DEMA,
@@ -18,7 +18,7 @@
 //!   dividing (found by comparing against the library and reading its disassembly; each
 //!   function's doc says what it does).
 //! - **Log returns ≤ 2.2e-16** (one ulp: numpy's `log` against the platform's libm).
-//! - **CVaR ≤ 4e-16, correlation ≤ 8.5e-15**: numpy averages the partitioned tail and forms
+//! - **CVaR ≤ 5e-16 (4.03e-16 measured), correlation ≤ 1e-14 (8.5e-15 measured)**: numpy averages the partitioned tail and forms
 //!   the correlation's dot products in orders (pairwise, BLAS) we do not reproduce.
 
 use std::collections::BTreeMap;
@@ -29,9 +29,18 @@ use mirai_analytics::stats;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The bound the issue sets; the achieved errors (module docs) are five orders of magnitude
-/// below it, so a failure here means a real change of algorithm, not rounding.
-const MAX_REL_ERROR: f64 = 1e-9;
+/// The relative error an output may have: what the module docs (and the README) claim, so a
+/// test failure means a claim no longer holds. Zero is bit-identical.
+fn allowed(name: &str) -> f64 {
+    match name {
+        // One ulp: numpy's `log` against the platform's libm.
+        "log_returns" => 2.3e-16,
+        // numpy's partitioned tail mean and BLAS-ordered dot products.
+        "conditional_value_at_risk" => 5e-16,
+        "correlation" => 1e-14,
+        _ => 0.0,
+    }
+}
 
 fn reference_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference")
@@ -262,8 +271,11 @@ fn indicators_match_talib_on_the_sp500_history() {
             match compare_series(&label, got, want) {
                 Ok(worst) => {
                     println!("{label:<60} {worst}");
-                    if worst.rel > MAX_REL_ERROR {
-                        failures.push(format!("{label}: {worst}"));
+                    if worst.rel > allowed(&case.name) {
+                        failures.push(format!(
+                            "{label}: {worst} (allowed {:e})",
+                            allowed(&case.name)
+                        ));
                     }
                 }
                 Err(msg) => failures.push(msg),
@@ -322,7 +334,7 @@ fn statistics_match_empyrical_on_the_sp500_history() {
             Ok(got) => {
                 let err = rel_error(got, want);
                 println!("{label:<80} {err:>10.1e}");
-                if err > MAX_REL_ERROR {
+                if err > allowed(&case.stat) {
                     failures.push(format!("{label}: {got} vs {want} (relative error {err:e})"));
                 }
             }
@@ -346,7 +358,7 @@ fn statistics_match_empyrical_on_the_sp500_history() {
         match compare_series(&label, &got, &case.values) {
             Ok(worst) => {
                 println!("{label:<80} {worst}");
-                if worst.rel > MAX_REL_ERROR {
+                if worst.rel > allowed(&case.stat) {
                     failures.push(format!("{label}: {worst}"));
                 }
             }
@@ -368,7 +380,7 @@ fn drawdown_episodes_match_the_reference() {
         );
         let err = rel_error(got.depth, want.depth);
         assert!(
-            err <= MAX_REL_ERROR,
+            err <= allowed("max_drawdown"),
             "{series}: depth {} vs {}",
             got.depth,
             want.depth
