@@ -15,14 +15,18 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::SERVICE;
-use crate::audit::{self, Entry};
+
 use crate::config::AuthConfig;
 use crate::domain::{self, Email};
 use crate::error::{Error, Result, db};
 use crate::keys::KeyRing;
 use crate::password::Hasher;
 use crate::principal;
-use crate::store::{self, Scope, UserRow};
+use crate::store;
+use crate::store::api_keys::{self, ApiKeyRow, KeyWithOwner};
+use crate::store::audit::{self, Entry};
+use crate::store::throttle::Scope;
+use crate::store::users::UserRow;
 use crate::tokens::{self, TokenIssuer};
 
 type Kind = pb::AuditEventKind;
@@ -85,7 +89,7 @@ impl Api {
     fn token_set(
         &self,
         user: &UserRow,
-        refresh: store::IssuedRefresh,
+        refresh: store::sessions::IssuedRefresh,
         now: DateTime<Utc>,
     ) -> Result<pb::TokenSet> {
         let access = self
@@ -115,7 +119,7 @@ impl Api {
         client: Option<&pb::ClientContext>,
         now: DateTime<Utc>,
     ) -> Result<(), Status> {
-        store::admit_attempt(
+        store::throttle::admit_attempt(
             &self.pool,
             account,
             client_ip(client),
@@ -139,7 +143,7 @@ impl Api {
     ) -> Result<()> {
         let lockout = &self.config.lockout;
         let ip = client_ip(client);
-        let started = store::record_failure(&self.pool, account, ip, lockout, now)
+        let started = store::throttle::record_failure(&self.pool, account, ip, lockout, now)
             .await
             .map_err(db("throttle"))?;
         for locked in started {
@@ -155,7 +159,7 @@ impl Api {
                 let expires_at = now
                     + chrono::Duration::from_std(lockout.unlock_link_ttl)
                         .unwrap_or(chrono::Duration::MAX);
-                let secret = store::new_unlock_token(&mut *tx, user, expires_at)
+                let secret = store::throttle::new_unlock_token(&mut *tx, user, expires_at)
                     .await
                     .map_err(db("throttle"))?;
                 let event = ev::UserAccountLocked {
@@ -177,7 +181,7 @@ impl Api {
     }
 
     async fn load_user(&self, id: Uuid) -> Result<UserRow> {
-        store::user_by_id(&self.pool, id)
+        store::users::user_by_id(&self.pool, id)
             .await?
             .ok_or_else(|| Error::not_found("account"))
     }
@@ -188,7 +192,7 @@ impl Api {
             user_id: row.user_id.to_string(),
             name: row.name,
             prefix: row.prefix,
-            scopes: store::role_values(&row.scopes),
+            scopes: store::users::role_values(&row.scopes),
             created_at: Some(wire::timestamp(row.created_at)),
             last_used_at: row.last_used_at.map(wire::timestamp),
             expires_at: row.expires_at.map(wire::timestamp),
@@ -220,7 +224,7 @@ impl Api {
             ));
         }
         let mut tx = self.pool.begin().await?;
-        let user = store::user_for_update(&mut tx, target)
+        let user = store::users::user_for_update(&mut tx, target)
             .await?
             .ok_or_else(|| Error::not_found("account"))?;
         let has = user.roles.iter().any(|r| r == role_name);
@@ -240,17 +244,14 @@ impl Api {
                 .cloned()
                 .collect()
         };
-        sqlx::query("UPDATE users SET roles = $2, updated_at = now() WHERE user_id = $1")
-            .bind(target)
-            .bind(&roles)
-            .execute(&mut *tx)
+        store::users::set_roles(&mut *tx, target, &roles)
             .await
             .map_err(db("account"))?;
         let event = ev::UserRoleChanged {
             user_id: target.to_string(),
             role,
             granted: grant,
-            roles: store::role_values(&roles),
+            roles: store::users::role_values(&roles),
             actor_user_id: actor.to_string(),
             reason: reason.clone(),
         };
@@ -260,7 +261,7 @@ impl Api {
         // Access tokens carry the roles they were issued with: end every session so that the
         // stale roles live at most one access-token lifetime (the next refresh would renew
         // them).
-        let revoked = store::revoke_all_families(&mut *tx, target, "role_changed")
+        let revoked = store::sessions::revoke_all_families(&mut *tx, target, "role_changed")
             .await
             .map_err(db("session"))?;
         Entry::new(Kind::RoleChanged, client.as_ref())
@@ -273,7 +274,7 @@ impl Api {
             .write(&mut *tx)
             .await
             .map_err(db("audit"))?;
-        let user = store::user_by_id(&mut *tx, target)
+        let user = store::users::user_by_id(&mut *tx, target)
             .await?
             .ok_or_else(|| Error::not_found("account"))?;
         tx.commit().await?;
@@ -281,30 +282,6 @@ impl Api {
         Ok((user.into(), true))
     }
 }
-
-#[derive(sqlx::FromRow)]
-struct ApiKeyRow {
-    api_key_id: Uuid,
-    user_id: Uuid,
-    name: String,
-    prefix: String,
-    scopes: Vec<String>,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    expires_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyWithOwner {
-    #[sqlx(flatten)]
-    key: ApiKeyRow,
-    owner_roles: Vec<String>,
-    owner_status: String,
-}
-
-const API_KEY_COLUMNS: &str =
-    "api_key_id, user_id, name, prefix, scopes, created_at, last_used_at, expires_at, revoked_at";
 
 /// Prefix of every API key secret.
 const API_KEY_PREFIX: &str = "mk_";
@@ -336,9 +313,9 @@ impl Api {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        let Some(user) = store::insert_user(
+        let Some(user) = store::users::insert_user(
             &mut tx,
-            &store::NewUser {
+            &store::users::NewUser {
                 email: email.as_str(),
                 password_hash: &phc,
                 display_name: &display_name,
@@ -352,7 +329,7 @@ impl Api {
             // The address has an account. Answer as for a new one (the password was hashed
             // all the same) and tell the owner — at most once an hour, so sign-ups cannot
             // flood their mailbox — so registration reveals no addresses.
-            if let Some(owner) = store::user_by_email(&mut *tx, email.as_str()).await? {
+            if let Some(owner) = store::users::user_by_email(&mut *tx, email.as_str()).await? {
                 let told = audit::recorded_since(
                     &mut *tx,
                     owner.user_id,
@@ -402,7 +379,7 @@ impl Api {
             display_name: user.display_name.clone(),
             time_zone: user.time_zone.clone(),
             locale: user.locale.clone(),
-            roles: store::role_values(&user.roles),
+            roles: store::users::role_values(&user.roles),
         };
         outbox::enqueue(&mut tx, SERVICE, &event, None)
             .await
@@ -428,7 +405,7 @@ impl Api {
         now: DateTime<Utc>,
     ) -> Result<pb::LoginResponse> {
         let client = request.client.as_ref();
-        let user = store::user_by_email(&self.pool, email.as_str()).await?;
+        let user = store::users::user_by_email(&self.pool, email.as_str()).await?;
         // Unknown email: the dummy hash is verified, at the same cost as a real one.
         let phc = user.as_ref().and_then(|u| u.password_hash.clone());
         let known_id = user.as_ref().map(|u| u.user_id);
@@ -446,7 +423,7 @@ impl Api {
             self.count_failure(account, known_id, client, now).await?;
             return Err(bad_credentials());
         };
-        store::record_success(&self.pool, account, client_ip(client))
+        store::throttle::record_success(&self.pool, account, client_ip(client))
             .await
             .map_err(db("throttle"))?;
         if !user.is_active() {
@@ -460,16 +437,16 @@ impl Api {
                 .hash(&request.password)
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            store::set_password_hash(&self.pool, user.user_id, &rehashed)
+            store::users::set_password_hash(&self.pool, user.user_id, &rehashed)
                 .await
                 .map_err(db("account"))?;
             tracing::info!(message = "Password rehashed with the current parameters.", user_id = %user.user_id);
         }
         let mut tx = self.pool.begin().await?;
-        store::touch_login(&mut *tx, user.user_id)
+        store::users::touch_login(&mut *tx, user.user_id)
             .await
             .map_err(db("account"))?;
-        let refresh = store::new_family(
+        let refresh = store::sessions::new_family(
             &mut tx,
             user.user_id,
             now,
@@ -483,7 +460,7 @@ impl Api {
             .write(&mut *tx)
             .await
             .map_err(db("audit"))?;
-        let user = store::user_by_id(&mut *tx, user.user_id)
+        let user = store::users::user_by_id(&mut *tx, user.user_id)
             .await?
             .ok_or_else(|| Error::not_found("account"))?;
         tx.commit().await?;
@@ -503,17 +480,18 @@ impl Api {
             return Err(bad_credentials());
         }
         let mut tx = self.pool.begin().await?;
-        let id = store::spend_unlock_token(&mut *tx, secret, Utc::now())
+        let id = store::throttle::spend_unlock_token(&mut *tx, secret, Utc::now())
             .await
             .map_err(db("throttle"))?
             .ok_or_else(bad_credentials)?;
-        let user = store::user_by_id(&mut *tx, id)
+        let user = store::users::user_by_id(&mut *tx, id)
             .await?
             .filter(UserRow::is_active)
             .ok_or_else(bad_credentials)?;
-        let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
-            .await
-            .map_err(db("throttle"))?;
+        let was_locked =
+            store::throttle::clear_account(&mut tx, &store::throttle::account_key(&user.email))
+                .await
+                .map_err(db("throttle"))?;
         Entry::new(Kind::Unlocked, request.client.as_ref())
             .user(id)
             .detail("via", "email_link")
@@ -533,7 +511,7 @@ impl Api {
         }
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
-        let presented = store::find_token(&mut tx, &request.refresh_token)
+        let presented = store::sessions::find_token(&mut tx, &request.refresh_token)
             .await?
             .ok_or_else(bad_credentials)?;
         if presented.family_revoked_at.is_some() {
@@ -542,7 +520,7 @@ impl Api {
         if presented.used_at.is_some() {
             // Reuse of a spent token: it leaked (or was replayed). Kill the whole family, so
             // the attacker's and the victim's current tokens both die (RFC 9700 §4.14.2).
-            store::revoke_family(&mut *tx, presented.family_id, "reuse")
+            store::sessions::revoke_family(&mut *tx, presented.family_id, "reuse")
                 .await
                 .map_err(db("session"))?;
             Entry::new(Kind::RefreshTokenReused, client)
@@ -558,11 +536,11 @@ impl Api {
         if presented.token_expires_at <= now || presented.family_expires_at <= now {
             return Err(bad_credentials());
         }
-        let user = store::user_by_id(&mut *tx, presented.user_id)
+        let user = store::users::user_by_id(&mut *tx, presented.user_id)
             .await?
             .filter(UserRow::is_active)
             .ok_or_else(bad_credentials)?;
-        let refresh = store::rotate(
+        let refresh = store::sessions::rotate(
             &mut tx,
             &request.refresh_token,
             &presented,
@@ -582,10 +560,10 @@ impl Api {
             return Err(bad_credentials());
         }
         let mut tx = self.pool.begin().await?;
-        let presented = store::find_token(&mut tx, &request.refresh_token)
+        let presented = store::sessions::find_token(&mut tx, &request.refresh_token)
             .await?
             .ok_or_else(bad_credentials)?;
-        let revoked = store::revoke_family(&mut *tx, presented.family_id, "logout")
+        let revoked = store::sessions::revoke_family(&mut *tx, presented.family_id, "logout")
             .await
             .map_err(db("session"))?;
         if revoked {
@@ -608,7 +586,7 @@ impl Api {
         request: pb::LogoutEverywhereRequest,
     ) -> Result<pb::LogoutResponse> {
         let mut tx = self.pool.begin().await?;
-        let revoked = store::revoke_all_families(&mut *tx, id, "logout_everywhere")
+        let revoked = store::sessions::revoke_all_families(&mut *tx, id, "logout_everywhere")
             .await
             .map_err(db("session"))?;
         Entry::new(Kind::LoggedOut, request.client.as_ref())
@@ -643,7 +621,7 @@ impl Api {
             self.count_failure(account, Some(id), client, now).await?;
             return Err(bad_credentials());
         }
-        store::record_success(&self.pool, account, client_ip(client))
+        store::throttle::record_success(&self.pool, account, client_ip(client))
             .await
             .map_err(db("throttle"))?;
         let email = Email::parse(&user.email)?;
@@ -654,13 +632,13 @@ impl Api {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        store::set_password_hash(&mut *tx, id, &phc)
+        store::users::set_password_hash(&mut *tx, id, &phc)
             .await
             .map_err(db("account"))?;
-        let revoked = store::revoke_all_families(&mut *tx, id, "password_changed")
+        let revoked = store::sessions::revoke_all_families(&mut *tx, id, "password_changed")
             .await
             .map_err(db("session"))?;
-        let refresh = store::new_family(
+        let refresh = store::sessions::new_family(
             &mut tx,
             id,
             now,
@@ -693,7 +671,7 @@ impl Api {
         let Ok(id) = Uuid::parse_str(&claims.sub) else {
             return inactive();
         };
-        let active = store::user_by_id(&self.pool, id)
+        let active = store::users::user_by_id(&self.pool, id)
             .await?
             .is_some_and(|u| u.is_active());
         if !active {
@@ -703,7 +681,7 @@ impl Api {
             active: true,
             principal: Some(pb::Principal {
                 user_id: claims.sub,
-                roles: store::role_values(&claims.roles),
+                roles: store::users::role_values(&claims.roles),
                 api_key_id: None,
             }),
             expires_at: DateTime::from_timestamp(claims.exp, 0).map(wire::timestamp),
@@ -743,7 +721,7 @@ impl Api {
             }
         }
         let mut tx = self.pool.begin().await?;
-        let before = store::user_for_update(&mut tx, id)
+        let before = store::users::user_for_update(&mut tx, id)
             .await?
             .ok_or_else(|| Error::not_found("account"))?;
         if !before.is_active() {
@@ -754,18 +732,16 @@ impl Api {
                 user: Some(before.into()),
             });
         }
-        sqlx::query(
-            "UPDATE users SET display_name = COALESCE($2, display_name),
-                    time_zone = COALESCE($3, time_zone), locale = COALESCE($4, locale),
-                    watchlist = COALESCE($5, watchlist), updated_at = now()
-              WHERE user_id = $1",
+        store::users::update_profile(
+            &mut *tx,
+            id,
+            &store::users::ProfileUpdate {
+                display_name: display_name.as_deref(),
+                time_zone: time_zone.as_deref(),
+                locale: locale.as_deref(),
+                watchlist: watchlist.as_deref(),
+            },
         )
-        .bind(id)
-        .bind(&display_name)
-        .bind(&time_zone)
-        .bind(&locale)
-        .bind(&watchlist)
-        .execute(&mut *tx)
         .await
         .map_err(db("account"))?;
         if let Some(symbols) = watchlist.filter(|w| *w != before.watchlist) {
@@ -790,7 +766,7 @@ impl Api {
                 .await
                 .map_err(db("event"))?;
         }
-        let user = store::user_by_id(&mut *tx, id)
+        let user = store::users::user_by_id(&mut *tx, id)
             .await?
             .ok_or_else(|| Error::not_found("account"))?;
         tx.commit().await?;
@@ -842,18 +818,18 @@ impl Api {
         let prefix = secret[API_KEY_PREFIX.len()..API_KEY_PREFIX.len() + 8].to_owned();
         let key_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO api_keys (api_key_id, user_id, name, prefix, secret_hash, scopes, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {API_KEY_COLUMNS}"
-        )))
-        .bind(key_id)
-        .bind(id)
-        .bind(name)
-        .bind(&prefix)
-        .bind(tokens::secret_hash(&secret))
-        .bind(&scopes)
-        .bind(expires_at)
-        .fetch_one(&mut *tx)
+        let row = api_keys::insert(
+            &mut *tx,
+            &api_keys::NewApiKey {
+                api_key_id: key_id,
+                user_id: id,
+                name,
+                prefix: &prefix,
+                secret: &secret,
+                scopes: &scopes,
+                expires_at,
+            },
+        )
         .await
         .map_err(db("API key with this name"))?;
         Entry::new(Kind::ApiKeyCreated, request.client.as_ref())
@@ -885,18 +861,13 @@ impl Api {
                     .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
             )
         };
-        let mut rows: Vec<ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys
-              WHERE user_id = $1
-                AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())))
-                AND ($3::uuid IS NULL OR api_key_id < $3)
-              ORDER BY api_key_id DESC LIMIT $4"
-        )))
-        .bind(id)
-        .bind(request.include_revoked)
-        .bind(after)
-        .bind(i64::from(size) + 1)
-        .fetch_all(&self.pool)
+        let mut rows = api_keys::list(
+            &self.pool,
+            id,
+            request.include_revoked,
+            after,
+            i64::from(size) + 1,
+        )
         .await?;
         let next_page_token =
             wire::next_page_token(&mut rows, size as usize, |r| r.api_key_id.to_string());
@@ -915,26 +886,17 @@ impl Api {
         let key_id = Uuid::parse_str(request.api_key_id.trim())
             .map_err(|_| Error::invalid("api_key_id", "not an API key id"))?;
         let mut tx = self.pool.begin().await?;
-        let before: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE api_key_id = $1 AND user_id = $2 FOR UPDATE"
-        )))
-        .bind(key_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found("API key"))?;
+        let before = api_keys::for_update(&mut *tx, key_id, id)
+            .await?
+            .ok_or_else(|| Error::not_found("API key"))?;
         if before.revoked_at.is_some() {
             return Ok(pb::RevokeApiKeyResponse {
                 api_key: Some(Self::api_key_row_to_pb(before)),
             });
         }
-        let row: ApiKeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE api_keys SET revoked_at = now() WHERE api_key_id = $1 RETURNING {API_KEY_COLUMNS}"
-        )))
-        .bind(key_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db("API key"))?;
+        let row = api_keys::revoke(&mut *tx, key_id)
+            .await
+            .map_err(db("API key"))?;
         let mut entry = Entry::new(Kind::ApiKeyRevoked, request.client.as_ref())
             .user(id)
             .detail("api_key_id", key_id.to_string());
@@ -971,16 +933,7 @@ impl Api {
             return reject("malformed").await;
         }
         let now = Utc::now();
-        let found: Option<KeyWithOwner> = sqlx::query_as(
-            "SELECT k.api_key_id, k.user_id, k.name, k.prefix, k.scopes, k.created_at,
-                    k.last_used_at, k.expires_at, k.revoked_at,
-                    u.roles AS owner_roles, u.status AS owner_status
-               FROM api_keys k JOIN users u USING (user_id)
-              WHERE k.secret_hash = $1",
-        )
-        .bind(tokens::secret_hash(secret))
-        .fetch_optional(&self.pool)
-        .await?;
+        let found = api_keys::by_secret(&self.pool, secret).await?;
         let Some(KeyWithOwner {
             key,
             owner_roles,
@@ -1011,20 +964,14 @@ impl Api {
             .last_used_at
             .is_none_or(|at| now - at >= LAST_USED_RESOLUTION)
         {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = $2
-                  WHERE api_key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
-            )
-            .bind(key.api_key_id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db("API key"))?;
+            api_keys::touch_last_used(&self.pool, key.api_key_id, now)
+                .await
+                .map_err(db("API key"))?;
         }
         Ok(pb::AuthenticateApiKeyResponse {
             principal: Some(pb::Principal {
                 user_id: key.user_id.to_string(),
-                roles: store::role_values(&roles),
+                roles: store::users::role_values(&roles),
                 api_key_id: Some(key.api_key_id.to_string()),
             }),
             expires_at: key.expires_at.map(wire::timestamp),
@@ -1057,9 +1004,9 @@ impl Api {
             Ok(pb::AccountStatus::Deleted) => Some("deleted"),
             Err(_) => return Err(Error::invalid("status", "unknown status")),
         };
-        let mut rows = store::list_users(
+        let mut rows = store::users::list_users(
             &self.pool,
-            &store::UserFilter {
+            &store::users::UserFilter {
                 query: request.query,
                 role,
                 status,
@@ -1084,9 +1031,10 @@ impl Api {
         let id = user_id(&request.user_id, "user_id")?;
         let user = self.load_user(id).await?;
         let mut tx = self.pool.begin().await?;
-        let was_locked = store::clear_account(&mut tx, &store::account_key(&user.email))
-            .await
-            .map_err(db("throttle"))?;
+        let was_locked =
+            store::throttle::clear_account(&mut tx, &store::throttle::account_key(&user.email))
+                .await
+                .map_err(db("throttle"))?;
         Entry::new(Kind::Unlocked, request.client.as_ref())
             .user(id)
             .actor(actor)
@@ -1181,7 +1129,7 @@ impl UserService for Api {
         if request.password.is_empty() || request.password.chars().count() > 1024 {
             return Err(bad_credentials().into());
         }
-        let account = store::account_key(email.as_str());
+        let account = store::throttle::account_key(email.as_str());
         let now = Utc::now();
         self.admit(&account, request.client.as_ref(), now).await?;
         Ok(Response::new(
@@ -1244,7 +1192,7 @@ impl UserService for Api {
         if !user.is_active() {
             return Err(Error::FailedPrecondition("account is being deleted".into()).into());
         }
-        let account = store::account_key(&user.email);
+        let account = store::throttle::account_key(&user.email);
         let now = Utc::now();
         self.admit(&account, request.client.as_ref(), now).await?;
         Ok(Response::new(

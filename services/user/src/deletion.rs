@@ -16,7 +16,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
 use mirai_platform::events::topology::topics;
@@ -29,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::SERVICE;
-use crate::audit::Entry;
 use crate::config::DeletionConfig;
 use crate::error::{Error, Result, db};
 use crate::store;
+use crate::store::audit::Entry;
 
 type Kind = pb::AuditEventKind;
 
@@ -45,7 +44,7 @@ pub async fn request(
     client: Option<&pb::ClientContext>,
 ) -> Result<pb::DeletionStatus> {
     let mut tx = pool.begin().await?;
-    let user = store::user_for_update(&mut tx, user_id)
+    let user = store::users::user_for_update(&mut tx, user_id)
         .await?
         .ok_or_else(|| Error::not_found("account"))?;
     if !user.is_active() {
@@ -54,36 +53,22 @@ pub async fn request(
         return status(pool, user_id).await;
     }
     let correlation_id = Uuid::now_v7();
-    sqlx::query("UPDATE users SET status = 'deleting', updated_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
+    store::deletion::mark_deleting(&mut *tx, user_id)
         .await
         .map_err(db("account"))?;
-    let revoked = store::revoke_all_families(&mut *tx, user_id, "account_deletion")
+    let revoked = store::sessions::revoke_all_families(&mut *tx, user_id, "account_deletion")
         .await
         .map_err(db("session"))?;
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
-        .bind(user_id)
-        .execute(&mut *tx)
+    store::api_keys::revoke_all(&mut *tx, user_id)
         .await
         .map_err(db("api key"))?;
-    sqlx::query("INSERT INTO deletion_sagas (user_id, correlation_id) VALUES ($1, $2)")
-        .bind(user_id)
-        .bind(correlation_id)
-        .execute(&mut *tx)
+    store::deletion::insert_saga(&mut *tx, user_id, correlation_id)
         .await
         .map_err(db("deletion"))?;
     for (position, participant) in config.participants.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO deletion_participants (user_id, participant, position)
-             VALUES ($1, $2, $3)",
-        )
-        .bind(user_id)
-        .bind(participant)
-        .bind(position as i16)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("deletion"))?;
+        store::deletion::insert_participant(&mut *tx, user_id, participant, position as i16)
+            .await
+            .map_err(db("deletion"))?;
     }
     let mut entry = Entry::new(Kind::DeletionRequested, client)
         .user(user_id)
@@ -110,40 +95,12 @@ pub async fn request(
     status(pool, user_id).await
 }
 
-#[derive(sqlx::FromRow)]
-struct SagaRow {
-    correlation_id: Uuid,
-    requested_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-    status: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct ParticipantRow {
-    participant: String,
-    purged_at: Option<DateTime<Utc>>,
-    items_purged: i64,
-    reminders_sent: i32,
-    last_requested_at: DateTime<Utc>,
-}
-
 /// The saga's progress; `NOT_FOUND` when no deletion was requested.
 pub async fn status(pool: &PgPool, user_id: Uuid) -> Result<pb::DeletionStatus> {
-    let saga: SagaRow = sqlx::query_as(
-        "SELECT s.correlation_id, s.requested_at, s.completed_at, u.status
-           FROM deletion_sagas s JOIN users u USING (user_id) WHERE s.user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| Error::NotFound("no deletion was requested for this account".into()))?;
-    let participants: Vec<ParticipantRow> = sqlx::query_as(
-        "SELECT participant, purged_at, items_purged, reminders_sent, last_requested_at
-           FROM deletion_participants WHERE user_id = $1 ORDER BY position",
-    )
-    .bind(user_id)
-    .fetch_all(pool)
-    .await?;
+    let saga = store::deletion::saga(pool, user_id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no deletion was requested for this account".into()))?;
+    let participants = store::deletion::participants(pool, user_id).await?;
     Ok(pb::DeletionStatus {
         user_id: user_id.to_string(),
         account_status: if saga.status == "deleted" {
@@ -173,53 +130,12 @@ pub async fn status(pool: &PgPool, user_id: Uuid) -> Result<pb::DeletionStatus> 
 /// its audit entries (the entries themselves, keyed by the now anonymous id, are kept as the
 /// security record). Emits `user.deleted`.
 async fn complete(tx: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
-    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    store::clear_account(&mut *tx, &store::account_key(&email)).await?;
-    sqlx::query("DELETE FROM unlock_tokens WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE users SET status = 'deleted', email = 'deleted-' || user_id || '@invalid',
-                password_hash = NULL, display_name = 'deleted', time_zone = 'UTC',
-                locale = 'en-US', watchlist = '{}', roles = '{user}', last_login_at = NULL,
-                updated_at = now()
-          WHERE user_id = $1",
-    )
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM refresh_families WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM api_keys WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE audit_events SET ip = '', user_agent = ''
-          WHERE user_id = $1 OR actor_user_id = $1",
-    )
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE deletion_sagas SET completed_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+    store::deletion::erase(&mut *tx, user_id).await?;
     Entry::new(Kind::Deleted, None)
         .user(user_id)
         .write(&mut *tx)
         .await?;
-    let correlation: Option<Uuid> =
-        sqlx::query_scalar("SELECT correlation_id FROM deletion_sagas WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let correlation = store::deletion::correlation_id(&mut *tx, user_id).await?;
     let event = ev::UserDeleted {
         user_id: user_id.to_string(),
     };
@@ -253,34 +169,23 @@ fn on_purged<'a>(
             .map_err(|_| anyhow::anyhow!("user_id {:?} is not a UUID", event.user_id))?;
         // Lock the account: confirmations of one saga are handled one at a time, so exactly
         // one of them sees "none outstanding" and completes it.
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM users WHERE user_id = $1 FOR UPDATE")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let status = store::deletion::lock_account_status(&mut *tx, user_id).await?;
         if status.as_deref() != Some("deleting") {
             // Unknown account, or a late duplicate after completion.
             return Ok(());
         }
-        let recorded = sqlx::query(
-            "UPDATE deletion_participants SET purged_at = now(), items_purged = $3
-              WHERE user_id = $1 AND participant = $2 AND purged_at IS NULL",
+        let recorded = store::deletion::record_purged(
+            &mut *tx,
+            user_id,
+            &event.participant,
+            event.items_purged.min(i64::MAX as u64) as i64,
         )
-        .bind(user_id)
-        .bind(&event.participant)
-        .bind(event.items_purged.min(i64::MAX as u64) as i64)
-        .execute(&mut *tx)
         .await?;
-        if recorded.rows_affected() == 0 {
+        if !recorded {
             return Ok(());
         }
         tracing::info!(message = "Deletion participant confirmed.", user_id = %user_id, participant = %event.participant, items_purged = event.items_purged);
-        let outstanding: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM deletion_participants WHERE user_id = $1 AND purged_at IS NULL",
-        )
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let outstanding = store::deletion::outstanding(&mut *tx, user_id).await?;
         if outstanding == 0 {
             complete(tx, user_id).await?;
         }
@@ -292,18 +197,7 @@ fn on_purged<'a>(
 /// many sagas were reminded. Rows are claimed with `SKIP LOCKED`, so replicas share the work.
 pub async fn remind_stalled(pool: &PgPool, remind_after: Duration) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let stalled: Vec<(Uuid, String, i32, Uuid)> = sqlx::query_as(
-        "SELECT p.user_id, p.participant, p.reminders_sent, s.correlation_id
-           FROM deletion_participants p JOIN deletion_sagas s USING (user_id)
-          WHERE p.purged_at IS NULL AND s.completed_at IS NULL
-            AND p.last_requested_at < now() - make_interval(secs => $1)
-          ORDER BY p.user_id, p.position
-          LIMIT 500
-          FOR UPDATE OF p SKIP LOCKED",
-    )
-    .bind(remind_after.as_secs_f64())
-    .fetch_all(&mut *tx)
-    .await?;
+    let stalled = store::deletion::stalled(&mut *tx, remind_after).await?;
     let mut by_user: Vec<(Uuid, Uuid, Vec<String>, u32)> = Vec::new();
     for (user_id, participant, reminders, correlation) in stalled {
         match by_user.last_mut() {
@@ -320,15 +214,7 @@ pub async fn remind_stalled(pool: &PgPool, remind_after: Duration) -> Result<usi
         }
     }
     for (user_id, correlation, participants, attempt) in &by_user {
-        sqlx::query(
-            "UPDATE deletion_participants
-                SET reminders_sent = reminders_sent + 1, last_requested_at = now()
-              WHERE user_id = $1 AND participant = ANY ($2)",
-        )
-        .bind(user_id)
-        .bind(participants)
-        .execute(&mut *tx)
-        .await?;
+        store::deletion::mark_reminded(&mut *tx, *user_id, participants).await?;
         let event = ev::UserDeletionRequested {
             user_id: user_id.to_string(),
             participants: participants.clone(),

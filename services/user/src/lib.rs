@@ -9,12 +9,13 @@
 //! - `domain`: email, password policy and profile values (no I/O); `password`: Argon2id on
 //!   blocking threads; `keys`: the Ed25519 key ring, JWKS and rotation; `tokens`: access
 //!   tokens and opaque secrets.
-//! - `store`: accounts, refresh-token families and brute-force counters in PostgreSQL;
-//!   `audit`: the security audit log; `deletion`: the user side of the account-deletion saga.
+//! - `store/`: every SQL statement — accounts (`users`), refresh-token families (`sessions`),
+//!   brute-force counters and unlock links (`throttle`), API keys (`api_keys`), the security
+//!   audit log (`audit`), the deletion saga's rows and the erasure (`deletion`).
+//! - `deletion`: the user side of the account-deletion saga.
 //! - `migrations/`: its schema, versions from 1000 up. `data/`: the common-password list.
 
 pub mod api;
-pub mod audit;
 pub mod config;
 pub mod deletion;
 pub mod domain;
