@@ -17,7 +17,8 @@ use uuid::Uuid;
 use crate::SERVICE;
 
 use crate::config::AuthConfig;
-use crate::domain::{self, Email};
+use crate::domain;
+use crate::domain::email::Email;
 use crate::error::{Error, Result, db};
 use crate::keys::KeyRing;
 use crate::password::Hasher;
@@ -192,7 +193,7 @@ impl Api {
             user_id: row.user_id.to_string(),
             name: row.name,
             prefix: row.prefix,
-            scopes: store::users::role_values(&row.scopes),
+            scopes: domain::role::role_values(&row.scopes),
             created_at: Some(wire::timestamp(row.created_at)),
             last_used_at: row.last_used_at.map(wire::timestamp),
             expires_at: row.expires_at.map(wire::timestamp),
@@ -210,7 +211,7 @@ impl Api {
         let (target, role, reason, client) = change;
         let actor = user_id(&admin.user_id, "actor_user_id")?;
         let target = user_id(&target, "user_id")?;
-        let role_name = domain::parse_role(role, "role")?;
+        let role_name = domain::role::parse_role(role, "role")?;
         if reason.chars().count() > 500 {
             return Err(Error::invalid("reason", "at most 500 characters"));
         }
@@ -251,7 +252,7 @@ impl Api {
             user_id: target.to_string(),
             role,
             granted: grant,
-            roles: store::users::role_values(&roles),
+            roles: domain::role::role_values(&roles),
             actor_user_id: actor.to_string(),
             reason: reason.clone(),
         };
@@ -293,18 +294,18 @@ const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 impl Api {
     async fn register_inner(&self, request: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
         let email = Email::parse(&request.email)?;
-        domain::check_new_password(&request.password, &email, "password")?;
+        domain::password_policy::check_new_password(&request.password, &email, "password")?;
         let display_name = match &request.display_name {
-            Some(name) => domain::display_name(name, "display_name")?,
-            None => domain::display_name(email.local_part(), "display_name")
+            Some(name) => domain::profile::display_name(name, "display_name")?,
+            None => domain::profile::display_name(email.local_part(), "display_name")
                 .unwrap_or_else(|_| "user".to_owned()),
         };
         let time_zone = match &request.time_zone {
-            Some(tz) => domain::time_zone(tz, "time_zone")?,
+            Some(tz) => domain::profile::time_zone(tz, "time_zone")?,
             None => "UTC".to_owned(),
         };
         let locale = match &request.locale {
-            Some(locale) => domain::locale(locale, "locale")?,
+            Some(locale) => domain::profile::locale(locale, "locale")?,
             None => "en-US".to_owned(),
         };
         let phc = self
@@ -379,7 +380,7 @@ impl Api {
             display_name: user.display_name.clone(),
             time_zone: user.time_zone.clone(),
             locale: user.locale.clone(),
-            roles: store::users::role_values(&user.roles),
+            roles: domain::role::role_values(&user.roles),
         };
         outbox::enqueue(&mut tx, SERVICE, &event, None)
             .await
@@ -625,7 +626,7 @@ impl Api {
             .await
             .map_err(db("throttle"))?;
         let email = Email::parse(&user.email)?;
-        domain::check_new_password(&request.new_password, &email, "new_password")?;
+        domain::password_policy::check_new_password(&request.new_password, &email, "new_password")?;
         let phc = self
             .hasher
             .hash(&request.new_password)
@@ -681,7 +682,7 @@ impl Api {
             active: true,
             principal: Some(pb::Principal {
                 user_id: claims.sub,
-                roles: store::users::role_values(&claims.roles),
+                roles: domain::role::role_values(&claims.roles),
                 api_key_id: None,
             }),
             expires_at: DateTime::from_timestamp(claims.exp, 0).map(wire::timestamp),
@@ -700,16 +701,19 @@ impl Api {
         for path in &paths {
             match path.as_str() {
                 "display_name" => {
-                    display_name = Some(domain::display_name(
+                    display_name = Some(domain::profile::display_name(
                         &new.display_name,
                         "user.display_name",
                     )?)
                 }
                 "time_zone" => {
-                    time_zone = Some(domain::time_zone(&new.time_zone, "user.time_zone")?)
+                    time_zone = Some(domain::profile::time_zone(
+                        &new.time_zone,
+                        "user.time_zone",
+                    )?)
                 }
-                "locale" => locale = Some(domain::locale(&new.locale, "user.locale")?),
-                "watchlist" => watchlist = Some(domain::watchlist(&new.watchlist)?),
+                "locale" => locale = Some(domain::profile::locale(&new.locale, "user.locale")?),
+                "watchlist" => watchlist = Some(domain::profile::watchlist(&new.watchlist)?),
                 other => {
                     return Err(Error::invalid(
                         "update_mask",
@@ -798,7 +802,7 @@ impl Api {
         let mut scopes: Vec<&'static str> = request
             .scopes
             .iter()
-            .map(|s| domain::parse_role(*s, "scopes"))
+            .map(|s| domain::role::parse_role(*s, "scopes"))
             .collect::<Result<_, _>>()?;
         if scopes.is_empty() {
             scopes.push("user");
@@ -971,7 +975,7 @@ impl Api {
         Ok(pb::AuthenticateApiKeyResponse {
             principal: Some(pb::Principal {
                 user_id: key.user_id.to_string(),
-                roles: store::users::role_values(&roles),
+                roles: domain::role::role_values(&roles),
                 api_key_id: Some(key.api_key_id.to_string()),
             }),
             expires_at: key.expires_at.map(wire::timestamp),
@@ -994,7 +998,7 @@ impl Api {
         };
         let role = match pb::Role::try_from(request.role) {
             Ok(pb::Role::Unspecified) => None,
-            Ok(role) => domain::role_name(role),
+            Ok(role) => domain::role::role_name(role),
             Err(_) => return Err(Error::invalid("role", "unknown role")),
         };
         let status = match pb::AccountStatus::try_from(request.status) {

@@ -6,7 +6,7 @@
 //! - `api`: the gRPC API (translation, the flows of login, refresh and friends);
 //!   `principal`: who is calling and the role checks made with it; `error`: the platform's
 //!   error vocabulary as this service uses it.
-//! - `domain`: email, password policy and profile values (no I/O); `password`: Argon2id on
+//! - `domain/`: email, password policy, profile and role values (no I/O); `password`: Argon2id on
 //!   blocking threads; `keys`: the Ed25519 key ring, JWKS and rotation; `tokens`: access
 //!   tokens and opaque secrets.
 //! - `store/`: every SQL statement — accounts (`users`), refresh-token families (`sessions`),

@@ -6,7 +6,7 @@ use mirai_proto::user::v1 as pb;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::domain;
+use crate::domain::role::role_values;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -57,14 +57,6 @@ impl From<UserRow> for pb::User {
             locked_until: row.locked_until.map(wire::timestamp),
         }
     }
-}
-
-/// Roles in their wire form, in a stable order.
-pub fn role_values(roles: &[String]) -> Vec<i32> {
-    let mut values: Vec<i32> = roles.iter().map(|r| domain::role_of(r) as i32).collect();
-    values.sort_unstable();
-    values.dedup();
-    values
 }
 
 /// The account columns, with the account lockout (if in force) joined in.
