@@ -10,6 +10,12 @@ pub use mirai_platform::error::ServiceError as Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The one answer for every failed credential check: unknown email, wrong password, unusable
+/// refresh token or API key. Never says which.
+pub fn bad_credentials() -> Error {
+    Error::Unauthenticated("invalid credentials".into())
+}
+
 /// A database error about `what`: a taken unique key is `ALREADY_EXISTS` ("`what` already
 /// exists"), a missing row `NOT_FOUND` ("`what` not found"); anything else maps as the
 /// platform maps every database error ([`mirai_platform::db::status`]).

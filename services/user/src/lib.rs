@@ -2,12 +2,17 @@
 //!
 //! # Layout
 //! - `config`: configuration from the environment (see the README's table).
-//! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`].
-//! - `api`: the gRPC API (translation, the flows of login, refresh and friends);
+//! - `startup`: assembles the service on [`mirai_platform::app::ServiceApp`]; `context`: what
+//!   the handlers share (pool, auth settings, hasher, key ring, token issuer).
+//! - `grpc`: the tonic implementation of `UserService` (caller checks and translation only);
 //!   `principal`: who is calling and the role checks made with it; `error`: the platform's
 //!   error vocabulary as this service uses it.
-//! - `domain/`: email, password policy, profile and role values (no I/O); `password`: Argon2id on
-//!   blocking threads; `keys`: the Ed25519 key ring, JWKS and rotation; `tokens`: access
+//! - `sessions`: registration, login, refresh, logout, password changes, introspection;
+//!   `lockout`: brute-force admission, lockouts and unlock links; `profile`: the profile;
+//!   `api_keys`: personal API keys; `admin`: roles, account listing, admin unlock, the audit
+//!   log; `discovery`: the JWKS and the discovery document.
+//! - `domain/`: email, password policy, profile and role values (no I/O); `password`: Argon2id
+//!   on blocking threads; `keys`: the Ed25519 key ring, JWKS and rotation; `tokens`: access
 //!   tokens and opaque secrets.
 //! - `store/`: every SQL statement — accounts (`users`), refresh-token families (`sessions`),
 //!   brute-force counters and unlock links (`throttle`), API keys (`api_keys`), the security
@@ -15,14 +20,21 @@
 //! - `deletion`: the user side of the account-deletion saga.
 //! - `migrations/`: its schema, versions from 1000 up. `data/`: the common-password list.
 
-pub mod api;
+pub mod admin;
+pub mod api_keys;
 pub mod config;
+pub mod context;
 pub mod deletion;
+pub mod discovery;
 pub mod domain;
 pub mod error;
+pub mod grpc;
 pub mod keys;
+pub mod lockout;
 pub mod password;
 pub mod principal;
+pub mod profile;
+pub mod sessions;
 pub mod startup;
 pub mod store;
 pub mod tokens;

@@ -5,8 +5,9 @@ use mirai_platform::config::ServiceConfig;
 use mirai_proto::user::v1::user_service_server::UserServiceServer;
 use sqlx::migrate::Migrator;
 
-use crate::api::Api;
 use crate::config::AuthConfig;
+use crate::context::Context;
+use crate::grpc::Api;
 use crate::keys::{KeyError, KeyRing};
 
 /// Why the service could not start.
@@ -41,7 +42,8 @@ pub async fn build_with(
 ) -> Result<ServiceApp, BuildError> {
     let keys = load_keys(auth)?;
     let mut app = ServiceApp::prepare(config, &MIGRATIONS).await?;
-    let api = Api::new(app.pool.clone(), auth.clone(), keys).map_err(BuildError::Hasher)?;
+    let context = Context::new(app.pool.clone(), auth.clone(), keys).map_err(BuildError::Hasher)?;
+    let api = Api::new(context);
     app.server.add_service(UserServiceServer::new(api));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
     crate::deletion::consume(&mut app);
