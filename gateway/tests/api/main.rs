@@ -10,6 +10,7 @@ mod edge;
 mod helpers;
 mod idempotency;
 mod local_stack;
+mod notifications;
 mod predictions;
 mod readiness;
 mod redis_tls;

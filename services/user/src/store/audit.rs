@@ -33,8 +33,9 @@ pub fn kind_name(kind: pb::AuditEventKind) -> &'static str {
 }
 
 fn kind_of(name: &str) -> pb::AuditEventKind {
-    (1..=14)
-        .filter_map(|v| pb::AuditEventKind::try_from(v).ok())
+    // Every kind the proto defines (numbered from 1 without gaps), not a hand-kept range.
+    (1..)
+        .map_while(|v| pb::AuditEventKind::try_from(v).ok())
         .find(|k| kind_name(*k) == name)
         .unwrap_or(pb::AuditEventKind::Unspecified)
 }
@@ -182,4 +183,24 @@ pub async fn query(db: impl PgExecutor<'_>, q: &Query) -> Result<Vec<AuditRow>, 
     .bind(q.limit)
     .fetch_all(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored kind reads back as itself — `registration_attempted` (15) once read back as
+    /// unspecified, when the lookup stopped at 14.
+    #[test]
+    fn every_kind_reads_back_as_itself() {
+        let mut seen = 0;
+        for value in 1..=i32::from(u8::MAX) {
+            let Ok(kind) = pb::AuditEventKind::try_from(value) else {
+                continue;
+            };
+            assert_eq!(kind_of(kind_name(kind)), kind, "{kind:?}");
+            seen += 1;
+        }
+        assert!(seen >= 15, "{seen} kinds");
+    }
 }
