@@ -413,11 +413,14 @@ async fn an_alert_is_renamed_and_its_push_delivery_is_logged_and_resent() {
     gw.stop().await;
 }
 
+/// A received mail: its recipients and its data.
+type Mail = (Vec<String>, String);
+
 /// A minimal SMTP server on a free loopback port: answers every command, records each
 /// message's recipients and data (dot-stuffing undone, lines joined with `\n`).
 struct SmtpServer {
     port: u16,
-    messages: Arc<Mutex<Vec<(Vec<String>, String)>>>,
+    messages: Arc<Mutex<Vec<Mail>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -441,10 +444,7 @@ impl SmtpServer {
         }
     }
 
-    async fn session(
-        stream: tokio::net::TcpStream,
-        messages: Arc<Mutex<Vec<(Vec<String>, String)>>>,
-    ) {
+    async fn session(stream: tokio::net::TcpStream, messages: Arc<Mutex<Vec<Mail>>>) {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         let _ = write.write_all(b"220 test ESMTP\r\n").await;
