@@ -17,9 +17,6 @@ async fn dev_up_brings_the_platform_up_and_ctrl_c_stops_it() {
     let gateway = format!("http://127.0.0.1:{}", 8080 + offset);
     let admin = format!("http://127.0.0.1:{}", 9090 + offset);
     wait_for_platform(offset, Duration::from_secs(180)).await;
-
-    // dev-up polls readiness itself every 100 ms before printing the URL; give it that moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     ctrl_c(stack, offset, &gateway, &format!("{admin}/healthz")).await;
 }
 
@@ -46,8 +43,10 @@ fn dev_up(offset: u32, env: &[(&str, &str)]) -> ChildProcess {
     ChildProcess::from_command(command)
 }
 
-/// Waits for what dev-up itself waits for: the gateway's `/readyz` (the gateway can serve) and
-/// every service ready in `/v1/status` (a gateway is ready before the services behind it are).
+/// Waits for what dev-up itself waits for — the gateway's `/readyz` (the gateway can serve) and
+/// every service ready in `/v1/status` (a gateway is ready before the services behind it
+/// are) — and then for dev-up to have seen it too (it writes `.dev/run-<offset>/ready` after
+/// printing the URLs), so that a Ctrl-C after this finds the URLs printed.
 async fn wait_for_platform(offset: u32, timeout: Duration) {
     let admin = format!("http://127.0.0.1:{}", 9090 + offset);
     wait_for_status(&format!("{admin}/readyz"), 200, timeout).await;
@@ -58,12 +57,15 @@ async fn wait_for_platform(offset: u32, timeout: Duration) {
             Ok(answer) => answer.json::<serde_json::Value>().await.ok(),
             Err(_) => None,
         };
-        if body.as_ref().is_some_and(|b| b["ready"] == true) {
+        let announced = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../.dev/run-{offset}/ready"))
+            .exists();
+        if announced && body.as_ref().is_some_and(|b| b["ready"] == true) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < give_up,
-            "{status} did not report every service ready within {timeout:?}: {body:?}"
+            "{status} did not report every service ready (and dev-up announce it) within {timeout:?}: {body:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
