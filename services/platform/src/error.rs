@@ -178,6 +178,18 @@ impl From<ServiceError> for tonic::Status {
     }
 }
 
+/// A database error about `what`: a taken unique key is `ALREADY_EXISTS` ("`what` already
+/// exists"), a missing row `NOT_FOUND` ("`what` not found"); anything else maps as the
+/// platform maps every database error ([`crate::db::status`]). For `map_err` where the
+/// caller should read "account not found" rather than "record not found".
+pub fn db(what: &'static str) -> impl Fn(sqlx::Error) -> ServiceError {
+    move |error| match crate::db::code(&error) {
+        tonic::Code::AlreadyExists => ServiceError::AlreadyExists(format!("{what} already exists")),
+        tonic::Code::NotFound => ServiceError::not_found(what),
+        _ => ServiceError::Database(error),
+    }
+}
+
 /// An `INTERNAL` status for an unexpected error; the detail is logged, not returned.
 pub fn internal(error: impl Display) -> tonic::Status {
     let trace_id = crate::telemetry::current_trace_id();
@@ -195,6 +207,27 @@ pub fn invalid_argument(field: &str, problem: impl Display) -> tonic::Status {
 
 #[cfg(test)]
 mod tests {
+    /// [`db`] answers exactly as `crate::db::status(error, what)` does.
+    #[test]
+    fn a_database_error_names_what_it_was_about() {
+        let cases = || {
+            [
+                sqlx::Error::RowNotFound,
+                sqlx::Error::PoolTimedOut,
+                sqlx::Error::PoolClosed,
+                sqlx::Error::Protocol("password=hunter2".into()),
+            ]
+        };
+        for (error, expected) in cases().into_iter().zip(cases()) {
+            let ours = tonic::Status::from(super::db("account")(error));
+            let platform = crate::db::status(expected, "account");
+            assert_eq!(ours.code(), platform.code());
+            assert_eq!(ours.message(), platform.message());
+        }
+        let status = tonic::Status::from(super::db("account")(sqlx::Error::RowNotFound));
+        assert_eq!(status.message(), "account not found");
+    }
+
     #[test]
     fn internal_hides_details() {
         let status = super::internal("password=hunter2 connection refused");

@@ -7,7 +7,7 @@
 
 use crate::domain::DomainError;
 
-pub use mirai_platform::error::ServiceError as Error;
+pub use mirai_platform::error::{ServiceError as Error, db};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -20,39 +20,9 @@ impl From<DomainError> for Error {
     }
 }
 
-/// A database error about `what`: a taken unique key is `ALREADY_EXISTS` ("`what` already
-/// exists"), a missing row `NOT_FOUND` ("`what` not found"); anything else maps as the
-/// platform maps every database error ([`mirai_platform::db::status`]).
-pub fn db(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |error| match mirai_platform::db::code(&error) {
-        tonic::Code::AlreadyExists => Error::AlreadyExists(format!("{what} already exists")),
-        tonic::Code::NotFound => Error::not_found(what),
-        _ => Error::Database(error),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// [`db`] answers exactly as `mirai_platform::db::status(error, what)` does.
-    #[test]
-    fn a_database_error_names_what_it_was_about() {
-        let cases = || {
-            [
-                sqlx::Error::RowNotFound,
-                sqlx::Error::PoolTimedOut,
-                sqlx::Error::PoolClosed,
-                sqlx::Error::Protocol("password=hunter2".into()),
-            ]
-        };
-        for (error, expected) in cases().into_iter().zip(cases()) {
-            let ours = tonic::Status::from(db("symbol")(error));
-            let platform = mirai_platform::db::status(expected, "symbol");
-            assert_eq!(ours.code(), platform.code());
-            assert_eq!(ours.message(), platform.message());
-        }
-    }
 
     #[test]
     fn domain_errors_keep_their_field_and_code() {
