@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::helpers::{Gateway, answer, eventually};
+use crate::helpers::{Gateway, eventually, send};
 
 /// Lists `symbol` on stock-data through the gateway (as an admin).
-async fn list_symbol(gw: &Gateway, admin: &str, symbol: &str) {
+pub async fn list_symbol(gw: &Gateway, admin: &str, symbol: &str) {
     let (status, _, body) = gw
         .post(
             "/v1/symbols",
@@ -79,10 +79,6 @@ async fn alert_status(gw: &Gateway, token: &str, alert_id: &str) -> Value {
         .await
         .2["status"]
         .clone()
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
-    answer(request.send().await.unwrap()).await
 }
 
 #[tokio::test]

@@ -233,7 +233,7 @@ impl Gateway {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        answer(request.send().await.unwrap()).await
+        send(request).await
     }
 
     /// `GET path` (with a bearer token when given).
@@ -246,7 +246,7 @@ impl Gateway {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        answer(request.send().await.unwrap()).await
+        send(request).await
     }
 
     /// Registers `email` and logs in: (user id, access token, refresh token).
@@ -336,6 +336,21 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
     (base, stop, task)
+}
+
+/// Sends `request`: status, headers, JSON body (`Null` when none).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    answer(request.send().await.unwrap()).await
+}
+
+/// `PATCH path` with a JSON body and a bearer token.
+pub async fn patch(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    send(gw.http.patch(gw.url(path)).bearer_auth(token).json(&body)).await
 }
 
 pub async fn answer(response: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {

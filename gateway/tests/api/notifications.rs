@@ -8,25 +8,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
-use crate::helpers::{Gateway, Platform, answer, eventually};
-
-async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
-    answer(request.send().await.unwrap()).await
-}
+use crate::helpers::{Gateway, Platform, eventually, patch, send};
 
 async fn delete(gw: &Gateway, path: &str, token: &str) -> u16 {
     send(gw.http.delete(gw.url(path)).bearer_auth(token))
         .await
         .0
-}
-
-async fn patch(
-    gw: &Gateway,
-    path: &str,
-    token: &str,
-    body: Value,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    send(gw.http.patch(gw.url(path)).bearer_auth(token).json(&body)).await
 }
 
 fn assert_problem(status: u16, headers: &reqwest::header::HeaderMap, body: &Value, want: u16) {
@@ -222,15 +209,7 @@ async fn a_webhook_endpoint_is_read_changed_and_deleted() {
 
 /// Lists `symbol` and imports flat bars at 10 then 12 (as `alerts.rs` does).
 async fn symbol_with_bars(gw: &Gateway, admin: &str, symbol: &str) {
-    let (status, _, body) = gw
-        .post(
-            "/v1/symbols",
-            Some(admin),
-            json!({ "symbol": symbol, "name": format!("{symbol} Corp."), "exchange_mic": "XNAS",
-                    "currency": "USD", "asset_type": "equity" }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    crate::alerts::list_symbol(gw, admin, symbol).await;
     let csv = "timestamp,open,high,low,close,volume\n2024-01-02,10,10,10,10,100\n2024-01-03,12,12,12,12,100\n";
     let (status, _, report) = send(
         gw.http

@@ -242,12 +242,13 @@ async fn an_admin_splits_traffic_promotes_and_retires() {
         "reason": "canary",
     });
     let put = |body: Value, token: String| {
-        let request = gateway
-            .http
-            .put(gateway.url("/v1/admin/models/traffic"))
-            .bearer_auth(token)
-            .json(&body);
-        async move { crate::helpers::answer(request.send().await.unwrap()).await }
+        crate::helpers::send(
+            gateway
+                .http
+                .put(gateway.url("/v1/admin/models/traffic"))
+                .bearer_auth(token)
+                .json(&body),
+        )
     };
     let (status, _, traffic) = put(change.clone(), admin.clone()).await;
     assert_eq!(status, 200, "{traffic}");

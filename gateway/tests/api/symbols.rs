@@ -578,21 +578,32 @@ async fn an_admin_stops_a_replay_and_changes_a_symbol() {
         "stopped before the end: {stopped}"
     );
 
-    let patch = |token: &str, body: serde_json::Value| {
-        let request = gw
-            .http
-            .patch(gw.url("/v1/symbols/SPX"))
-            .bearer_auth(token)
-            .json(&body);
-        async move { crate::helpers::answer(request.send().await.unwrap()).await }
-    };
-    let (status, _, symbol) = patch(&admin, serde_json::json!({ "name": "S&P 500 Index" })).await;
+    let symbol_url = "/v1/symbols/SPX";
+    let (status, _, symbol) = crate::helpers::patch(
+        &gw,
+        symbol_url,
+        &admin,
+        serde_json::json!({ "name": "S&P 500 Index" }),
+    )
+    .await;
     assert_eq!(status, 200, "{symbol}");
     assert_eq!(symbol["name"], "S&P 500 Index");
     let (_, _, read) = gw.get("/v1/symbols/SPX", None).await;
     assert_eq!(read["name"], "S&P 500 Index", "{read}");
-    let (status, _, _) = patch(&user, serde_json::json!({ "name": "mine now" })).await;
+    let (status, _, _) = crate::helpers::patch(
+        &gw,
+        symbol_url,
+        &user,
+        serde_json::json!({ "name": "mine now" }),
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _, bad) = patch(&admin, serde_json::json!({ "currency": "dollars" })).await;
+    let (status, _, bad) = crate::helpers::patch(
+        &gw,
+        symbol_url,
+        &admin,
+        serde_json::json!({ "currency": "dollars" }),
+    )
+    .await;
     assert_eq!(status, 400, "{bad}");
 }
