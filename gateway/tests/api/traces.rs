@@ -1,6 +1,6 @@
-//! One trace from a public request to the statements it runs: the gateway's HTTP span, the
-//! service's gRPC server span under it, and the service's database spans under that (through
-//! the handler's own span: `register` → `INSERT users`).
+//! One trace from a public request to the statements it runs: the gateway's HTTP span, its
+//! gRPC client span of the call, the service's gRPC server span under that, and the service's
+//! database spans under that (through the handler's own span: `register` → `INSERT users`).
 
 use std::time::Duration;
 
@@ -78,19 +78,21 @@ async fn a_request_is_one_trace_from_the_gateway_through_the_service_into_its_qu
         .iter()
         .find(|s| s.span_kind == SpanKind::Server && s.name.starts_with("mirai.user."))
         .unwrap_or_else(|| panic!("no user service span in {names:?}"));
-    // The call's parent is the gateway's request span, or a client span of the call under it.
-    let parent = spans
+    // The call's parent is the gateway's client span of the call, under its request span.
+    let client = spans
         .iter()
         .find(|s| s.span_context.span_id() == server.parent_span_id)
         .unwrap_or_else(|| panic!("the gRPC server span's parent is not in {names:?}"));
-    let http_id = http.span_context.span_id();
-    assert!(
-        parent.span_context.span_id() == http_id
-            || (parent.span_kind == SpanKind::Client && parent.parent_span_id == http_id),
-        "the gRPC server span's parent is {} ({:?}), not the gateway's request: {names:?}",
-        parent.name,
-        parent.span_kind
+    assert_eq!(client.span_kind, SpanKind::Client, "{}", client.name);
+    assert_eq!(client.name, server.name);
+    assert_eq!(client.parent_span_id, http.span_context.span_id());
+    assert_eq!(attribute(client, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(attribute(client, "peer.service").as_deref(), Some("user"));
+    assert_eq!(
+        attribute(client, "rpc.grpc.status_code").as_deref(),
+        Some("0")
     );
+    assert!(client.start_time <= server.start_time);
 
     let queries: Vec<&SpanData> = spans
         .iter()

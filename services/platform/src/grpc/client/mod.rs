@@ -3,17 +3,18 @@
 //! Every generated client is built as `FooClient::new(client.channel())`, where `client` comes
 //! from [`Client::build`]. A call then passes these layers, outer to inner:
 //!
-//! 1. **Context** ([`OutgoingContext`]): the current span's `traceparent`, a `grpc-timeout`
+//! 1. **Client span** ([`Traced`]): `grpc.client`, the parent of the upstream's server span.
+//! 2. **Context** ([`OutgoingContext`]): the current span's `traceparent`, a `grpc-timeout`
 //!    no longer than the incoming call's remaining deadline (or the default timeout) with the
 //!    same deadline as an absolute time ([`deadline::DEADLINE_HEADER`]), and the
 //!    signed internal identity token (`x-mirai-identity`, [`super::identity`]) addressed to the
 //!    upstream, acting for the principal [attached](crate::auth::Principal::attach) to the
 //!    request if any, else for nobody (this process as itself).
-//! 2. **Bulkhead** (`bulkhead`): at most `max_concurrency` calls of this process in flight to
+//! 3. **Bulkhead** (`bulkhead`): at most `max_concurrency` calls of this process in flight to
 //!    the upstream; beyond that `UNAVAILABLE` at once.
-//! 3. **Retry** (`retry`): unary calls marked `NO_SIDE_EFFECTS`/`IDEMPOTENT` in the protos are
+//! 4. **Retry** (`retry`): unary calls marked `NO_SIDE_EFFECTS`/`IDEMPOTENT` in the protos are
 //!    retried on `UNAVAILABLE`, with full-jitter backoff, inside the deadline and a retry budget.
-//! 4. **Balancer and circuit breakers** (`balance`, [`breaker`]): the upstream's endpoints (a
+//! 5. **Balancer and circuit breakers** (`balance`, [`breaker`]): the upstream's endpoints (a
 //!    list, or DNS names re-resolved for a headless Service), each with its own channel and its
 //!    own circuit breaker; a call goes to the less busy of two admitted endpoints, and an
 //!    endpoint whose breaker is open is ejected. With every endpoint open, the call is refused
@@ -32,6 +33,7 @@ pub mod breaker;
 mod bulkhead;
 mod metrics;
 mod retry;
+mod span;
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub use self::balance::{EndpointStatus, Endpoints};
 pub use self::breaker::{BreakerConfig, State, Window};
 pub use self::metrics::ClientMetrics;
 pub use self::retry::RetryConfig;
+pub use self::span::Traced;
 use super::deadline;
 use super::identity::{IDENTITY_HEADER, Signer};
 use crate::auth::OnBehalfOf;
@@ -69,7 +72,7 @@ const NOT_SENT: &str = "mirai-not-sent";
 pub type Stack = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, tonic::Status>;
 
 /// The channel every typed client is built on.
-pub type UpstreamChannel = InterceptedService<Stack, OutgoingContext>;
+pub type UpstreamChannel = Traced<InterceptedService<Stack, OutgoingContext>>;
 
 /// Codes that count as failures for a circuit breaker: the upstream could not answer. Every
 /// other code is an answer (a client error is the caller's problem, not the upstream's health).
@@ -398,13 +401,16 @@ impl Client {
                 endpoints: Arc::clone(&endpoints),
             });
         Self {
-            channel: InterceptedService::new(
-                BoxCloneSyncService::new(stack),
-                OutgoingContext::new(
-                    config.timeout,
-                    Arc::clone(signer),
-                    &format!("mirai-{upstream}"),
+            channel: Traced::new(
+                InterceptedService::new(
+                    BoxCloneSyncService::new(stack),
+                    OutgoingContext::new(
+                        config.timeout,
+                        Arc::clone(signer),
+                        &format!("mirai-{upstream}"),
+                    ),
                 ),
+                upstream,
             ),
             endpoints,
         }
