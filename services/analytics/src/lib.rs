@@ -5,7 +5,7 @@
 //! - `config`: configuration from the environment (see the README's table); `startup`:
 //!   assembles the service on [`mirai_platform::app::ServiceApp`]; `error`: errors and their
 //!   gRPC statuses.
-//! - `api`: the gRPC API (translation only); `domain`: request values that parse, bars.
+//! - `grpc`: the gRPC API (translation only); `domain`: request values that parse, bars.
 //! - `events`: the bar read model's handler (`stock.bar.closed`) and the deletion saga;
 //!   `symbols`: the symbol read model; `backfill`: reading bars from stock-data.
 //! - `store`: the bar read model and report jobs in PostgreSQL.
@@ -16,15 +16,18 @@
 //! - `migrations/`: its schema, versions from 1000 up.
 
 pub mod analysis;
-pub mod api;
 pub mod backfill;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod indicators;
 pub mod reports;
 pub mod startup;
 pub mod stats;
 pub mod store;
 pub mod symbols;
+
+/// The saga participant name (its `ce-source`, and its entry in the user service's list).
+pub const SERVICE: &str = "analytics";

@@ -10,9 +10,9 @@ use mirai_proto::analytics::v1::analytics_service_server::AnalyticsServiceServer
 use sqlx::migrate::Migrator;
 use tokio::sync::Notify;
 
-use crate::api::Api;
 use crate::backfill::{self, StockData};
 use crate::config::Config;
+use crate::grpc::Api;
 use crate::reports::build::Sources;
 use crate::reports::worker::Worker;
 

@@ -41,16 +41,6 @@ fn limit(requested: u32) -> Result<i64, Status> {
     Ok(i64::from(wire::page_size(requested, 50, 200)?))
 }
 
-fn before(token: &str) -> Result<Option<Uuid>, Status> {
-    let key = wire::page_after(token)?;
-    if key.is_empty() {
-        return Ok(None);
-    }
-    key.parse().map(Some).map_err(|_| {
-        mirai_platform::error::invalid_argument("page_token", "not a token from this API")
-    })
-}
-
 type NotificationStream =
     futures::stream::BoxStream<'static, Result<pb::StreamNotificationsResponse, Status>>;
 
@@ -86,7 +76,7 @@ impl NotificationService for Api {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         let r = request.into_inner();
         let limit = limit(r.page_size)?;
-        let before = before(&r.page_token)?;
+        let before = wire::page_after_id(&r.page_token)?;
         Ok(Response::new(
             alerts::list(&self.ctx, user_id, &r, limit, before).await?,
         ))
@@ -122,7 +112,7 @@ impl NotificationService for Api {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         let r = request.into_inner();
         let limit = limit(r.page_size)?;
-        let before = before(&r.page_token)?;
+        let before = wire::page_after_id(&r.page_token)?;
         Ok(Response::new(
             inbox::list(&self.ctx, user_id, &r, limit, before).await?,
         ))
@@ -221,7 +211,7 @@ impl NotificationService for Api {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
         let r = request.into_inner();
         let limit = limit(r.page_size)?;
-        let before = before(&r.page_token)?;
+        let before = wire::page_after_id(&r.page_token)?;
         Ok(Response::new(
             deliveries::list(&self.ctx, user_id, &r, limit, before).await?,
         ))

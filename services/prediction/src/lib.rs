@@ -15,6 +15,8 @@
 //! - `bars`: daily bars from stock-data, cached per symbol.
 //! - `forecasting`: routing, forecasting, storing and shadow mirroring.
 //! - `scoreboard`: scoring matured predictions, rolling scoreboards, degradation, promotion.
+//! - `catalog`: models and versions as the API shows them (status, card, role, traffic).
+//! - `history`: whose predictions a caller may list, and a stored prediction on the wire.
 //! - `admin`: traffic changes, promotion, retirement.
 //! - `events`: the bar loop and the other consumed events (deletion saga included).
 //! - `store/`: PostgreSQL access; `migrations/`: the schema, versions from 1000 up.
@@ -23,6 +25,7 @@
 pub mod admin;
 pub mod artifact;
 pub mod bars;
+pub mod catalog;
 pub mod config;
 pub mod context;
 pub mod domain;
@@ -30,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod forecasting;
 pub mod grpc;
+pub mod history;
 pub mod inference;
 pub mod metrics;
 pub mod models;

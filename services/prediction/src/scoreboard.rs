@@ -1,6 +1,6 @@
 //! Live accuracy: scoring matured predictions when the next bar arrives, the rolling
 //! scoreboard per version and its events, champion degradation, challenger promotion, and the
-//! scoreboards the API reads.
+//! scoreboards the API reads ([`board`], [`boards`]).
 
 use chrono::{DateTime, Utc};
 use mirai_platform::events::outbox;
@@ -11,11 +11,14 @@ use sqlx::PgConnection;
 
 use crate::bars::Snapshot;
 use crate::config::ScoringConfig;
+use crate::context::Context;
 use crate::domain::model_ref::ModelRef;
 use crate::domain::scoring::{self, Levels, Metrics};
+use crate::domain::symbol::Symbol;
 use crate::domain::traffic::Role;
 use crate::forecasting::role_to_wire;
 use crate::metrics::Metrics as Prometheus;
+use crate::models::Status as ServingStatus;
 use crate::store::predictions::{self, Scoring};
 use crate::store::scores::{self, NewScore, Window};
 use crate::store::traffic::TrafficView;
@@ -282,6 +285,108 @@ pub async fn compare(
             && test.p_value < config.promotion_alpha,
         test,
     }))
+}
+
+/// The scoreboard of `model` over `window` (one symbol's or all), with the comparison to the
+/// champion for any other version.
+pub async fn board(
+    context: &Context,
+    model: &ModelRef,
+    window: Window,
+    symbol: Option<&Symbol>,
+) -> crate::error::Result<pb::Scoreboard> {
+    let pool = &context.pool;
+    let symbol_text = symbol.map(|s| s.as_str());
+    let mut conn = pool.acquire().await?;
+    let loaded = scores::load(&mut conn, model, window, symbol_text).await?;
+    let nominal = loaded
+        .nominal_coverage
+        .or_else(|| {
+            context
+                .predictor
+                .models
+                .served(model)
+                .map(|s| s.verified.levels.nominal_coverage())
+        })
+        .unwrap_or(0.0);
+    let metrics = Metrics::of(&loaded.scored, nominal);
+    let traffic = context.predictor.traffic.current();
+    let champion = traffic.traffic.champion().clone();
+    let versus_champion = if *model == champion {
+        None
+    } else {
+        compare(
+            &mut conn,
+            model,
+            &champion,
+            window,
+            symbol_text,
+            &context.scoring,
+        )
+        .await?
+        .map(|c| pb::ChampionComparison {
+            champion: Some(champion.to_wire()),
+            paired: c.test.n as u64,
+            mean_loss_difference: c.test.mean_difference,
+            statistic: c.test.statistic,
+            p_value: c.test.p_value,
+            promotion_proposed: c.proposed,
+        })
+    };
+    drop(conn);
+    let period = match window {
+        Window::Period { start, end } => pb::Period {
+            start: start.or(loaded.first_target).map(wire::timestamp),
+            end: end
+                .or(loaded
+                    .last_target
+                    .map(|l| l + chrono::Duration::microseconds(1)))
+                .map(wire::timestamp),
+        },
+        Window::Last(_) => period(loaded.first_target, loaded.last_target),
+    };
+    Ok(pb::Scoreboard {
+        model: Some(model.to_wire()),
+        role: role_to_wire(traffic.traffic.role_of(model)).into(),
+        window: Some(period),
+        symbol: symbol_text.unwrap_or_default().to_owned(),
+        metrics: Some(metrics_to_wire(&metrics)),
+        pending: predictions::count_pending(pool, model, symbol_text).await?,
+        updated_at: loaded.last_scored_at.map(wire::timestamp),
+        versus_champion,
+    })
+}
+
+/// The scoreboards of every version not retired: champion first, then challengers, shadows
+/// and idle versions, by name and version within a role.
+pub async fn boards(
+    context: &Context,
+    window: Window,
+    symbol: Option<&Symbol>,
+) -> crate::error::Result<Vec<pb::Scoreboard>> {
+    let traffic = context.predictor.traffic.current();
+    let mut models: Vec<ModelRef> = context
+        .predictor
+        .models
+        .list()
+        .into_iter()
+        .filter(|i| i.status != ServingStatus::Retired)
+        .map(|i| i.model)
+        .collect();
+    models.sort_by_key(|m| {
+        let rank = match traffic.traffic.role_of(m) {
+            Role::Champion => 0,
+            Role::Challenger => 1,
+            Role::Shadow => 2,
+            Role::Idle => 3,
+        };
+        (rank, m.clone())
+    });
+    let mut scoreboards = Vec::with_capacity(models.len());
+    for model in &models {
+        scoreboards.push(board(context, model, window, symbol).await?);
+    }
+    Ok(scoreboards)
 }
 
 fn publish_gauges(prometheus: &Prometheus, model: &ModelRef, m: &Metrics) {
