@@ -17,12 +17,10 @@ use mirai_proto::events::v1 as ev;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::SERVICE;
 use crate::domain::Bar;
 use crate::store::bars::{self, Provenance};
 use crate::store::reports;
-
-/// The saga participant name (its `ce-source`, and its entry in the user service's list).
-pub const SERVICE: &str = "analytics";
 
 /// Registers every consumer of the service.
 pub fn consume(app: &mut ServiceApp) {

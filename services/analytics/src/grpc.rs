@@ -303,15 +303,7 @@ impl AnalyticsService for Api {
         let r = request.into_inner();
         let user = owner(&principal, &r.user_id)?;
         let limit = wire::page_size(r.page_size, 20, 100)?;
-        let after = wire::page_after(&r.page_token)?;
-        let before = if after.is_empty() {
-            None
-        } else {
-            Some(
-                Uuid::parse_str(&after)
-                    .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
-            )
-        };
+        let before = wire::page_after_id(&r.page_token)?;
         let statuses = r
             .statuses
             .iter()

@@ -13,9 +13,6 @@ use crate::evaluate::Index;
 use crate::notify::FanOut;
 use crate::stream::Hub;
 
-/// The `ce-source` name of this service (and its name in the deletion saga).
-pub const SERVICE: &str = "notification";
-
 /// Shared state.
 pub struct Context {
     pub pool: PgPool,

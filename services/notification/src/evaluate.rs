@@ -34,9 +34,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::context::{Context, SERVICE};
+use crate::SERVICE;
+use crate::context::Context;
 use crate::domain::alert::{Cause, Frequency, Rule};
-use crate::domain::condition::{ForecastView, Inputs, Observation};
+use crate::domain::condition::{ForecastView, Inputs, Observation, money};
 use crate::domain::template::Template;
 use crate::notify::Outgoing;
 use crate::public;
@@ -548,10 +549,6 @@ struct Firing<'a> {
     trigger_count: u32,
     forecast: Option<&'a StoredForecast>,
     envelope: &'a Envelope,
-}
-
-fn money(x: f64) -> String {
-    format!("{x:.2}")
 }
 
 /// Writes everything a trigger causes: the internal and public events, the notification and

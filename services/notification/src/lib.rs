@@ -12,6 +12,7 @@
 //! - `domain`: conditions and their state machines, alert rules, templates, preferences, time
 //!   rules, webhook targets — no I/O.
 //! - `store`: every SQL statement of the service (sqlx), one module per table group.
+//! - `events`: which handler each consumed event reaches.
 //! - `evaluate`: the in-memory alert index and the evaluation of price, bar and forecast
 //!   events; `notify`: the fan-out of one notification into deliveries; `public`: the public
 //!   JSON CloudEvents; `saga`: the alert-activation saga and the sweeps; `system`: user,
@@ -32,6 +33,7 @@ pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod evaluate;
+pub mod events;
 pub mod grpc;
 pub mod inbox;
 pub mod notify;
@@ -46,3 +48,6 @@ pub mod symbols;
 pub mod system;
 pub mod verify;
 pub mod webhooks;
+
+/// The `ce-source` name of this service (and its name in the deletion saga).
+pub const SERVICE: &str = "notification";

@@ -24,7 +24,8 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::context::{Context, SERVICE};
+use crate::SERVICE;
+use crate::context::Context;
 use crate::domain::alert::Status;
 use crate::notify::Outgoing;
 use crate::store::alerts;

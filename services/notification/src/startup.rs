@@ -5,20 +5,17 @@ use std::time::Duration;
 
 use mirai_platform::app::{ServiceApp, StartupError};
 use mirai_platform::config::ServiceConfig;
-use mirai_platform::events::deletion;
-use mirai_platform::events::topology::topics;
-use mirai_proto::events::v1 as ev;
 use mirai_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use sqlx::migrate::Migrator;
 
 use crate::config::Config;
-use crate::context::{Context, SERVICE, Shared, with};
+use crate::context::{Context, Shared};
 use crate::deliver::{DeliveryMetrics, Worker};
-use crate::evaluate::{self, Index};
+use crate::evaluate::Index;
 use crate::grpc::Api;
 use crate::notify::FanOut;
+use crate::saga;
 use crate::stream::Hub;
-use crate::{account_mail, saga, symbols, system};
 
 /// The service's own schema (versions from 1000; the platform's outbox and inbox tables are
 /// applied by [`ServiceApp::prepare`]).
@@ -99,52 +96,7 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
         .add_service(NotificationServiceServer::new(Api::new(ctx.clone())));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
 
-    let stock = symbols::register(app.consumer(topics::STOCK), &ctx)
-        .on::<ev::PriceUpdated, _>("evaluate.price-updated", with(&ctx, evaluate::on_price))
-        .on::<ev::BarClosed, _>("evaluate.bar-closed", with(&ctx, evaluate::on_bar))
-        .on::<ev::SymbolTrackingConfirmed, _>(
-            "saga.tracking-confirmed",
-            with(&ctx, saga::on_confirmed),
-        )
-        .on::<ev::SymbolTrackingRejected, _>(
-            "saga.tracking-rejected",
-            with(&ctx, saga::on_rejected),
-        )
-        .on::<ev::DataQualityIssue, _>("system.data-quality", with(&ctx, system::on_quality_issue));
-    app.consume(stock);
-    let prediction = app
-        .consumer(topics::PREDICTION)
-        .on::<ev::PredictionGenerated, _>(
-            "evaluate.prediction-generated",
-            with(&ctx, evaluate::on_prediction),
-        )
-        .on::<ev::ModelDegraded, _>(
-            "system.model-degraded",
-            with(&ctx, system::on_model_degraded),
-        )
-        .on::<ev::ModelPromoted, _>(
-            "system.model-promoted",
-            with(&ctx, system::on_model_promoted),
-        );
-    app.consume(prediction);
-    let users = app
-        .consumer(topics::USER)
-        .on::<ev::UserRegistered, _>("users.registered", with(&ctx, system::on_registered))
-        .on::<ev::UserRoleChanged, _>("users.role-changed", with(&ctx, system::on_role_changed))
-        .on::<ev::UserAccountLocked, _>(
-            "users.account-locked",
-            with(&ctx, account_mail::on_account_locked),
-        )
-        .on::<ev::UserRegistrationAttempted, _>(
-            "users.registration-attempted",
-            with(&ctx, account_mail::on_registration_attempted),
-        );
-    let users = deletion::participate(users, SERVICE, topics::NOTIFICATION, system::purge_fn());
-    app.consume(users);
-    let analytics = app
-        .consumer(topics::ANALYTICS)
-        .on::<ev::ReportCompleted, _>("system.report-completed", with(&ctx, system::on_report));
-    app.consume(analytics);
+    crate::events::consume(&mut app, &ctx);
 
     let worker = Arc::new(
         Worker::new(ctx.clone(), DeliveryMetrics::register(&app.metrics))

@@ -47,6 +47,18 @@ pub fn page_after(token: &str) -> Result<String, tonic::Status> {
         .ok_or_else(|| crate::error::invalid_argument("page_token", "not a token from this API"))
 }
 
+/// The id in a token from [`page_token`] whose key is a UUID (the last row's id); `None` for
+/// the first page.
+pub fn page_after_id(token: &str) -> Result<Option<uuid::Uuid>, tonic::Status> {
+    let key = page_after(token)?;
+    if key.is_empty() {
+        return Ok(None);
+    }
+    key.parse()
+        .map(Some)
+        .map_err(|_| crate::error::invalid_argument("page_token", "not a token from this API"))
+}
+
 /// Trims `rows`, fetched with one row more than `limit`, to the page, and returns the token of
 /// the next page (the last kept row's key), or an empty token when this is the last page.
 pub fn next_page_token<T>(rows: &mut Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> String {
@@ -104,6 +116,19 @@ mod tests {
         assert_eq!(
             page_after("%%%").unwrap_err().code(),
             tonic::Code::InvalidArgument
+        );
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(
+            page_after_id(&page_token(&id.to_string())).unwrap(),
+            Some(id)
+        );
+        assert_eq!(page_after_id("").unwrap(), None);
+        let err = page_after_id(&page_token("BRK.B")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("page_token:"),
+            "{}",
+            err.message()
         );
     }
 

@@ -21,16 +21,8 @@ pub async fn list_users(
     ctx: &Context,
     request: pb::ListUsersRequest,
     size: u32,
-    after: String,
+    after: Option<Uuid>,
 ) -> Result<pb::ListUsersResponse> {
-    let after = if after.is_empty() {
-        None
-    } else {
-        Some(
-            Uuid::parse_str(&after)
-                .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
-        )
-    };
     let role = match pb::Role::try_from(request.role) {
         Ok(pb::Role::Unspecified) => None,
         Ok(role) => domain::role::role_name(role),
@@ -174,7 +166,7 @@ pub async fn query_audit_log(
     ctx: &Context,
     request: pb::QueryAuditLogRequest,
     size: u32,
-    after: String,
+    after: Option<Uuid>,
 ) -> Result<pb::QueryAuditLogResponse> {
     let optional_id = |raw: &str, field: &str| -> Result<Option<Uuid>> {
         if raw.trim().is_empty() {
@@ -182,14 +174,6 @@ pub async fn query_audit_log(
         } else {
             user_id(raw, field).map(Some)
         }
-    };
-    let after = if after.is_empty() {
-        None
-    } else {
-        Some(
-            Uuid::parse_str(&after)
-                .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
-        )
     };
     let kinds = request
         .kinds

@@ -98,16 +98,8 @@ pub async fn list(
     id: Uuid,
     request: pb::ListApiKeysRequest,
     size: u32,
-    after: String,
+    after: Option<Uuid>,
 ) -> Result<pb::ListApiKeysResponse> {
-    let after = if after.is_empty() {
-        None
-    } else {
-        Some(
-            Uuid::parse_str(&after)
-                .map_err(|_| Error::invalid("page_token", "not a token from this API"))?,
-        )
-    };
     let mut rows = api_keys::list(
         &ctx.pool,
         id,

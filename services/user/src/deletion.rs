@@ -4,7 +4,7 @@
 //!    revoked at once), a saga row with one row per configured participant is written, and
 //!    `user.deletion.requested` naming them goes into the outbox — all in one transaction.
 //! 2. Every participant purges its data and answers `user.data.purged` on its own topic;
-//!    [`consume`] records each confirmation (idempotently: a repeated one changes nothing).
+//!    [`on_purged`] records each confirmation (idempotently: a repeated one changes nothing).
 //! 3. When the last outstanding participant has confirmed, [`complete`] erases credentials and
 //!    personal data (the account row stays as a tombstone holding only its id and status),
 //!    writes the audit entry and emits `user.deleted`, in the confirming handler's
@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
-use mirai_platform::events::topology::topics;
 use mirai_platform::events::{Envelope, outbox};
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
@@ -144,22 +143,8 @@ async fn complete(tx: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Registers the confirmation handler on every participant topic this service reads.
-pub fn consume(app: &mut ServiceApp) {
-    for topic in [
-        topics::STOCK,
-        topics::PREDICTION,
-        topics::ANALYTICS,
-        topics::NOTIFICATION,
-    ] {
-        let consumer = app
-            .consumer(topic)
-            .on::<ev::UserDataPurged, _>("deletion-saga.purged", on_purged);
-        app.consume(consumer);
-    }
-}
-
-fn on_purged<'a>(
+/// A participant's confirmation: recorded once; the last one completes the deletion.
+pub(crate) fn on_purged<'a>(
     tx: &'a mut PgConnection,
     _: &'a Envelope,
     event: ev::UserDataPurged,

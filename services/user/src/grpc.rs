@@ -221,7 +221,7 @@ impl UserService for Api {
         principal::require_self(&request, &id.to_string(), true)?;
         let request = request.into_inner();
         let size = wire::page_size(request.page_size, 50, 100)?;
-        let after = wire::page_after(&request.page_token)?;
+        let after = wire::page_after_id(&request.page_token)?;
         Ok(Response::new(
             api_keys::list(&self.context, id, request, size, after).await?,
         ))
@@ -256,7 +256,7 @@ impl UserService for Api {
         principal::require_admin(&request)?;
         let request = request.into_inner();
         let size = wire::page_size(request.page_size, 50, 500)?;
-        let after = wire::page_after(&request.page_token)?;
+        let after = wire::page_after_id(&request.page_token)?;
         Ok(Response::new(
             admin::list_users(&self.context, request, size, after).await?,
         ))
@@ -308,7 +308,7 @@ impl UserService for Api {
         principal::require_admin(&request)?;
         let request = request.into_inner();
         let size = wire::page_size(request.page_size, 100, 1000)?;
-        let after = wire::page_after(&request.page_token)?;
+        let after = wire::page_after_id(&request.page_token)?;
         Ok(Response::new(
             admin::query_audit_log(&self.context, request, size, after).await?,
         ))

@@ -17,7 +17,7 @@
 //! - `store/`: every SQL statement — accounts (`users`), refresh-token families (`sessions`),
 //!   brute-force counters and unlock links (`throttle`), API keys (`api_keys`), the security
 //!   audit log (`audit`), the deletion saga's rows and the erasure (`deletion`).
-//! - `deletion`: the user side of the account-deletion saga.
+//! - `deletion`: the user side of the account-deletion saga; `events`: the saga's consumers.
 //! - `migrations/`: its schema, versions from 1000 up. `data/`: the common-password list.
 
 pub mod admin;
@@ -28,6 +28,7 @@ pub mod deletion;
 pub mod discovery;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod keys;
 pub mod lockout;

@@ -46,7 +46,7 @@ pub async fn build_with(
     let api = Api::new(context);
     app.server.add_service(UserServiceServer::new(api));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
-    crate::deletion::consume(&mut app);
+    crate::events::consume(&mut app);
     crate::deletion::sweep(&mut app, &auth.deletion);
     Ok(app)
 }

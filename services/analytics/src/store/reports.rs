@@ -368,7 +368,7 @@ async fn completed(
 ) -> Result<(), sqlx::Error> {
     outbox::enqueue(
         tx,
-        crate::events::SERVICE,
+        crate::SERVICE,
         &ev::ReportCompleted {
             report_id: job.id.to_string(),
             user_id: job.user_id.to_string(),

@@ -558,7 +558,8 @@ fn cross(arm: Arm, level: f64, o: Observation, h: f64, up: bool, down: bool) -> 
     }
 }
 
-fn money(x: f64) -> String {
+/// A price as messages show it: two decimals.
+pub fn money(x: f64) -> String {
     format!("{x:.2}")
 }
 
