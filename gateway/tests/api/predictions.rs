@@ -311,3 +311,92 @@ async fn an_admin_splits_traffic_promotes_and_retires() {
         403,
     );
 }
+
+/// A model report is the version's scoreboard and public track record: the anonymous forecast
+/// made here is its one row, in the JSON and the CSV.
+#[tokio::test]
+async fn a_model_report_shows_the_versions_public_track_record() {
+    let gateway = ready().await;
+    let (status, _, forecast) = gateway.get("/v1/predictions/SPX", None).await;
+    assert_eq!(status, 200, "{forecast}");
+    let version = forecast["model"]["version"].as_str().unwrap().to_owned();
+    let (_, token, _) = gateway
+        .sign_up(&format!(
+            "reporter-{}@example.com",
+            uuid::Uuid::new_v4().simple()
+        ))
+        .await;
+    let t = Some(token.as_str());
+    // The history is written off the request path; the public one holds no user's forecasts.
+    eventually(
+        "the anonymous forecast in the public history",
+        1,
+        async || {
+            let (_, _, page) = gateway.get("/v1/predictions?symbol=SPX", t).await;
+            page["predictions"].as_array().map_or(0, Vec::len)
+        },
+    )
+    .await;
+
+    let (status, _, job) = gateway
+        .post(
+            "/v1/reports",
+            t,
+            json!({
+                "model": { "name": "spx-lstm", "version": version },
+                "formats": ["json", "csv"]
+            }),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let location = format!("/v1/reports/{}", job["report_id"].as_str().unwrap());
+    eventually(
+        "the model report to succeed",
+        "succeeded".to_owned(),
+        async || {
+            let (_, _, job) = gateway.get(&location, t).await;
+            job["status"].as_str().unwrap_or_default().to_owned()
+        },
+    )
+    .await;
+    let download = async |format: &str| {
+        let response = gateway
+            .http
+            .get(gateway.url(&format!("{location}/files/{format}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{format}");
+        response.text().await.unwrap()
+    };
+
+    let report: Value = serde_json::from_str(&download("json").await).unwrap();
+    let board = &report["scoreboard"];
+    assert_eq!(board["model"], format!("spx-lstm@{version}"), "{board}");
+    // Nothing of it has matured here (no bar after the sample's last): no score yet.
+    assert_eq!(board["count"], 0, "{board}");
+    assert_eq!(
+        report["subject"]["symbols"],
+        json!(["SPX"]),
+        "{report:.300}"
+    );
+    assert_eq!(report["table"]["rows"].as_array().unwrap().len(), 1);
+
+    let csv = download("csv").await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(
+        lines[0].starts_with("target_start,symbol,as_of,last_close,point"),
+        "{csv}"
+    );
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(cells[1], "SPX", "{csv}");
+    let point: f64 = cells[4].parse().unwrap();
+    assert!(
+        (point - forecast["point"].as_f64().unwrap()).abs() < 1e-6 * point,
+        "the row is the forecast served: {csv} vs {forecast}"
+    );
+
+    gateway.stop().await;
+}

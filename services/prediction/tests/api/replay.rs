@@ -184,13 +184,14 @@ async fn replaying_the_test_period_reproduces_the_model_cards() {
                 served - carded
             );
             // The quantiles agree with onnxruntime's to ~1e-8, so the losses agree to ~1e-11:
-            // the README claims 3e-11. The shares (hit rate, coverage, always-up) are claimed
+            // the README claims 1e-10 (measured up to 4.1e-11 — RMSE of 1.1.0 on an AMD EPYC;
+            // tract's kernels, and so the last bits, differ between CPUs). The shares (hit rate, coverage, always-up) are claimed
             // identical: an outcome would have to sit within 1e-8 of an interval end or of 0
             // to flip one.
             let tolerance = if matches!(name, "hit_rate" | "coverage" | "always_up") {
                 0.0
             } else {
-                3e-11
+                1e-10
             };
             assert!(
                 (served - carded).abs() <= tolerance,
