@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, forward};
-use crate::client::Client;
+use crate::middleware::auth::{Caller, forward};
+use crate::middleware::client::Client;
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 

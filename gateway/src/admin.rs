@@ -13,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::account::{AccountStatus, RoleName, User, client, user_of};
-use crate::auth::{Admin, forward};
-use crate::client::Client;
+use crate::middleware::auth::{Admin, forward};
+use crate::middleware::client::Client;
 use crate::fields::items;
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, forward};
+use crate::middleware::auth::{Caller, forward};
 use crate::fields::{items, parse_name};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, forward};
+use crate::middleware::auth::{Caller, forward};
 use crate::fields::{adjustment_name, enum_name, items, time};
 use crate::predictions::ModelRef;
 use crate::problem::{Json, Path, Problem, Query};

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, forward};
+use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;
 use crate::shapes::Timeframe;

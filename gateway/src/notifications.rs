@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::alerts::{ChannelName, client};
-use crate::auth::{Caller, forward};
+use crate::middleware::auth::{Caller, forward};
 use crate::fields::{items, parse_name, time};
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::AppState;

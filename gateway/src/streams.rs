@@ -61,11 +61,11 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::CredentialExpiry;
+use crate::middleware::auth::CredentialExpiry;
 use crate::config::StreamLimits;
 use crate::fields::items;
 use crate::problem::{Problem, Query};
-use crate::ratelimit::client_key;
+use crate::middleware::ratelimit::client_key;
 use crate::routes::AppState;
 use crate::symbols::Quote;
 
@@ -428,7 +428,7 @@ impl Watch {
         let principal = request.extensions().get::<Principal>();
         let api_key = principal
             .and_then(|p| p.api_key_id.as_ref())
-            .and_then(|_| crate::auth::api_key_secret(request.headers()))
+            .and_then(|_| crate::middleware::auth::api_key_secret(request.headers()))
             .map(str::to_owned);
         Self {
             expiry: request
@@ -507,7 +507,7 @@ async fn quotes(
     if symbols.len() > hub.limits.symbols {
         return Err(too_many(hub.limits.symbols));
     }
-    let ip = client_key(crate::client::client_ip(
+    let ip = client_key(crate::middleware::client::client_ip(
         request.headers(),
         request.extensions(),
     ));

@@ -48,7 +48,7 @@ impl Upstreams {
     /// Lazily connecting clients: the gateway starts before its upstreams if it must; a route
     /// whose upstream is missing answers 503 until it is there. Every call carries an internal
     /// identity token signed by `signer`, acting for the principal the handler attached
-    /// ([`crate::auth::forward`]) and carrying the request id.
+    /// ([`crate::middleware::auth::forward`]) and carrying the request id.
     pub fn connect(config: &config::Upstreams, metrics: &Metrics, signer: &Arc<Signer>) -> Self {
         let make = |name, config| {
             let client = Client::build(name, config, metrics, signer);
@@ -79,8 +79,8 @@ impl Upstreams {
 }
 
 impl Upstream {
-    /// The user service's signing keys, for [`crate::auth::Verifier`].
-    pub fn key_source(&self) -> crate::auth::KeySource {
+    /// The user service's signing keys, for [`crate::middleware::auth::Verifier`].
+    pub fn key_source(&self) -> crate::middleware::auth::KeySource {
         let channel = self.channel.clone();
         std::sync::Arc::new(move || {
             let mut client =
@@ -91,11 +91,11 @@ impl Upstream {
                     .await
                     .map_err(|status| status.message().to_owned())?
                     .into_inner();
-                Ok(crate::auth::KeySet {
+                Ok(crate::middleware::auth::KeySet {
                     keys: response
                         .keys
                         .into_iter()
-                        .map(|k| crate::auth::Jwk {
+                        .map(|k| crate::middleware::auth::Jwk {
                             kid: k.kid,
                             kty: k.kty,
                             crv: k.crv,

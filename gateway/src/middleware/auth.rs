@@ -50,7 +50,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::AuthFailureLimits;
 use crate::problem::Problem;
-use crate::ratelimit::{Policy, client_key};
+use crate::middleware::ratelimit::{Policy, client_key};
 
 /// The fastest the key set is refetched because of an unknown `kid`.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -474,7 +474,7 @@ impl Authenticator {
                 if refused {
                     return Checked::Refused(INVALID_KEY);
                 }
-                let client = crate::client::context(headers, extensions);
+                let client = crate::middleware::client::context(headers, extensions);
                 let answer = UserServiceClient::new(self.user.clone())
                     .authenticate_api_key(user_pb::AuthenticateApiKeyRequest {
                         secret: secret.to_owned(),
@@ -526,7 +526,7 @@ pub async fn authenticate(
         Err(usage) => return unauthenticated(usage),
         Ok(Some(credential)) => credential,
     };
-    let client = client_key(crate::client::client_ip(
+    let client = client_key(crate::middleware::client::client_ip(
         request.headers(),
         request.extensions(),
     ));

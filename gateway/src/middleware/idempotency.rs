@@ -43,7 +43,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::edge::IDEMPOTENCY_KEY;
+use crate::middleware::edge::IDEMPOTENCY_KEY;
 use crate::problem::Problem;
 
 /// How long a completed response is replayed.
@@ -512,7 +512,7 @@ pub async fn idempotent(
         Some(principal) => format!("user:{}", principal.user_id),
         None => format!(
             "ip:{}",
-            crate::client::client_ip(request.headers(), request.extensions())
+            crate::middleware::client::client_ip(request.headers(), request.extensions())
                 .map(|ip| ip.to_string())
                 .unwrap_or_default()
         ),
