@@ -23,21 +23,10 @@
 //!   `fields`: query lists, enum names and timestamps shared by the route modules; `shapes`:
 //!   REST types several route groups share (the bar `Timeframe`).
 
-pub mod account;
-pub mod admin;
-pub mod alerts;
-pub mod analytics;
 pub mod config;
-pub mod fields;
-pub mod ingest;
 pub mod middleware;
-pub mod notifications;
 pub mod openapi;
-pub mod predictions;
 pub mod problem;
 pub mod routes;
-pub mod shapes;
 pub mod startup;
-pub mod streams;
-pub mod symbols;
 pub mod upstream;

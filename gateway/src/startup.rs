@@ -22,9 +22,9 @@ use crate::middleware::edge;
 use crate::middleware::idempotency::{self, Idempotency};
 use crate::middleware::observability::{self, HttpMetrics};
 use crate::middleware::ratelimit::{self, RateLimiter};
-use crate::routes::{self, AppState};
-use crate::streams::QuoteHub;
-use crate::symbols::QuoteCache;
+use crate::routes::{self, state::AppState};
+use crate::routes::market::streams::QuoteHub;
+use crate::routes::market::symbols::QuoteCache;
 use crate::upstream::Upstreams;
 
 /// Why the gateway could not start.

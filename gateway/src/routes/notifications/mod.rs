@@ -21,14 +21,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::alerts::{ChannelName, client};
+use crate::routes::notifications::alerts::{ChannelName, client};
 use crate::middleware::auth::{Caller, forward};
-use crate::fields::{items, parse_name, time};
+use crate::routes::fields::{items, parse_name, time};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
+use crate::routes::state::AppState;
+
+pub mod alerts;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(alerts::routes())
         .routes(routes!(list))
         .routes(routes!(mark))
         .routes(routes!(unread_count))

@@ -19,10 +19,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::middleware::auth::{Caller, forward};
-use crate::fields::{items, parse_name};
+use crate::routes::fields::{items, parse_name};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
-use crate::shapes::Timeframe;
+use crate::routes::state::AppState;
+use crate::routes::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

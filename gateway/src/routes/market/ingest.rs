@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 
 use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
-use crate::shapes::Timeframe;
+use crate::routes::state::AppState;
+use crate::routes::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

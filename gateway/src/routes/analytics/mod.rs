@@ -20,11 +20,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::middleware::auth::{Caller, forward};
-use crate::fields::{adjustment_name, enum_name, items, time};
-use crate::predictions::ModelRef;
+use crate::routes::fields::{adjustment_name, enum_name, items, time};
+use crate::routes::predictions::ModelRef;
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
-use crate::shapes::Timeframe;
+use crate::routes::state::AppState;
+use crate::routes::shapes::Timeframe;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -12,12 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::account::{AccountStatus, RoleName, User, client, user_of};
+use crate::routes::user::account::{AccountStatus, RoleName, User, client, user_of};
 use crate::middleware::auth::{Admin, forward};
 use crate::middleware::client::Client;
-use crate::fields::items;
+use crate::routes::fields::items;
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

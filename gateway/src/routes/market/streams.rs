@@ -63,11 +63,11 @@ use utoipa_axum::routes;
 
 use crate::middleware::auth::CredentialExpiry;
 use crate::config::StreamLimits;
-use crate::fields::items;
+use crate::routes::fields::items;
 use crate::problem::{Problem, Query};
 use crate::middleware::ratelimit::client_key;
-use crate::routes::AppState;
-use crate::symbols::Quote;
+use crate::routes::state::AppState;
+use crate::routes::market::symbols::Quote;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(quotes))

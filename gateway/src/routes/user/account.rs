@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::middleware::auth::{Caller, forward};
 use crate::middleware::client::Client;
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -15,9 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::middleware::auth::{Admin, Caller, forward};
-use crate::fields::{adjustment_name, time};
+use crate::routes::fields::{adjustment_name, time};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
