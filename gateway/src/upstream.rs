@@ -7,6 +7,11 @@ use std::sync::Arc;
 use mirai_platform::grpc::client::{Client, UpstreamChannel};
 use mirai_platform::grpc::identity::Signer;
 use mirai_platform::telemetry::Metrics;
+use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceClient;
+use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
+use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -65,6 +70,31 @@ impl Upstreams {
             analytics: make("analytics", &config.analytics),
             notification: make("notification", &config.notification),
         }
+    }
+
+    /// The user service's typed client.
+    pub fn user(&self) -> UserServiceClient<UpstreamChannel> {
+        UserServiceClient::new(self.user.channel.clone())
+    }
+
+    /// The stock-data service's typed client.
+    pub fn stock_data(&self) -> StockDataServiceClient<UpstreamChannel> {
+        StockDataServiceClient::new(self.stock_data.channel.clone())
+    }
+
+    /// The prediction service's typed client.
+    pub fn prediction(&self) -> PredictionServiceClient<UpstreamChannel> {
+        PredictionServiceClient::new(self.prediction.channel.clone())
+    }
+
+    /// The analytics service's typed client.
+    pub fn analytics(&self) -> AnalyticsServiceClient<UpstreamChannel> {
+        AnalyticsServiceClient::new(self.analytics.channel.clone())
+    }
+
+    /// The notification service's typed client.
+    pub fn notification(&self) -> NotificationServiceClient<UpstreamChannel> {
+        NotificationServiceClient::new(self.notification.channel.clone())
     }
 
     pub fn all(&self) -> [&Upstream; 5] {

@@ -10,10 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
-use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::analytics::v1 as pb;
-use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -36,9 +34,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download_report))
 }
 
-fn client(state: &AppState) -> AnalyticsServiceClient<UpstreamChannel> {
-    AnalyticsServiceClient::new(state.upstreams.analytics.channel.clone())
-}
 
 fn times(ts: &[prost_types::Timestamp]) -> Vec<DateTime<Utc>> {
     ts.iter().filter_map(wire::datetime).collect()
@@ -228,7 +223,7 @@ async fn indicators(
         },
         &principal,
     )?;
-    let r = client(&state).get_indicators(request).await?.into_inner();
+    let r = state.upstreams.analytics().get_indicators(request).await?.into_inner();
     Ok(axum::Json(Indicators {
         symbol: r.symbol,
         timeframe,
@@ -382,7 +377,7 @@ async fn statistics(
         },
         &principal,
     )?;
-    let r = client(&state).get_statistics(request).await?.into_inner();
+    let r = state.upstreams.analytics().get_statistics(request).await?.into_inner();
     let s = r.statistics.ok_or_else(|| Problem::missing("statistics"))?;
     Ok(axum::Json(StatisticsReport {
         statistics: Statistics {
@@ -520,7 +515,7 @@ async fn trends(
         },
         &principal,
     )?;
-    let r = client(&state).get_trends(request).await?.into_inner();
+    let r = state.upstreams.analytics().get_trends(request).await?.into_inner();
     Ok(axum::Json(Trends {
         trends: r
             .trends
@@ -764,7 +759,7 @@ async fn create_report(
         },
         &principal,
     )?;
-    let response = client(&state).create_report(request).await?.into_inner();
+    let response = state.upstreams.analytics().create_report(request).await?.into_inner();
     let job = job_of(response.report)?;
     let location = format!("/v1/reports/{}", job.report_id);
     Ok((
@@ -831,7 +826,7 @@ async fn list_reports(
         },
         &principal,
     )?;
-    let response = client(&state).list_reports(request).await?.into_inner();
+    let response = state.upstreams.analytics().list_reports(request).await?.into_inner();
     Ok(axum::Json(ReportPage {
         reports: response
             .reports
@@ -864,7 +859,7 @@ async fn get_report(
         },
         &principal,
     )?;
-    let response = client(&state).get_report(request).await?.into_inner();
+    let response = state.upstreams.analytics().get_report(request).await?.into_inner();
     Ok(axum::Json(job_of(response.report)?))
 }
 
@@ -889,7 +884,7 @@ async fn delete_report(
         },
         &principal,
     )?;
-    client(&state).delete_report(request).await?;
+    state.upstreams.analytics().delete_report(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -926,7 +921,7 @@ async fn download_report(
         },
         &principal,
     )?;
-    let mut stream = client(&state).download_report(request).await?.into_inner();
+    let mut stream = state.upstreams.analytics().download_report(request).await?.into_inner();
     // The first message carries the metadata; errors before it are the request's answer.
     let first = stream
         .message()

@@ -8,10 +8,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::notification::v1 as pb;
-use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use pb::condition::Kind;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -30,9 +28,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_one, update, delete))
 }
 
-pub(crate) fn client(state: &AppState) -> NotificationServiceClient<UpstreamChannel> {
-    NotificationServiceClient::new(state.upstreams.notification.channel.clone())
-}
 
 // === Shapes ===
 
@@ -522,7 +517,7 @@ async fn create(
         &principal,
     )?;
     let created = alert_of(
-        client(&state)
+        state.upstreams.notification()
             .create_alert(request)
             .await?
             .into_inner()
@@ -585,7 +580,7 @@ async fn list(
         },
         &principal,
     )?;
-    let response = client(&state).list_alerts(request).await?.into_inner();
+    let response = state.upstreams.notification().list_alerts(request).await?.into_inner();
     Ok(axum::Json(AlertPage {
         alerts: response.alerts.into_iter().map(Alert::from).collect(),
         next_page_token: response.next_page_token,
@@ -612,7 +607,7 @@ async fn get_one(
         },
         &principal,
     )?;
-    let response = client(&state).get_alert(request).await?;
+    let response = state.upstreams.notification().get_alert(request).await?;
     Ok(axum::Json(alert_of(response.into_inner().alert)?))
 }
 
@@ -724,7 +719,7 @@ async fn update(
         },
         &principal,
     )?;
-    let response = client(&state).update_alert(request).await?;
+    let response = state.upstreams.notification().update_alert(request).await?;
     Ok(axum::Json(alert_of(response.into_inner().alert)?))
 }
 
@@ -748,7 +743,7 @@ async fn delete(
         },
         &principal,
     )?;
-    client(&state).delete_alert(request).await?;
+    state.upstreams.notification().delete_alert(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::notifications::alerts::{ChannelName, client};
+use crate::routes::notifications::alerts::ChannelName;
 use crate::middleware::auth::{Caller, forward};
 use crate::routes::fields::{items, parse_name, time};
 use crate::problem::{Json, Path, Problem, Query};
@@ -183,7 +183,7 @@ async fn list(
         },
         &principal,
     )?;
-    let response = client(&state)
+    let response = state.upstreams.notification()
         .list_notifications(request)
         .await?
         .into_inner();
@@ -239,7 +239,7 @@ async fn mark(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .mark_notifications(request)
         .await?
         .into_inner();
@@ -268,7 +268,7 @@ async fn unread_count(
         },
         &principal,
     )?;
-    let r = client(&state).get_unread_count(request).await?.into_inner();
+    let r = state.upstreams.notification().get_unread_count(request).await?.into_inner();
     Ok(axum::Json(UnreadCount {
         unread_count: r.unread_count,
     }))
@@ -297,7 +297,7 @@ async fn stream(
     )?;
     // No deadline: the upstream stream lives as long as the client's connection.
     request.extensions_mut().insert(OpenEnded);
-    let upstream = client(&state)
+    let upstream = state.upstreams.notification()
         .stream_notifications(request)
         .await?
         .into_inner();
@@ -434,7 +434,7 @@ async fn create_endpoint(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .create_webhook_endpoint(request)
         .await?
         .into_inner();
@@ -474,7 +474,7 @@ async fn list_endpoints(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .list_webhook_endpoints(request)
         .await?
         .into_inner();
@@ -503,7 +503,7 @@ async fn get_endpoint(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .get_webhook_endpoint(request)
         .await?
         .into_inner();
@@ -566,7 +566,7 @@ async fn update_endpoint(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .update_webhook_endpoint(request)
         .await?
         .into_inner();
@@ -591,7 +591,7 @@ async fn delete_endpoint(
         },
         &principal,
     )?;
-    client(&state).delete_webhook_endpoint(request).await?;
+    state.upstreams.notification().delete_webhook_endpoint(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -630,7 +630,7 @@ async fn rotate_secret(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .rotate_webhook_secret(request)
         .await?
         .into_inner();
@@ -800,7 +800,7 @@ async fn deliveries(
         },
         principal,
     )?;
-    let r = client(state).list_deliveries(request).await?.into_inner();
+    let r = state.upstreams.notification().list_deliveries(request).await?.into_inner();
     Ok(axum::Json(DeliveryPage {
         deliveries: r.deliveries.into_iter().map(Delivery::from).collect(),
         next_page_token: r.next_page_token,
@@ -862,7 +862,7 @@ async fn resend(
         },
         &principal,
     )?;
-    let r = client(&state).resend_delivery(request).await?.into_inner();
+    let r = state.upstreams.notification().resend_delivery(request).await?.into_inner();
     let delivery = r
         .delivery
         .map(Delivery::from)
@@ -950,7 +950,7 @@ async fn register_device(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .register_push_device(request)
         .await?
         .into_inner();
@@ -980,7 +980,7 @@ async fn list_devices(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .list_push_devices(request)
         .await?
         .into_inner();
@@ -1006,7 +1006,7 @@ async fn unregister_device(
         },
         &principal,
     )?;
-    client(&state).unregister_push_device(request).await?;
+    state.upstreams.notification().unregister_push_device(request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1118,7 +1118,7 @@ async fn get_preferences(
         },
         &principal,
     )?;
-    let r = client(&state).get_preferences(request).await?.into_inner();
+    let r = state.upstreams.notification().get_preferences(request).await?.into_inner();
     Ok(axum::Json(preferences_of(r.preferences)?))
 }
 
@@ -1197,7 +1197,7 @@ async fn update_preferences(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .update_preferences(request)
         .await?
         .into_inner();
@@ -1227,7 +1227,7 @@ async fn confirm_with(
     token: String,
 ) -> Result<axum::Json<EmailConfirmed>, Problem> {
     // The signed, single-use token is the credential: the link works signed in or not.
-    let r = client(state)
+    let r = state.upstreams.notification()
         .confirm_email_address(tonic::Request::new(pb::ConfirmEmailAddressRequest {
             token,
         }))
@@ -1298,7 +1298,7 @@ async fn resend_email_verification(
         },
         &principal,
     )?;
-    let r = client(&state)
+    let r = state.upstreams.notification()
         .resend_email_verification(request)
         .await?
         .into_inner();

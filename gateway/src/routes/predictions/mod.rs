@@ -5,10 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use mirai_platform::auth::Principal;
-use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::prediction::v1 as pb;
-use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceClient;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -34,9 +32,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retire))
 }
 
-fn client(state: &AppState) -> PredictionServiceClient<UpstreamChannel> {
-    PredictionServiceClient::new(state.upstreams.prediction.channel.clone())
-}
 
 /// The caller when the request carries a credential; `None` for anonymous requests.
 type MaybeCaller = Option<axum::Extension<Principal>>;
@@ -240,7 +235,7 @@ async fn predict(
         },
         &caller,
     )?;
-    let response = client(&state).predict(request).await?.into_inner();
+    let response = state.upstreams.prediction().predict(request).await?.into_inner();
     Ok(axum::Json(
         response
             .forecast
@@ -331,7 +326,7 @@ async fn predict_batch(
         },
         &caller,
     )?;
-    let response = client(&state).predict_many(request).await?.into_inner();
+    let response = state.upstreams.prediction().predict_many(request).await?.into_inner();
     Ok(axum::Json(BatchForecasts {
         forecasts: response.forecasts.into_iter().map(Forecast::from).collect(),
         failures: response
@@ -456,7 +451,7 @@ async fn history(
         },
         &principal,
     )?;
-    let response = client(&state).list_predictions(request).await?.into_inner();
+    let response = state.upstreams.prediction().list_predictions(request).await?.into_inner();
     Ok(axum::Json(PredictionPage {
         predictions: response
             .predictions
@@ -656,7 +651,7 @@ async fn list_models(
     State(state): State<AppState>,
     Query(query): Query<ModelsQuery>,
 ) -> Result<axum::Json<ModelList>, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.prediction()
         .list_models(pb::ListModelsRequest {
             include_retired: query.include_retired,
         })
@@ -679,7 +674,7 @@ async fn get_model(
     Path(name): Path<String>,
     Query(query): Query<ModelsQuery>,
 ) -> Result<axum::Json<Model>, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.prediction()
         .get_model(pb::GetModelRequest {
             name,
             include_retired: query.include_retired,
@@ -705,7 +700,7 @@ async fn get_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<axum::Json<ModelVersion>, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.prediction()
         .get_model_version(pb::GetModelVersionRequest {
             model: Some(pb::ModelRef { name, version }),
         })
@@ -816,7 +811,7 @@ async fn scoreboard(
     Path((name, version)): Path<(String, String)>,
     Query(query): Query<ScoreboardQuery>,
 ) -> Result<axum::Json<Scoreboard>, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.prediction()
         .get_scoreboard(pb::GetScoreboardRequest {
             model: Some(pb::ModelRef { name, version }),
             window: query.window()?,
@@ -846,7 +841,7 @@ async fn scoreboards(
     State(state): State<AppState>,
     Query(query): Query<ScoreboardQuery>,
 ) -> Result<axum::Json<ScoreboardList>, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.prediction()
         .list_scoreboards(pb::ListScoreboardsRequest {
             window: query.window()?,
             symbol: query.symbol.clone().unwrap_or_default(),
@@ -915,7 +910,7 @@ async fn get_traffic(
     Admin(admin): Admin,
 ) -> Result<axum::Json<Traffic>, Problem> {
     let request = forward(pb::GetTrafficRequest {}, &admin)?;
-    let response = client(&state).get_traffic(request).await?.into_inner();
+    let response = state.upstreams.prediction().get_traffic(request).await?.into_inner();
     Ok(axum::Json(
         response
             .traffic
@@ -976,7 +971,7 @@ async fn set_traffic(
         },
         &admin,
     )?;
-    let response = client(&state).set_traffic(request).await?.into_inner();
+    let response = state.upstreams.prediction().set_traffic(request).await?.into_inner();
     Ok(axum::Json(
         response
             .traffic
@@ -1031,7 +1026,7 @@ async fn promote(
         },
         &admin,
     )?;
-    let response = client(&state).promote(request).await?.into_inner();
+    let response = state.upstreams.prediction().promote(request).await?.into_inner();
     Ok(axum::Json(Promotion {
         champion: response.champion.map(ModelVersion::from),
         previous_champion: response.previous_champion.map(ModelRef::from),
@@ -1071,7 +1066,7 @@ async fn retire(
         },
         &admin,
     )?;
-    let response = client(&state).retire(request).await?.into_inner();
+    let response = state.upstreams.prediction().retire(request).await?.into_inner();
     Ok(axum::Json(Retirement {
         version: response.version.map(ModelVersion::from),
         traffic: response.traffic.map(Traffic::from),

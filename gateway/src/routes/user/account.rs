@@ -5,10 +5,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use mirai_platform::grpc::client::UpstreamChannel;
 use mirai_platform::wire;
 use mirai_proto::user::v1 as pb;
-use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -36,9 +34,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discovery))
 }
 
-pub(crate) fn client(state: &AppState) -> UserServiceClient<UpstreamChannel> {
-    UserServiceClient::new(state.upstreams.user.channel.clone())
-}
 
 // === Shared shapes ===
 
@@ -181,7 +176,7 @@ async fn register(
     Client(client_context): Client,
     Json(body): Json<Registration>,
 ) -> Result<impl IntoResponse, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.user()
         .register(pb::RegisterRequest {
             email: body.email,
             password: body.password,
@@ -256,7 +251,7 @@ async fn login(
     Client(client_context): Client,
     Json(body): Json<Credentials>,
 ) -> Result<Response, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.user()
         .login(pb::LoginRequest {
             email: body.email,
             password: body.password,
@@ -287,7 +282,7 @@ async fn refresh(
     Client(client_context): Client,
     Json(body): Json<RefreshToken>,
 ) -> Result<Response, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.user()
         .refresh(pb::RefreshRequest {
             refresh_token: body.refresh_token,
             client: Some(client_context),
@@ -309,7 +304,7 @@ async fn logout(
     Client(client_context): Client,
     Json(body): Json<RefreshToken>,
 ) -> Result<StatusCode, Problem> {
-    client(&state)
+    state.upstreams.user()
         .logout(pb::LogoutRequest {
             refresh_token: body.refresh_token,
             client: Some(client_context),
@@ -340,7 +335,7 @@ async fn unlock(
     Client(client_context): Client,
     Json(body): Json<UnlockLink>,
 ) -> Result<StatusCode, Problem> {
-    client(&state)
+    state.upstreams.user()
         .unlock_with_link(pb::UnlockWithLinkRequest {
             token: body.token,
             client: Some(client_context),
@@ -374,7 +369,7 @@ async fn logout_everywhere(
         },
         &principal,
     )?;
-    let response = client(&state)
+    let response = state.upstreams.user()
         .logout_everywhere(request)
         .await?
         .into_inner();
@@ -417,7 +412,7 @@ async fn change_password(
         },
         &principal,
     )?;
-    let response = client(&state).change_password(request).await?.into_inner();
+    let response = state.upstreams.user().change_password(request).await?.into_inner();
     tokens_of(response.tokens, None)
 }
 
@@ -440,7 +435,7 @@ async fn me(
         },
         &principal,
     )?;
-    let response = client(&state).get_profile(request).await?;
+    let response = state.upstreams.user().get_profile(request).await?;
     Ok(axum::Json(user_of(response.into_inner().user)?))
 }
 
@@ -497,7 +492,7 @@ async fn update_me(
         },
         &principal,
     )?;
-    let response = client(&state).update_profile(request).await?;
+    let response = state.upstreams.user().update_profile(request).await?;
     Ok(axum::Json(user_of(response.into_inner().user)?))
 }
 
@@ -577,7 +572,7 @@ async fn delete_me(
         },
         &principal,
     )?;
-    let response = client(&state)
+    let response = state.upstreams.user()
         .request_account_deletion(request)
         .await?
         .into_inner();
@@ -608,7 +603,7 @@ async fn deletion_status(
         },
         &principal,
     )?;
-    let response = client(&state)
+    let response = state.upstreams.user()
         .get_deletion_status(request)
         .await?
         .into_inner();
@@ -692,7 +687,7 @@ async fn create_api_key(
         },
         &principal,
     )?;
-    let response = client(&state).create_api_key(request).await?.into_inner();
+    let response = state.upstreams.user().create_api_key(request).await?.into_inner();
     let api_key = ApiKey::from(response.api_key.ok_or_else(|| Problem::missing("a key"))?);
     let mut headers = HeaderMap::new();
     headers.extend(no_store());
@@ -746,7 +741,7 @@ async fn list_api_keys(
         },
         &principal,
     )?;
-    let response = client(&state).list_api_keys(request).await?.into_inner();
+    let response = state.upstreams.user().list_api_keys(request).await?.into_inner();
     Ok(axum::Json(ApiKeyPage {
         api_keys: response.api_keys.into_iter().map(ApiKey::from).collect(),
         next_page_token: response.next_page_token,
@@ -775,7 +770,7 @@ async fn revoke_api_key(
         },
         &principal,
     )?;
-    let response = client(&state).revoke_api_key(request).await?.into_inner();
+    let response = state.upstreams.user().revoke_api_key(request).await?.into_inner();
     let key = response.api_key.ok_or_else(|| Problem::missing("a key"))?;
     Ok(axum::Json(ApiKey::from(key)))
 }
@@ -787,7 +782,7 @@ async fn revoke_api_key(
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "JWK Set (RFC 7517)", content_type = "application/jwk-set+json", body = Object)))]
 async fn jwks(State(state): State<AppState>) -> Result<Response, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.user()
         .get_jwks(pb::GetJwksRequest {})
         .await?
         .into_inner();
@@ -807,7 +802,7 @@ async fn jwks(State(state): State<AppState>) -> Result<Response, Problem> {
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth",
     responses((status = 200, description = "Discovery document", content_type = "application/json", body = Object)))]
 async fn discovery(State(state): State<AppState>) -> Result<Response, Problem> {
-    let response = client(&state)
+    let response = state.upstreams.user()
         .get_discovery_document(pb::GetDiscoveryDocumentRequest {
             public_base_url: state.public_url.clone(),
         })
