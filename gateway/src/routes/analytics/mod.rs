@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::middleware::auth::{Caller, forward};
 use crate::routes::fields::{adjustment_name, enum_name, items, time};
-use crate::routes::predictions::ModelRef;
+use crate::routes::shapes::ModelRef;
 use crate::problem::{Json, Path, Problem, Query};
 use crate::routes::state::AppState;
 use crate::routes::shapes::Timeframe;

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use crate::middleware::auth::{Admin, Caller, forward};
 use crate::routes::fields::{adjustment_name, time};
 use crate::problem::{Json, Path, Problem, Query};
+use crate::routes::shapes::{Maturity, ModelRef};
 use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -50,32 +51,6 @@ fn millis(d: &Option<prost_types::Duration>) -> f64 {
 }
 
 // === Shared shapes ===
-
-/// A model version, e.g. `spx-lstm` / `1.0.0`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ModelRef {
-    pub name: String,
-    pub version: String,
-}
-
-impl From<pb::ModelRef> for ModelRef {
-    fn from(m: pb::ModelRef) -> Self {
-        Self {
-            name: m.name,
-            version: m.version,
-        }
-    }
-}
-
-impl From<ModelRef> for pb::ModelRef {
-    fn from(m: ModelRef) -> Self {
-        Self {
-            name: m.name,
-            version: m.version,
-        }
-    }
-}
 
 /// The part a version plays in traffic.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, ToSchema)]
@@ -342,14 +317,6 @@ async fn predict_batch(
 }
 
 // === History ===
-
-/// Scoring state of a stored prediction.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Maturity {
-    Matured,
-    Pending,
-}
 
 /// Query of `GET /v1/predictions`.
 #[derive(Debug, Deserialize, IntoParams)]
