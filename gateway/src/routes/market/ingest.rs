@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::state::AppState;
 use crate::routes::shapes::Timeframe;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -25,7 +25,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(replay_status))
         .routes(routes!(stop_replay))
 }
-
 
 /// Query of `POST /v1/admin/bars/import`; the body is the file.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -106,7 +105,12 @@ async fn import(
             part: Some(pb::import_bars_request::Part::Data(chunk.to_vec())),
         });
     let request = forward(first.chain(chunks), &admin)?;
-    let report = state.upstreams.stock_data().import_bars(request).await?.into_inner();
+    let report = state
+        .upstreams
+        .stock_data()
+        .import_bars(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(ImportReport::from(report)))
 }
 
@@ -248,7 +252,9 @@ async fn start_replay(
     };
     let request = forward(request, &admin)?;
     let replay = replay_of(
-        state.upstreams.stock_data()
+        state
+            .upstreams
+            .stock_data()
             .start_replay(request)
             .await?
             .into_inner()
@@ -271,7 +277,12 @@ async fn list_replays(
     Admin(admin): Admin,
 ) -> Result<axum::Json<Vec<Replay>>, Problem> {
     let request = forward(pb::ListReplaysRequest {}, &admin)?;
-    let response = state.upstreams.stock_data().list_replays(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .stock_data()
+        .list_replays(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(
         response.replays.into_iter().map(Replay::from).collect(),
     ))
@@ -291,7 +302,11 @@ async fn replay_status(
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Replay>, Problem> {
     let request = forward(pb::GetReplayStatusRequest { symbol }, &admin)?;
-    let response = state.upstreams.stock_data().get_replay_status(request).await?;
+    let response = state
+        .upstreams
+        .stock_data()
+        .get_replay_status(request)
+        .await?;
     Ok(axum::Json(replay_of(response.into_inner().status)?))
 }
 

@@ -15,8 +15,8 @@ use utoipa_axum::routes;
 
 use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::state::AppState;
 use crate::routes::shapes::Timeframe;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,7 +27,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(quote))
         .routes(routes!(quality))
 }
-
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -149,7 +148,9 @@ async fn add(
     };
     let request = forward(request, &admin)?;
     let symbol = symbol_of(
-        state.upstreams.stock_data()
+        state
+            .upstreams
+            .stock_data()
             .add_symbol(request)
             .await?
             .into_inner()
@@ -173,7 +174,9 @@ async fn get_one(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Symbol>, Problem> {
-    let response = state.upstreams.stock_data()
+    let response = state
+        .upstreams
+        .stock_data()
         .get_symbol(pb::GetSymbolRequest { symbol })
         .await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
@@ -285,7 +288,12 @@ async fn search(
         page_size: query.page_size.unwrap_or_default(),
         page_token: query.page_token.unwrap_or_default(),
     };
-    let response = state.upstreams.stock_data().search_symbols(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .stock_data()
+        .search_symbols(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(SymbolPage {
         symbols: response.symbols.into_iter().map(Symbol::from).collect(),
         next_page_token: response.next_page_token,
@@ -400,7 +408,12 @@ async fn bars(
         newest_first: query.newest_first,
         include_partial: false,
     };
-    let response = state.upstreams.stock_data().get_bars(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .stock_data()
+        .get_bars(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(BarPage {
         symbol: response.symbol,
         adjustment: "raw",
@@ -512,7 +525,9 @@ async fn quote(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
 ) -> Result<axum::response::Response, Problem> {
-    let answer = state.upstreams.stock_data()
+    let answer = state
+        .upstreams
+        .stock_data()
         .get_quote(pb::GetQuoteRequest {
             symbol: symbol.clone(),
         })
@@ -638,7 +653,9 @@ async fn quality(
     Path(symbol): Path<String>,
     Query(query): Query<QualityQuery>,
 ) -> Result<axum::Json<QualityReport>, Problem> {
-    let r = state.upstreams.stock_data()
+    let r = state
+        .upstreams
+        .stock_data()
         .get_quality_report(pb::GetQualityReportRequest {
             symbol,
             timeframe: pb::Timeframe::from(query.timeframe.unwrap_or(Timeframe::OneDay)).into(),
