@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mirai_gateway::auth::{Jwk, KeySet, KeySource, Verifier};
+use mirai_gateway::middleware::auth::{Jwk, KeySet, KeySource, Verifier};
 
 fn jwt(c: &mut Criterion) {
     let signing = SigningKey::from_bytes(&[7u8; 32]);

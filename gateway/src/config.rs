@@ -59,7 +59,7 @@ pub struct Config {
     pub redis_prefix: String,
     /// How many proxies in front of the gateway append to `X-Forwarded-For` and are believed:
     /// the client IP is the entry this many places from the right (`MIRAI_TRUSTED_PROXY_HOPS`,
-    /// default 0: the TCP peer). The rules are in [`crate::client`].
+    /// default 0: the TCP peer). The rules are in [`crate::middleware::client`].
     pub trusted_proxy_hops: u8,
     pub rate_limits: RateLimits,
     pub auth_failures: AuthFailureLimits,
@@ -67,7 +67,7 @@ pub struct Config {
     /// Bounds of the idempotency records (`MIRAI_IDEMPOTENCY_MAX_ANSWER`, default 64 KiB;
     /// in process `MIRAI_IDEMPOTENCY_MAX_BYTES`, default 64 MiB, and
     /// `MIRAI_IDEMPOTENCY_MAX_RECORDS`, default 100,000).
-    pub idempotency: crate::idempotency::Limits,
+    pub idempotency: crate::middleware::idempotency::Limits,
     pub shutdown: ShutdownConfig,
     pub telemetry: TelemetryConfig,
     /// The key that signs the internal identity token of every call to a service
@@ -177,9 +177,9 @@ impl StreamLimits {
     }
 }
 
-fn idempotency_limits(env: &Env) -> Result<crate::idempotency::Limits, ConfigError> {
-    let default = crate::idempotency::Limits::default();
-    Ok(crate::idempotency::Limits {
+fn idempotency_limits(env: &Env) -> Result<crate::middleware::idempotency::Limits, ConfigError> {
+    let default = crate::middleware::idempotency::Limits::default();
+    Ok(crate::middleware::idempotency::Limits {
         max_answer: env.or("MIRAI_IDEMPOTENCY_MAX_ANSWER", default.max_answer)?,
         max_bytes: positive(env, "MIRAI_IDEMPOTENCY_MAX_BYTES", default.max_bytes)?,
         max_records: positive(env, "MIRAI_IDEMPOTENCY_MAX_RECORDS", default.max_records)?,
@@ -363,7 +363,7 @@ impl Config {
             idempotency: idempotency_limits(env)?,
             shutdown: ShutdownConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, NAME)?,
-            identity: identity.with_request_id(crate::edge::current_request_id),
+            identity: identity.with_request_id(crate::middleware::edge::current_request_id),
         })
     }
 }

@@ -40,7 +40,7 @@ login, refresh and password change, API-key and webhook secrets, anything marked
         (name = "platform", description = "Health of the services behind the gateway"),
     ),
     // Types only query parameters name are not collected from the handlers: register them.
-    components(schemas(crate::predictions::Maturity)),
+    components(schemas(crate::routes::shapes::Maturity)),
     modifiers(&Security),
 )]
 struct Base;

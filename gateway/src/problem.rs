@@ -86,7 +86,7 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             instance: None,
-            request_id: crate::edge::current_request_id().map(String::into_boxed_str),
+            request_id: crate::middleware::edge::current_request_id().map(String::into_boxed_str),
             trace_id: mirai_platform::telemetry::current_trace_id().map(String::into_boxed_str),
             upstream: None,
             retry_after: None,

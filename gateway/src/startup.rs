@@ -15,16 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use redis::aio::ConnectionManager;
 
-use crate::auth::{self, Authenticator, Verifier};
-use crate::client::TrustedProxies;
 use crate::config::Config;
-use crate::edge;
-use crate::idempotency::{self, Idempotency};
-use crate::observability::{self, HttpMetrics};
-use crate::ratelimit::{self, RateLimiter};
-use crate::routes::{self, AppState};
-use crate::streams::QuoteHub;
-use crate::symbols::QuoteCache;
+use crate::middleware::auth::{self, Authenticator, Verifier};
+use crate::middleware::client::TrustedProxies;
+use crate::middleware::edge;
+use crate::middleware::idempotency::{self, Idempotency};
+use crate::middleware::observability::{self, HttpMetrics};
+use crate::middleware::ratelimit::{self, RateLimiter};
+use crate::routes::market::streams::QuoteHub;
+use crate::routes::market::symbols::QuoteCache;
+use crate::routes::{self, state::AppState};
 use crate::upstream::Upstreams;
 
 /// Why the gateway could not start.

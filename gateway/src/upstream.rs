@@ -7,6 +7,11 @@ use std::sync::Arc;
 use mirai_platform::grpc::client::{Client, UpstreamChannel};
 use mirai_platform::grpc::identity::Signer;
 use mirai_platform::telemetry::Metrics;
+use mirai_proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
+use mirai_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use mirai_proto::prediction::v1::prediction_service_client::PredictionServiceClient;
+use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
+use mirai_proto::user::v1::user_service_client::UserServiceClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -48,7 +53,7 @@ impl Upstreams {
     /// Lazily connecting clients: the gateway starts before its upstreams if it must; a route
     /// whose upstream is missing answers 503 until it is there. Every call carries an internal
     /// identity token signed by `signer`, acting for the principal the handler attached
-    /// ([`crate::auth::forward`]) and carrying the request id.
+    /// ([`crate::middleware::auth::forward`]) and carrying the request id.
     pub fn connect(config: &config::Upstreams, metrics: &Metrics, signer: &Arc<Signer>) -> Self {
         let make = |name, config| {
             let client = Client::build(name, config, metrics, signer);
@@ -67,6 +72,31 @@ impl Upstreams {
         }
     }
 
+    /// The user service's typed client.
+    pub fn user(&self) -> UserServiceClient<UpstreamChannel> {
+        UserServiceClient::new(self.user.channel.clone())
+    }
+
+    /// The stock-data service's typed client.
+    pub fn stock_data(&self) -> StockDataServiceClient<UpstreamChannel> {
+        StockDataServiceClient::new(self.stock_data.channel.clone())
+    }
+
+    /// The prediction service's typed client.
+    pub fn prediction(&self) -> PredictionServiceClient<UpstreamChannel> {
+        PredictionServiceClient::new(self.prediction.channel.clone())
+    }
+
+    /// The analytics service's typed client.
+    pub fn analytics(&self) -> AnalyticsServiceClient<UpstreamChannel> {
+        AnalyticsServiceClient::new(self.analytics.channel.clone())
+    }
+
+    /// The notification service's typed client.
+    pub fn notification(&self) -> NotificationServiceClient<UpstreamChannel> {
+        NotificationServiceClient::new(self.notification.channel.clone())
+    }
+
     pub fn all(&self) -> [&Upstream; 5] {
         [
             &self.user,
@@ -79,8 +109,8 @@ impl Upstreams {
 }
 
 impl Upstream {
-    /// The user service's signing keys, for [`crate::auth::Verifier`].
-    pub fn key_source(&self) -> crate::auth::KeySource {
+    /// The user service's signing keys, for [`crate::middleware::auth::Verifier`].
+    pub fn key_source(&self) -> crate::middleware::auth::KeySource {
         let channel = self.channel.clone();
         std::sync::Arc::new(move || {
             let mut client =
@@ -91,11 +121,11 @@ impl Upstream {
                     .await
                     .map_err(|status| status.message().to_owned())?
                     .into_inner();
-                Ok(crate::auth::KeySet {
+                Ok(crate::middleware::auth::KeySet {
                     keys: response
                         .keys
                         .into_iter()
-                        .map(|k| crate::auth::Jwk {
+                        .map(|k| crate::middleware::auth::Jwk {
                             kid: k.kid,
                             kty: k.kty,
                             crv: k.crv,

@@ -1,7 +1,7 @@
 //! `Idempotency-Key` through the real gateway: answers that carry credentials (tokens, API-key
 //! secrets) are never kept for replay — neither in process nor in Redis. (The size cap, the
 //! bounds of the in-process store and the per-principal scoping are unit-tested in
-//! `gateway/src/idempotency.rs`; scoping of anonymous callers by client IP in `client_ip.rs`.)
+//! `gateway/src/middleware/idempotency/`; scoping of anonymous callers by client IP in `client_ip.rs`.)
 
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};

@@ -12,12 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::account::{AccountStatus, RoleName, User, client, user_of};
-use crate::auth::{Admin, forward};
-use crate::client::Client;
-use crate::fields::items;
+use super::{AccountStatus, RoleName, User, user_of};
+use crate::middleware::auth::{Admin, forward};
+use crate::middleware::client::Client;
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
+use crate::routes::fields::items;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -74,7 +74,12 @@ async fn list_users(
         },
         &admin,
     )?;
-    let response = client(&state).list_users(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .user()
+        .list_users(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(UserPage {
         users: response.users.into_iter().map(User::from).collect(),
         next_page_token: response.next_page_token,
@@ -95,7 +100,12 @@ async fn get_user(
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<User>, Problem> {
     let request = forward(pb::GetProfileRequest { user_id }, &admin)?;
-    let response = client(&state).get_profile(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .user()
+        .get_profile(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(user_of(response.user)?))
 }
 
@@ -155,7 +165,12 @@ async fn grant_role(
         },
         &admin,
     )?;
-    let response = client(&state).grant_role(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .user()
+        .grant_role(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(RoleChange {
         user: user_of(response.user)?,
         changed: response.changed,
@@ -191,7 +206,12 @@ async fn revoke_role(
         },
         &admin,
     )?;
-    let response = client(&state).revoke_role(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .user()
+        .revoke_role(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(RoleChange {
         user: user_of(response.user)?,
         changed: response.changed,
@@ -217,7 +237,12 @@ async fn unlock(
         },
         &admin,
     )?;
-    let response = client(&state).unlock_account(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .user()
+        .unlock_account(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(user_of(response.user)?))
 }
 
@@ -323,7 +348,12 @@ async fn audit_log(
         },
         &admin,
     )?;
-    let response = client(&state).query_audit_log(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .user()
+        .query_audit_log(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(AuditPage {
         events: response
             .events

@@ -30,7 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;
 
 use crate::config::{Rate, RateLimits};
-use crate::edge::{RATE_LIMIT, RATE_LIMIT_POLICY};
+use crate::middleware::edge::{RATE_LIMIT, RATE_LIMIT_POLICY};
 use crate::problem::Problem;
 
 /// The outcome of one check against one policy.
@@ -192,7 +192,7 @@ pub struct RateLimiter {
     premium: Policy,
     anonymous: Policy,
     auth: Policy,
-    /// Failed authentications per client IP (drawn by [`crate::auth::FailureGuard`]).
+    /// Failed authentications per client IP (drawn by [`crate::middleware::auth::FailureGuard`]).
     auth_failures: Arc<Policy>,
     errors: Counter,
 }
@@ -239,14 +239,14 @@ impl RateLimiter {
         }
     }
 
-    /// The failed-authentication policy, for [`crate::auth::FailureGuard`].
+    /// The failed-authentication policy, for [`crate::middleware::auth::FailureGuard`].
     pub fn auth_failures(&self) -> Arc<Policy> {
         self.auth_failures.clone()
     }
 
     /// The policies that apply to a request, with the key of each.
     fn applicable(&self, request: &Request) -> Vec<(&Policy, String)> {
-        let ip = client_key(crate::client::client_ip(
+        let ip = client_key(crate::middleware::client::client_ip(
             request.headers(),
             request.extensions(),
         ));

@@ -8,16 +8,15 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
-use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, forward};
+use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
-use crate::shapes::Timeframe;
+use crate::routes::shapes::Timeframe;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -25,12 +24,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(start_replay, list_replays))
         .routes(routes!(replay_status))
         .routes(routes!(stop_replay))
-}
-
-fn client(
-    state: &AppState,
-) -> StockDataServiceClient<mirai_platform::grpc::client::UpstreamChannel> {
-    StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
 }
 
 /// Query of `POST /v1/admin/bars/import`; the body is the file.
@@ -112,7 +105,12 @@ async fn import(
             part: Some(pb::import_bars_request::Part::Data(chunk.to_vec())),
         });
     let request = forward(first.chain(chunks), &admin)?;
-    let report = client(&state).import_bars(request).await?.into_inner();
+    let report = state
+        .upstreams
+        .stock_data()
+        .import_bars(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(ImportReport::from(report)))
 }
 
@@ -254,7 +252,9 @@ async fn start_replay(
     };
     let request = forward(request, &admin)?;
     let replay = replay_of(
-        client(&state)
+        state
+            .upstreams
+            .stock_data()
             .start_replay(request)
             .await?
             .into_inner()
@@ -277,7 +277,12 @@ async fn list_replays(
     Admin(admin): Admin,
 ) -> Result<axum::Json<Vec<Replay>>, Problem> {
     let request = forward(pb::ListReplaysRequest {}, &admin)?;
-    let response = client(&state).list_replays(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .stock_data()
+        .list_replays(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(
         response.replays.into_iter().map(Replay::from).collect(),
     ))
@@ -297,7 +302,11 @@ async fn replay_status(
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Replay>, Problem> {
     let request = forward(pb::GetReplayStatusRequest { symbol }, &admin)?;
-    let response = client(&state).get_replay_status(request).await?;
+    let response = state
+        .upstreams
+        .stock_data()
+        .get_replay_status(request)
+        .await?;
     Ok(axum::Json(replay_of(response.into_inner().status)?))
 }
 
@@ -312,6 +321,6 @@ async fn stop_replay(
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Replay>, Problem> {
     let request = forward(pb::StopReplayRequest { symbol }, &admin)?;
-    let response = client(&state).stop_replay(request).await?;
+    let response = state.upstreams.stock_data().stop_replay(request).await?;
     Ok(axum::Json(replay_of(response.into_inner().status)?))
 }

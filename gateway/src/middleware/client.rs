@@ -30,7 +30,7 @@ use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 use mirai_proto::user::v1 as pb;
 
-use crate::edge::REQUEST_ID;
+use crate::middleware::edge::REQUEST_ID;
 
 /// How many proxies in front of the gateway append to `X-Forwarded-For` and are believed
 /// (set once at startup from `MIRAI_TRUSTED_PROXY_HOPS`; 0 = use the TCP peer).

@@ -1,4 +1,14 @@
-//! The public REST API: every route, registered with its OpenAPI description.
+//! The public REST API: every route, registered with its OpenAPI description, in one module
+//! per upstream service (`user`, `market`, `predictions`, `analytics`, `notifications`).
+
+pub mod analytics;
+pub mod fields;
+pub mod market;
+pub mod notifications;
+pub mod predictions;
+pub mod shapes;
+pub mod state;
+pub mod user;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,35 +20,18 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::problem::Problem;
-use crate::upstream::Upstreams;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub upstreams: Upstreams,
-    /// Fires when shutdown begins; live streams end then.
-    pub streams_stop: tokio_util::sync::CancellationToken,
-    /// The shared upstream quote streams and the limits of client streams.
-    pub streams: std::sync::Arc<crate::streams::QuoteHub>,
-    /// The gateway's public base URL (discovery metadata).
-    pub public_url: String,
-    /// Recent quotes, served marked with their age while stock-data is unavailable.
-    pub quotes: std::sync::Arc<crate::symbols::QuoteCache>,
-}
+use state::AppState;
 
 /// Every API route with its documentation. Routes are only ever added here through
 /// `routes!`, which registers the handler and its `#[utoipa::path]` together.
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(status))
-        .merge(crate::account::routes())
-        .merge(crate::admin::routes())
-        .merge(crate::symbols::routes())
-        .merge(crate::ingest::routes())
-        .merge(crate::streams::routes())
-        .merge(crate::predictions::routes())
-        .merge(crate::alerts::routes())
-        .merge(crate::analytics::routes())
-        .merge(crate::notifications::routes())
+        .merge(user::routes())
+        .merge(market::routes())
+        .merge(predictions::routes())
+        .merge(analytics::routes())
+        .merge(notifications::routes())
 }
 
 /// Paths served besides the documented API: the document itself and its page.

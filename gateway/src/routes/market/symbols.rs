@@ -8,16 +8,15 @@ use chrono::{DateTime, Utc};
 use mirai_platform::telemetry::Metrics;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
-use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, forward};
+use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
-use crate::routes::AppState;
-use crate::shapes::Timeframe;
+use crate::routes::shapes::Timeframe;
+use crate::routes::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,12 +26,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(bars))
         .routes(routes!(quote))
         .routes(routes!(quality))
-}
-
-fn client(
-    state: &AppState,
-) -> StockDataServiceClient<mirai_platform::grpc::client::UpstreamChannel> {
-    StockDataServiceClient::new(state.upstreams.stock_data.channel.clone())
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -155,7 +148,9 @@ async fn add(
     };
     let request = forward(request, &admin)?;
     let symbol = symbol_of(
-        client(&state)
+        state
+            .upstreams
+            .stock_data()
             .add_symbol(request)
             .await?
             .into_inner()
@@ -179,7 +174,9 @@ async fn get_one(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
 ) -> Result<axum::Json<Symbol>, Problem> {
-    let response = client(&state)
+    let response = state
+        .upstreams
+        .stock_data()
         .get_symbol(pb::GetSymbolRequest { symbol })
         .await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
@@ -241,7 +238,7 @@ async fn update(
         },
         &admin,
     )?;
-    let response = client(&state).update_symbol(request).await?;
+    let response = state.upstreams.stock_data().update_symbol(request).await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
 }
 
@@ -291,7 +288,12 @@ async fn search(
         page_size: query.page_size.unwrap_or_default(),
         page_token: query.page_token.unwrap_or_default(),
     };
-    let response = client(&state).search_symbols(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .stock_data()
+        .search_symbols(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(SymbolPage {
         symbols: response.symbols.into_iter().map(Symbol::from).collect(),
         next_page_token: response.next_page_token,
@@ -330,7 +332,7 @@ async fn delist(
         },
         &admin,
     )?;
-    let response = client(&state).delist_symbol(request).await?;
+    let response = state.upstreams.stock_data().delist_symbol(request).await?;
     Ok(axum::Json(symbol_of(response.into_inner().symbol)?))
 }
 
@@ -406,7 +408,12 @@ async fn bars(
         newest_first: query.newest_first,
         include_partial: false,
     };
-    let response = client(&state).get_bars(request).await?.into_inner();
+    let response = state
+        .upstreams
+        .stock_data()
+        .get_bars(request)
+        .await?
+        .into_inner();
     Ok(axum::Json(BarPage {
         symbol: response.symbol,
         adjustment: "raw",
@@ -518,7 +525,9 @@ async fn quote(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
 ) -> Result<axum::response::Response, Problem> {
-    let answer = client(&state)
+    let answer = state
+        .upstreams
+        .stock_data()
         .get_quote(pb::GetQuoteRequest {
             symbol: symbol.clone(),
         })
@@ -644,7 +653,9 @@ async fn quality(
     Path(symbol): Path<String>,
     Query(query): Query<QualityQuery>,
 ) -> Result<axum::Json<QualityReport>, Problem> {
-    let r = client(&state)
+    let r = state
+        .upstreams
+        .stock_data()
         .get_quality_report(pb::GetQualityReportRequest {
             symbol,
             timeframe: pb::Timeframe::from(query.timeframe.unwrap_or(Timeframe::OneDay)).into(),

@@ -1,6 +1,10 @@
-//! REST shapes several route groups share: one definition each, so the OpenAPI document
-//! publishes one schema for one thing.
+//! REST shapes several route groups share, or that the document itself registers: one
+//! definition each, so the OpenAPI document publishes one schema for one thing. The bar
+//! `Timeframe` (market data, alerts, analytics), the `ModelRef` naming a model version
+//! (predictions, analytics reports) and the `Maturity` of a stored prediction (a query
+//! parameter's type, registered by [`crate::openapi`]).
 
+use mirai_proto::prediction::v1 as prediction_pb;
 use mirai_proto::stock::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -60,6 +64,40 @@ impl Timeframe {
             _ => Self::OneDay,
         }
     }
+}
+
+/// A model version, e.g. `spx-lstm` / `1.0.0`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+}
+
+impl From<prediction_pb::ModelRef> for ModelRef {
+    fn from(m: prediction_pb::ModelRef) -> Self {
+        Self {
+            name: m.name,
+            version: m.version,
+        }
+    }
+}
+
+impl From<ModelRef> for prediction_pb::ModelRef {
+    fn from(m: ModelRef) -> Self {
+        Self {
+            name: m.name,
+            version: m.version,
+        }
+    }
+}
+
+/// Scoring state of a stored prediction.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Maturity {
+    Matured,
+    Pending,
 }
 
 #[cfg(test)]
