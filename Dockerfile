@@ -11,8 +11,8 @@
 # with Cargo.toml/Cargo.lock), the compiled dependencies (cook: cached until the recipe changes),
 # then our own crates. The build stages run on the build machine's platform and cross-compile
 # for the target one, so an arm64 image needs no emulation: its only steps are COPYs.
-# Queries are not checked against a live database at build time (SQLX_OFFLINE): the workspace
-# uses no sqlx query macros today; a crate that adds them must commit its .sqlx/ folder.
+# Queries are not checked against a live database at build time (SQLX_OFFLINE): sqlx's query
+# macros read each crate's committed .sqlx/ folder (scripts/sqlx-prepare writes them).
 # docs/deploy-gke.md has the build and push commands (Cloud Build: cloudbuild.yaml).
 
 ARG RUST_VERSION=1.95.0

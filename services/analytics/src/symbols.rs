@@ -61,19 +61,19 @@ fn on_updated<'a>(
 }
 
 async fn upsert(tx: &mut PgConnection, m: Metadata) -> anyhow::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (symbol) DO UPDATE
             SET name = EXCLUDED.name, exchange_mic = EXCLUDED.exchange_mic,
                 currency = EXCLUDED.currency, asset_type = EXCLUDED.asset_type,
                 delisted = false, updated_at = now()",
+        m.symbol,
+        m.name,
+        m.exchange_mic,
+        m.currency,
+        m.asset_type,
     )
-    .bind(m.symbol)
-    .bind(m.name)
-    .bind(m.exchange_mic)
-    .bind(m.currency)
-    .bind(m.asset_type)
     .execute(tx)
     .await?;
     Ok(())
@@ -85,15 +85,16 @@ fn on_delisted<'a>(
     event: ev::SymbolDelisted,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
-        sqlx::query("UPDATE symbols SET delisted = true, updated_at = now() WHERE symbol = $1")
-            .bind(event.symbol)
-            .execute(tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE symbols SET delisted = true, updated_at = now() WHERE symbol = $1",
+            event.symbol
+        )
+        .execute(tx)
+        .await?;
         Ok(())
     })
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     symbol: String,
     name: String,
@@ -111,14 +112,15 @@ pub async fn list(
 ) -> Result<pb::ListSymbolsResponse, tonic::Status> {
     let limit = wire::page_size(request.page_size, 500, 1000)?;
     let after = wire::page_after(&request.page_token)?;
-    let mut rows: Vec<Row> = sqlx::query_as(
+    let mut rows: Vec<Row> = sqlx::query_as!(
+        Row,
         "SELECT symbol, name, exchange_mic, currency, asset_type, delisted, updated_at
          FROM symbols WHERE symbol > $1 AND ($2 OR NOT delisted)
          ORDER BY symbol LIMIT $3",
+        after,
+        request.include_delisted,
+        i64::from(limit) + 1,
     )
-    .bind(after)
-    .bind(request.include_delisted)
-    .bind(i64::from(limit) + 1)
     .fetch_all(pool)
     .await
     .map_err(|e| mirai_platform::db::status(e, "symbol"))?;

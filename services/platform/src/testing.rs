@@ -534,12 +534,13 @@ pub mod conformance {
 
 /// The payloads of event `E` in a service's transactional outbox, oldest first, decoded.
 pub async fn outbox<E: crate::events::Event>(pool: &sqlx::PgPool) -> Vec<E> {
-    let payloads: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id")
-            .bind(E::TYPE)
-            .fetch_all(pool)
-            .await
-            .expect("read the outbox");
+    let payloads: Vec<Vec<u8>> = sqlx::query_scalar!(
+        "SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id",
+        E::TYPE,
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read the outbox");
     payloads
         .iter()
         .map(|p| E::decode(p.as_slice()).expect("an outbox payload decodes"))

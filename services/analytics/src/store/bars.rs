@@ -1,7 +1,7 @@
 //! The bar read model.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{Bar, BarSeries, Range, Symbol, Timeframe};
 
@@ -57,8 +57,8 @@ pub async fn upsert(
         vwap.push(bar.vwap);
         trades.push(bar.trade_count);
     }
-    let rows = sqlx::query(
-        "INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
+    let rows = sqlx::query!(
+        r#"INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
                                volume, vwap, trade_count, adjustment, source, as_of)
          SELECT *, $12::int, $13::text, $14::timestamptz
          FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[],
@@ -76,25 +76,27 @@ pub async fn upsert(
                   IS DISTINCT FROM
                   (EXCLUDED.end_at, EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
                    EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count, EXCLUDED.adjustment)
-         RETURNING (xmax = 0) AS inserted",
+         RETURNING (xmax = 0) AS "inserted!""#,
+        &symbol,
+        &timeframe,
+        &start,
+        // Arrays with NULLs (an open bar has no end, a bar may lack VWAP or a trade count): not
+        // the macro's parameter types (`&[DateTime<Utc>]`, `&[f64]`, `&[i64]`), so unchecked.
+        &end as _,
+        &open,
+        &high,
+        &low,
+        &close,
+        &volume,
+        &vwap as _,
+        &trades as _,
+        provenance.adjustment,
+        &provenance.source,
+        provenance.as_of,
     )
-    .bind(symbol)
-    .bind(timeframe)
-    .bind(start)
-    .bind(end)
-    .bind(open)
-    .bind(high)
-    .bind(low)
-    .bind(close)
-    .bind(volume)
-    .bind(vwap)
-    .bind(trades)
-    .bind(provenance.adjustment)
-    .bind(&provenance.source)
-    .bind(provenance.as_of)
     .fetch_all(conn)
     .await?;
-    let inserted = rows.iter().filter(|r| r.get::<bool, _>("inserted")).count() as u64;
+    let inserted = rows.iter().filter(|r| r.inserted).count() as u64;
     Ok(Applied {
         inserted,
         updated: rows.len() as u64 - inserted,
@@ -109,33 +111,27 @@ pub async fn load(
     timeframe: Timeframe,
     range: &Range,
 ) -> Result<(BarSeries, i32), sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT start_at, open, high, low, close, volume, adjustment FROM bars
          WHERE symbol = $1 AND timeframe = $2
            AND ($3::timestamptz IS NULL OR start_at >= $3)
            AND ($4::timestamptz IS NULL OR start_at < $4)
          ORDER BY start_at",
+        symbol.as_str(),
+        timeframe.code(),
+        range.start,
+        range.end,
     )
-    .bind(symbol.as_str())
-    .bind(timeframe.code())
-    .bind(range.start)
-    .bind(range.end)
     .fetch_all(pool)
     .await?;
     let mut series = BarSeries::default();
     let mut adjustment = 0;
     for row in rows {
         series.push(
-            row.get("start_at"),
-            [
-                row.get("open"),
-                row.get("high"),
-                row.get("low"),
-                row.get("close"),
-                row.get("volume"),
-            ],
+            row.start_at,
+            [row.open, row.high, row.low, row.close, row.volume],
         );
-        adjustment = row.get("adjustment");
+        adjustment = row.adjustment;
     }
     Ok((series, adjustment))
 }
@@ -146,11 +142,15 @@ pub async fn exists(
     symbol: &Symbol,
     timeframe: Timeframe,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2)")
-        .bind(symbol.as_str())
-        .bind(timeframe.code())
-        .fetch_one(pool)
-        .await
+    // Not `AS "exists!"`: stock-data has that statement, over a `bars` table of its own (see
+    // scripts/sqlx-prepare on identical SQL in two crates).
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2) AS "held!""#,
+        symbol.as_str(),
+        timeframe.code()
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Start of the newest stored bar of `symbol` in `timeframe`.
@@ -159,31 +159,33 @@ pub async fn last_start(
     symbol: &Symbol,
     timeframe: Timeframe,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT max(start_at) FROM bars WHERE symbol = $1 AND timeframe = $2")
-        .bind(symbol.as_str())
-        .bind(timeframe.code())
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        "SELECT max(start_at) FROM bars WHERE symbol = $1 AND timeframe = $2",
+        symbol.as_str(),
+        timeframe.code()
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Every symbol with daily bars that is not delisted in the symbol read model, by ticker.
 pub async fn active_symbols(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT DISTINCT b.symbol FROM bars b
          LEFT JOIN symbols s ON s.symbol = b.symbol
          WHERE b.timeframe = $1 AND NOT coalesce(s.delisted, false)
          ORDER BY b.symbol",
+        Timeframe::DAY.code(),
     )
-    .bind(Timeframe::DAY.code())
     .fetch_all(pool)
     .await
 }
 
 /// Every ticker the read model has heard of (symbol events or bars).
 pub async fn known_symbols(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT symbol FROM symbols WHERE NOT delisted
-         UNION SELECT DISTINCT symbol FROM bars ORDER BY 1",
+    sqlx::query_scalar!(
+        r#"SELECT symbol AS "symbol!" FROM symbols WHERE NOT delisted
+         UNION SELECT DISTINCT symbol FROM bars ORDER BY 1"#,
     )
     .fetch_all(pool)
     .await
@@ -201,23 +203,23 @@ pub async fn coverage(
     pool: &PgPool,
     symbols: &[String],
 ) -> Result<std::collections::HashMap<String, Coverage>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT symbol, count(*) AS n, min(start_at) AS first, max(start_at) AS last
-         FROM bars WHERE symbol = ANY($1) AND timeframe = $2 GROUP BY symbol",
+    let rows = sqlx::query!(
+        r#"SELECT symbol, count(*) AS "n!", min(start_at) AS first, max(start_at) AS last
+         FROM bars WHERE symbol = ANY($1) AND timeframe = $2 GROUP BY symbol"#,
+        symbols,
+        Timeframe::DAY.code(),
     )
-    .bind(symbols)
-    .bind(Timeframe::DAY.code())
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
         .map(|r| {
             (
-                r.get("symbol"),
+                r.symbol,
                 Coverage {
-                    count: r.get("n"),
-                    first: r.get("first"),
-                    last: r.get("last"),
+                    count: r.n,
+                    first: r.first,
+                    last: r.last,
                 },
             )
         })

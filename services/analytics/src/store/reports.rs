@@ -13,7 +13,7 @@ use mirai_platform::events::outbox;
 use mirai_platform::wire;
 use mirai_proto::analytics::v1 as pb;
 use mirai_proto::events::v1 as ev;
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::config::ReportSettings;
@@ -82,51 +82,64 @@ pub fn status_text(status: pb::ReportStatus) -> Option<&'static str> {
     }
 }
 
-const COLUMNS: &str = "report_id, user_id, subject_kind, symbols, model_name, model_version,
-    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
-    finished_at, expires_at";
+/// A `report_jobs` row, as every query that returns jobs lists its columns.
+struct JobRow {
+    report_id: Uuid,
+    user_id: Uuid,
+    subject_kind: String,
+    symbols: Vec<String>,
+    model_name: Option<String>,
+    model_version: Option<String>,
+    benchmark: Option<String>,
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    formats: Vec<i32>,
+    title: String,
+    status: String,
+    error: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+}
 
-fn job_of(row: &sqlx::postgres::PgRow) -> Result<Job, sqlx::Error> {
+fn job_of(row: JobRow) -> Result<Job, sqlx::Error> {
     let decode = |e: String| sqlx::Error::Decode(e.into());
-    let symbols: Vec<String> = row.get("symbols");
+    let symbols = row.symbols;
     let parse = |s: &String| Symbol::parse("symbols", s).map_err(|e| decode(e.to_string()));
-    let subject = match row.get::<&str, _>("subject_kind") {
+    let subject = match row.subject_kind.as_str() {
         "symbol" => Subject::Symbol(parse(
             symbols.first().ok_or_else(|| decode("no symbol".into()))?,
         )?),
         "watchlist" => Subject::Watchlist(symbols.iter().map(parse).collect::<Result<_, _>>()?),
         _ => Subject::Model {
-            name: row
-                .get::<Option<String>, _>("model_name")
-                .unwrap_or_default(),
-            version: row
-                .get::<Option<String>, _>("model_version")
-                .unwrap_or_default(),
+            name: row.model_name.unwrap_or_default(),
+            version: row.model_version.unwrap_or_default(),
         },
     };
-    let formats: Vec<i32> = row.get("formats");
     Ok(Job {
-        id: row.get("report_id"),
-        user_id: row.get("user_id"),
+        id: row.report_id,
+        user_id: row.user_id,
         spec: Spec {
             subject,
-            start: row.get("start_at"),
-            end: row.get("end_at"),
-            formats: formats
+            start: row.start_at,
+            end: row.end_at,
+            formats: row
+                .formats
                 .into_iter()
                 .filter_map(|f| Format::from_wire("formats", f).ok())
                 .collect(),
             benchmark: row
-                .get::<Option<String>, _>("benchmark")
+                .benchmark
                 .and_then(|b| Symbol::parse("benchmark", &b).ok()),
-            title: row.get("title"),
+            title: row.title,
         },
-        status: status_of(row.get("status")),
-        error: row.get("error"),
-        created_at: row.get("created_at"),
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        expires_at: row.get("expires_at"),
+        status: status_of(&row.status),
+        error: row.error,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        expires_at: row.expires_at,
         files: Vec::new(),
     })
 }
@@ -142,20 +155,23 @@ pub async fn create(
     settings: &ReportSettings,
 ) -> Result<Job, Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mirai_reports:' || $1, 0))")
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    let (pending, stored, bytes): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')),
-                count(*),
-                COALESCE((SELECT sum(f.size_bytes)::BIGINT FROM report_files f
-                          JOIN report_jobs j USING (report_id) WHERE j.user_id = $1), 0)
-         FROM report_jobs WHERE user_id = $1",
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('mirai_reports:' || $1, 0))",
+        user_id.to_string(),
     )
-    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    let counts = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE status IN ('queued', 'running')) AS "pending!",
+                count(*) AS "stored!",
+                COALESCE((SELECT sum(f.size_bytes)::BIGINT FROM report_files f
+                          JOIN report_jobs j USING (report_id) WHERE j.user_id = $1), 0) AS "bytes!"
+         FROM report_jobs WHERE user_id = $1"#,
+        user_id,
+    )
     .fetch_one(&mut *tx)
     .await?;
+    let (pending, stored, bytes) = (counts.pending, counts.stored, counts.bytes);
     if pending >= i64::from(settings.max_pending) {
         return Err(Error::ResourceExhausted(format!(
             "at most {} reports queued or running at once; wait for one to finish",
@@ -180,52 +196,54 @@ async fn insert(tx: &mut PgConnection, user_id: Uuid, spec: &Spec) -> Result<Job
         Subject::Model { name, version } => (Some(name.clone()), Some(version.clone())),
         _ => (None, None),
     };
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query_as!(
+        JobRow,
         "INSERT INTO report_jobs (report_id, user_id, subject_kind, symbols, model_name,
                                   model_version, benchmark, start_at, end_at, formats, title)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(user_id)
-    .bind(spec.subject.kind())
-    .bind(spec.subject.symbols())
-    .bind(model_name)
-    .bind(model_version)
-    .bind(spec.benchmark.as_ref().map(Symbol::to_string))
-    .bind(spec.start)
-    .bind(spec.end)
-    .bind(
-        spec.formats
+         RETURNING report_id, user_id, subject_kind, symbols, model_name, model_version,
+    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
+    finished_at, expires_at",
+        Uuid::now_v7(),
+        user_id,
+        spec.subject.kind(),
+        &spec.subject.symbols(),
+        model_name,
+        model_version,
+        spec.benchmark.as_ref().map(Symbol::to_string),
+        spec.start,
+        spec.end,
+        &spec
+            .formats
             .iter()
             .map(|f| i32::from(f.to_wire()))
             .collect::<Vec<_>>(),
+        &spec.title,
     )
-    .bind(&spec.title)
     .fetch_one(tx)
     .await?;
-    job_of(&row)
+    job_of(row)
 }
 
 async fn files_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(Uuid, pb::ReportFile)>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT report_id, format, file_name, content_type, size_bytes, sha256
          FROM report_files WHERE report_id = ANY($1) ORDER BY report_id, format",
+        ids,
     )
-    .bind(ids)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
         .map(|r| {
             (
-                r.get("report_id"),
+                r.report_id,
                 pb::ReportFile {
-                    format: r.get("format"),
-                    file_name: r.get("file_name"),
-                    content_type: r.get("content_type"),
-                    size_bytes: r.get::<i64, _>("size_bytes") as u64,
-                    sha256: r.get("sha256"),
+                    format: r.format,
+                    file_name: r.file_name,
+                    content_type: r.content_type,
+                    size_bytes: r.size_bytes as u64,
+                    sha256: r.sha256,
                 },
             )
         })
@@ -234,15 +252,18 @@ async fn files_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(Uuid, pb::ReportFi
 
 /// One job of `user_id` with its files; `None` for another user's or an unknown id.
 pub async fn get(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM report_jobs WHERE report_id = $1 AND user_id = $2"
-    )))
-    .bind(id)
-    .bind(user_id)
+    let row = sqlx::query_as!(
+        JobRow,
+        "SELECT report_id, user_id, subject_kind, symbols, model_name, model_version,
+    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
+    finished_at, expires_at FROM report_jobs WHERE report_id = $1 AND user_id = $2",
+        id,
+        user_id,
+    )
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let mut job = job_of(&row)?;
+    let mut job = job_of(row)?;
     job.files = files_of(pool, &[id])
         .await?
         .into_iter()
@@ -259,19 +280,25 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM report_jobs
+    let rows = sqlx::query_as!(
+        JobRow,
+        "SELECT report_id, user_id, subject_kind, symbols, model_name, model_version,
+    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
+    finished_at, expires_at FROM report_jobs
          WHERE user_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2))
            AND ($3::uuid IS NULL OR report_id < $3)
-         ORDER BY report_id DESC LIMIT $4"
-    )))
-    .bind(user_id)
-    .bind(statuses)
-    .bind(before)
-    .bind(limit)
+         ORDER BY report_id DESC LIMIT $4",
+        user_id,
+        statuses as _,
+        before,
+        limit,
+    )
     .fetch_all(pool)
     .await?;
-    let mut jobs = rows.iter().map(job_of).collect::<Result<Vec<_>, _>>()?;
+    let mut jobs = rows
+        .into_iter()
+        .map(job_of)
+        .collect::<Result<Vec<_>, _>>()?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     for (id, file) in files_of(pool, &ids).await? {
         if let Some(job) = jobs.iter_mut().find(|j| j.id == id) {
@@ -288,55 +315,60 @@ pub async fn file(
     id: Uuid,
     format: Format,
 ) -> Result<Option<(pb::ReportFile, Vec<u8>)>, sqlx::Error> {
-    let row = sqlx::query(
+    let row = sqlx::query!(
         "SELECT f.file_name, f.content_type, f.size_bytes, f.sha256, f.content
          FROM report_files f JOIN report_jobs j USING (report_id)
          WHERE f.report_id = $1 AND j.user_id = $2 AND f.format = $3",
+        id,
+        user_id,
+        i32::from(format.to_wire()),
     )
-    .bind(id)
-    .bind(user_id)
-    .bind(i32::from(format.to_wire()))
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| {
         (
             pb::ReportFile {
                 format: format.to_wire().into(),
-                file_name: r.get("file_name"),
-                content_type: r.get("content_type"),
-                size_bytes: r.get::<i64, _>("size_bytes") as u64,
-                sha256: r.get("sha256"),
+                file_name: r.file_name,
+                content_type: r.content_type,
+                size_bytes: r.size_bytes as u64,
+                sha256: r.sha256,
             },
-            r.get("content"),
+            r.content,
         )
     }))
 }
 
 /// Deletes a job of `user_id` and its files; false when there was none.
 pub async fn delete(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM report_jobs WHERE report_id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(user_id)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM report_jobs WHERE report_id = $1 AND user_id = $2",
+        id,
+        user_id
+    )
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Claims the oldest QUEUED job: RUNNING with a deadline `timeout` from now. Concurrent
 /// workers (of any replica) skip each other's locked rows.
 pub async fn claim(pool: &PgPool, timeout: Duration) -> Result<Option<Job>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query_as!(
+        JobRow,
         "UPDATE report_jobs
             SET status = 'running', started_at = now(), attempts = attempts + 1,
                 deadline_at = now() + make_interval(secs => $1)
           WHERE report_id = (SELECT report_id FROM report_jobs WHERE status = 'queued'
                              ORDER BY report_id FOR UPDATE SKIP LOCKED LIMIT 1)
-          RETURNING {COLUMNS}"
-    )))
-    .bind(timeout.as_secs_f64())
+          RETURNING report_id, user_id, subject_kind, symbols, model_name, model_version,
+    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
+    finished_at, expires_at",
+        timeout.as_secs_f64(),
+    )
     .fetch_optional(pool)
     .await?;
-    row.as_ref().map(job_of).transpose()
+    row.map(job_of).transpose()
 }
 
 /// A produced file.
@@ -392,13 +424,13 @@ pub async fn succeed(
     retention: Duration,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE report_jobs SET status = 'succeeded', finished_at = now(), deadline_at = NULL,
                 expires_at = now() + make_interval(secs => $2)
           WHERE report_id = $1 AND status = 'running'",
+        job.id,
+        retention.as_secs_f64(),
     )
-    .bind(job.id)
-    .bind(retention.as_secs_f64())
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -407,18 +439,18 @@ pub async fn succeed(
     let mut metas = Vec::with_capacity(files.len());
     for file in files {
         let meta = file_meta(file);
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO report_files (report_id, format, file_name, content_type, size_bytes,
                                        sha256, content)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            job.id,
+            meta.format,
+            &meta.file_name,
+            &meta.content_type,
+            meta.size_bytes as i64,
+            &meta.sha256,
+            &file.content,
         )
-        .bind(job.id)
-        .bind(meta.format)
-        .bind(&meta.file_name)
-        .bind(&meta.content_type)
-        .bind(meta.size_bytes as i64)
-        .bind(&meta.sha256)
-        .bind(&file.content)
         .execute(&mut *tx)
         .await?;
         metas.push(meta);
@@ -436,14 +468,14 @@ pub async fn fail(
     retention: Duration,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE report_jobs SET status = 'failed', error = $2, finished_at = now(),
                 deadline_at = NULL, expires_at = now() + make_interval(secs => $3)
           WHERE report_id = $1 AND status = 'running'",
+        job.id,
+        error,
+        retention.as_secs_f64(),
     )
-    .bind(job.id)
-    .bind(error)
-    .bind(retention.as_secs_f64())
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -457,7 +489,8 @@ pub async fn fail(
 /// Fails every RUNNING job past its deadline (a slow or vanished worker). Returns how many.
 pub async fn fail_overdue(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query_as!(
+        JobRow,
         "UPDATE report_jobs
             SET status = 'failed', finished_at = now(), deadline_at = NULL,
                 error = 'timed out: the report was not finished within '
@@ -466,12 +499,15 @@ pub async fn fail_overdue(pool: &PgPool, retention: Duration) -> Result<u64, sql
           WHERE report_id IN (SELECT report_id FROM report_jobs
                               WHERE status = 'running' AND deadline_at < now()
                               FOR UPDATE SKIP LOCKED)
-          RETURNING {COLUMNS}"
-    )))
-    .bind(retention.as_secs_f64())
+          RETURNING report_id, user_id, subject_kind, symbols, model_name, model_version,
+    benchmark, start_at, end_at, formats, title, status, error, created_at, started_at,
+    finished_at, expires_at",
+        retention.as_secs_f64(),
+    )
     .fetch_all(&mut *tx)
     .await?;
-    for row in &rows {
+    let count = rows.len() as u64;
+    for row in rows {
         let job = job_of(row)?;
         completed(
             &mut tx,
@@ -483,13 +519,13 @@ pub async fn fail_overdue(pool: &PgPool, retention: Duration) -> Result<u64, sql
         .await?;
     }
     tx.commit().await?;
-    Ok(rows.len() as u64)
+    Ok(count)
 }
 
 /// Deletes finished jobs (and files) past their expiry. Returns how many jobs.
 pub async fn delete_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(
-        sqlx::query("DELETE FROM report_jobs WHERE expires_at < now()")
+        sqlx::query!("DELETE FROM report_jobs WHERE expires_at < now()")
             .execute(pool)
             .await?
             .rows_affected(),
@@ -498,15 +534,14 @@ pub async fn delete_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// The deletion saga's purge: the user's jobs and files; returns jobs + files removed.
 pub async fn purge_user(tx: &mut PgConnection, user_id: Uuid) -> Result<u64, sqlx::Error> {
-    let files: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM report_files f JOIN report_jobs j USING (report_id)
-         WHERE j.user_id = $1",
+    let files: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM report_files f JOIN report_jobs j USING (report_id)
+         WHERE j.user_id = $1"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_one(&mut *tx)
     .await?;
-    let jobs = sqlx::query("DELETE FROM report_jobs WHERE user_id = $1")
-        .bind(user_id)
+    let jobs = sqlx::query!("DELETE FROM report_jobs WHERE user_id = $1", user_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -516,11 +551,11 @@ pub async fn purge_user(tx: &mut PgConnection, user_id: Uuid) -> Result<u64, sql
 /// Puts a RUNNING job back in the queue (its worker is shutting down), so another worker or
 /// replica generates it.
 pub async fn requeue(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE report_jobs SET status = 'queued', started_at = NULL, deadline_at = NULL
           WHERE report_id = $1 AND status = 'running'",
+        id,
     )
-    .bind(id)
     .execute(pool)
     .await?;
     Ok(())

@@ -14,15 +14,8 @@ use crate::domain::alert::{Frequency, Rule, State, Status};
 use crate::domain::condition::{Arm, Condition};
 use crate::domain::template::Template;
 
-/// Every column of an alert.
-pub const COLUMNS: &str = "alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
-    cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids, enabled, status,
-    status_reason, armed_up, armed_down, move_ref_at, last_fired_bar, trigger_count,
-    last_triggered_at, state_version, rule_version, saga_attempt, created_at, updated_at,
-    activated_at";
-
-/// One stored alert.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One stored alert: the columns every query of alerts returns.
+#[derive(Debug, Clone)]
 pub struct Row {
     pub alert_id: Uuid,
     pub user_id: Uuid,
@@ -173,29 +166,34 @@ pub async fn insert(tx: &mut PgConnection, alert: &NewAlert) -> Result<Row, sqlx
         Status::Disabled
     };
     let reason = if alert.enabled { "" } else { "switched off" };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Row,
         "INSERT INTO alerts (alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
             cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids, enabled,
             status, status_reason, saga_next_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(alert.alert_id)
-    .bind(alert.user_id)
-    .bind(&alert.symbol)
-    .bind(&alert.name)
-    .bind(alert.condition.to_proto().encode_to_vec())
-    .bind(alert.frequency.to_proto() as i16)
-    .bind(alert.timeframe as i16)
-    .bind(alert.cooldown.as_secs() as i64)
-    .bind(alert.expires_at)
-    .bind(&alert.message_template)
-    .bind(channel_codes(&alert.channels))
-    .bind(&alert.webhook_endpoint_ids)
-    .bind(alert.enabled)
-    .bind(status.as_str())
-    .bind(reason)
-    .bind(alert.saga_next_at.filter(|_| alert.enabled))
+         RETURNING alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at",
+        alert.alert_id,
+        alert.user_id,
+        &alert.symbol,
+        &alert.name,
+        alert.condition.to_proto().encode_to_vec(),
+        alert.frequency.to_proto() as i16,
+        alert.timeframe as i16,
+        alert.cooldown.as_secs() as i64,
+        alert.expires_at,
+        &alert.message_template,
+        &channel_codes(&alert.channels),
+        &alert.webhook_endpoint_ids,
+        alert.enabled,
+        status.as_str(),
+        reason,
+        alert.saga_next_at.filter(|_| alert.enabled),
+    )
     .fetch_one(tx)
     .await
 }
@@ -207,22 +205,49 @@ pub async fn get(
     alert_id: Uuid,
     lock: bool,
 ) -> Result<Option<Row>, sqlx::Error> {
-    let suffix = if lock { " FOR UPDATE" } else { "" };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM alerts WHERE alert_id = $1 AND user_id = $2{suffix}"
-    )))
-    .bind(alert_id)
-    .bind(user_id)
-    .fetch_optional(conn)
-    .await
+    if lock {
+        sqlx::query_as!(
+            Row,
+            "SELECT alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at
+               FROM alerts WHERE alert_id = $1 AND user_id = $2 FOR UPDATE",
+            alert_id,
+            user_id,
+        )
+        .fetch_optional(conn)
+        .await
+    } else {
+        sqlx::query_as!(
+            Row,
+            "SELECT alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at
+               FROM alerts WHERE alert_id = $1 AND user_id = $2",
+            alert_id,
+            user_id,
+        )
+        .fetch_optional(conn)
+        .await
+    }
 }
 
 /// One alert by id, locked (saga handlers, which do not know the owner).
 pub async fn lock(conn: &mut PgConnection, alert_id: Uuid) -> Result<Option<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM alerts WHERE alert_id = $1 FOR UPDATE"
-    )))
-    .bind(alert_id)
+    sqlx::query_as!(
+        Row,
+        "SELECT alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at
+           FROM alerts WHERE alert_id = $1 FOR UPDATE",
+        alert_id,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -230,10 +255,11 @@ pub async fn lock(conn: &mut PgConnection, alert_id: Uuid) -> Result<Option<Row>
 /// Live alerts of a user, after serialising concurrent creators of the same user.
 pub async fn count_live_locked(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
     super::lock_for_user(tx, "mirai_alerts_user", user_id).await?;
-    sqlx::query_scalar(
-        "SELECT count(*) FROM alerts WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')",
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM alerts
+            WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_one(tx)
     .await
 }
@@ -245,15 +271,21 @@ pub async fn set_status(
     status: Status,
     reason: &str,
 ) -> Result<Row, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Row,
         "UPDATE alerts SET status = $2, status_reason = $3, updated_at = now(),
             saga_next_at = CASE WHEN $2 = 'PENDING' THEN saga_next_at END,
             activated_at = CASE WHEN $2 = 'ACTIVE' THEN now() ELSE activated_at END
-         WHERE alert_id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(alert_id)
-    .bind(status.as_str())
-    .bind(reason)
+         WHERE alert_id = $1
+         RETURNING alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at",
+        alert_id,
+        status.as_str(),
+        reason,
+    )
     .fetch_one(tx)
     .await
 }
@@ -261,15 +293,21 @@ pub async fn set_status(
 /// Activates a PENDING alert with its condition's initial arm state.
 pub async fn activate(tx: &mut PgConnection, row: &Row) -> anyhow::Result<Row> {
     let arm = row.condition()?.initial_arm();
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query_as!(
+        Row,
         "UPDATE alerts SET status = 'ACTIVE', status_reason = '', activated_at = now(),
             updated_at = now(), saga_next_at = NULL, armed_up = $2, armed_down = $3,
             move_ref_at = NULL, state_version = state_version + 1
-         WHERE alert_id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(row.alert_id)
-    .bind(arm.up)
-    .bind(arm.down)
+         WHERE alert_id = $1
+         RETURNING alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at",
+        row.alert_id,
+        arm.up,
+        arm.down,
+    )
     .fetch_one(tx)
     .await?;
     Ok(row)
@@ -281,13 +319,19 @@ pub async fn restart_saga(
     alert_id: Uuid,
     next_at: DateTime<Utc>,
 ) -> Result<Row, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Row,
         "UPDATE alerts SET status = 'PENDING', status_reason = '', saga_attempt = 0,
             saga_next_at = $2, updated_at = now()
-         WHERE alert_id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(alert_id)
-    .bind(next_at)
+         WHERE alert_id = $1
+         RETURNING alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at",
+        alert_id,
+        next_at,
+    )
     .fetch_one(tx)
     .await
 }
@@ -301,23 +345,23 @@ pub async fn store_state(
     state: &State,
     triggered: bool,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE alerts SET armed_up = $3, armed_down = $4, move_ref_at = $5, last_fired_bar = $6,
             last_triggered_at = $7, trigger_count = $8, state_version = state_version + 1,
             status = CASE WHEN $9 THEN 'TRIGGERED' ELSE status END,
             status_reason = CASE WHEN $9 THEN 'fired once' ELSE status_reason END,
             updated_at = CASE WHEN $9 OR $7 IS DISTINCT FROM last_triggered_at THEN now() ELSE updated_at END
          WHERE alert_id = $1 AND state_version = $2 AND status = 'ACTIVE'",
+        alert_id,
+        expected_version,
+        state.arm.up,
+        state.arm.down,
+        state.move_ref_at,
+        state.last_fired_bar,
+        state.last_triggered_at,
+        state.trigger_count as i32,
+        triggered,
     )
-    .bind(alert_id)
-    .bind(expected_version)
-    .bind(state.arm.up)
-    .bind(state.arm.down)
-    .bind(state.move_ref_at)
-    .bind(state.last_fired_bar)
-    .bind(state.last_triggered_at)
-    .bind(state.trigger_count as i32)
-    .bind(triggered)
     .execute(tx)
     .await?
     .rows_affected();
@@ -327,16 +371,21 @@ pub async fn store_state(
 /// Active alerts on a symbol with their current state (the authoritative read of an
 /// evaluation).
 pub async fn active_on(conn: &mut PgConnection, symbol: &str) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM alerts WHERE symbol = $1 AND status = 'ACTIVE'"
-    )))
-    .bind(symbol)
+    sqlx::query_as!(
+        Row,
+        "SELECT alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at
+           FROM alerts WHERE symbol = $1 AND status = 'ACTIVE'",
+        symbol,
+    )
     .fetch_all(conn)
     .await
 }
 
 /// What the in-memory alert index keeps of an alert.
-#[derive(sqlx::FromRow)]
 pub struct IndexRow {
     pub alert_id: Uuid,
     pub symbol: String,
@@ -349,24 +398,27 @@ pub struct IndexRow {
     pub message_template: String,
 }
 
-const INDEX_COLUMNS: &str = "alert_id, symbol, status, rule_version, condition, frequency,
-    bar_timeframe, cooldown_secs, message_template";
-
 /// The index rows of every ACTIVE alert.
 pub async fn index_rows(pool: &PgPool) -> Result<Vec<IndexRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {INDEX_COLUMNS} FROM alerts WHERE status = 'ACTIVE'"
-    )))
+    sqlx::query_as!(
+        IndexRow,
+        "SELECT alert_id, symbol, status, rule_version, condition, frequency, bar_timeframe,
+                cooldown_secs, message_template
+           FROM alerts WHERE status = 'ACTIVE'"
+    )
     .fetch_all(pool)
     .await
 }
 
 /// The index row of one alert, whatever its status.
 pub async fn index_row(pool: &PgPool, alert_id: Uuid) -> Result<Option<IndexRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {INDEX_COLUMNS} FROM alerts WHERE alert_id = $1"
-    )))
-    .bind(alert_id)
+    sqlx::query_as!(
+        IndexRow,
+        "SELECT alert_id, symbol, status, rule_version, condition, frequency, bar_timeframe,
+                cooldown_secs, message_template
+           FROM alerts WHERE alert_id = $1",
+        alert_id,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -390,7 +442,7 @@ pub struct Changes<'a> {
 
 /// Writes an update of an alert's fields, bumping the rule version when the rule changed.
 pub async fn update(tx: &mut PgConnection, c: &Changes<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE alerts SET name = $2, condition = $3, frequency = $4, bar_timeframe = $5,
                 cooldown_secs = $6, expires_at = $7, message_template = $8, channels = $9,
                 webhook_endpoint_ids = $10, enabled = $11,
@@ -399,21 +451,21 @@ pub async fn update(tx: &mut PgConnection, c: &Changes<'_>) -> Result<(), sqlx::
                 move_ref_at = CASE WHEN $13 IS NULL THEN move_ref_at END,
                 state_version = state_version + 1, updated_at = now()
              WHERE alert_id = $1",
+        c.alert_id,
+        c.name,
+        c.condition,
+        c.frequency,
+        c.bar_timeframe,
+        c.cooldown_secs,
+        c.expires_at,
+        c.message_template,
+        c.channels,
+        c.webhook_endpoint_ids,
+        c.enabled,
+        c.rule_changed,
+        c.rearm.map(|a| a.up),
+        c.rearm.map(|a| a.down),
     )
-    .bind(c.alert_id)
-    .bind(c.name)
-    .bind(c.condition)
-    .bind(c.frequency)
-    .bind(c.bar_timeframe)
-    .bind(c.cooldown_secs)
-    .bind(c.expires_at)
-    .bind(c.message_template)
-    .bind(c.channels)
-    .bind(c.webhook_endpoint_ids)
-    .bind(c.enabled)
-    .bind(c.rule_changed)
-    .bind(c.rearm.map(|a| a.up))
-    .bind(c.rearm.map(|a| a.down))
     .execute(tx)
     .await?;
     Ok(())
@@ -421,16 +473,17 @@ pub async fn update(tx: &mut PgConnection, c: &Changes<'_>) -> Result<(), sqlx::
 
 /// A TRIGGERED alert switched on again starts counting afresh.
 pub async fn reset_trigger_count(tx: &mut PgConnection, alert_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE alerts SET trigger_count = 0 WHERE alert_id = $1 AND status = 'TRIGGERED'")
-        .bind(alert_id)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE alerts SET trigger_count = 0 WHERE alert_id = $1 AND status = 'TRIGGERED'",
+        alert_id
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 pub async fn delete(tx: &mut PgConnection, alert_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM alerts WHERE alert_id = $1")
-        .bind(alert_id)
+    sqlx::query!("DELETE FROM alerts WHERE alert_id = $1", alert_id)
         .execute(tx)
         .await?;
     Ok(())
@@ -445,46 +498,53 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM alerts WHERE user_id = $1
+    sqlx::query_as!(
+        Row,
+        "SELECT alert_id, user_id, symbol, name, condition, frequency, bar_timeframe,
+                cooldown_secs, expires_at, message_template, channels, webhook_endpoint_ids,
+                enabled, status, status_reason, armed_up, armed_down, move_ref_at,
+                last_fired_bar, trigger_count, last_triggered_at, state_version, rule_version,
+                saga_attempt, created_at, updated_at, activated_at
+           FROM alerts WHERE user_id = $1
                AND (cardinality($2::text[]) = 0 OR status = ANY($2))
                AND ($3::text IS NULL OR symbol = $3)
                AND ($4::uuid IS NULL OR alert_id < $4)
              ORDER BY alert_id DESC LIMIT $5",
-        COLUMNS
-    )))
-    .bind(user_id)
-    .bind(statuses)
-    .bind(symbol)
-    .bind(before)
-    .bind(limit)
+        user_id,
+        statuses,
+        symbol,
+        before,
+        limit,
+    )
     .fetch_all(pool)
     .await
 }
 
 /// The live (PENDING or ACTIVE) alerts on `symbol`, locked.
 pub async fn lock_live_on(tx: &mut PgConnection, symbol: &str) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT alert_id FROM alerts WHERE symbol = $1 AND status IN ('PENDING', 'ACTIVE')
          ORDER BY alert_id FOR UPDATE",
+        symbol,
     )
-    .bind(symbol)
     .fetch_all(tx)
     .await
 }
 
 /// Switches an alert off (the caller sets its status).
 pub async fn switch_off(tx: &mut PgConnection, alert_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE alerts SET enabled = false WHERE alert_id = $1")
-        .bind(alert_id)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE alerts SET enabled = false WHERE alert_id = $1",
+        alert_id
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 /// PENDING alerts whose activation answer is overdue (at most 200, oldest first).
 pub async fn activations_due(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT alert_id FROM alerts WHERE status = 'PENDING' AND saga_next_at <= now()
          ORDER BY saga_next_at LIMIT 200",
     )
@@ -499,13 +559,13 @@ pub async fn schedule_activation(
     attempt: i32,
     wait: Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE alerts SET saga_attempt = $2,
                     saga_next_at = now() + make_interval(secs => $3) WHERE alert_id = $1",
+        alert_id,
+        attempt,
+        wait.as_secs_f64(),
     )
-    .bind(alert_id)
-    .bind(attempt)
-    .bind(wait.as_secs_f64())
     .execute(tx)
     .await?;
     Ok(())
@@ -513,7 +573,7 @@ pub async fn schedule_activation(
 
 /// Alerts past their expiry not yet ended (at most 200, earliest first).
 pub async fn expired(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT alert_id FROM alerts WHERE expires_at <= now()
            AND status IN ('PENDING', 'ACTIVE', 'DISABLED') ORDER BY expires_at LIMIT 200",
     )
@@ -526,10 +586,11 @@ pub async fn live_of_user(
     tx: &mut PgConnection,
     user_id: Uuid,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT alert_id, symbol FROM alerts WHERE user_id = $1 AND status IN ('PENDING', 'ACTIVE')",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(tx)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.alert_id, r.symbol)).collect())
 }

@@ -8,10 +8,8 @@ use mirai_proto::notification::v1 as pb;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub const COLUMNS: &str = "delivery_id, user_id, notification_id, channel, target, status,
-    next_attempt_at, attempts, digest, last_error, resend_of, created_at, updated_at";
-
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored delivery: the columns every query of deliveries returns.
+#[derive(Debug, Clone)]
 pub struct Row {
     pub delivery_id: Uuid,
     pub user_id: Uuid,
@@ -28,7 +26,7 @@ pub struct Row {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Attempt {
     pub delivery_id: Uuid,
     pub attempt: i32,
@@ -120,22 +118,25 @@ pub struct New {
 /// Inserts it; `None` when this notification already has its delivery on this channel and
 /// target (the unique index makes the fan-out idempotent).
 pub async fn insert(tx: &mut PgConnection, d: &New) -> Result<Option<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Row,
         "INSERT INTO deliveries (delivery_id, user_id, notification_id, channel, target, status,
             next_attempt_at, digest, last_error, resend_of)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(d.user_id)
-    .bind(d.notification_id)
-    .bind(d.channel as i16)
-    .bind(&d.target)
-    .bind(d.status)
-    .bind(d.next_attempt_at)
-    .bind(d.digest)
-    .bind(&d.last_error)
-    .bind(d.resend_of)
+         ON CONFLICT DO NOTHING
+         RETURNING delivery_id, user_id, notification_id, channel, target, status,
+                next_attempt_at, attempts, digest, last_error, resend_of, created_at, updated_at",
+        Uuid::now_v7(),
+        d.user_id,
+        d.notification_id,
+        d.channel as i16,
+        &d.target,
+        d.status,
+        d.next_attempt_at,
+        d.digest,
+        &d.last_error,
+        d.resend_of,
+    )
     .fetch_optional(tx)
     .await
 }
@@ -145,11 +146,14 @@ pub async fn get(
     user_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deliveries WHERE delivery_id = $1 AND user_id = $2"
-    )))
-    .bind(id)
-    .bind(user_id)
+    sqlx::query_as!(
+        Row,
+        "SELECT delivery_id, user_id, notification_id, channel, target, status,
+                next_attempt_at, attempts, digest, last_error, resend_of, created_at, updated_at
+           FROM deliveries WHERE delivery_id = $1 AND user_id = $2",
+        id,
+        user_id,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -170,22 +174,25 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deliveries
+    sqlx::query_as!(
+        Row,
+        "SELECT delivery_id, user_id, notification_id, channel, target, status,
+                next_attempt_at, attempts, digest, last_error, resend_of, created_at, updated_at
+           FROM deliveries
          WHERE user_id = $1 AND ($2::text IS NULL OR target = $2)
            AND ($3::uuid IS NULL OR notification_id = $3)
            AND ($4::smallint IS NULL OR channel = $4)
            AND (cardinality($5::text[]) = 0 OR status = ANY($5))
            AND ($6::uuid IS NULL OR delivery_id < $6)
-         ORDER BY delivery_id DESC LIMIT $7"
-    )))
-    .bind(user_id)
-    .bind(&filter.target)
-    .bind(filter.notification_id)
-    .bind(filter.channel)
-    .bind(&filter.statuses)
-    .bind(before)
-    .bind(limit)
+         ORDER BY delivery_id DESC LIMIT $7",
+        user_id,
+        filter.target.as_deref(),
+        filter.notification_id,
+        filter.channel,
+        &filter.statuses,
+        before,
+        limit,
+    )
     .fetch_all(conn)
     .await
 }
@@ -194,11 +201,12 @@ pub async fn attempts_of(
     conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<Vec<Attempt>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Attempt,
         "SELECT delivery_id, attempt, outcome, started_at, duration_ms, response_code, error
          FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
+        ids,
     )
-    .bind(ids)
     .fetch_all(conn)
     .await
 }
@@ -216,18 +224,18 @@ pub async fn record_attempt(
     error: &str,
 ) -> Result<(), sqlx::Error> {
     let error: String = error.chars().take(500).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, started_at, duration_ms,
             response_code, error)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        delivery_id,
+        attempt,
+        outcome as i16,
+        started_at,
+        duration_ms,
+        response_code,
+        error,
     )
-    .bind(delivery_id)
-    .bind(attempt)
-    .bind(outcome as i16)
-    .bind(started_at)
-    .bind(duration_ms)
-    .bind(response_code)
-    .bind(error)
     .execute(tx)
     .await?;
     Ok(())
@@ -240,17 +248,18 @@ pub async fn claim(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Row,
         "UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
              WHERE delivery_id IN (
                  SELECT delivery_id FROM deliveries
                  WHERE status IN ('QUEUED', 'RETRYING', 'DEFERRED') AND next_attempt_at <= now()
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING {}",
-        COLUMNS
-    )))
-    .bind(limit)
-    .bind(lease.as_secs_f64())
+             RETURNING delivery_id, user_id, notification_id, channel, target, status,
+                next_attempt_at, attempts, digest, last_error, resend_of, created_at, updated_at",
+        limit,
+        lease.as_secs_f64(),
+    )
     .fetch_all(tx)
     .await
 }
@@ -264,16 +273,16 @@ pub async fn set_result(
     next_attempt_at: Option<DateTime<Utc>>,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
                     last_error = $5, updated_at = now()
                  WHERE delivery_id = $1",
+        delivery_id,
+        status,
+        attempts,
+        next_attempt_at,
+        error,
     )
-    .bind(delivery_id)
-    .bind(status)
-    .bind(attempts)
-    .bind(next_attempt_at)
-    .bind(error)
     .execute(tx)
     .await?;
     Ok(())
@@ -285,15 +294,15 @@ pub async fn fail_for_deleted_endpoint(
     user_id: Uuid,
     endpoint_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE deliveries SET status = 'FAILED', last_error = 'the endpoint was deleted',
                     next_attempt_at = NULL, updated_at = now()
                  WHERE user_id = $1 AND channel = $2 AND target = $3
                    AND status IN ('QUEUED', 'RETRYING', 'DEFERRED')",
+        user_id,
+        pb::Channel::Webhook as i16,
+        endpoint_id.to_string(),
     )
-    .bind(user_id)
-    .bind(pb::Channel::Webhook as i16)
-    .bind(endpoint_id.to_string())
     .execute(tx)
     .await?;
     Ok(())

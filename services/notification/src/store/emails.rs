@@ -11,17 +11,17 @@ pub async fn ensure(
     user_id: Uuid,
     address: String,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH added AS (
+    sqlx::query_scalar!(
+        r#"WITH added AS (
              INSERT INTO email_addresses (user_id, address) VALUES ($1, $2)
              ON CONFLICT (user_id, address) DO NOTHING RETURNING verified_at)
-         SELECT verified_at IS NOT NULL FROM added
+         SELECT verified_at IS NOT NULL AS "verified!" FROM added
          UNION ALL
          SELECT verified_at IS NOT NULL FROM email_addresses WHERE user_id = $1 AND address = $2
-         LIMIT 1",
+         LIMIT 1"#,
+        user_id,
+        address,
     )
-    .bind(user_id)
-    .bind(address)
     .fetch_one(conn)
     .await
 }
@@ -32,11 +32,13 @@ pub async fn forget_others(
     user_id: Uuid,
     keep: &[String],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM email_addresses WHERE user_id = $1 AND address <> ALL($2)")
-        .bind(user_id)
-        .bind(keep)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM email_addresses WHERE user_id = $1 AND address <> ALL($2)",
+        user_id,
+        keep
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -46,12 +48,12 @@ pub async fn lock_verified(
     user_id: Uuid,
     address: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT verified_at IS NOT NULL FROM email_addresses
-         WHERE user_id = $1 AND address = $2 FOR UPDATE",
+    sqlx::query_scalar!(
+        r#"SELECT verified_at IS NOT NULL AS "verified!" FROM email_addresses
+         WHERE user_id = $1 AND address = $2 FOR UPDATE"#,
+        user_id,
+        address,
     )
-    .bind(user_id)
-    .bind(address)
     .fetch_one(tx)
     .await
 }
@@ -62,20 +64,21 @@ pub async fn recent_sends(
     user_id: Uuid,
     address: &str,
 ) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM email_verification_sends WHERE user_id = $1 AND sent_at < now() - interval '1 hour'",
+        user_id,
     )
-    .bind(user_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE address = $2), count(*)
-         FROM email_verification_sends WHERE user_id = $1",
+    let sends = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE address = $2) AS "to_address!", count(*) AS "to_user!"
+         FROM email_verification_sends WHERE user_id = $1"#,
+        user_id,
+        address,
     )
-    .bind(user_id)
-    .bind(address)
     .fetch_one(&mut *tx)
-    .await
+    .await?;
+    Ok((sends.to_address, sends.to_user))
 }
 
 /// Records a link sent with `nonce`: the address's latest nonce, and one send.
@@ -85,17 +88,21 @@ pub async fn record_send(
     address: &str,
     nonce: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE email_addresses SET nonce = $3 WHERE user_id = $1 AND address = $2")
-        .bind(user_id)
-        .bind(address)
-        .bind(nonce)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO email_verification_sends (user_id, address) VALUES ($1, $2)")
-        .bind(user_id)
-        .bind(address)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE email_addresses SET nonce = $3 WHERE user_id = $1 AND address = $2",
+        user_id,
+        address,
+        nonce
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO email_verification_sends (user_id, address) VALUES ($1, $2)",
+        user_id,
+        address
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -106,13 +113,13 @@ pub async fn confirm(
     address: &str,
     nonce: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "UPDATE email_addresses SET verified_at = now(), nonce = NULL
          WHERE user_id = $1 AND address = $2 AND nonce = $3 RETURNING address",
+        user_id,
+        address,
+        nonce,
     )
-    .bind(user_id)
-    .bind(address)
-    .bind(nonce)
     .fetch_optional(pool)
     .await
 }

@@ -11,11 +11,8 @@ use uuid::Uuid;
 
 use crate::secrets::{self, Keyring};
 
-pub const ENDPOINT_COLUMNS: &str = "webhook_endpoint_id, user_id, url, description, categories,
-    status, disabled_reason, failing_since, last_error, secret, previous_secret,
-    previous_secret_expires_at, created_at, updated_at";
-
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored webhook endpoint: the columns every query of endpoints returns.
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     pub webhook_endpoint_id: Uuid,
     pub user_id: Uuid,
@@ -106,18 +103,22 @@ pub async fn insert(
     enabled: bool,
     secret: &str,
 ) -> Result<Endpoint, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Endpoint,
         "INSERT INTO webhook_endpoints (webhook_endpoint_id, user_id, url, description, categories,
             status, secret)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
-    )))
-    .bind(id)
-    .bind(user_id)
-    .bind(url)
-    .bind(description)
-    .bind(categories)
-    .bind(if enabled { "ENABLED" } else { "DISABLED" })
-    .bind(secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING webhook_endpoint_id, user_id, url, description, categories,
+                status, disabled_reason, failing_since, last_error, secret, previous_secret,
+                previous_secret_expires_at, created_at, updated_at",
+        id,
+        user_id,
+        url,
+        description,
+        categories,
+        if enabled { "ENABLED" } else { "DISABLED" },
+        secret,
+    )
     .fetch_one(tx)
     .await
 }
@@ -128,68 +129,101 @@ pub async fn get(
     id: Uuid,
     lock: bool,
 ) -> Result<Option<Endpoint>, sqlx::Error> {
-    let suffix = if lock { " FOR UPDATE" } else { "" };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
-         WHERE webhook_endpoint_id = $1 AND user_id = $2{suffix}"
-    )))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(conn)
-    .await
+    if lock {
+        sqlx::query_as!(
+            Endpoint,
+            "SELECT webhook_endpoint_id, user_id, url, description, categories,
+                status, disabled_reason, failing_since, last_error, secret, previous_secret,
+                previous_secret_expires_at, created_at, updated_at
+               FROM webhook_endpoints
+             WHERE webhook_endpoint_id = $1 AND user_id = $2 FOR UPDATE",
+            id,
+            user_id,
+        )
+        .fetch_optional(conn)
+        .await
+    } else {
+        sqlx::query_as!(
+            Endpoint,
+            "SELECT webhook_endpoint_id, user_id, url, description, categories,
+                status, disabled_reason, failing_since, last_error, secret, previous_secret,
+                previous_secret_expires_at, created_at, updated_at
+               FROM webhook_endpoints
+             WHERE webhook_endpoint_id = $1 AND user_id = $2",
+            id,
+            user_id,
+        )
+        .fetch_optional(conn)
+        .await
+    }
 }
 
 pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<Endpoint>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE webhook_endpoint_id = $1"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        Endpoint,
+        "SELECT webhook_endpoint_id, user_id, url, description, categories,
+                status, disabled_reason, failing_since, last_error, secret, previous_secret,
+                previous_secret_expires_at, created_at, updated_at
+           FROM webhook_endpoints WHERE webhook_endpoint_id = $1",
+        id,
+    )
     .fetch_optional(conn)
     .await
 }
 
 pub async fn list(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<Endpoint>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE user_id = $1
-         ORDER BY created_at, webhook_endpoint_id"
-    )))
-    .bind(user_id)
+    sqlx::query_as!(
+        Endpoint,
+        "SELECT webhook_endpoint_id, user_id, url, description, categories,
+                status, disabled_reason, failing_since, last_error, secret, previous_secret,
+                previous_secret_expires_at, created_at, updated_at
+           FROM webhook_endpoints WHERE user_id = $1
+         ORDER BY created_at, webhook_endpoint_id",
+        user_id,
+    )
     .fetch_all(conn)
     .await
 }
 
 pub async fn count(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM webhook_endpoints WHERE user_id = $1"#,
+        user_id
+    )
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn save(tx: &mut PgConnection, e: &Endpoint) -> Result<Endpoint, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Endpoint,
         "UPDATE webhook_endpoints SET url = $2, description = $3, categories = $4, status = $5,
             disabled_reason = $6, failing_since = $7, last_error = $8, secret = $9,
             previous_secret = $10, previous_secret_expires_at = $11, updated_at = now()
-         WHERE webhook_endpoint_id = $1 RETURNING {ENDPOINT_COLUMNS}"
-    )))
-    .bind(e.webhook_endpoint_id)
-    .bind(&e.url)
-    .bind(&e.description)
-    .bind(&e.categories)
-    .bind(&e.status)
-    .bind(&e.disabled_reason)
-    .bind(e.failing_since)
-    .bind(&e.last_error)
-    .bind(&e.secret)
-    .bind(&e.previous_secret)
-    .bind(e.previous_secret_expires_at)
+         WHERE webhook_endpoint_id = $1
+         RETURNING webhook_endpoint_id, user_id, url, description, categories,
+                status, disabled_reason, failing_since, last_error, secret, previous_secret,
+                previous_secret_expires_at, created_at, updated_at",
+        e.webhook_endpoint_id,
+        &e.url,
+        &e.description,
+        &e.categories,
+        &e.status,
+        &e.disabled_reason,
+        e.failing_since,
+        &e.last_error,
+        &e.secret,
+        e.previous_secret.as_deref(),
+        e.previous_secret_expires_at,
+    )
     .fetch_one(tx)
     .await
 }
 
 // === Push devices ===
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored push device: the columns every query of devices returns.
+#[derive(Debug, Clone)]
 pub struct Device {
     pub push_device_id: Uuid,
     pub user_id: Uuid,
@@ -199,9 +233,6 @@ pub struct Device {
     pub created_at: DateTime<Utc>,
     pub last_delivered_at: Option<DateTime<Utc>>,
 }
-
-pub const DEVICE_COLUMNS: &str =
-    "push_device_id, user_id, token, platform, name, created_at, last_delivered_at";
 
 impl Device {
     pub fn to_proto(&self) -> pb::PushDevice {
@@ -222,41 +253,48 @@ impl Device {
 }
 
 pub async fn devices(conn: &mut PgConnection, user_id: Uuid) -> Result<Vec<Device>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEVICE_COLUMNS} FROM push_devices WHERE user_id = $1 ORDER BY created_at, push_device_id"
-    )))
-    .bind(user_id)
+    sqlx::query_as!(
+        Device,
+        "SELECT push_device_id, user_id, token, platform, name, created_at, last_delivered_at
+           FROM push_devices WHERE user_id = $1 ORDER BY created_at, push_device_id",
+        user_id,
+    )
     .fetch_all(conn)
     .await
 }
 
 pub async fn device(conn: &mut PgConnection, id: Uuid) -> Result<Option<Device>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEVICE_COLUMNS} FROM push_devices WHERE push_device_id = $1"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        Device,
+        "SELECT push_device_id, user_id, token, platform, name, created_at, last_delivered_at
+           FROM push_devices WHERE push_device_id = $1",
+        id,
+    )
     .fetch_optional(conn)
     .await
 }
 
 pub async fn device_count(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM push_devices WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM push_devices WHERE user_id = $1"#,
+        user_id
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Seals secrets stored in the clear and rewraps data keys still under an older KEK (see
 /// [`crate::secrets`]); returns how many endpoints changed. Runs at start, before serving.
 pub async fn reseal_all(pool: &sqlx::PgPool, keys: &Keyring) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT webhook_endpoint_id, secret, previous_secret FROM webhook_endpoints FOR UPDATE",
     )
     .fetch_all(&mut *tx)
     .await?;
     let mut changed = 0;
-    for (id, secret, previous) in rows {
+    for row in rows {
+        let (id, secret, previous) = (row.webhook_endpoint_id, row.secret, row.previous_secret);
         let aad = id.as_bytes();
         let new_secret = keys.reseal(aad, &secret)?;
         let new_previous = match &previous {
@@ -266,12 +304,12 @@ pub async fn reseal_all(pool: &sqlx::PgPool, keys: &Keyring) -> anyhow::Result<u
         if new_secret.is_none() && new_previous.is_none() {
             continue;
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE webhook_endpoint_id = $1",
+            id,
+            new_secret.unwrap_or(secret),
+            new_previous.or(previous),
         )
-        .bind(id)
-        .bind(new_secret.unwrap_or(secret))
-        .bind(new_previous.or(previous))
         .execute(&mut *tx)
         .await?;
         changed += 1;
@@ -282,17 +320,18 @@ pub async fn reseal_all(pool: &sqlx::PgPool, keys: &Keyring) -> anyhow::Result<u
 
 /// Notes a successful push to the device.
 pub async fn device_delivered(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE push_devices SET last_delivered_at = now() WHERE push_device_id = $1")
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE push_devices SET last_delivered_at = now() WHERE push_device_id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Removes a device (FCM no longer knows its token).
 pub async fn remove_device(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM push_devices WHERE push_device_id = $1", id)
         .execute(conn)
         .await?;
     Ok(())
@@ -304,18 +343,19 @@ pub async fn unregister_device(
     id: Uuid,
     user_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM push_devices WHERE push_device_id = $1 AND user_id = $2")
-        .bind(id)
-        .bind(user_id)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM push_devices WHERE push_device_id = $1 AND user_id = $2",
+        id,
+        user_id
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// The user who holds a device token, if any.
 pub async fn token_holder(tx: &mut PgConnection, token: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM push_devices WHERE token = $1")
-        .bind(token)
+    sqlx::query_scalar!("SELECT user_id FROM push_devices WHERE token = $1", token)
         .fetch_optional(tx)
         .await
 }
@@ -329,46 +369,44 @@ pub async fn register_device(
     platform: i16,
     name: &str,
 ) -> Result<Option<Device>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Device,
         "INSERT INTO push_devices (push_device_id, user_id, token, platform, name)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (token) DO UPDATE SET platform = EXCLUDED.platform,
                 name = CASE WHEN EXCLUDED.name = '' THEN push_devices.name ELSE EXCLUDED.name END
              WHERE push_devices.user_id = EXCLUDED.user_id
-             RETURNING {}",
-        DEVICE_COLUMNS
-    )))
-    .bind(Uuid::now_v7())
-    .bind(user_id)
-    .bind(token)
-    .bind(platform)
-    .bind(name)
+             RETURNING push_device_id, user_id, token, platform, name, created_at, last_delivered_at",
+        Uuid::now_v7(),
+        user_id,
+        token,
+        platform,
+        name,
+    )
     .fetch_optional(tx)
     .await
 }
 
 /// Deletes a user's endpoint; returns whether it existed.
 pub async fn delete(tx: &mut PgConnection, id: Uuid, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query(
-            "DELETE FROM webhook_endpoints WHERE webhook_endpoint_id = $1 AND user_id = $2",
-        )
-        .bind(id)
-        .bind(user_id)
-        .execute(tx)
-        .await?
-        .rows_affected()
-            > 0,
+    Ok(sqlx::query!(
+        "DELETE FROM webhook_endpoints WHERE webhook_endpoint_id = $1 AND user_id = $2",
+        id,
+        user_id,
     )
+    .execute(tx)
+    .await?
+    .rows_affected()
+        > 0)
 }
 
 /// A delivery to the endpoint succeeded: its run of failures ends.
 pub async fn record_success(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE webhook_endpoints SET failing_since = NULL, last_error = ''
                  WHERE webhook_endpoint_id = $1 AND failing_since IS NOT NULL",
+        id,
     )
-    .bind(id)
     .execute(tx)
     .await?;
     Ok(())
@@ -384,7 +422,7 @@ pub async fn record_failure(
     disable_after: std::time::Duration,
     reason: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
             "UPDATE webhook_endpoints SET
                 failing_since = coalesce(failing_since, now()), last_error = $2,
                 status = CASE WHEN status = 'ENABLED'
@@ -396,11 +434,11 @@ pub async fn record_failure(
                 updated_at = now()
              WHERE webhook_endpoint_id = $1
              RETURNING CASE WHEN status = 'DISABLED_FAILING' THEN webhook_endpoint_id END",
+            id,
+            error,
+            disable_after.as_secs_f64(),
+            reason,
         )
-        .bind(id)
-        .bind(error)
-        .bind(disable_after.as_secs_f64())
-        .bind(reason)
         .fetch_optional(tx)
         .await?
         .flatten())

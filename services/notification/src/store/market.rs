@@ -14,40 +14,40 @@ pub async fn record_price(
     o: Observation,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO last_prices (symbol, price, price_at) VALUES ($1, $2, $3)
          ON CONFLICT (symbol) DO UPDATE SET price = EXCLUDED.price, price_at = EXCLUDED.price_at
          WHERE last_prices.price_at <= EXCLUDED.price_at",
+        symbol,
+        o.price,
+        at,
     )
-    .bind(symbol)
-    .bind(o.price)
-    .bind(at)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO price_minutes (symbol, minute, low, high)
          VALUES ($1, date_trunc('minute', $2::timestamptz), $3, $4)
          ON CONFLICT (symbol, minute) DO UPDATE
             SET low = least(price_minutes.low, EXCLUDED.low),
                 high = greatest(price_minutes.high, EXCLUDED.high)",
+        symbol,
+        at,
+        o.low,
+        o.high,
     )
-    .bind(symbol)
-    .bind(at)
-    .bind(o.low)
-    .bind(o.high)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO price_days (symbol, day, low, high)
          VALUES ($1, ($2::timestamptz AT TIME ZONE 'UTC')::date, $3, $4)
          ON CONFLICT (symbol, day) DO UPDATE
             SET low = least(price_days.low, EXCLUDED.low),
                 high = greatest(price_days.high, EXCLUDED.high)",
+        symbol,
+        at,
+        o.low,
+        o.high,
     )
-    .bind(symbol)
-    .bind(at)
-    .bind(o.low)
-    .bind(o.high)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -65,7 +65,7 @@ pub async fn window(
     since: DateTime<Utc>,
     after_firing: bool,
 ) -> Result<Option<(f64, f64)>, sqlx::Error> {
-    let row: (Option<f64>, Option<f64>) = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT min(low), max(high) FROM (
              SELECT low, high FROM price_minutes
               WHERE symbol = $1 AND (minute > date_trunc('minute', $2::timestamptz)
@@ -75,13 +75,13 @@ pub async fn window(
               WHERE symbol = $1 AND day >= ($2::timestamptz AT TIME ZONE 'UTC')::date
                 AND day < ((now() - interval '2 days') AT TIME ZONE 'UTC')::date
          ) w",
+        symbol,
+        since,
+        after_firing,
     )
-    .bind(symbol)
-    .bind(since)
-    .bind(after_firing)
     .fetch_one(tx)
     .await?;
-    Ok(match row {
+    Ok(match (row.min, row.max) {
         (Some(low), Some(high)) => Some((low, high)),
         _ => None,
     })
@@ -89,12 +89,13 @@ pub async fn window(
 
 /// Prunes history no condition can look at any more.
 pub async fn prune_history(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let minutes = sqlx::query("DELETE FROM price_minutes WHERE minute < now() - interval '3 days'")
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let minutes =
+        sqlx::query!("DELETE FROM price_minutes WHERE minute < now() - interval '3 days'")
+            .execute(pool)
+            .await?
+            .rows_affected();
     let days =
-        sqlx::query("DELETE FROM price_days WHERE day < (now() - interval '400 days')::date")
+        sqlx::query!("DELETE FROM price_days WHERE day < (now() - interval '400 days')::date")
             .execute(pool)
             .await?
             .rows_affected();
@@ -103,8 +104,7 @@ pub async fn prune_history(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// The latest price of `symbol`.
 pub async fn last_price(tx: &mut PgConnection, symbol: &str) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT price FROM last_prices WHERE symbol = $1")
-        .bind(symbol)
+    sqlx::query_scalar!("SELECT price FROM last_prices WHERE symbol = $1", symbol)
         .fetch_optional(tx)
         .await
 }
@@ -117,16 +117,16 @@ pub async fn record_bar_close(
     close: f64,
     start: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO bar_closes (symbol, timeframe, close, bar_start) VALUES ($1, $2, $3, $4)
              ON CONFLICT (symbol, timeframe) DO UPDATE
                 SET close = EXCLUDED.close, bar_start = EXCLUDED.bar_start
              WHERE bar_closes.bar_start <= EXCLUDED.bar_start",
+        symbol,
+        timeframe as i16,
+        close,
+        start,
     )
-    .bind(symbol)
-    .bind(timeframe as i16)
-    .bind(close)
-    .bind(start)
     .execute(tx)
     .await?;
     Ok(())
@@ -138,11 +138,13 @@ pub async fn bar_close(
     symbol: &str,
     timeframe: Timeframe,
 ) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT close FROM bar_closes WHERE symbol = $1 AND timeframe = $2")
-        .bind(symbol)
-        .bind(timeframe as i16)
-        .fetch_optional(tx)
-        .await
+    sqlx::query_scalar!(
+        "SELECT close FROM bar_closes WHERE symbol = $1 AND timeframe = $2",
+        symbol,
+        timeframe as i16
+    )
+    .fetch_optional(tx)
+    .await
 }
 
 /// Records a forecast (an encoded `prediction.v1.Forecast`; a newer one wins).
@@ -153,16 +155,16 @@ pub async fn record_forecast(
     forecast: Vec<u8>,
     as_of: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO forecasts (symbol, timeframe, forecast, as_of) VALUES ($1, $2, $3, $4)
              ON CONFLICT (symbol, timeframe) DO UPDATE
                 SET forecast = EXCLUDED.forecast, as_of = EXCLUDED.as_of
              WHERE forecasts.as_of <= EXCLUDED.as_of",
+        symbol,
+        timeframe as i16,
+        forecast,
+        as_of,
     )
-    .bind(symbol)
-    .bind(timeframe as i16)
-    .bind(forecast)
-    .bind(as_of)
     .execute(tx)
     .await?;
     Ok(())
@@ -175,12 +177,12 @@ pub async fn forecast(
     symbol: &str,
     timeframe: Timeframe,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT forecast FROM forecasts WHERE symbol = $1
          ORDER BY (timeframe = $2) DESC, as_of DESC LIMIT 1",
+        symbol,
+        timeframe as i16,
     )
-    .bind(symbol)
-    .bind(timeframe as i16)
     .fetch_optional(tx)
     .await
 }

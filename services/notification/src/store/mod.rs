@@ -27,10 +27,12 @@ pub async fn lock_for_user(
     scope: &str,
     user_id: uuid::Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
-        .bind(scope)
-        .bind(user_id.to_string())
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))",
+        scope,
+        user_id.to_string()
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }

@@ -8,10 +8,8 @@ use mirai_proto::notification::v1 as pb;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub const COLUMNS: &str = "notification_id, user_id, category, critical, title, body, data,
-    alert_id, symbol, read_at, created_at";
-
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored notification: the columns every query of notifications returns.
+#[derive(Debug, Clone)]
 pub struct Row {
     pub notification_id: Uuid,
     pub user_id: Uuid,
@@ -78,42 +76,50 @@ pub struct New {
 
 /// Stores it; `None` when a notification with the same dedupe key exists.
 pub async fn insert(tx: &mut PgConnection, n: &New) -> Result<Option<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        Row,
         "INSERT INTO notifications (notification_id, user_id, category, critical, title, body,
             data, alert_id, symbol, in_app, dedupe_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (dedupe_key) DO NOTHING
-         RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(n.user_id)
-    .bind(n.category)
-    .bind(n.critical)
-    .bind(&n.title)
-    .bind(&n.body)
-    .bind(&n.data)
-    .bind(n.alert_id)
-    .bind(&n.symbol)
-    .bind(n.in_app)
-    .bind(&n.dedupe_key)
+         RETURNING notification_id, user_id, category, critical, title, body, data,
+                alert_id, symbol, read_at, created_at",
+        Uuid::now_v7(),
+        n.user_id,
+        n.category,
+        n.critical,
+        &n.title,
+        &n.body,
+        &n.data,
+        n.alert_id,
+        &n.symbol,
+        n.in_app,
+        n.dedupe_key.as_deref(),
+    )
     .fetch_optional(tx)
     .await
 }
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications WHERE notification_id = $1"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        Row,
+        "SELECT notification_id, user_id, category, critical, title, body, data,
+                alert_id, symbol, read_at, created_at
+           FROM notifications WHERE notification_id = $1",
+        id,
+    )
     .fetch_optional(conn)
     .await
 }
 
 pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications WHERE notification_id = ANY($1) ORDER BY notification_id"
-    )))
-    .bind(ids)
+    sqlx::query_as!(
+        Row,
+        "SELECT notification_id, user_id, category, critical, title, body, data,
+                alert_id, symbol, read_at, created_at
+           FROM notifications WHERE notification_id = ANY($1) ORDER BY notification_id",
+        ids,
+    )
     .fetch_all(conn)
     .await
 }
@@ -127,27 +133,31 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications
+    sqlx::query_as!(
+        Row,
+        "SELECT notification_id, user_id, category, critical, title, body, data,
+                alert_id, symbol, read_at, created_at
+           FROM notifications
          WHERE user_id = $1 AND in_app AND (NOT $2 OR read_at IS NULL)
            AND (cardinality($3::smallint[]) = 0 OR category = ANY($3))
            AND ($4::uuid IS NULL OR notification_id < $4)
-         ORDER BY notification_id DESC LIMIT $5"
-    )))
-    .bind(user_id)
-    .bind(unread_only)
-    .bind(categories)
-    .bind(before)
-    .bind(limit)
+         ORDER BY notification_id DESC LIMIT $5",
+        user_id,
+        unread_only,
+        categories,
+        before,
+        limit,
+    )
     .fetch_all(conn)
     .await
 }
 
 pub async fn unread_count(conn: &mut PgConnection, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM notifications WHERE user_id = $1 AND in_app AND read_at IS NULL",
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM notifications
+            WHERE user_id = $1 AND in_app AND read_at IS NULL"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_one(conn)
     .await
 }
@@ -159,14 +169,14 @@ pub async fn mark(
     ids: Option<&[Uuid]>,
     read: bool,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE notifications SET read_at = CASE WHEN $3 THEN now() END
          WHERE user_id = $1 AND in_app AND ($2::uuid[] IS NULL OR notification_id = ANY($2))
            AND created_at <= now() AND (read_at IS NULL) = $3",
+        user_id,
+        ids,
+        read,
     )
-    .bind(user_id)
-    .bind(ids)
-    .bind(read)
     .execute(conn)
     .await?;
     Ok(result.rows_affected())

@@ -11,11 +11,13 @@ pub async fn get(
     conn: &mut PgConnection,
     user_id: Uuid,
 ) -> Result<(pb::Preferences, Option<DateTime<Utc>>), sqlx::Error> {
-    let row: Option<(Vec<u8>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT preferences, updated_at FROM preferences WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<(Vec<u8>, DateTime<Utc>)> = sqlx::query!(
+        "SELECT preferences, updated_at FROM preferences WHERE user_id = $1",
+        user_id,
+    )
+    .fetch_optional(conn)
+    .await?
+    .map(|r| (r.preferences, r.updated_at));
     Ok(match row {
         Some((bytes, at)) => (
             pb::Preferences::decode(bytes.as_slice()).unwrap_or_default(),
@@ -33,13 +35,13 @@ pub async fn put(
     let mut stored = preferences.clone();
     stored.user_id = String::new();
     stored.updated_at = None;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO preferences (user_id, preferences) VALUES ($1, $2)
          ON CONFLICT (user_id) DO UPDATE SET preferences = EXCLUDED.preferences, updated_at = now()
          RETURNING updated_at",
+        user_id,
+        stored.encode_to_vec(),
     )
-    .bind(user_id)
-    .bind(stored.encode_to_vec())
     .fetch_one(conn)
     .await
 }

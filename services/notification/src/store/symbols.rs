@@ -10,29 +10,30 @@ pub async fn upsert(
     name: String,
     exchange_mic: String,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO known_symbols (symbol, name, exchange_mic) VALUES ($1, $2, $3)
          ON CONFLICT (symbol) DO UPDATE
             SET name = EXCLUDED.name, exchange_mic = EXCLUDED.exchange_mic,
                 delisted = false, updated_at = now()",
+        symbol,
+        name,
+        exchange_mic,
     )
-    .bind(symbol)
-    .bind(name)
-    .bind(exchange_mic)
     .execute(tx)
     .await?;
     Ok(())
 }
 
 pub async fn mark_delisted(tx: &mut PgConnection, symbol: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE known_symbols SET delisted = true, updated_at = now() WHERE symbol = $1")
-        .bind(symbol)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE known_symbols SET delisted = true, updated_at = now() WHERE symbol = $1",
+        symbol
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
 pub struct Row {
     pub symbol: String,
     pub name: String,
@@ -49,17 +50,18 @@ pub async fn list(
     include_delisted: bool,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT symbol, name, exchange_mic, delisted, updated_at,
+    sqlx::query_as!(
+        Row,
+        r#"SELECT symbol, name, exchange_mic, delisted, updated_at,
             (SELECT count(*) FROM alerts a WHERE a.symbol = k.symbol
-               AND a.status IN ('PENDING', 'ACTIVE')) AS live_alerts
+               AND a.status IN ('PENDING', 'ACTIVE')) AS "live_alerts!"
          FROM known_symbols k
          WHERE symbol > $1 AND ($2 OR NOT delisted)
-         ORDER BY symbol LIMIT $3",
+         ORDER BY symbol LIMIT $3"#,
+        after,
+        include_delisted,
+        limit,
     )
-    .bind(after)
-    .bind(include_delisted)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

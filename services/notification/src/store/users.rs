@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// What this service knows about a user.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Default)]
 pub struct Profile {
     pub user_id: Uuid,
     pub email: String,
@@ -39,19 +39,19 @@ pub async fn upsert_registered(
     tx: &mut PgConnection,
     profile: &Profile,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (user_id, email, display_name, time_zone, locale, roles)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email,
             display_name = EXCLUDED.display_name, time_zone = EXCLUDED.time_zone,
             locale = EXCLUDED.locale, roles = EXCLUDED.roles, updated_at = now()",
+        profile.user_id,
+        &profile.email,
+        &profile.display_name,
+        &profile.time_zone,
+        &profile.locale,
+        &profile.roles,
     )
-    .bind(profile.user_id)
-    .bind(&profile.email)
-    .bind(&profile.display_name)
-    .bind(&profile.time_zone)
-    .bind(&profile.locale)
-    .bind(&profile.roles)
     .execute(tx)
     .await?;
     Ok(())
@@ -64,29 +64,30 @@ pub async fn set_roles(
     user_id: Uuid,
     roles: &[String],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (user_id, roles) VALUES ($1, $2)
          ON CONFLICT (user_id) DO UPDATE SET roles = EXCLUDED.roles, updated_at = now()",
+        user_id,
+        roles,
     )
-    .bind(user_id)
-    .bind(roles)
     .execute(tx)
     .await?;
     Ok(())
 }
 
 pub async fn get(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<Profile>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Profile,
         "SELECT user_id, email, display_name, time_zone, locale, roles FROM users WHERE user_id = $1",
+        user_id,
     )
-    .bind(user_id)
     .fetch_optional(conn)
     .await
 }
 
 /// Every admin (recipients of system notifications).
 pub async fn admins(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM users WHERE roles @> ARRAY['admin'] ORDER BY user_id")
+    sqlx::query_scalar!("SELECT user_id FROM users WHERE roles @> ARRAY['admin'] ORDER BY user_id")
         .fetch_all(conn)
         .await
 }
@@ -94,23 +95,51 @@ pub async fn admins(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
 /// Deletes every row of the user in every table of the service; returns the rows removed.
 pub async fn purge(tx: &mut PgConnection, user_id: Uuid) -> Result<u64, sqlx::Error> {
     let mut removed = 0;
-    for statement in [
-        "DELETE FROM alerts WHERE user_id = $1",
+    removed += sqlx::query!("DELETE FROM alerts WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!(
         "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE user_id = $1)",
-        "DELETE FROM deliveries WHERE user_id = $1",
-        "DELETE FROM notifications WHERE user_id = $1",
-        "DELETE FROM webhook_endpoints WHERE user_id = $1",
-        "DELETE FROM push_devices WHERE user_id = $1",
-        "DELETE FROM preferences WHERE user_id = $1",
+        user_id,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    removed += sqlx::query!("DELETE FROM deliveries WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!("DELETE FROM notifications WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!("DELETE FROM webhook_endpoints WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!("DELETE FROM push_devices WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!("DELETE FROM preferences WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!(
         "DELETE FROM email_verification_sends WHERE user_id = $1",
-        "DELETE FROM email_addresses WHERE user_id = $1",
-        "DELETE FROM users WHERE user_id = $1",
-    ] {
-        removed += sqlx::query(statement)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
+        user_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    removed += sqlx::query!("DELETE FROM email_addresses WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    removed += sqlx::query!("DELETE FROM users WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     Ok(removed)
 }

@@ -387,17 +387,17 @@ impl Running {
         let sub = self.consumer.subscription.as_str();
         let metrics = &self.consumer.metrics;
         metrics.count(sub, kind);
-        let attempts: Result<i32, sqlx::Error> = sqlx::query_scalar(
+        let attempts: Result<i32, sqlx::Error> = sqlx::query_scalar!(
             "INSERT INTO consumer_failures (subscription, message_id, attempts, last_error)
              VALUES ($1, $2, 1, $3)
              ON CONFLICT (subscription, message_id) DO UPDATE
                 SET attempts = consumer_failures.attempts + 1, last_error = EXCLUDED.last_error,
                     last_failed_at = now()
              RETURNING attempts",
+            sub,
+            &message.message_id,
+            &reason,
         )
-        .bind(sub)
-        .bind(&message.message_id)
-        .bind(&reason)
         .fetch_one(&self.consumer.pool)
         .await;
         let attempts = match attempts {
@@ -427,12 +427,12 @@ impl Running {
             .set_attributes(attributes);
         match self.dead_letters.publish(dead).await {
             Ok(_) => {
-                let _ = sqlx::query(
+                let _ = sqlx::query!(
                     "UPDATE consumer_failures SET dead_lettered_at = now()
                      WHERE subscription = $1 AND message_id = $2",
+                    sub,
+                    &message.message_id,
                 )
-                .bind(sub)
-                .bind(&message.message_id)
                 .execute(&self.consumer.pool)
                 .await;
                 tracing::error!(message = "Message moved to the dead-letter topic.", subscription = sub, attempts, %reason);
@@ -461,11 +461,11 @@ impl Running {
                 .begin()
                 .await
                 .map_err(|e| DispatchError::Handler(e.into()))?;
-            let inserted = sqlx::query(
+            let inserted = sqlx::query!(
                 "INSERT INTO processed_events (handler, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                handler.name(),
+                envelope.id,
             )
-            .bind(handler.name())
-            .bind(envelope.id)
             .execute(&mut *tx)
             .await
             .map_err(|e| DispatchError::Handler(e.into()))?

@@ -25,8 +25,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rand::Rng as _;
+use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
-use sqlx::{PgConnection, Row as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -55,16 +55,16 @@ pub async fn enqueue_on<E: Event>(
 ) -> Result<Uuid, sqlx::Error> {
     let envelope = Envelope::new(service, event, correlation_id);
     let attributes = serde_json::to_value(envelope.to_attributes()).unwrap_or_default();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (event_id, topic, ordering_key, event_type, attributes, payload)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        envelope.id,
+        topic,
+        &envelope.subject,
+        E::TYPE,
+        attributes,
+        event.encode_to_vec(),
     )
-    .bind(envelope.id)
-    .bind(topic)
-    .bind(&envelope.subject)
-    .bind(E::TYPE)
-    .bind(attributes)
-    .bind(event.encode_to_vec())
     .execute(tx)
     .await?;
     Ok(envelope.id)
@@ -83,16 +83,16 @@ pub async fn enqueue_raw(
     payload: &[u8],
 ) -> Result<(), sqlx::Error> {
     let attributes = serde_json::to_value(attributes).unwrap_or_default();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (event_id, topic, ordering_key, event_type, attributes, payload)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        event_id,
+        topic,
+        ordering_key,
+        event_type,
+        attributes,
+        payload,
     )
-    .bind(event_id)
-    .bind(topic)
-    .bind(ordering_key)
-    .bind(event_type)
-    .bind(attributes)
-    .bind(payload)
     .execute(tx)
     .await?;
     Ok(())
@@ -271,14 +271,14 @@ impl Relay {
     pub async fn relay_once(&mut self) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // Keys whose oldest pending row is due, then only those this relay can lock.
-        let keys: Vec<String> = sqlx::query_scalar(
-            "SELECT k FROM (
+        let keys: Vec<String> = sqlx::query_scalar!(
+            r#"SELECT k AS "k!" FROM (
                  SELECT ordering_key AS k FROM (
                      SELECT DISTINCT ON (ordering_key) ordering_key, next_attempt_at
                      FROM outbox WHERE published_at IS NULL ORDER BY ordering_key, id
                  ) heads WHERE next_attempt_at <= now() LIMIT 256
              ) due
-             WHERE pg_try_advisory_xact_lock(hashtextextended('mirai_outbox:' || k, 0))",
+             WHERE pg_try_advisory_xact_lock(hashtextextended('mirai_outbox:' || k, 0))"#,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -286,22 +286,22 @@ impl Relay {
             tx.commit().await?;
             return Ok(0);
         }
-        let rows: Vec<Row> = sqlx::query(
+        let rows: Vec<Row> = sqlx::query!(
             "SELECT id, topic, ordering_key, attributes, payload, attempts FROM outbox
              WHERE published_at IS NULL AND ordering_key = ANY($1) ORDER BY id LIMIT $2",
+            &keys,
+            self.settings.batch_size,
         )
-        .bind(&keys)
-        .bind(self.settings.batch_size)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(|r| Row {
-            id: r.get("id"),
-            topic: r.get("topic"),
-            ordering_key: r.get("ordering_key"),
-            attributes: serde_json::from_value(r.get("attributes")).unwrap_or_default(),
-            payload: r.get("payload"),
-            attempts: r.get("attempts"),
+            id: r.id,
+            topic: r.topic,
+            ordering_key: r.ordering_key,
+            attributes: serde_json::from_value(r.attributes).unwrap_or_default(),
+            payload: r.payload,
+            attempts: r.attempts,
         })
         .collect();
 
@@ -350,13 +350,13 @@ impl Relay {
                         attempt = row.attempts + 1,
                         retry_in_ms = delay.as_millis() as u64
                     );
-                    sqlx::query(
+                    sqlx::query!(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
                          next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                        row.id,
+                        error.to_string(),
+                        delay.as_secs_f64(),
                     )
-                    .bind(row.id)
-                    .bind(error.to_string())
-                    .bind(delay.as_secs_f64())
                     .execute(&mut *tx)
                     .await?;
                     if !row.ordering_key.is_empty() {
@@ -367,10 +367,10 @@ impl Relay {
                 }
             }
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+            &published,
         )
-        .bind(&published)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -378,12 +378,14 @@ impl Relay {
     }
 
     async fn observe_backlog(&self) {
-        let backlog: Result<(i64, Option<f64>), _> = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
-             FROM outbox WHERE published_at IS NULL",
+        let backlog: Result<(i64, Option<f64>), _> = sqlx::query!(
+            r#"SELECT count(*) AS "pending!",
+                      extract(epoch FROM now() - min(created_at))::float8 AS "oldest?"
+             FROM outbox WHERE published_at IS NULL"#,
         )
         .fetch_one(&self.pool)
-        .await;
+        .await
+        .map(|r| (r.pending, r.oldest));
         if let Ok((pending, oldest)) = backlog {
             self.metrics.pending.set(pending);
             self.metrics.oldest_age.set(oldest.unwrap_or(0.0));
@@ -394,17 +396,39 @@ impl Relay {
     /// (which must exceed Pub/Sub's message retention, so a redelivery still finds its inbox
     /// row).
     async fn prune(&self) {
-        for statement in [
-            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
-            "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
-            "DELETE FROM consumer_failures WHERE last_failed_at < now() - make_interval(secs => $1)",
-        ] {
-            let result = sqlx::query(statement)
-                .bind(self.settings.retention.as_secs_f64())
+        let retention = self.settings.retention.as_secs_f64();
+        let results = [
+            (
+                "outbox",
+                sqlx::query!(
+                    "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+                    retention,
+                )
                 .execute(&self.pool)
-                .await;
+                .await,
+            ),
+            (
+                "processed_events",
+                sqlx::query!(
+                    "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
+                    retention,
+                )
+                .execute(&self.pool)
+                .await,
+            ),
+            (
+                "consumer_failures",
+                sqlx::query!(
+                    "DELETE FROM consumer_failures WHERE last_failed_at < now() - make_interval(secs => $1)",
+                    retention,
+                )
+                .execute(&self.pool)
+                .await,
+            ),
+        ];
+        for (table, result) in results {
             if let Err(error) = result {
-                tracing::warn!(message = "Prune failed.", %error, statement);
+                tracing::warn!(message = "Prune failed.", %error, table);
             }
         }
     }

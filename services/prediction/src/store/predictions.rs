@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row as _};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -199,33 +199,31 @@ pub async fn pending_at(
     symbol: &str,
     as_of: DateTime<Utc>,
 ) -> Result<Vec<Pending>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT id, model_name, model_version, origin, levels, log_returns, lower_level, upper_level,
                 last_close
          FROM predictions
          WHERE symbol = $1 AND as_of = $2 AND scored_at IS NULL AND expired_at IS NULL
          ORDER BY id FOR UPDATE",
+        symbol,
+        as_of,
     )
-    .bind(symbol)
-    .bind(as_of)
     .fetch_all(conn)
     .await?;
     let mut pending = Vec::with_capacity(rows.len());
     for row in rows {
-        let name: String = row.try_get("model_name")?;
-        let version: String = row.try_get("model_version")?;
-        let Ok(model) = ModelRef::parse(&name, &version) else {
+        let Ok(model) = ModelRef::parse(&row.model_name, &row.model_version) else {
             continue;
         };
         pending.push(Pending {
-            id: row.try_get("id")?,
+            id: row.id,
             model,
-            origin: row.try_get("origin")?,
-            levels: row.try_get("levels")?,
-            log_returns: row.try_get("log_returns")?,
-            lower_level: row.try_get("lower_level")?,
-            upper_level: row.try_get("upper_level")?,
-            last_close: row.try_get("last_close")?,
+            origin: row.origin,
+            levels: row.levels,
+            log_returns: row.log_returns,
+            lower_level: row.lower_level,
+            upper_level: row.upper_level,
+            last_close: row.last_close,
         });
     }
     Ok(pending)
@@ -246,7 +244,7 @@ pub async fn mark_scored(conn: &mut PgConnection, scored: &[Scoring]) -> Result<
     if scored.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE predictions p SET scored_at = now(), actual_close = s.actual_close,
             abs_error = s.abs_error, naive_abs_error = s.naive_abs_error,
             pinball_loss = s.pinball_loss, inside_interval = s.inside, direction_hit = s.hit
@@ -254,14 +252,14 @@ pub async fn mark_scored(conn: &mut PgConnection, scored: &[Scoring]) -> Result<
                      $6::bool[], $7::bool[])
               AS s(id, actual_close, abs_error, naive_abs_error, pinball_loss, inside, hit)
          WHERE p.id = s.id",
+        &scored.iter().map(|s| s.id).collect::<Vec<_>>(),
+        &scored.iter().map(|s| s.actual_close).collect::<Vec<_>>(),
+        &scored.iter().map(|s| s.abs_error).collect::<Vec<_>>(),
+        &scored.iter().map(|s| s.naive_abs_error).collect::<Vec<_>>(),
+        &scored.iter().map(|s| s.pinball_loss).collect::<Vec<_>>(),
+        &scored.iter().map(|s| s.inside_interval).collect::<Vec<_>>(),
+        &scored.iter().map(|s| s.direction_hit).collect::<Vec<_>>(),
     )
-    .bind(scored.iter().map(|s| s.id).collect::<Vec<_>>())
-    .bind(scored.iter().map(|s| s.actual_close).collect::<Vec<_>>())
-    .bind(scored.iter().map(|s| s.abs_error).collect::<Vec<_>>())
-    .bind(scored.iter().map(|s| s.naive_abs_error).collect::<Vec<_>>())
-    .bind(scored.iter().map(|s| s.pinball_loss).collect::<Vec<_>>())
-    .bind(scored.iter().map(|s| s.inside_interval).collect::<Vec<_>>())
-    .bind(scored.iter().map(|s| s.direction_hit).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
@@ -274,12 +272,12 @@ pub async fn expire_before(
     symbol: &str,
     as_of: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "UPDATE predictions SET expired_at = now()
          WHERE symbol = $1 AND as_of < $2 AND scored_at IS NULL AND expired_at IS NULL",
+        symbol,
+        as_of,
     )
-    .bind(symbol)
-    .bind(as_of)
     .execute(conn)
     .await?
     .rows_affected())
@@ -287,23 +285,24 @@ pub async fn expire_before(
 
 /// Deletes every prediction served to `user_id` (the deletion saga's purge).
 pub async fn purge_user(conn: &mut PgConnection, user_id: Uuid) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM predictions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(conn)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query!("DELETE FROM predictions WHERE user_id = $1", user_id)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Deletes predictions older than `retention`, in slices so no statement runs long.
 pub async fn apply_retention(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(
+        let deleted = sqlx::query!(
             "DELETE FROM predictions WHERE id IN (
                  SELECT id FROM predictions
                  WHERE created_at < now() - make_interval(secs => $1) LIMIT 10000)",
+            retention.as_secs_f64(),
         )
-        .bind(retention.as_secs_f64())
         .execute(pool)
         .await?
         .rows_affected();
@@ -320,14 +319,14 @@ pub async fn count_pending(
     model: &ModelRef,
     symbol: Option<&str>,
 ) -> Result<u64, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM predictions
+    let count: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM predictions
          WHERE model_name = $1 AND model_version = $2 AND origin = 'event'
-           AND scored_at IS NULL AND expired_at IS NULL AND ($3::text IS NULL OR symbol = $3)",
+           AND scored_at IS NULL AND expired_at IS NULL AND ($3::text IS NULL OR symbol = $3)"#,
+        model.name(),
+        model.version(),
+        symbol,
     )
-    .bind(model.name())
-    .bind(model.version())
-    .bind(symbol)
     .fetch_one(pool)
     .await?;
     Ok(count.max(0) as u64)

@@ -20,26 +20,26 @@ pub struct NewScore<'a> {
 /// Inserts a score; `false` when this version was already scored for that bar.
 pub async fn insert(conn: &mut PgConnection, score: &NewScore<'_>) -> Result<bool, sqlx::Error> {
     let o = score.outcome;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO scores (model_name, model_version, symbol, as_of, target_start, median, y,
             abs_error, naive_abs_error, pinball, baseline_pinball, inside, hit, nominal_coverage)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT DO NOTHING",
+        score.model.name(),
+        score.model.version(),
+        score.symbol,
+        score.as_of,
+        score.target_start,
+        score.median,
+        o.y,
+        o.abs_error,
+        o.naive_abs_error,
+        o.pinball,
+        o.baseline_pinball,
+        o.inside,
+        o.direction_hit,
+        score.nominal_coverage,
     )
-    .bind(score.model.name())
-    .bind(score.model.version())
-    .bind(score.symbol)
-    .bind(score.as_of)
-    .bind(score.target_start)
-    .bind(score.median)
-    .bind(o.y)
-    .bind(o.abs_error)
-    .bind(o.naive_abs_error)
-    .bind(o.pinball)
-    .bind(o.baseline_pinball)
-    .bind(o.inside)
-    .bind(o.direction_hit)
-    .bind(score.nominal_coverage)
     .execute(conn)
     .await?
     .rows_affected();

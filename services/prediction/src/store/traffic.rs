@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 
 use crate::domain::model_ref::ModelRef;
 use crate::domain::traffic::{Split, Traffic};
@@ -85,49 +85,62 @@ fn from_doc(value: serde_json::Value) -> anyhow::Result<Traffic> {
     Ok(Traffic::new(splits, shadows, champion)?)
 }
 
-fn view_of(row: sqlx::postgres::PgRow) -> anyhow::Result<TrafficView> {
+/// The `traffic` row as read.
+struct Row {
+    revision: i64,
+    config: serde_json::Value,
+    updated_at: DateTime<Utc>,
+    updated_by: String,
+}
+
+fn view_of(row: Row) -> anyhow::Result<TrafficView> {
     Ok(TrafficView {
-        traffic: from_doc(row.try_get("config")?)?,
-        revision: row.try_get("revision")?,
-        updated_at: row.try_get("updated_at")?,
-        updated_by: row.try_get("updated_by")?,
+        traffic: from_doc(row.config)?,
+        revision: row.revision,
+        updated_at: row.updated_at,
+        updated_by: row.updated_by,
     })
 }
 
 /// The stored configuration, if any.
 pub async fn load(conn: &mut PgConnection) -> anyhow::Result<Option<TrafficView>> {
-    let row = sqlx::query("SELECT revision, config, updated_at, updated_by FROM traffic")
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT revision, config, updated_at, updated_by FROM traffic"
+    )
+    .fetch_optional(conn)
+    .await?;
     row.map(view_of).transpose()
 }
 
 /// The stored configuration, locked for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection) -> anyhow::Result<TrafficView> {
-    let row =
-        sqlx::query("SELECT revision, config, updated_at, updated_by FROM traffic FOR UPDATE")
-            .fetch_one(conn)
-            .await?;
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT revision, config, updated_at, updated_by FROM traffic FOR UPDATE"
+    )
+    .fetch_one(conn)
+    .await?;
     view_of(row)
 }
 
 /// Stores `traffic` as the first configuration unless one exists; returns the one in force.
 pub async fn seed(pool: &PgPool, traffic: &Traffic) -> anyhow::Result<TrafficView> {
     let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO traffic (id, revision, config, updated_by) VALUES (1, 1, $1, 'system')
          ON CONFLICT (id) DO NOTHING",
+        to_doc(traffic),
     )
-    .bind(to_doc(traffic))
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if inserted == 1 {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO traffic_changes (revision, config, updated_by, reason)
              VALUES (1, $1, 'system', 'initial roles from registry.json')",
+            to_doc(traffic),
         )
-        .bind(to_doc(traffic))
         .execute(&mut *tx)
         .await?;
     }
@@ -143,24 +156,25 @@ pub async fn save(
     actor: &str,
     reason: &str,
 ) -> anyhow::Result<TrafficView> {
-    let row = sqlx::query(
+    let row = sqlx::query_as!(
+        Row,
         "UPDATE traffic SET revision = revision + 1, config = $1, updated_at = now(), updated_by = $2
          RETURNING revision, config, updated_at, updated_by",
+        to_doc(traffic),
+        actor,
     )
-    .bind(to_doc(traffic))
-    .bind(actor)
     .fetch_one(&mut *conn)
     .await?;
     let view = view_of(row)?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO traffic_changes (revision, config, updated_at, updated_by, reason)
          VALUES ($1, $2, $3, $4, $5)",
+        view.revision,
+        to_doc(traffic),
+        view.updated_at,
+        actor,
+        reason,
     )
-    .bind(view.revision)
-    .bind(to_doc(traffic))
-    .bind(view.updated_at)
-    .bind(actor)
-    .bind(reason)
     .execute(&mut *conn)
     .await?;
     Ok(view)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 
 use crate::domain::model_ref::ModelRef;
 
@@ -17,28 +17,28 @@ pub struct Record {
 }
 
 pub async fn register(pool: &PgPool, model: &ModelRef, sha256: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO model_versions (model_name, model_version, sha256) VALUES ($1, $2, $3)
          ON CONFLICT (model_name, model_version) DO UPDATE SET sha256 = EXCLUDED.sha256",
+        model.name(),
+        model.version(),
+        sha256,
     )
-    .bind(model.name())
-    .bind(model.version())
-    .bind(sha256)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 pub async fn mark_loaded(pool: &PgPool, model: &ModelRef, sha256: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO model_versions (model_name, model_version, sha256, loaded_at)
          VALUES ($1, $2, $3, now())
          ON CONFLICT (model_name, model_version) DO UPDATE
             SET loaded_at = now(), sha256 = EXCLUDED.sha256",
+        model.name(),
+        model.version(),
+        sha256,
     )
-    .bind(model.name())
-    .bind(model.version())
-    .bind(sha256)
     .execute(pool)
     .await?;
     Ok(())
@@ -51,7 +51,7 @@ pub async fn retire(
     actor: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO model_versions (model_name, model_version, sha256, retired_at, retired_by,
                                      retire_reason)
          VALUES ($1, $2, '', now(), $3, $4)
@@ -59,18 +59,18 @@ pub async fn retire(
             SET retired_at = COALESCE(model_versions.retired_at, now()),
                 retired_by = COALESCE(model_versions.retired_by, EXCLUDED.retired_by),
                 retire_reason = COALESCE(model_versions.retire_reason, EXCLUDED.retire_reason)",
+        model.name(),
+        model.version(),
+        actor,
+        reason,
     )
-    .bind(model.name())
-    .bind(model.version())
-    .bind(actor)
-    .bind(reason)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn all(pool: &PgPool) -> Result<HashMap<ModelRef, Record>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT model_name, model_version, created_at, loaded_at, retired_at, retire_reason
          FROM model_versions",
     )
@@ -78,16 +78,14 @@ pub async fn all(pool: &PgPool) -> Result<HashMap<ModelRef, Record>, sqlx::Error
     .await?;
     let mut out = HashMap::new();
     for row in rows {
-        let name: String = row.try_get("model_name")?;
-        let version: String = row.try_get("model_version")?;
-        if let Ok(model) = ModelRef::parse(&name, &version) {
+        if let Ok(model) = ModelRef::parse(&row.model_name, &row.model_version) {
             out.insert(
                 model,
                 Record {
-                    created_at: row.try_get("created_at")?,
-                    loaded_at: row.try_get("loaded_at")?,
-                    retired_at: row.try_get("retired_at")?,
-                    retire_reason: row.try_get("retire_reason")?,
+                    created_at: Some(row.created_at),
+                    loaded_at: row.loaded_at,
+                    retired_at: row.retired_at,
+                    retire_reason: row.retire_reason,
                 },
             );
         }
@@ -103,18 +101,18 @@ pub struct Health {
 }
 
 pub async fn health(conn: &mut PgConnection, model: &ModelRef) -> Result<Health, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT degraded, proposed_at IS NOT NULL AS proposed FROM model_health
-         WHERE model_name = $1 AND model_version = $2 FOR UPDATE",
+    let row = sqlx::query!(
+        r#"SELECT degraded, proposed_at IS NOT NULL AS "proposed!" FROM model_health
+         WHERE model_name = $1 AND model_version = $2 FOR UPDATE"#,
+        model.name(),
+        model.version(),
     )
-    .bind(model.name())
-    .bind(model.version())
     .fetch_optional(conn)
     .await?;
     Ok(match row {
         Some(row) => Health {
-            degraded: row.try_get("degraded")?,
-            proposed: row.try_get("proposed")?,
+            degraded: row.degraded,
+            proposed: row.proposed,
         },
         None => Health::default(),
     })
@@ -126,18 +124,18 @@ pub async fn set_degraded(
     degraded: bool,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO model_health (model_name, model_version, degraded, degraded_since, reason)
          VALUES ($1, $2, $3, CASE WHEN $3 THEN now() END, $4)
          ON CONFLICT (model_name, model_version) DO UPDATE
             SET degraded = $3,
                 degraded_since = CASE WHEN $3 THEN COALESCE(model_health.degraded_since, now()) END,
                 reason = $4, updated_at = now()",
+        model.name(),
+        model.version(),
+        degraded,
+        reason,
     )
-    .bind(model.name())
-    .bind(model.version())
-    .bind(degraded)
-    .bind(reason)
     .execute(conn)
     .await?;
     Ok(())
@@ -148,17 +146,17 @@ pub async fn set_proposal(
     model: &ModelRef,
     proposal: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO model_health (model_name, model_version, proposed_at, proposal)
          VALUES ($1, $2, CASE WHEN $3::text IS NOT NULL THEN now() END, COALESCE($3, ''))
          ON CONFLICT (model_name, model_version) DO UPDATE
             SET proposed_at = CASE WHEN $3::text IS NOT NULL
                                    THEN COALESCE(model_health.proposed_at, now()) END,
                 proposal = COALESCE($3, ''), updated_at = now()",
+        model.name(),
+        model.version(),
+        proposal,
     )
-    .bind(model.name())
-    .bind(model.version())
-    .bind(proposal)
     .execute(conn)
     .await?;
     Ok(())

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use mirai_platform::wire;
 use mirai_proto::stock::v1::{self as pb, Timeframe};
-use sqlx::{PgPool, Row as _};
+use sqlx::PgPool;
 
 use super::run::venue;
 use crate::domain::quality::ReportQuery;
@@ -69,15 +69,15 @@ pub async fn report(pool: &PgPool, query: &ReportQuery) -> Result<pb::GetQuality
             }
         }
     }
-    let first: Option<DateTime<Utc>> = totals.get("first");
-    let last: Option<DateTime<Utc>> = totals.get("last");
+    let first: Option<DateTime<Utc>> = totals.first;
+    let last: Option<DateTime<Utc>> = totals.last;
     Ok(pb::GetQualityReportResponse {
         symbol: symbol.symbol.clone(),
         timeframe: query.timeframe.into(),
         first_bar_start: first.map(wire::timestamp),
         last_bar_start: last.map(wire::timestamp),
-        bars_checked: totals.get::<i64, _>("checked") as u64,
-        bars_clean: totals.get::<i64, _>("clean") as u64,
+        bars_checked: totals.checked as u64,
+        bars_clean: totals.clean as u64,
         counts: counts
             .into_iter()
             .map(|(flag, count)| pb::FlagCount {

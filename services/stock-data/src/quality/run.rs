@@ -10,7 +10,7 @@ use mirai_platform::events::outbox;
 use mirai_platform::wire;
 use mirai_proto::events::v1 as ev;
 use mirai_proto::stock::v1::{QualityFlag, Timeframe};
-use sqlx::{PgConnection, Row as _};
+use sqlx::PgConnection;
 
 use super::checks::{self, BarValues, Venue};
 use super::{DERIVED, Settings, bit, flags_of};
@@ -112,19 +112,16 @@ pub async fn check(
     let bars: Vec<BarValues> = rows
         .iter()
         .map(|r| BarValues {
-            start: r.get("start_at"),
-            open: r.get("open"),
-            high: r.get("high"),
-            low: r.get("low"),
-            close: r.get("close"),
-            volume: r.get("volume"),
+            start: r.start_at,
+            open: r.open,
+            high: r.high,
+            low: r.low,
+            close: r.close,
+            volume: r.volume,
         })
         .collect();
-    let old: Vec<i32> = rows.iter().map(|r| r.get("quality_flags")).collect();
-    let from = rows
-        .iter()
-        .take_while(|r| r.get::<bool, _>("context"))
-        .count();
+    let old: Vec<i32> = rows.iter().map(|r| r.quality_flags).collect();
+    let from = rows.iter().take_while(|r| r.context).count();
     let findings = checks::derived(
         &bars,
         from,
@@ -179,9 +176,9 @@ pub async fn check(
     let mut by_flag: BTreeMap<i16, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
     for row in new_rows {
         by_flag
-            .entry(row.get("flag"))
+            .entry(row.flag)
             .or_default()
-            .push((row.get("bar_start"), row.get("detail")));
+            .push((row.bar_start, row.detail));
     }
     for (flag, mut found) in by_flag {
         found.sort();

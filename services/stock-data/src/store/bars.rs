@@ -55,7 +55,7 @@ pub async fn copy_daily_csv(
         .iter()
         .find(|e| e.mic == mic)
         .expect("daily CSV loading needs a known exchange session");
-    sqlx::query(
+    sqlx::query!(
         "CREATE TEMP TABLE daily_import (
             day DATE, open FLOAT8, high FLOAT8, low FLOAT8, close FLOAT8, adjclose FLOAT8,
             volume FLOAT8
@@ -71,6 +71,7 @@ pub async fn copy_daily_csv(
     let early_closes = Calendar::for_mic(mic)
         .map(|c| c.early_closes())
         .unwrap_or_default();
+    // Unchecked: it reads this session's temporary table, which no schema has.
     let mut inserted: Vec<DateTime<Utc>> = sqlx::query_scalar(
         "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close, volume,
                            adjustment, source)
@@ -102,14 +103,16 @@ pub async fn exists(
     ticker: &Ticker,
     timeframe: pb::Timeframe,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2)")
-        .bind(ticker.as_str())
-        .bind(timeframe as i16)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2) AS "exists!""#,
+        ticker.as_str(),
+        timeframe as i16
+    )
+    .fetch_one(pool)
+    .await
 }
 
-/// One aggregated bucket of [`page`].
+/// One aggregated bucket of [`page`] (built from fragments per timeframe: unchecked).
 #[derive(sqlx::FromRow)]
 pub struct Row {
     pub bucket: DateTime<Utc>,
@@ -199,12 +202,13 @@ pub async fn newest_starts(
     source: &str,
     timeframe: pb::Timeframe,
 ) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT symbol, max(start_at) FROM bars WHERE source = $1 AND timeframe = $2
-             GROUP BY symbol",
+    let rows = sqlx::query!(
+        r#"SELECT symbol, max(start_at) AS "max!" FROM bars WHERE source = $1 AND timeframe = $2
+             GROUP BY symbol"#,
+        source,
+        timeframe as i16,
     )
-    .bind(source)
-    .bind(timeframe as i16)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.symbol, r.max)).collect())
 }

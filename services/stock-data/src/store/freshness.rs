@@ -9,9 +9,9 @@ pub async fn newest_bar_ages(
     pool: &PgPool,
     timeframes: &[i16],
 ) -> Result<Vec<(String, i16, f64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT s.symbol, t.timeframe,
-                    greatest(extract(epoch FROM now() - newest.end_at), 0)::float8
+    let rows = sqlx::query!(
+        r#"SELECT s.symbol, t.timeframe AS "timeframe!",
+                    greatest(extract(epoch FROM now() - newest.end_at), 0)::float8 AS "age!"
                FROM symbols s
               CROSS JOIN unnest($1::int2[]) AS t (timeframe)
               CROSS JOIN LATERAL (
@@ -19,9 +19,13 @@ pub async fn newest_bar_ages(
                      WHERE b.symbol = s.symbol AND b.timeframe = t.timeframe
                      ORDER BY b.start_at DESC
                      LIMIT 1) AS newest
-              WHERE s.reference_count > 0",
+              WHERE s.reference_count > 0"#,
+        timeframes,
     )
-    .bind(timeframes)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.symbol, r.timeframe, r.age))
+        .collect())
 }

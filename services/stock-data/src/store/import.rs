@@ -10,18 +10,22 @@ pub async fn symbols(
     pool: &PgPool,
     names: &[String],
 ) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT symbol, exchange_mic, asset_type, status FROM symbols WHERE symbol = ANY($1)",
+        names,
     )
-    .bind(names)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.symbol, r.exchange_mic, r.asset_type, r.status))
+        .collect())
 }
 
 /// Copies `data` (text-format `COPY` rows: symbol, start, end, OHLCV, vwap, trade count,
 /// flags) into the temporary table `import_bars`, dropped at commit.
 pub async fn copy(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "CREATE TEMP TABLE import_bars (
             symbol TEXT, start_at TIMESTAMPTZ, end_at TIMESTAMPTZ, open FLOAT8, high FLOAT8,
             low FLOAT8, close FLOAT8, volume FLOAT8, vwap FLOAT8, trade_count BIGINT,
@@ -37,7 +41,8 @@ pub async fn copy(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Err
 }
 
 /// Moves `import_bars` into `bars`: new bars inserted, identical ones left alone, changed ones
-/// replaced and flagged `VALUE_CHANGED`. Returns (inserted, updated).
+/// replaced and flagged `VALUE_CHANGED`. Returns (inserted, updated). Unchecked: it reads this
+/// session's temporary table, which no schema has.
 pub async fn insert(
     conn: &mut PgConnection,
     timeframe: pb::Timeframe,

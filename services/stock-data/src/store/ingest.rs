@@ -13,12 +13,13 @@ pub async fn lock_symbol(
     conn: &mut PgConnection,
     symbol: &str,
 ) -> Result<Option<(String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT exchange_mic, asset_type, status FROM symbols WHERE symbol = $1 FOR UPDATE",
+        symbol,
     )
-    .bind(symbol)
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.exchange_mic, r.asset_type, r.status)))
 }
 
 /// The start of the newest stored bar of `symbol` and `timeframe` from `source`.
@@ -29,12 +30,12 @@ pub async fn newest_start(
     source: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let tf = timeframe as i16;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT max(start_at) FROM bars WHERE symbol = $1 AND timeframe = $2 AND source = $3",
+        symbol,
+        tf,
+        source,
     )
-    .bind(symbol)
-    .bind(tf)
-    .bind(source)
     .fetch_one(conn)
     .await
 }
@@ -49,8 +50,8 @@ pub async fn write_bar(
     flags: i32,
 ) -> Result<Option<bool>, sqlx::Error> {
     let tf = bar.timeframe as i16;
-    sqlx::query_scalar(
-        "INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
+    sqlx::query_scalar!(
+        r#"INSERT INTO bars AS b (symbol, timeframe, start_at, end_at, open, high, low, close,
                                    volume, vwap, trade_count, adjustment, source, quality_flags)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (symbol, timeframe, start_at) DO UPDATE
@@ -63,23 +64,23 @@ pub async fn write_bar(
                       IS DISTINCT FROM
                       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close,
                        EXCLUDED.volume, EXCLUDED.vwap, EXCLUDED.trade_count)
-             RETURNING (xmax = 0)",
+             RETURNING (xmax = 0) AS "inserted!""#,
+        &bar.symbol,
+        tf,
+        bar.start,
+        bar.end,
+        bar.open,
+        bar.high,
+        bar.low,
+        bar.close,
+        bar.volume,
+        bar.vwap,
+        bar.trade_count,
+        pb::Adjustment::Raw as i16,
+        source,
+        flags,
+        bit(QualityFlag::ValueChanged),
     )
-    .bind(&bar.symbol)
-    .bind(tf)
-    .bind(bar.start)
-    .bind(bar.end)
-    .bind(bar.open)
-    .bind(bar.high)
-    .bind(bar.low)
-    .bind(bar.close)
-    .bind(bar.volume)
-    .bind(bar.vwap)
-    .bind(bar.trade_count)
-    .bind(pb::Adjustment::Raw as i16)
-    .bind(source)
-    .bind(flags)
-    .bind(bit(QualityFlag::ValueChanged))
     .fetch_optional(conn)
     .await
 }
@@ -92,12 +93,12 @@ pub async fn flags(
     start: DateTime<Utc>,
 ) -> Result<i32, sqlx::Error> {
     let tf = timeframe as i16;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT quality_flags FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at = $3",
+        symbol,
+        tf,
+        start,
     )
-    .bind(symbol)
-    .bind(tf)
-    .bind(start)
     .fetch_one(conn)
     .await
 }
@@ -110,13 +111,13 @@ pub async fn previous_close(
     start: DateTime<Utc>,
 ) -> Result<Option<f64>, sqlx::Error> {
     let tf = timeframe as i16;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT close FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at < $3
              ORDER BY start_at DESC LIMIT 1",
+        symbol,
+        tf,
+        start,
     )
-    .bind(symbol)
-    .bind(tf)
-    .bind(start)
     .fetch_optional(conn)
     .await
 }
@@ -126,11 +127,11 @@ pub async fn active_mic(
     conn: &mut PgConnection,
     symbol: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT exchange_mic FROM symbols WHERE symbol = $1 AND status = 'active'
                  FOR UPDATE",
+        symbol,
     )
-    .bind(symbol)
     .fetch_optional(conn)
     .await
 }

@@ -2,24 +2,38 @@
 //! report's counts, findings and session days.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
 use crate::domain::quality::ReportQuery;
 use crate::quality::run::{Origin, Series};
 
+/// A bar of [`window`]; `context` for the bars before `first`.
+pub struct WindowBar {
+    pub start_at: DateTime<Utc>,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub quality_flags: i32,
+    pub context: bool,
+}
+
 /// The bars of `series` from `first` to `last`, after the `context` bars before `first` and
-/// with the one bar after `last`, oldest first (`start_at, open, high, low, close, volume,
-/// quality_flags, context`).
+/// with the one bar after `last`, oldest first.
 pub async fn window(
     conn: &mut PgConnection,
     series: &Series,
     first: DateTime<Utc>,
     last: DateTime<Utc>,
     context: i64,
-) -> Result<Vec<PgRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT start_at, open, high, low, close, volume, quality_flags, start_at < $3 AS context
+) -> Result<Vec<WindowBar>, sqlx::Error> {
+    // The columns of a UNION have no known nullability: they are the NOT NULL ones of `bars`.
+    sqlx::query_as!(
+        WindowBar,
+        r#"SELECT start_at AS "start_at!", open AS "open!", high AS "high!", low AS "low!",
+                close AS "close!", volume AS "volume!", quality_flags AS "quality_flags!",
+                start_at < $3 AS "context!"
          FROM (
             (SELECT * FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at < $3
              ORDER BY start_at DESC LIMIT $5)
@@ -29,13 +43,13 @@ pub async fn window(
             UNION ALL
             (SELECT * FROM bars WHERE symbol = $1 AND timeframe = $2 AND start_at > $4
              ORDER BY start_at LIMIT 1)
-         ) b ORDER BY start_at",
+         ) b ORDER BY start_at"#,
+        &series.symbol,
+        series.timeframe as i16,
+        first,
+        last,
+        context,
     )
-    .bind(&series.symbol)
-    .bind(series.timeframe as i16)
-    .bind(first)
-    .bind(last)
-    .bind(context)
     .fetch_all(&mut *conn)
     .await
 }
@@ -47,22 +61,28 @@ pub async fn set_flags(
     at: &[DateTime<Utc>],
     flags: &[i32],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE bars b SET quality_flags = u.flags
              FROM unnest($3::timestamptz[], $4::int4[]) AS u(start_at, flags)
              WHERE b.symbol = $1 AND b.timeframe = $2 AND b.start_at = u.start_at",
+        &series.symbol,
+        series.timeframe as i16,
+        at,
+        flags,
     )
-    .bind(&series.symbol)
-    .bind(series.timeframe as i16)
-    .bind(at)
-    .bind(flags)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Records the findings (`at`, `flag`, `detail` in step); returns the new or changed ones
-/// (`bar_start, flag, detail`).
+/// A finding [`record`] stored or changed.
+pub struct Recorded {
+    pub bar_start: DateTime<Utc>,
+    pub flag: i16,
+    pub detail: String,
+}
+
+/// Records the findings (`at`, `flag`, `detail` in step); returns the new or changed ones.
 pub async fn record(
     conn: &mut PgConnection,
     series: &Series,
@@ -70,8 +90,9 @@ pub async fn record(
     flag: &[i16],
     detail: &[String],
     origin: Origin<'_>,
-) -> Result<Vec<PgRow>, sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<Recorded>, sqlx::Error> {
+    sqlx::query_as!(
+        Recorded,
         "INSERT INTO quality_issues (symbol, timeframe, bar_start, flag, detail, source, import_id)
          SELECT $1, $2, u.bar_start, u.flag, u.detail, $6, $7
          FROM unnest($3::timestamptz[], $4::int2[], $5::text[]) AS u(bar_start, flag, detail)
@@ -80,39 +101,48 @@ pub async fn record(
                 import_id = EXCLUDED.import_id, detected_at = now()
             WHERE quality_issues.detail IS DISTINCT FROM EXCLUDED.detail
          RETURNING bar_start, flag, detail",
+        &series.symbol,
+        series.timeframe as i16,
+        at,
+        flag,
+        detail,
+        origin.source,
+        origin.import_id,
     )
-    .bind(&series.symbol)
-    .bind(series.timeframe as i16)
-    .bind(at)
-    .bind(flag)
-    .bind(detail)
-    .bind(origin.source)
-    .bind(origin.import_id)
     .fetch_all(&mut *conn)
     .await
 }
 
-/// The range of a report, over `bars` (`$1`-`$4`: symbol, timeframe, start, end).
-const RANGE: &str = "symbol = $1 AND timeframe = $2
-                 AND ($3::timestamptz IS NULL OR start_at >= $3)
-                 AND ($4::timestamptz IS NULL OR start_at < $4)";
+// The range of a report, over `bars` (`$1`-`$4`: symbol, timeframe, start, end), is the same
+// condition in [`totals`], [`counts`] and [`days`].
+
+/// [`totals`]: bars checked and clean, and the first and last bar start.
+pub struct Totals {
+    pub checked: i64,
+    pub clean: i64,
+    pub first: Option<DateTime<Utc>>,
+    pub last: Option<DateTime<Utc>>,
+}
 
 /// Bars checked and clean, and the first and last bar start, in the report's range.
 pub async fn totals(
     pool: &PgPool,
     symbol: &str,
     query: &ReportQuery,
-) -> Result<PgRow, sqlx::Error> {
-    let (range, tf) = (RANGE, query.timeframe as i16);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) AS checked, count(*) FILTER (WHERE quality_flags = 0) AS clean,
+) -> Result<Totals, sqlx::Error> {
+    let tf = query.timeframe as i16;
+    sqlx::query_as!(
+        Totals,
+        r#"SELECT count(*) AS "checked!", count(*) FILTER (WHERE quality_flags = 0) AS "clean!",
                 min(start_at) AS first, max(start_at) AS last
-         FROM bars WHERE {range}"
-    )))
-    .bind(symbol)
-    .bind(tf)
-    .bind(query.start)
-    .bind(query.end)
+         FROM bars WHERE symbol = $1 AND timeframe = $2
+           AND ($3::timestamptz IS NULL OR start_at >= $3)
+           AND ($4::timestamptz IS NULL OR start_at < $4)"#,
+        symbol,
+        tf,
+        query.start,
+        query.end,
+    )
     .fetch_one(pool)
     .await
 }
@@ -123,18 +153,21 @@ pub async fn counts(
     symbol: &str,
     query: &ReportQuery,
 ) -> Result<Vec<(i32, i64)>, sqlx::Error> {
-    let (range, tf) = (RANGE, query.timeframe as i16);
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT f, count(*) FROM bars, generate_series(1, 10) AS f
-         WHERE {range} AND quality_flags & (1 << f) <> 0
-         GROUP BY f ORDER BY f"
-    )))
-    .bind(symbol)
-    .bind(tf)
-    .bind(query.start)
-    .bind(query.end)
+    let tf = query.timeframe as i16;
+    let rows = sqlx::query!(
+        r#"SELECT f AS "f!", count(*) AS "count!" FROM bars, generate_series(1, 10) AS f
+         WHERE symbol = $1 AND timeframe = $2
+           AND ($3::timestamptz IS NULL OR start_at >= $3)
+           AND ($4::timestamptz IS NULL OR start_at < $4) AND quality_flags & (1 << f) <> 0
+         GROUP BY f ORDER BY f"#,
+        symbol,
+        tf,
+        query.start,
+        query.end,
+    )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.f, r.count)).collect())
 }
 
 /// The findings the bars in the report's range still carry, after the page token's key
@@ -147,7 +180,7 @@ pub async fn issues(
 ) -> Result<Vec<(DateTime<Utc>, i16, String, DateTime<Utc>)>, sqlx::Error> {
     let tf = query.timeframe as i16;
     let (after_at, after_flag) = query.after.unzip();
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT q.bar_start, q.flag, q.detail, q.detected_at
          FROM quality_issues q
          JOIN bars b ON b.symbol = q.symbol AND b.timeframe = q.timeframe
@@ -159,16 +192,20 @@ pub async fn issues(
            AND ($5::timestamptz IS NULL OR (q.bar_start, q.flag) > ($5, $6))
          ORDER BY q.bar_start, q.flag
          LIMIT $7",
+        symbol,
+        tf,
+        query.start,
+        query.end,
+        after_at,
+        after_flag.unwrap_or(0),
+        i64::from(query.max_issues) + 1,
     )
-    .bind(symbol)
-    .bind(tf)
-    .bind(query.start)
-    .bind(query.end)
-    .bind(after_at)
-    .bind(after_flag.unwrap_or(0))
-    .bind(i64::from(query.max_issues) + 1)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.bar_start, r.flag, r.detail, r.detected_at))
+        .collect())
 }
 
 /// The local dates (in `time_zone`) with bars in the report's range, in order.
@@ -178,16 +215,18 @@ pub async fn days(
     query: &ReportQuery,
     time_zone: &str,
 ) -> Result<Vec<NaiveDate>, sqlx::Error> {
-    let (range, tf) = (RANGE, query.timeframe as i16);
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT DISTINCT (start_at AT TIME ZONE $5)::date AS day FROM bars
-             WHERE {range} ORDER BY day"
-    )))
-    .bind(symbol)
-    .bind(tf)
-    .bind(query.start)
-    .bind(query.end)
-    .bind(time_zone)
+    let tf = query.timeframe as i16;
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT (start_at AT TIME ZONE $5)::date AS "day!" FROM bars
+             WHERE symbol = $1 AND timeframe = $2
+           AND ($3::timestamptz IS NULL OR start_at >= $3)
+           AND ($4::timestamptz IS NULL OR start_at < $4) ORDER BY 1"#,
+        symbol,
+        tf,
+        query.start,
+        query.end,
+        time_zone,
+    )
     .fetch_all(pool)
     .await
 }

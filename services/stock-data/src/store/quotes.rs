@@ -6,7 +6,6 @@ use mirai_proto::stock::v1 as pb;
 use sqlx::PgPool;
 
 /// A stored daily bar, as a quote needs it.
-#[derive(sqlx::FromRow)]
 pub struct DayRow {
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
@@ -40,12 +39,13 @@ impl DayRow {
 
 /// The two latest daily bars of `symbol`, newest first.
 pub async fn latest_days(pool: &PgPool, symbol: &str) -> Result<Vec<DayRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DayRow,
         "SELECT start_at, end_at, open, high, low, close, volume, source FROM bars
              WHERE symbol = $1 AND timeframe = $2 ORDER BY start_at DESC LIMIT 2",
+        symbol,
+        pb::Timeframe::OneDay as i16,
     )
-    .bind(symbol)
-    .bind(pb::Timeframe::OneDay as i16)
     .fetch_all(pool)
     .await
 }

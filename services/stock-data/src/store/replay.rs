@@ -7,7 +7,6 @@ use sqlx::PgPool;
 use crate::domain::Ticker;
 
 /// A stored bar, as a replay emits it.
-#[derive(sqlx::FromRow)]
 pub struct BarRow {
     pub start_at: DateTime<Utc>,
     pub end_at: DateTime<Utc>,
@@ -29,15 +28,15 @@ pub async fn count(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM bars WHERE symbol = $1 AND timeframe = $2
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM bars WHERE symbol = $1 AND timeframe = $2
                AND ($3::timestamptz IS NULL OR start_at >= $3)
-               AND ($4::timestamptz IS NULL OR start_at < $4)",
+               AND ($4::timestamptz IS NULL OR start_at < $4)"#,
+        ticker.as_str(),
+        timeframe as i16,
+        from,
+        to,
     )
-    .bind(ticker.as_str())
-    .bind(timeframe as i16)
-    .bind(from)
-    .bind(to)
     .fetch_one(pool)
     .await
 }
@@ -52,19 +51,20 @@ pub async fn page(
     to: Option<DateTime<Utc>>,
     first: bool,
 ) -> Result<Vec<BarRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        BarRow,
         "SELECT start_at, end_at, open, high, low, close, volume, vwap, trade_count,
                         quality_flags
                  FROM bars WHERE symbol = $1 AND timeframe = $2
                    AND ($3::timestamptz IS NULL OR start_at > $3 OR ($5 AND start_at = $3))
                    AND ($4::timestamptz IS NULL OR start_at < $4)
                  ORDER BY start_at LIMIT 1000",
+        symbol,
+        timeframe as i16,
+        after,
+        to,
+        first,
     )
-    .bind(symbol)
-    .bind(timeframe as i16)
-    .bind(after)
-    .bind(to)
-    .bind(first)
     .fetch_all(pool)
     .await
 }

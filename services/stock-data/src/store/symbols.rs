@@ -14,8 +14,8 @@ use crate::SERVICE;
 use crate::domain::symbol::asset_type_of;
 use crate::domain::{NewSymbol, Search, Ticker};
 
-/// A stored symbol.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A stored symbol: the columns every query of symbols returns.
+#[derive(Debug, Clone)]
 pub struct SymbolRow {
     pub symbol: String,
     pub name: String,
@@ -61,16 +61,14 @@ impl From<SymbolRow> for pb::Symbol {
     }
 }
 
-const COLUMNS: &str = "symbol, name, exchange_mic, currency, asset_type, status, listed_at, \
-                       updated_at, delisted_at, delisting_reason, reference_count, tracked_since";
-
 /// Lists `new` (or re-lists a delisted ticker) and enqueues `symbol.listed`, in one transaction.
 /// `Ok(None)` when the ticker is already active.
 pub async fn list(
     tx: &mut Transaction<'_, Postgres>,
     new: &NewSymbol,
 ) -> Result<Option<SymbolRow>, sqlx::Error> {
-    let row: Option<SymbolRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<SymbolRow> = sqlx::query_as!(
+        SymbolRow,
         "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (symbol) DO UPDATE
@@ -79,13 +77,14 @@ pub async fn list(
                 status = 'active', listed_at = now(), updated_at = now(),
                 delisted_at = NULL, delisting_reason = ''
             WHERE symbols.status = 'delisted'
-         RETURNING {COLUMNS}"
-    )))
-    .bind(new.ticker.as_str())
-    .bind(&new.name)
-    .bind(&new.exchange_mic)
-    .bind(&new.currency)
-    .bind(new.asset_type)
+         RETURNING symbol, name, exchange_mic, currency, asset_type, status, listed_at,
+                updated_at, delisted_at, delisting_reason, reference_count, tracked_since",
+        new.ticker.as_str(),
+        &new.name,
+        &new.exchange_mic,
+        &new.currency,
+        new.asset_type,
+    )
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = &row {
@@ -108,14 +107,16 @@ pub async fn delist(
     ticker: &Ticker,
     reason: &str,
 ) -> Result<Option<SymbolRow>, sqlx::Error> {
-    let changed: Option<SymbolRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let changed: Option<SymbolRow> = sqlx::query_as!(
+        SymbolRow,
         "UPDATE symbols SET status = 'delisted', delisted_at = now(), updated_at = now(),
                 delisting_reason = $2
          WHERE symbol = $1 AND status = 'active'
-         RETURNING {COLUMNS}"
-    )))
-    .bind(ticker.as_str())
-    .bind(reason)
+         RETURNING symbol, name, exchange_mic, currency, asset_type, status, listed_at,
+                updated_at, delisted_at, delisting_reason, reference_count, tracked_since",
+        ticker.as_str(),
+        reason,
+    )
     .fetch_optional(&mut **tx)
     .await?;
     match changed {
@@ -136,10 +137,13 @@ pub async fn lock(
     tx: &mut Transaction<'_, Postgres>,
     ticker: &Ticker,
 ) -> Result<Option<SymbolRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM symbols WHERE symbol = $1 FOR UPDATE"
-    )))
-    .bind(ticker.as_str())
+    sqlx::query_as!(
+        SymbolRow,
+        "SELECT symbol, name, exchange_mic, currency, asset_type, status, listed_at,
+                updated_at, delisted_at, delisting_reason, reference_count, tracked_since
+           FROM symbols WHERE symbol = $1 FOR UPDATE",
+        ticker.as_str(),
+    )
     .fetch_optional(&mut **tx)
     .await
 }
@@ -151,16 +155,19 @@ pub async fn write_update(
     ticker: &Ticker,
     new: &NewSymbol,
 ) -> Result<SymbolRow, sqlx::Error> {
-    let row: SymbolRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: SymbolRow = sqlx::query_as!(
+        SymbolRow,
         "UPDATE symbols SET name = $2, exchange_mic = $3, currency = $4, asset_type = $5,
                 updated_at = now()
-         WHERE symbol = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(ticker.as_str())
-    .bind(&new.name)
-    .bind(&new.exchange_mic)
-    .bind(&new.currency)
-    .bind(new.asset_type)
+         WHERE symbol = $1
+         RETURNING symbol, name, exchange_mic, currency, asset_type, status, listed_at,
+                updated_at, delisted_at, delisting_reason, reference_count, tracked_since",
+        ticker.as_str(),
+        &new.name,
+        &new.exchange_mic,
+        &new.currency,
+        new.asset_type,
+    )
     .fetch_one(&mut **tx)
     .await?;
     let event = ev::SymbolUpdated {
@@ -179,10 +186,13 @@ pub async fn get<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     ticker: &Ticker,
 ) -> Result<Option<SymbolRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM symbols WHERE symbol = $1"
-    )))
-    .bind(ticker.as_str())
+    sqlx::query_as!(
+        SymbolRow,
+        "SELECT symbol, name, exchange_mic, currency, asset_type, status, listed_at,
+                updated_at, delisted_at, delisting_reason, reference_count, tracked_since
+           FROM symbols WHERE symbol = $1",
+        ticker.as_str(),
+    )
     .fetch_optional(executor)
     .await
 }
@@ -196,8 +206,11 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<SymbolRow>, sq
         .split_once(':')
         .and_then(|(rank, ticker)| Some((rank.parse::<i32>().ok()?, ticker.to_owned())))
         .unwrap_or((-1, String::new()));
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM (
+    sqlx::query_as!(
+        SymbolRow,
+        "SELECT symbol, name, exchange_mic, currency, asset_type, status, listed_at,
+                updated_at, delisted_at, delisting_reason, reference_count, tracked_since
+           FROM (
             SELECT *, CASE
                 WHEN $1 = '' THEN 0
                 WHEN symbol = $1 THEN 0
@@ -213,18 +226,18 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<SymbolRow>, sq
          ) ranked
          WHERE (rank, symbol) > ($5, $6)
          ORDER BY rank, symbol
-         LIMIT $7"
-    )))
-    .bind(&search.query)
-    .bind(search.asset_type)
-    .bind(&search.exchange_mic)
-    .bind(search.include_delisted)
-    .bind(after_rank)
-    .bind(after_ticker)
-    .bind(i64::from(search.limit) + 1)
-    .bind(search.tracked_only)
-    // The query as a LIKE pattern: `%` and `_` typed by the user match themselves.
-    .bind(mirai_platform::db::like_escape(&search.query))
+         LIMIT $7",
+        &search.query,
+        search.asset_type,
+        search.exchange_mic.as_deref(),
+        search.include_delisted,
+        after_rank,
+        after_ticker,
+        i64::from(search.limit) + 1,
+        search.tracked_only,
+        // The query as a LIKE pattern: `%` and `_` typed by the user match themselves.
+        mirai_platform::db::like_escape(&search.query),
+    )
     .fetch_all(pool)
     .await
 }

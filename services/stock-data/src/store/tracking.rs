@@ -11,7 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::domain::{Reference, Ticker};
 
 /// A symbol's tracking state.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct State {
     pub symbol: String,
     pub reference_count: i32,
@@ -42,7 +42,6 @@ pub enum Tracked {
     Full(u32),
 }
 
-#[derive(sqlx::FromRow)]
 struct Locked {
     status: String,
     delisting_reason: String,
@@ -50,11 +49,12 @@ struct Locked {
 }
 
 async fn lock(conn: &mut PgConnection, ticker: &Ticker) -> Result<Option<Locked>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Locked,
         "SELECT status, delisting_reason, reference_count FROM symbols
          WHERE symbol = $1 FOR UPDATE",
+        ticker.as_str(),
     )
-    .bind(ticker.as_str())
     .fetch_optional(conn)
     .await
 }
@@ -74,31 +74,33 @@ pub async fn track(
         return Ok(Tracked::Delisted(locked.delisting_reason));
     }
     if locked.reference_count == 0 {
-        let tracked: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM symbols WHERE reference_count > 0")
-                .fetch_one(&mut *conn)
-                .await?;
+        let tracked: i64 = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM symbols WHERE reference_count > 0"#
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         if tracked >= i64::from(capacity) {
             return Ok(Tracked::Full(capacity));
         }
     }
-    let added = sqlx::query(
+    let added = sqlx::query!(
         "INSERT INTO tracking_references (symbol, reference) VALUES ($1, $2)
          ON CONFLICT DO NOTHING",
+        ticker.as_str(),
+        reference.as_str(),
     )
-    .bind(ticker.as_str())
-    .bind(reference.as_str())
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1;
-    let state: State = sqlx::query_as(
+    let state: State = sqlx::query_as!(
+        State,
         "UPDATE symbols SET reference_count = reference_count + $2,
                 tracked_since = coalesce(tracked_since, now())
          WHERE symbol = $1 RETURNING symbol, reference_count, tracked_since",
+        ticker.as_str(),
+        i32::from(added),
     )
-    .bind(ticker.as_str())
-    .bind(i32::from(added))
     .fetch_one(&mut *conn)
     .await?;
     Ok(Tracked::Held { state, added })
@@ -114,21 +116,23 @@ pub async fn untrack(
     if lock(conn, ticker).await?.is_none() {
         return Ok(None);
     }
-    let removed =
-        sqlx::query("DELETE FROM tracking_references WHERE symbol = $1 AND reference = $2")
-            .bind(ticker.as_str())
-            .bind(reference.as_str())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-            == 1;
-    let state: State = sqlx::query_as(
+    let removed = sqlx::query!(
+        "DELETE FROM tracking_references WHERE symbol = $1 AND reference = $2",
+        ticker.as_str(),
+        reference.as_str()
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    let state: State = sqlx::query_as!(
+        State,
         "UPDATE symbols SET reference_count = reference_count - $2,
                 tracked_since = CASE WHEN reference_count - $2 = 0 THEN NULL ELSE tracked_since END
          WHERE symbol = $1 RETURNING symbol, reference_count, tracked_since",
+        ticker.as_str(),
+        i32::from(removed),
     )
-    .bind(ticker.as_str())
-    .bind(i32::from(removed))
     .fetch_one(&mut *conn)
     .await?;
     Ok(Some((state, removed)))
@@ -137,19 +141,20 @@ pub async fn untrack(
 /// Tracked symbols by ticker after `after`, at most `limit` + 1 (the extra one says another
 /// page exists).
 pub async fn list(pool: &PgPool, after: &str, limit: u32) -> Result<Vec<State>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        State,
         "SELECT symbol, reference_count, tracked_since FROM symbols
          WHERE reference_count > 0 AND symbol > $1 ORDER BY symbol LIMIT $2",
+        after,
+        i64::from(limit) + 1,
     )
-    .bind(after)
-    .bind(i64::from(limit) + 1)
     .fetch_all(pool)
     .await
 }
 
 /// Every tracked symbol (the live adapter streams these unless told otherwise).
 pub async fn tracked_symbols(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT symbol FROM symbols WHERE reference_count > 0 ORDER BY symbol")
+    sqlx::query_scalar!("SELECT symbol FROM symbols WHERE reference_count > 0 ORDER BY symbol")
         .fetch_all(pool)
         .await
 }
@@ -159,10 +164,12 @@ pub async fn held(
     conn: &mut PgConnection,
     reference: &Reference,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT symbol FROM tracking_references WHERE reference = $1")
-        .bind(reference.as_str())
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar!(
+        "SELECT symbol FROM tracking_references WHERE reference = $1",
+        reference.as_str()
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// The symbols `reference` holds, by ticker.
@@ -170,10 +177,10 @@ pub async fn held_sorted(
     conn: &mut PgConnection,
     reference: &Reference,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT symbol FROM tracking_references WHERE reference = $1 ORDER BY symbol",
+        reference.as_str(),
     )
-    .bind(reference.as_str())
     .fetch_all(conn)
     .await
 }

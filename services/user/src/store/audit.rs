@@ -80,19 +80,20 @@ impl<'a> Entry<'a> {
         let details: BTreeMap<&str, String> = self.details.into_iter().collect();
         // Caller-supplied strings are bounded so the log cannot be used to store bulk data.
         let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO audit_events
                 (audit_event_id, kind, user_id, actor_user_id, ip, user_agent, request_id, details)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            Uuid::now_v7(),
+            kind_name(self.kind),
+            self.user_id,
+            self.actor_user_id,
+            clip(&client.ip, 64),
+            clip(&client.user_agent, 512),
+            clip(&client.request_id, 128),
+            // JSONB: the macro's parameter type is serde_json::Value; the map encodes the same.
+            sqlx::types::Json(details) as _,
         )
-        .bind(Uuid::now_v7())
-        .bind(kind_name(self.kind))
-        .bind(self.user_id)
-        .bind(self.actor_user_id)
-        .bind(clip(&client.ip, 64))
-        .bind(clip(&client.user_agent, 512))
-        .bind(clip(&client.request_id, 128))
-        .bind(sqlx::types::Json(details))
         .execute(db)
         .await?;
         Ok(())
@@ -106,18 +107,17 @@ pub async fn recorded_since(
     kind: pb::AuditEventKind,
     since: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM audit_events
-                         WHERE user_id = $1 AND kind = $2 AND occurred_at > $3)",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM audit_events
+                         WHERE user_id = $1 AND kind = $2 AND occurred_at > $3) AS "exists!""#,
+        user_id,
+        kind_name(kind),
+        since,
     )
-    .bind(user_id)
-    .bind(kind_name(kind))
-    .bind(since)
     .fetch_one(db)
     .await
 }
 
-#[derive(sqlx::FromRow)]
 pub struct AuditRow {
     pub audit_event_id: Uuid,
     pub kind: String,
@@ -159,9 +159,10 @@ pub struct Query {
 }
 
 pub async fn query(db: impl PgExecutor<'_>, q: &Query) -> Result<Vec<AuditRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT audit_event_id, kind, user_id, actor_user_id, ip, user_agent, request_id,
-                details, occurred_at
+    sqlx::query_as!(
+        AuditRow,
+        r#"SELECT audit_event_id, kind, user_id, actor_user_id, ip, user_agent, request_id,
+                details AS "details: sqlx::types::Json<BTreeMap<String, String>>", occurred_at
            FROM audit_events
           WHERE ($1::uuid IS NULL OR user_id = $1)
             AND ($2::uuid IS NULL OR actor_user_id = $2)
@@ -171,16 +172,16 @@ pub async fn query(db: impl PgExecutor<'_>, q: &Query) -> Result<Vec<AuditRow>, 
             AND ($6::timestamptz IS NULL OR occurred_at < $6)
             AND ($7::uuid IS NULL OR audit_event_id < $7)
           ORDER BY audit_event_id DESC
-          LIMIT $8",
+          LIMIT $8"#,
+        q.user_id,
+        q.actor_user_id,
+        &q.kinds,
+        q.ip.as_deref(),
+        q.since,
+        q.until,
+        q.after,
+        q.limit,
     )
-    .bind(q.user_id)
-    .bind(q.actor_user_id)
-    .bind(&q.kinds)
-    .bind(&q.ip)
-    .bind(q.since)
-    .bind(q.until)
-    .bind(q.after)
-    .bind(q.limit)
     .fetch_all(db)
     .await
 }

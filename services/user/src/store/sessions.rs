@@ -25,14 +25,14 @@ pub async fn new_family(
 ) -> Result<IssuedRefresh, sqlx::Error> {
     let family_id = Uuid::now_v7();
     let family_expires = now + interval(absolute);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO refresh_families (family_id, user_id, created_at, expires_at)
          VALUES ($1, $2, $3, $4)",
+        family_id,
+        user_id,
+        now,
+        family_expires,
     )
-    .bind(family_id)
-    .bind(user_id)
-    .bind(now)
-    .bind(family_expires)
     .execute(&mut **tx)
     .await?;
     add_token(
@@ -51,21 +51,20 @@ async fn add_token(
     expires_at: DateTime<Utc>,
 ) -> Result<IssuedRefresh, sqlx::Error> {
     let secret = new_secret();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO refresh_tokens (token_hash, family_id, issued_at, expires_at)
          VALUES ($1, $2, $3, $4)",
+        secret_hash(&secret),
+        family_id,
+        now,
+        expires_at,
     )
-    .bind(secret_hash(&secret))
-    .bind(family_id)
-    .bind(now)
-    .bind(expires_at)
     .execute(&mut **tx)
     .await?;
     Ok(IssuedRefresh { secret, expires_at })
 }
 
 /// A presented refresh token with its family, locked for update.
-#[derive(sqlx::FromRow)]
 pub struct PresentedToken {
     pub family_id: Uuid,
     pub user_id: Uuid,
@@ -79,14 +78,15 @@ pub async fn find_token(
     tx: &mut Transaction<'_, Postgres>,
     secret: &str,
 ) -> Result<Option<PresentedToken>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        PresentedToken,
         "SELECT t.family_id, f.user_id, t.expires_at AS token_expires_at, t.used_at,
                 f.expires_at AS family_expires_at, f.revoked_at AS family_revoked_at
            FROM refresh_tokens t JOIN refresh_families f USING (family_id)
           WHERE t.token_hash = $1
           FOR UPDATE OF t, f",
+        secret_hash(secret),
     )
-    .bind(secret_hash(secret))
     .fetch_optional(&mut **tx)
     .await
 }
@@ -99,11 +99,13 @@ pub async fn rotate(
     now: DateTime<Utc>,
     idle: Duration,
 ) -> Result<IssuedRefresh, sqlx::Error> {
-    sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
-        .bind(secret_hash(secret))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1",
+        secret_hash(secret),
+        now
+    )
+    .execute(&mut **tx)
+    .await?;
     let expires_at = (now + interval(idle)).min(presented.family_expires_at);
     add_token(tx, presented.family_id, now, expires_at).await
 }
@@ -114,12 +116,12 @@ pub async fn revoke_family(
     family_id: Uuid,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2
           WHERE family_id = $1 AND revoked_at IS NULL",
+        family_id,
+        reason,
     )
-    .bind(family_id)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -131,12 +133,12 @@ pub async fn revoke_all_families(
     user_id: Uuid,
     reason: &str,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2
           WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
+        reason,
     )
-    .bind(user_id)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

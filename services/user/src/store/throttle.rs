@@ -91,16 +91,16 @@ pub async fn admit_attempt(
     let keys = attempt_keys(account, ip, config);
     let mut tx = pool.begin().await?;
     for (scope, key, threshold) in &keys {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO login_throttle (scope, key, window_start) VALUES ($1, $2, $3)
              ON CONFLICT (scope, key) DO NOTHING",
+            scope.as_str(),
+            key,
+            now,
         )
-        .bind(scope.as_str())
-        .bind(key)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
-        let admitted = sqlx::query(
+        let admitted = sqlx::query!(
             "UPDATE login_throttle SET
                 failures = CASE WHEN window_start < $3 THEN 1 ELSE failures + 1 END,
                 ips = CASE WHEN window_start < $3 THEN '{}' ELSE ips END,
@@ -109,23 +109,23 @@ pub async fn admit_attempt(
               WHERE scope = $1 AND key = $2
                 AND (locked_until IS NULL OR locked_until <= $4)
                 AND (window_start < $3 OR failures < $5)",
+            scope.as_str(),
+            key,
+            window_start,
+            now,
+            threshold,
+            forgive_before,
         )
-        .bind(scope.as_str())
-        .bind(key)
-        .bind(window_start)
-        .bind(now)
-        .bind(threshold)
-        .bind(forgive_before)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             > 0;
         if !admitted {
-            let until: Option<DateTime<Utc>> = sqlx::query_scalar(
+            let until: Option<DateTime<Utc>> = sqlx::query_scalar!(
                 "SELECT locked_until FROM login_throttle WHERE scope = $1 AND key = $2",
+                scope.as_str(),
+                key,
             )
-            .bind(scope.as_str())
-            .bind(key)
             .fetch_one(&mut *tx)
             .await?;
             tx.rollback().await?;
@@ -159,14 +159,14 @@ pub async fn record_failure(
     config: &LockoutConfig,
     now: DateTime<Utc>,
 ) -> Result<Vec<Lockout>, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE login_throttle SET ips = array_append(ips, $2)
           WHERE scope = 'account' AND key = $1
             AND NOT ($2 = ANY (ips)) AND cardinality(ips) < $3",
+        account,
+        ip,
+        MAX_TRACKED_IPS,
     )
-    .bind(account)
-    .bind(ip)
-    .bind(MAX_TRACKED_IPS)
     .execute(pool)
     .await?;
     let mut started = Vec::new();
@@ -178,8 +178,8 @@ pub async fn record_failure(
             ),
             _ => (threshold, 0),
         };
-        let locked: Option<(DateTime<Utc>, i32)> = sqlx::query_as(
-            "UPDATE login_throttle t SET
+        let locked = sqlx::query!(
+            r#"UPDATE login_throttle t SET
                 failures = 0,
                 window_start = $3,
                 locked_until = $3 + make_interval(secs => LEAST($6 * power(2, t.lockouts), $7)),
@@ -189,17 +189,18 @@ pub async fn record_failure(
                       WHERE scope = $1 AND key = $2) prior
               WHERE t.scope = $1 AND t.key = $2 AND t.failures >= $4 AND prior.ips >= $5
                 AND (t.locked_until IS NULL OR t.locked_until <= $3)
-              RETURNING t.locked_until, prior.ips",
+              RETURNING t.locked_until AS "locked_until!", prior.ips AS "ips!""#,
+            scope.as_str(),
+            &key,
+            now,
+            threshold,
+            min_ips,
+            config.base.as_secs_f64(),
+            config.max.as_secs_f64(),
         )
-        .bind(scope.as_str())
-        .bind(&key)
-        .bind(now)
-        .bind(threshold)
-        .bind(min_ips)
-        .bind(config.base.as_secs_f64())
-        .bind(config.max.as_secs_f64())
         .fetch_optional(pool)
-        .await?;
+        .await?
+        .map(|r| (r.locked_until, r.ips));
         if let Some((until, ips)) = locked {
             started.push(Lockout {
                 scope,
@@ -220,27 +221,29 @@ pub async fn record_success(
     account: &str,
     ip: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE login_throttle SET failures = GREATEST(failures - 1, 0), ips = array_remove(ips, $2)
           WHERE scope = 'account' AND key = $1",
+        account,
+        ip,
     )
-    .bind(account)
-    .bind(ip)
     .execute(pool)
     .await?;
     if !ip.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE login_throttle SET failures = GREATEST(failures - 1, 0)
               WHERE scope = 'ip' AND key = $1",
+            ip,
         )
-        .bind(ip)
         .execute(pool)
         .await?;
     }
-    sqlx::query("DELETE FROM login_throttle WHERE scope = 'pair' AND key = $1")
-        .bind(pair_key(account, ip))
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM login_throttle WHERE scope = 'pair' AND key = $1",
+        pair_key(account, ip)
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -249,18 +252,22 @@ pub async fn record_success(
 /// goes first, as [`admit_attempt`] locks it first.
 pub async fn clear_account(tx: &mut PgConnection, account: &str) -> Result<bool, sqlx::Error> {
     let mut locked = false;
-    for sql in [
+    let until: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar!(
         "DELETE FROM login_throttle WHERE scope = 'account' AND key = $1 RETURNING locked_until",
+        account,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    locked |= until.into_iter().flatten().any(|until| until > Utc::now());
+    let until: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar!(
         "DELETE FROM login_throttle
           WHERE scope = 'pair' AND substr(key, strpos(key, '|') + 1) = $1
           RETURNING locked_until",
-    ] {
-        let until: Vec<Option<DateTime<Utc>>> = sqlx::query_scalar(sql)
-            .bind(account)
-            .fetch_all(&mut *tx)
-            .await?;
-        locked |= until.into_iter().flatten().any(|until| until > Utc::now());
-    }
+        account,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    locked |= until.into_iter().flatten().any(|until| until > Utc::now());
     Ok(locked)
 }
 
@@ -273,12 +280,14 @@ pub async fn new_unlock_token(
     expires_at: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let secret = new_secret();
-    sqlx::query("INSERT INTO unlock_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(secret_hash(&secret))
-        .bind(user_id)
-        .bind(expires_at)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO unlock_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        secret_hash(&secret),
+        user_id,
+        expires_at
+    )
+    .execute(db)
+    .await?;
     Ok(secret)
 }
 
@@ -289,13 +298,13 @@ pub async fn spend_unlock_token(
     secret: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "UPDATE unlock_tokens SET used_at = $2
           WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
           RETURNING user_id",
+        secret_hash(secret),
+        now,
     )
-    .bind(secret_hash(secret))
-    .bind(now)
     .fetch_optional(db)
     .await
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::role::role_values;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct UserRow {
     pub user_id: Uuid,
     pub email: String,
@@ -59,15 +59,6 @@ impl From<UserRow> for pb::User {
     }
 }
 
-/// The account columns, with the account lockout (if in force) joined in.
-const USER_SELECT: &str = "SELECT u.user_id, u.email, u.password_hash, u.display_name, \
-     u.time_zone, u.locale, u.watchlist, u.roles, u.status, u.created_at, u.updated_at, \
-     u.last_login_at, \
-     (SELECT t.locked_until FROM login_throttle t \
-       WHERE t.scope = 'account' AND t.key = lower(u.email) AND t.locked_until > now()) \
-       AS locked_until \
-     FROM users u";
-
 pub struct NewUser<'a> {
     pub email: &'a str,
     pub password_hash: &'a str,
@@ -82,17 +73,17 @@ pub async fn insert_user(
     new: &NewUser<'_>,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     let user_id = Uuid::now_v7();
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO users (user_id, email, password_hash, display_name, time_zone, locale)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT DO NOTHING",
+        user_id,
+        new.email,
+        new.password_hash,
+        new.display_name,
+        new.time_zone,
+        new.locale,
     )
-    .bind(user_id)
-    .bind(new.email)
-    .bind(new.password_hash)
-    .bind(new.display_name)
-    .bind(new.time_zone)
-    .bind(new.locale)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -106,10 +97,20 @@ pub async fn user_by_id(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{USER_SELECT} WHERE u.user_id = $1"
-    )))
-    .bind(user_id)
+    // Every account query reads the columns of `UserRow`, with the account lockout (if in
+    // force) joined in.
+    sqlx::query_as!(
+        UserRow,
+        "SELECT u.user_id, u.email, u.password_hash, u.display_name,
+                u.time_zone, u.locale, u.watchlist, u.roles, u.status, u.created_at, u.updated_at,
+                u.last_login_at,
+                (SELECT t.locked_until FROM login_throttle t
+                  WHERE t.scope = 'account' AND t.key = lower(u.email) AND t.locked_until > now())
+                  AS locked_until
+           FROM users u
+          WHERE u.user_id = $1",
+        user_id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -119,10 +120,18 @@ pub async fn user_for_update(
     tx: &mut Transaction<'_, Postgres>,
     user_id: Uuid,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{USER_SELECT} WHERE u.user_id = $1 FOR UPDATE OF u"
-    )))
-    .bind(user_id)
+    sqlx::query_as!(
+        UserRow,
+        "SELECT u.user_id, u.email, u.password_hash, u.display_name,
+                u.time_zone, u.locale, u.watchlist, u.roles, u.status, u.created_at, u.updated_at,
+                u.last_login_at,
+                (SELECT t.locked_until FROM login_throttle t
+                  WHERE t.scope = 'account' AND t.key = lower(u.email) AND t.locked_until > now())
+                  AS locked_until
+           FROM users u
+          WHERE u.user_id = $1 FOR UPDATE OF u",
+        user_id,
+    )
     .fetch_optional(&mut **tx)
     .await
 }
@@ -131,10 +140,18 @@ pub async fn user_by_email(
     db: impl PgExecutor<'_>,
     email: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{USER_SELECT} WHERE lower(u.email) = lower($1)"
-    )))
-    .bind(email)
+    sqlx::query_as!(
+        UserRow,
+        "SELECT u.user_id, u.email, u.password_hash, u.display_name,
+                u.time_zone, u.locale, u.watchlist, u.roles, u.status, u.created_at, u.updated_at,
+                u.last_login_at,
+                (SELECT t.locked_until FROM login_throttle t
+                  WHERE t.scope = 'account' AND t.key = lower(u.email) AND t.locked_until > now())
+                  AS locked_until
+           FROM users u
+          WHERE lower(u.email) = lower($1)",
+        email,
+    )
     .fetch_optional(db)
     .await
 }
@@ -144,19 +161,23 @@ pub async fn set_password_hash(
     user_id: Uuid,
     phc: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
-        .bind(user_id)
-        .bind(phc)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1",
+        user_id,
+        phc
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 pub async fn touch_login(db: impl PgExecutor<'_>, user_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET last_login_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET last_login_at = now() WHERE user_id = $1",
+        user_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -177,20 +198,27 @@ pub async fn list_users(
         "{}%",
         mirai_platform::db::like_escape(&filter.query.trim().to_lowercase())
     );
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{USER_SELECT}
+    sqlx::query_as!(
+        UserRow,
+        "SELECT u.user_id, u.email, u.password_hash, u.display_name,
+                u.time_zone, u.locale, u.watchlist, u.roles, u.status, u.created_at, u.updated_at,
+                u.last_login_at,
+                (SELECT t.locked_until FROM login_throttle t
+                  WHERE t.scope = 'account' AND t.key = lower(u.email) AND t.locked_until > now())
+                  AS locked_until
+           FROM users u
           WHERE (lower(u.email) LIKE $1 OR lower(u.display_name) LIKE $1)
             AND ($2::text IS NULL OR $2 = ANY (u.roles))
             AND ($3::text IS NULL OR u.status = $3)
             AND ($4::uuid IS NULL OR u.user_id > $4)
           ORDER BY u.user_id
-          LIMIT $5"
-    )))
-    .bind(pattern)
-    .bind(filter.role)
-    .bind(filter.status)
-    .bind(filter.after)
-    .bind(filter.limit)
+          LIMIT $5",
+        pattern,
+        filter.role,
+        filter.status,
+        filter.after,
+        filter.limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -201,11 +229,13 @@ pub async fn set_roles(
     user_id: Uuid,
     roles: &[String],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET roles = $2, updated_at = now() WHERE user_id = $1")
-        .bind(user_id)
-        .bind(roles)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE users SET roles = $2, updated_at = now() WHERE user_id = $1",
+        user_id,
+        roles
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -222,17 +252,17 @@ pub async fn update_profile(
     user_id: Uuid,
     update: &ProfileUpdate<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE users SET display_name = COALESCE($2, display_name),
                     time_zone = COALESCE($3, time_zone), locale = COALESCE($4, locale),
                     watchlist = COALESCE($5, watchlist), updated_at = now()
               WHERE user_id = $1",
+        user_id,
+        update.display_name,
+        update.time_zone,
+        update.locale,
+        update.watchlist,
     )
-    .bind(user_id)
-    .bind(update.display_name)
-    .bind(update.time_zone)
-    .bind(update.locale)
-    .bind(update.watchlist)
     .execute(db)
     .await?;
     Ok(())
