@@ -899,7 +899,7 @@ def monitoring(ctx: Context) -> list[str]:
 # names it after the release).
 INGRESS_SERVICE_ACCOUNT = "istio-ingressgateway"
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-# Served besides the documented API (gateway/src/routes.rs UNDOCUMENTED), anonymously.
+# Served besides the documented API (gateway/src/routes/mod.rs UNDOCUMENTED), anonymously.
 UNDOCUMENTED = [("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/index.html")]
 
 
