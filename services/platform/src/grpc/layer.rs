@@ -382,12 +382,7 @@ where
                 // Errors from handlers travel as "trailers-only" responses, so `grpc-status`
                 // in the headers is the failure code; its absence means the call succeeded.
                 let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0),
+                    Ok(response) => super::answered_code(response),
                     Err(_) => tonic::Code::Unknown as i32,
                 };
                 call.finish(code);

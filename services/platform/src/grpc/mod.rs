@@ -26,6 +26,17 @@ pub(crate) fn split_path(path: &str) -> (&str, &str) {
     trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
 
+/// The code of an answered call: `grpc-status` in the response headers (errors travel as
+/// "trailers-only" responses), else 0 — a call that succeeded, or a stream that opened.
+pub(crate) fn answered_code<B>(response: &http::Response<B>) -> i32 {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

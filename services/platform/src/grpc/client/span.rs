@@ -62,12 +62,7 @@ where
             async move {
                 let result = future.await;
                 let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .unwrap_or(0),
+                    Ok(response) => crate::grpc::answered_code(response),
                     Err(status) => status.code() as i32,
                 };
                 let span = tracing::Span::current();
