@@ -28,6 +28,8 @@ use crate::domain::import::Format;
 pub use crate::domain::import::Options;
 use crate::error::{Error, Result, db};
 use crate::quality;
+use crate::quality::checks::BarValues;
+use crate::quality::run::Series;
 use crate::store;
 
 /// Uploads above this size are refused (RESOURCE_EXHAUSTED); split larger files.
@@ -275,6 +277,19 @@ struct Resolved {
     end: DateTime<Utc>,
 }
 
+impl Resolved {
+    fn values(&self) -> BarValues {
+        BarValues {
+            start: self.start,
+            open: self.row.open,
+            high: self.row.high,
+            low: self.row.low,
+            close: self.row.close,
+            volume: self.row.volume,
+        }
+    }
+}
+
 /// The instant a local time names in `tz`; `None` in a DST gap.
 fn local(tz: Tz, at: NaiveDateTime) -> Option<DateTime<Utc>> {
     tz.from_local_datetime(&at).earliest().map(|t| t.to_utc())
@@ -348,6 +363,78 @@ fn resolve(row: Row, listed: &Listed, options: &Options) -> Result<Resolved, pb:
         (open, end)
     };
     Ok(Resolved { row, start, end })
+}
+
+/// The bars of a first import (`runs` of `chosen` per symbol, none stored in their ranges):
+/// checked against their stored neighbours in memory, then copied into `bars` with their flags,
+/// then the findings recorded. Returns how many carry a flag.
+async fn import_new(
+    conn: &mut sqlx::PgConnection,
+    settings: &quality::Settings,
+    options: &Options,
+    chosen: &[(Resolved, u32)],
+    ingest_flags: &[i32],
+    runs: &[(Series, std::ops::Range<usize>)],
+    origin: quality::run::Origin<'_>,
+) -> std::result::Result<u64, sqlx::Error> {
+    let mut flags = ingest_flags.to_vec();
+    let mut verdicts = Vec::with_capacity(runs.len());
+    for (series, range) in runs {
+        let new: Vec<(BarValues, i32)> = chosen[range.clone()]
+            .iter()
+            .zip(&ingest_flags[range.clone()])
+            .map(|((bar, _), flags)| (bar.values(), *flags))
+            .collect();
+        let (masks, verdict) = quality::run::check_new(&mut *conn, settings, series, &new).await?;
+        flags[range.clone()].copy_from_slice(&masks);
+        verdicts.push(verdict);
+    }
+    let data = copy_rows(chosen, &flags, Some(options));
+    store::import::copy_new(&mut *conn, data).await?;
+    let mut flagged = 0;
+    for ((series, _), verdict) in runs.iter().zip(verdicts) {
+        flagged += verdict.record(&mut *conn, series, origin).await?.flagged;
+    }
+    Ok(flagged)
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Text-format `COPY` rows of `chosen` with `flags` (in step): the staging table's columns
+/// (symbol, start, end, OHLCV, vwap, trade count, flags), or, given the import's options,
+/// those of `bars` ([`store::import::copy_new`]).
+fn copy_rows(chosen: &[(Resolved, u32)], flags: &[i32], into_bars: Option<&Options>) -> String {
+    let mut data = String::with_capacity(chosen.len() * 128);
+    for ((bar, _), flags) in chosen.iter().zip(flags) {
+        let row = &bar.row;
+        data.push_str(&row.symbol);
+        if let Some(options) = into_bars {
+            let _ = write!(data, "\t{}", options.timeframe as i16);
+        }
+        let _ = write!(
+            data,
+            "\t{}\t{}\t{:?}\t{:?}\t{:?}\t{:?}\t{:?}\t",
+            bar.start.format("%Y-%m-%d %H:%M:%S%.f+00"),
+            bar.end.format("%Y-%m-%d %H:%M:%S%.f+00"),
+            row.open,
+            row.high,
+            row.low,
+            row.close,
+            row.volume
+        );
+        copy_value(&mut data, row.vwap.map(|v| format!("{v:?}")));
+        data.push('\t');
+        copy_value(&mut data, row.trade_count.map(|n| n.to_string()));
+        if let Some(options) = into_bars {
+            // The source is letters, digits and '-' (Options::parse): nothing to escape.
+            let _ = write!(data, "\t{}\t{}", pb::Adjustment::Raw as i16, options.source);
+        }
+        let _ = writeln!(data, "\t{flags}");
+    }
+    data
 }
 
 /// Imports `body` with `options`.
@@ -442,79 +529,113 @@ pub async fn run(
     let mut chosen: Vec<(Resolved, u32)> = latest.into_values().collect();
     chosen.sort_by(|a, b| (&a.0.row.symbol, a.0.start).cmp(&(&b.0.row.symbol, b.0.start)));
 
-    let mut data = String::with_capacity(chosen.len() * 96);
-    for (bar, copies) in &chosen {
-        let row = &bar.row;
-        let flags = if *copies > 1 {
-            quality::bit(pb::QualityFlag::Duplicate)
-        } else {
-            0
-        };
-        let _ = write!(
-            data,
-            "{}\t{}\t{}\t{:?}\t{:?}\t{:?}\t{:?}\t{:?}\t",
-            row.symbol,
-            bar.start.format("%Y-%m-%d %H:%M:%S%.f+00"),
-            bar.end.format("%Y-%m-%d %H:%M:%S%.f+00"),
-            row.open,
-            row.high,
-            row.low,
-            row.close,
-            row.volume
-        );
-        copy_value(&mut data, row.vwap.map(|v| format!("{v:?}")));
-        data.push('\t');
-        copy_value(&mut data, row.trade_count.map(|n| n.to_string()));
-        let _ = writeln!(data, "\t{flags}");
-    }
-
-    let prepared = started.elapsed();
-    let mut tx = pool.begin().await.map_err(&status)?;
-    store::import::copy(&mut tx, data).await.map_err(&status)?;
-    let copied = started.elapsed();
-    let (inserted, updated) = store::import::insert(&mut tx, options.timeframe, &options.source)
-        .await
-        .map_err(&status)?;
-
-    let stored = started.elapsed();
-    // Quality checks per symbol over what was just written. A dry run writes and checks the
-    // same way and then rolls everything back, so its report is what a real import would say.
-    let mut rows_flagged = 0;
-    let origin = quality::run::Origin {
-        source: &options.source,
-        import_id: &import_id,
-    };
-    let mut symbols: Vec<String> = Vec::new();
+    let ingest_flags: Vec<i32> = chosen
+        .iter()
+        .map(|(_, copies)| {
+            if *copies > 1 {
+                quality::bit(pb::QualityFlag::Duplicate)
+            } else {
+                0
+            }
+        })
+        .collect();
+    // Each symbol's run of `chosen` (sorted by symbol, then start).
+    let mut runs: Vec<(Series, std::ops::Range<usize>)> = Vec::new();
     let mut i = 0;
     while i < chosen.len() {
-        let symbol = chosen[i].0.row.symbol.clone();
+        let symbol = &chosen[i].0.row.symbol;
         let j = i + chosen[i..]
             .iter()
-            .take_while(|(b, _)| b.row.symbol == symbol)
+            .take_while(|(b, _)| &b.row.symbol == symbol)
             .count();
-        let starts: Vec<DateTime<Utc>> = chosen[i..j].iter().map(|(b, _)| b.start).collect();
-        let info = &listed[&symbol];
-        let series = quality::run::Series::new(
-            &symbol,
+        let info = &listed[symbol];
+        let series = Series::new(
+            symbol,
             options.timeframe,
             &info.exchange_mic,
             &info.asset_type,
         );
-        let outcome = quality::run::check(&mut tx, settings, &series, &starts, origin)
-            .await
-            .map_err(&status)?;
-        rows_flagged += outcome.flagged;
-        symbols.push(symbol);
+        runs.push((series, i..j));
         i = j;
     }
+    let symbols: Vec<String> = runs.iter().map(|(s, _)| s.symbol.clone()).collect();
+    let origin = quality::run::Origin {
+        source: &options.source,
+        import_id: &import_id,
+    };
+
+    let prepared = started.elapsed();
+    let mut tx = pool.begin().await.map_err(&status)?;
+    // A first import of its ranges (no bar stored between any symbol's first and last) is
+    // checked in memory and copied straight into `bars`; otherwise, or when a concurrent writer
+    // stored one of the bars meanwhile, through a staging table and `INSERT … ON CONFLICT`.
+    let firsts: Vec<DateTime<Utc>> = runs.iter().map(|(_, r)| chosen[r.start].0.start).collect();
+    let lasts: Vec<DateTime<Utc>> = runs
+        .iter()
+        .map(|(_, r)| chosen[r.end - 1].0.start)
+        .collect();
+    let untouched = store::import::untouched(&mut tx, options.timeframe, &symbols, &firsts, &lasts)
+        .await
+        .map_err(&status)?;
+    let mut first_import = None;
+    if untouched {
+        let mut direct = sqlx::Connection::begin(&mut *tx).await.map_err(&status)?;
+        match import_new(
+            &mut direct,
+            settings,
+            options,
+            &chosen,
+            &ingest_flags,
+            &runs,
+            origin,
+        )
+        .await
+        {
+            Ok(flagged) => {
+                direct.commit().await.map_err(&status)?;
+                first_import = Some(flagged);
+            }
+            Err(e) if is_unique_violation(&e) => {
+                direct.rollback().await.map_err(&status)?;
+            }
+            Err(e) => return Err(status(e)),
+        }
+    }
+    let copied = started.elapsed();
+    let (inserted, updated, rows_flagged, stored) = match first_import {
+        Some(flagged) => (chosen.len() as i64, 0, flagged, copied),
+        None => {
+            let data = copy_rows(&chosen, &ingest_flags, None);
+            store::import::copy(&mut tx, data).await.map_err(&status)?;
+            let (inserted, updated) =
+                store::import::insert(&mut tx, options.timeframe, &options.source)
+                    .await
+                    .map_err(&status)?;
+            let stored = started.elapsed();
+            // Quality checks per symbol over what was just written. A dry run writes and checks
+            // the same way and then rolls everything back, so its report is what a real import
+            // would say.
+            let mut rows_flagged = 0;
+            for (series, range) in &runs {
+                let starts: Vec<DateTime<Utc>> =
+                    chosen[range.clone()].iter().map(|(b, _)| b.start).collect();
+                let outcome = quality::run::check(&mut tx, settings, series, &starts, origin)
+                    .await
+                    .map_err(&status)?;
+                rows_flagged += outcome.flagged;
+            }
+            (inserted, updated, rows_flagged, stored)
+        }
+    };
     let checked = started.elapsed();
     // Where the time went, for tuning (parse and resolve in Rust, COPY, INSERT, checks).
     tracing::debug!(
         message = "Import phases.",
         rows = chosen.len(),
+        first_import = first_import.is_some(),
         prepare_ms = prepared.as_millis() as u64,
-        copy_ms = (copied - prepared).as_millis() as u64,
-        insert_ms = (stored - copied).as_millis() as u64,
+        direct_ms = (copied - prepared).as_millis() as u64,
+        staged_ms = (stored - copied).as_millis() as u64,
         quality_ms = (checked - stored).as_millis() as u64,
     );
     if options.dry_run {

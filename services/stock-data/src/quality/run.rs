@@ -109,101 +109,199 @@ pub async fn check(
         settings.outlier_window as i64 + 1,
     )
     .await?;
-    let bars: Vec<BarValues> = rows
-        .iter()
-        .map(|r| BarValues {
-            start: r.start_at,
-            open: r.open,
-            high: r.high,
-            low: r.low,
-            close: r.close,
-            volume: r.volume,
-        })
-        .collect();
-    let old: Vec<i32> = rows.iter().map(|r| r.quality_flags).collect();
     let from = rows.iter().take_while(|r| r.context).count();
+    let (bars, old): (Vec<BarValues>, Vec<i32>) = rows.iter().map(window_bar).unzip();
+    let verdict = evaluate(settings, series, &bars, &old, from, written);
+    let (mut changed_at, mut changed_flags) = (Vec::new(), Vec::new());
+    for (i, mask) in verdict.masks.iter().enumerate() {
+        if *mask != old[from + i] {
+            changed_at.push(bars[from + i].start);
+            changed_flags.push(*mask);
+        }
+    }
+    if !changed_at.is_empty() {
+        store::quality::set_flags(&mut *conn, series, &changed_at, &changed_flags).await?;
+    }
+    verdict.record(conn, series, origin).await
+}
+
+/// The checks over bars about to be stored in a range of `series` that holds none yet (a
+/// first import): `new` (sorted by start, with their ingest flags) between the stored context
+/// before them and the stored bar after them. The bars' flags are returned for the caller to
+/// store with them; the flags of stored neighbours that change are rewritten here. Nothing
+/// else is written until [`Verdict::record`], once the bars are stored.
+pub async fn check_new(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    series: &Series,
+    new: &[(BarValues, i32)],
+) -> Result<(Vec<i32>, Verdict), sqlx::Error> {
+    let (Some(first), Some(last)) = (new.first(), new.last()) else {
+        return Ok((Vec::new(), Verdict::default()));
+    };
+    let rows = store::quality::window(
+        &mut *conn,
+        series,
+        first.0.start,
+        last.0.start,
+        settings.outlier_window as i64 + 1,
+    )
+    .await?;
+    let from = rows.iter().take_while(|r| r.context).count();
+    let stored = &rows[from..];
+    debug_assert!(
+        stored.iter().all(|r| r.start_at > last.0.start),
+        "a range with bars"
+    );
+    let (mut bars, mut old): (Vec<BarValues>, Vec<i32>) =
+        rows[..from].iter().map(window_bar).unzip();
+    bars.extend(new.iter().map(|(bar, _)| *bar));
+    old.extend(new.iter().map(|(_, flags)| *flags));
+    for row in stored {
+        let (bar, flags) = window_bar(row);
+        bars.push(bar);
+        old.push(flags);
+    }
+    let starts: Vec<DateTime<Utc>> = new.iter().map(|(bar, _)| bar.start).collect();
+    let verdict = evaluate(settings, series, &bars, &old, from, &starts);
+    let (mut changed_at, mut changed_flags) = (Vec::new(), Vec::new());
+    for (i, mask) in verdict.masks.iter().enumerate().skip(new.len()) {
+        if *mask != old[from + i] {
+            changed_at.push(bars[from + i].start);
+            changed_flags.push(*mask);
+        }
+    }
+    if !changed_at.is_empty() {
+        store::quality::set_flags(&mut *conn, series, &changed_at, &changed_flags).await?;
+    }
+    Ok((verdict.masks[..new.len()].to_vec(), verdict))
+}
+
+fn window_bar(row: &store::quality::WindowBar) -> (BarValues, i32) {
+    let bar = BarValues {
+        start: row.start_at,
+        open: row.open,
+        high: row.high,
+        low: row.low,
+        close: row.close,
+        volume: row.volume,
+    };
+    (bar, row.quality_flags)
+}
+
+/// What the checks concluded over a window of bars: the flags of each checked bar and the
+/// findings to record.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// The flags of the checked bars (the window from its first checked bar on).
+    masks: Vec<i32>,
+    issue_at: Vec<DateTime<Utc>>,
+    issue_flag: Vec<i16>,
+    issue_detail: Vec<String>,
+    /// Of the bars just written, how many carry at least one flag.
+    flagged: u64,
+}
+
+/// Runs the checks over `bars` (oldest first, `old` their flags now) from index `from` on;
+/// `written` are the starts of the bars this ingest wrote.
+fn evaluate(
+    settings: &Settings,
+    series: &Series,
+    bars: &[BarValues],
+    old: &[i32],
+    from: usize,
+    written: &[DateTime<Utc>],
+) -> Verdict {
     let findings = checks::derived(
-        &bars,
+        bars,
         from,
         &series.asset_type,
         &series.venue,
         series.timeframe,
         settings,
     );
-
-    let (mut changed_at, mut changed_flags) = (Vec::new(), Vec::new());
-    let (mut issue_at, mut issue_flag, mut issue_detail) = (Vec::new(), Vec::new(), Vec::new());
     let written_set: HashSet<&DateTime<Utc>> = written.iter().collect();
-    let mut outcome = Outcome::default();
+    let mut verdict = Verdict::default();
     for i in from..bars.len() {
         let derived_mask = findings[i].iter().fold(0, |m, f| m | bit(f.flag));
         let mask = (old[i] & !DERIVED) | derived_mask;
-        if mask != old[i] {
-            changed_at.push(bars[i].start);
-            changed_flags.push(mask);
-        }
+        verdict.masks.push(mask);
         if mask != 0 && written_set.contains(&bars[i].start) {
-            outcome.flagged += 1;
+            verdict.flagged += 1;
         }
         for f in &findings[i] {
-            issue_at.push(bars[i].start);
-            issue_flag.push(f.flag as i16);
-            issue_detail.push(f.detail.clone());
+            verdict.issue_at.push(bars[i].start);
+            verdict.issue_flag.push(f.flag as i16);
+            verdict.issue_detail.push(f.detail.clone());
         }
         for flag in flags_of(mask & !DERIVED) {
-            issue_at.push(bars[i].start);
-            issue_flag.push(flag as i16);
-            issue_detail.push(ingest_detail(flag, &bars[i]));
+            verdict.issue_at.push(bars[i].start);
+            verdict.issue_flag.push(flag as i16);
+            verdict.issue_detail.push(ingest_detail(flag, &bars[i]));
         }
     }
-    if !changed_at.is_empty() {
-        store::quality::set_flags(&mut *conn, series, &changed_at, &changed_flags).await?;
-    }
-    if issue_at.is_empty() {
-        return Ok(outcome);
-    }
-    let new_rows = store::quality::record(
-        &mut *conn,
-        series,
-        &issue_at,
-        &issue_flag,
-        &issue_detail,
-        origin,
-    )
-    .await?;
-    outcome.new_findings = new_rows.len() as u64;
-    // Coalesce: one event per flag, naming the earliest bar and how many bars share the flag.
-    let mut by_flag: BTreeMap<i16, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
-    for row in new_rows {
-        by_flag
-            .entry(row.flag)
-            .or_default()
-            .push((row.bar_start, row.detail));
-    }
-    for (flag, mut found) in by_flag {
-        found.sort();
-        let (first_at, first_detail) = found[0].clone();
-        let detail = if found.len() == 1 {
-            first_detail
-        } else {
-            format!(
-                "{} bars flagged, {} to {}; first: {first_detail}",
-                found.len(),
-                first_at.to_rfc3339(),
-                found[found.len() - 1].0.to_rfc3339()
-            )
+    verdict
+}
+
+impl Verdict {
+    /// Records the findings in `quality_issues` and announces the new ones, coalesced to one
+    /// `data.quality.issue` event per flag.
+    pub async fn record(
+        self,
+        conn: &mut PgConnection,
+        series: &Series,
+        origin: Origin<'_>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let mut outcome = Outcome {
+            flagged: self.flagged,
+            ..Outcome::default()
         };
-        let event = ev::DataQualityIssue {
-            symbol: series.symbol.clone(),
-            timeframe: series.timeframe.into(),
-            flag: i32::from(flag),
-            bar_start: Some(wire::timestamp(first_at)),
-            detail,
-            source: origin.source.to_owned(),
-            import_id: origin.import_id.to_owned(),
-        };
-        outbox::enqueue(conn, SERVICE, &event, None).await?;
-        outcome.events += 1;
+        if self.issue_at.is_empty() {
+            return Ok(outcome);
+        }
+        let new_rows = store::quality::record(
+            &mut *conn,
+            series,
+            &self.issue_at,
+            &self.issue_flag,
+            &self.issue_detail,
+            origin,
+        )
+        .await?;
+        outcome.new_findings = new_rows.len() as u64;
+        // Coalesce: one event per flag, naming the earliest bar and how many bars share the flag.
+        let mut by_flag: BTreeMap<i16, Vec<(DateTime<Utc>, String)>> = BTreeMap::new();
+        for row in new_rows {
+            by_flag
+                .entry(row.flag)
+                .or_default()
+                .push((row.bar_start, row.detail));
+        }
+        for (flag, mut found) in by_flag {
+            found.sort();
+            let (first_at, first_detail) = found[0].clone();
+            let detail = if found.len() == 1 {
+                first_detail
+            } else {
+                format!(
+                    "{} bars flagged, {} to {}; first: {first_detail}",
+                    found.len(),
+                    first_at.to_rfc3339(),
+                    found[found.len() - 1].0.to_rfc3339()
+                )
+            };
+            let event = ev::DataQualityIssue {
+                symbol: series.symbol.clone(),
+                timeframe: series.timeframe.into(),
+                flag: i32::from(flag),
+                bar_start: Some(wire::timestamp(first_at)),
+                detail,
+                source: origin.source.to_owned(),
+                import_id: origin.import_id.to_owned(),
+            };
+            outbox::enqueue(conn, SERVICE, &event, None).await?;
+            outcome.events += 1;
+        }
+        Ok(outcome)
     }
-    Ok(outcome)
 }

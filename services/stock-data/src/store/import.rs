@@ -1,5 +1,6 @@
 //! Bulk import: the symbols a file names, and the bars through a temporary table with `COPY`.
 
+use chrono::{DateTime, Utc};
 use mirai_proto::stock::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
@@ -20,6 +21,47 @@ pub async fn symbols(
         .into_iter()
         .map(|r| (r.symbol, r.exchange_mic, r.asset_type, r.status))
         .collect())
+}
+
+/// Whether no bar of `timeframe` is stored for any of `symbols` between its first and last
+/// start (`firsts`, `lasts` in step): the ranges of a first import.
+pub async fn untouched(
+    conn: &mut PgConnection,
+    timeframe: pb::Timeframe,
+    symbols: &[String],
+    firsts: &[DateTime<Utc>],
+    lasts: &[DateTime<Utc>],
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT NOT EXISTS (
+            SELECT 1 FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[])
+                AS r(symbol, first_at, last_at)
+            WHERE EXISTS (SELECT 1 FROM bars b
+                WHERE b.symbol = r.symbol AND b.timeframe = $1
+                  AND b.start_at BETWEEN r.first_at AND r.last_at)
+         ) AS "untouched!""#,
+        timeframe as i16,
+        symbols,
+        firsts,
+        lasts,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Copies `data` (text-format `COPY` rows of `bars`' columns but `ingested_at`, in table order)
+/// straight into `bars`: a first import's bars, none of which is stored yet (a concurrent writer
+/// that stored one meanwhile makes it fail with a unique violation).
+pub async fn copy_new(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Error> {
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY bars (symbol, timeframe, start_at, end_at, open, high, low, close, volume, vwap,
+                        trade_count, adjustment, source, quality_flags) FROM STDIN",
+        )
+        .await?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 /// Copies `data` (text-format `COPY` rows: symbol, start, end, OHLCV, vwap, trade count,

@@ -215,6 +215,135 @@ async fn each_anomaly_class_is_detected_and_reported_never_repaired() {
     );
 }
 
+/// A series' bars (start, flags) and its findings (bar start, flag, detail), oldest first.
+async fn stored(app: &TestApp, symbol: &str) -> (Vec<(String, i32)>, Vec<(String, i16, String)>) {
+    let bars = sqlx::query_as(
+        "SELECT to_char(start_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), quality_flags FROM bars
+         WHERE symbol = $1 ORDER BY start_at",
+    )
+    .bind(symbol)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let findings = sqlx::query_as(
+        "SELECT to_char(bar_start AT TIME ZONE 'UTC', 'YYYY-MM-DD'), flag, detail
+         FROM quality_issues WHERE symbol = $1 ORDER BY bar_start, flag",
+    )
+    .bind(symbol)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    (bars, findings)
+}
+
+#[tokio::test]
+async fn a_first_import_checked_in_memory_flags_what_the_staged_path_flags() {
+    let mut app = spawn().await;
+    let data = crafted();
+    let (header, rows) = data.split_once('\n').unwrap();
+    let lines: Vec<&str> = rows.lines().collect();
+    let part = |pick: &dyn Fn(&&str) -> bool| {
+        let picked: Vec<&str> = lines.iter().copied().filter(|l| pick(l)).collect();
+        format!("{header}\n{}\n", picked.join("\n"))
+    };
+    for symbol in ["FIRST", "STAGED", "SPLIT"] {
+        app.list(symbol, "XNAS", AssetType::Equity).await;
+    }
+    // FIRST: the whole file into an empty range, checked in memory and copied into `bars`.
+    let first = app.import(csv_options("FIRST"), &data).await.unwrap();
+    assert_eq!(
+        (first.rows_inserted, first.rows_flagged),
+        (lines.len() as u64 - 1, 7)
+    );
+    // STAGED: one unremarkable bar stored first, so the whole file goes through the staging
+    // table and `INSERT … ON CONFLICT`, then the checks over the stored range.
+    app.import(
+        csv_options("STAGED"),
+        &part(&|l| l.starts_with("2024-02-01")),
+    )
+    .await
+    .unwrap();
+    let staged = app.import(csv_options("STAGED"), &data).await.unwrap();
+    assert_eq!(
+        (staged.rows_inserted, staged.rows_unchanged),
+        (first.rows_inserted - 1, 1)
+    );
+    assert_eq!(staged.rows_flagged, first.rows_flagged);
+    let (first_bars, first_findings) = stored(&app, "FIRST").await;
+    assert_eq!(
+        stored(&app, "STAGED").await,
+        (first_bars.clone(), first_findings.clone())
+    );
+    // SPLIT: the bars from 3 April first, then the earlier ones into the empty range before
+    // them: 3 April, stored with no bar before it, becomes the bar after a missing session once
+    // its predecessor arrives, and its stored flags are rewritten.
+    app.import(csv_options("SPLIT"), &part(&|l| *l >= "2024-04-03"))
+        .await
+        .unwrap();
+    let (bars, _) = stored(&app, "SPLIT").await;
+    let gap = mirai_stock_data::quality::bit(QualityFlag::GapBefore);
+    assert_eq!(bars[0].0, "2024-04-03");
+    assert_eq!(bars[0].1 & gap, 0, "no predecessor yet: no gap");
+    let earlier = app
+        .import(csv_options("SPLIT"), &part(&|l| *l < "2024-04-03"))
+        .await
+        .unwrap();
+    assert_eq!(earlier.rows_updated, 0, "{earlier:?}");
+    let (split_bars, split_findings) = stored(&app, "SPLIT").await;
+    let on = |bars: &[(String, i32)], day: &str| bars.iter().find(|b| b.0 == day).unwrap().1;
+    assert_eq!(on(&split_bars, "2024-04-03"), on(&first_bars, "2024-04-03"));
+    assert_ne!(on(&split_bars, "2024-04-03") & gap, 0);
+    assert!(
+        split_findings
+            .iter()
+            .any(|f| f.0 == "2024-04-03" && f.1 == QualityFlag::GapBefore as i16),
+        "{split_findings:?}"
+    );
+    // Before the join the series are the same.
+    let before = |bars: &[(String, i32)]| -> Vec<(String, i32)> {
+        bars.iter()
+            .filter(|b| b.0.as_str() < "2024-04-03")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(before(&split_bars), before(&first_bars));
+}
+
+#[tokio::test]
+async fn bars_name_stored_symbols_and_a_symbol_with_bars_stays() {
+    let mut app = spawn().await;
+    app.list("ACME", "XNAS", AssetType::Equity).await;
+    app.import(csv_options("ACME"), &crafted()).await.unwrap();
+    let insert = |symbol: &'static str| {
+        sqlx::query(
+            "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close,
+                               volume, adjustment, source)
+             VALUES ($1, 6, '2030-01-02 14:30+00', '2030-01-02 21:00+00', 1, 1, 1, 1, 1, 0, 't')",
+        )
+        .bind(symbol)
+        .execute(&app.pool)
+    };
+    let refused = |result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>| {
+        result.unwrap_err().as_database_error().map(|e| e.kind())
+    };
+    assert_eq!(
+        refused(insert("NOPE").await),
+        Some(sqlx::error::ErrorKind::ForeignKeyViolation)
+    );
+    insert("ACME").await.unwrap();
+    for statement in [
+        "DELETE FROM symbols WHERE symbol = 'ACME'",
+        "UPDATE symbols SET symbol = 'ACME2' WHERE symbol = 'ACME'",
+        "UPDATE bars SET symbol = 'NOPE' WHERE symbol = 'ACME'",
+    ] {
+        assert_eq!(
+            refused(sqlx::query(statement).execute(&app.pool).await),
+            Some(sqlx::error::ErrorKind::ForeignKeyViolation),
+            "{statement}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn report_pages_cover_every_issue_once() {
     let mut app = spawn().await;
