@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DatabaseConfig;
 use crate::telemetry::Metrics;
 
+pub mod copy;
+
 /// Service migrations must have versions at or above this; platform ones stay below.
 pub const SERVICE_MIGRATIONS_START: i64 = 1000;
 

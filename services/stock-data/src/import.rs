@@ -11,11 +11,12 @@
 //! ([`crate::quality::run::check`]), so flags, findings and `data.quality.issue` events
 //! commit with the bars (and a dry run reports them without storing anything).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _, Utc};
 use chrono_tz::Tz;
+use mirai_platform::db::copy::BinaryRows;
 use mirai_platform::wire;
 use mirai_proto::stock::v1 as pb;
 use sqlx::PgPool;
@@ -68,15 +69,16 @@ fn row_error(line: u64, column: &str, reason: impl Into<String>, content: &str) 
     }
 }
 
-/// Parses one record, given a field accessor; `content` is the raw line for error reports.
-fn parse_row(
+/// Parses one record, given a field accessor; `content` gives the raw line for error reports
+/// (built only for a row that fails).
+fn parse_row<'a>(
     line: u64,
-    field: impl Fn(&str) -> Option<String>,
-    content: &str,
+    field: impl Fn(&str) -> Option<Cow<'a, str>>,
+    content: impl Fn() -> String,
     options: &Options,
 ) -> Result<Row, pb::RowError> {
-    let fail = |column: &str, reason: String| row_error(line, column, reason, content);
-    let required = |column: &str| -> Result<String, pb::RowError> {
+    let fail = |column: &str, reason: String| row_error(line, column, reason, &content());
+    let required = |column: &str| -> Result<Cow<'a, str>, pb::RowError> {
         field(column)
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| fail(column, "missing".to_owned()))
@@ -194,14 +196,14 @@ fn parse_csv(body: &[u8], options: &Options) -> Result<Parsed, DomainError> {
                     continue;
                 }
                 read += 1;
-                let content = record.iter().collect::<Vec<_>>().join(",");
+                let content = || record.iter().collect::<Vec<_>>().join(",");
                 let field = |name: &str| {
                     index
                         .get(name)
                         .and_then(|i| record.get(*i))
-                        .map(str::to_owned)
+                        .map(Cow::Borrowed)
                 };
-                match parse_row(line, field, &content, options) {
+                match parse_row(line, field, content, options) {
                     Ok(row) => rows.push(row),
                     Err(error) => errors.push(error),
                 }
@@ -239,24 +241,16 @@ fn parse_ndjson(body: &[u8], options: &Options) -> Parsed {
                 }
             };
         let field = |name: &str| match object.get(name)? {
-            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::String(s) => Some(Cow::Owned(s.clone())),
             serde_json::Value::Null => None,
-            other => Some(other.to_string()),
+            other => Some(Cow::Owned(other.to_string())),
         };
-        match parse_row(line, field, &content, options) {
+        match parse_row(line, field, || content.to_string(), options) {
             Ok(row) => rows.push(row),
             Err(error) => errors.push(error),
         }
     }
     (rows, errors, read)
-}
-
-/// Text-format COPY value.
-fn copy_value(out: &mut String, value: Option<String>) {
-    match value {
-        Some(v) => out.push_str(&v),
-        None => out.push_str("\\N"),
-    }
 }
 
 /// A listed symbol as the import needs it.
@@ -377,6 +371,7 @@ async fn import_new(
     runs: &[(Series, std::ops::Range<usize>)],
     origin: quality::run::Origin<'_>,
 ) -> std::result::Result<u64, sqlx::Error> {
+    let started = std::time::Instant::now();
     let mut flags = ingest_flags.to_vec();
     let mut verdicts = Vec::with_capacity(runs.len());
     for (series, range) in runs {
@@ -389,12 +384,22 @@ async fn import_new(
         flags[range.clone()].copy_from_slice(&masks);
         verdicts.push(verdict);
     }
-    let data = copy_rows(chosen, &flags, Some(options));
+    let checked = started.elapsed();
+    let data = copy_rows(chosen, &flags, Some(options)).map_err(sqlx::Error::Encode)?;
+    let encoded = started.elapsed();
     store::import::copy_new(&mut *conn, data).await?;
+    let copied = started.elapsed();
     let mut flagged = 0;
     for ((series, _), verdict) in runs.iter().zip(verdicts) {
         flagged += verdict.record(&mut *conn, series, origin).await?.flagged;
     }
+    tracing::debug!(
+        message = "First import phases.",
+        check_ms = checked.as_millis() as u64,
+        encode_ms = (encoded - checked).as_millis() as u64,
+        copy_ms = (copied - encoded).as_millis() as u64,
+        record_ms = (started.elapsed() - copied).as_millis() as u64,
+    );
     Ok(flagged)
 }
 
@@ -403,38 +408,36 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|e| e.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-/// Text-format `COPY` rows of `chosen` with `flags` (in step): the staging table's columns
+/// Binary `COPY` rows of `chosen` with `flags` (in step): the staging table's columns
 /// (symbol, start, end, OHLCV, vwap, trade count, flags), or, given the import's options,
 /// those of `bars` ([`store::import::copy_new`]).
-fn copy_rows(chosen: &[(Resolved, u32)], flags: &[i32], into_bars: Option<&Options>) -> String {
-    let mut data = String::with_capacity(chosen.len() * 128);
+fn copy_rows(
+    chosen: &[(Resolved, u32)],
+    flags: &[i32],
+    into_bars: Option<&Options>,
+) -> std::result::Result<BinaryRows, sqlx::error::BoxDynError> {
+    let fields = if into_bars.is_some() { 14 } else { 11 };
+    let mut rows = BinaryRows::new(fields, chosen.len() * (fields as usize * 4 + 100));
     for ((bar, _), flags) in chosen.iter().zip(flags) {
         let row = &bar.row;
-        data.push_str(&row.symbol);
+        rows.push(row.symbol.as_str())?;
         if let Some(options) = into_bars {
-            let _ = write!(data, "\t{}", options.timeframe as i16);
+            rows.push(options.timeframe as i16)?;
         }
-        let _ = write!(
-            data,
-            "\t{}\t{}\t{:?}\t{:?}\t{:?}\t{:?}\t{:?}\t",
-            bar.start.format("%Y-%m-%d %H:%M:%S%.f+00"),
-            bar.end.format("%Y-%m-%d %H:%M:%S%.f+00"),
-            row.open,
-            row.high,
-            row.low,
-            row.close,
-            row.volume
-        );
-        copy_value(&mut data, row.vwap.map(|v| format!("{v:?}")));
-        data.push('\t');
-        copy_value(&mut data, row.trade_count.map(|n| n.to_string()));
+        rows.push(bar.start)?;
+        rows.push(bar.end)?;
+        for value in [row.open, row.high, row.low, row.close, row.volume] {
+            rows.push(value)?;
+        }
+        rows.push(row.vwap)?;
+        rows.push(row.trade_count)?;
         if let Some(options) = into_bars {
-            // The source is letters, digits and '-' (Options::parse): nothing to escape.
-            let _ = write!(data, "\t{}\t{}", pb::Adjustment::Raw as i16, options.source);
+            rows.push(pb::Adjustment::Raw as i16)?;
+            rows.push(options.source.as_str())?;
         }
-        let _ = writeln!(data, "\t{flags}");
+        rows.push(*flags)?;
     }
-    data
+    Ok(rows)
 }
 
 /// Imports `body` with `options`.
@@ -493,7 +496,7 @@ pub async fn run(
 
     // Resolve, then keep the last row of each (symbol, start): earlier copies are reported as
     // duplicates through the kept bar's flag.
-    let mut latest: HashMap<(String, DateTime<Utc>), (Resolved, u32)> = HashMap::new();
+    let mut resolved: Vec<Resolved> = Vec::with_capacity(rows.len());
     for row in rows {
         let Some(symbol) = listed.get(&row.symbol) else {
             errors.push(row_error(
@@ -505,29 +508,31 @@ pub async fn run(
             continue;
         };
         match resolve(row, symbol, options) {
-            Ok(resolved) => {
-                let key = (resolved.row.symbol.clone(), resolved.start);
-                match latest.get_mut(&key) {
-                    Some((kept, copies)) => {
-                        *copies += 1;
-                        if resolved.row.line > kept.row.line {
-                            *kept = resolved;
-                        }
-                    }
-                    None => {
-                        latest.insert(key, (resolved, 1));
-                    }
-                }
-            }
+            Ok(bar) => resolved.push(bar),
             Err(error) => errors.push(error),
+        }
+    }
+    // In (symbol, start, line) order the copies of a bar are adjacent, the last row last (a
+    // file in time order is sorted already, which the sort notices in one pass).
+    resolved.sort_by(|a, b| {
+        (&a.row.symbol, a.start, a.row.line).cmp(&(&b.row.symbol, b.start, b.row.line))
+    });
+    let mut chosen: Vec<(Resolved, u32)> = Vec::with_capacity(resolved.len());
+    for bar in resolved {
+        match chosen.last_mut() {
+            Some((kept, copies))
+                if kept.row.symbol == bar.row.symbol && kept.start == bar.start =>
+            {
+                *kept = bar;
+                *copies += 1;
+            }
+            _ => chosen.push((bar, 1)),
         }
     }
     errors.sort_by_key(|e| e.line);
     let rows_rejected = errors.len() as u64;
     let errors_truncated = errors.len() > MAX_ERRORS;
     errors.truncate(MAX_ERRORS);
-    let mut chosen: Vec<(Resolved, u32)> = latest.into_values().collect();
-    chosen.sort_by(|a, b| (&a.0.row.symbol, a.0.start).cmp(&(&b.0.row.symbol, b.0.start)));
 
     let ingest_flags: Vec<i32> = chosen
         .iter()
@@ -605,7 +610,9 @@ pub async fn run(
     let (inserted, updated, rows_flagged, stored) = match first_import {
         Some(flagged) => (chosen.len() as i64, 0, flagged, copied),
         None => {
-            let data = copy_rows(&chosen, &ingest_flags, None);
+            let data = copy_rows(&chosen, &ingest_flags, None)
+                .map_err(sqlx::Error::Encode)
+                .map_err(&status)?;
             store::import::copy(&mut tx, data).await.map_err(&status)?;
             let (inserted, updated) =
                 store::import::insert(&mut tx, options.timeframe, &options.source)

@@ -1,6 +1,7 @@
 //! Bulk import: the symbols a file names, and the bars through a temporary table with `COPY`.
 
 use chrono::{DateTime, Utc};
+use mirai_platform::db::copy::BinaryRows;
 use mirai_proto::stock::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 
@@ -49,24 +50,22 @@ pub async fn untouched(
     .await
 }
 
-/// Copies `data` (text-format `COPY` rows of `bars`' columns but `ingested_at`, in table order)
-/// straight into `bars`: a first import's bars, none of which is stored yet (a concurrent writer
-/// that stored one meanwhile makes it fail with a unique violation).
-pub async fn copy_new(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Error> {
-    let mut copy = conn
-        .copy_in_raw(
-            "COPY bars (symbol, timeframe, start_at, end_at, open, high, low, close, volume, vwap,
-                        trade_count, adjustment, source, quality_flags) FROM STDIN",
-        )
-        .await?;
-    copy.send(data.into_bytes()).await?;
-    copy.finish().await?;
+/// Copies `rows` (`bars`' columns but `ingested_at`, in table order) straight into `bars`: a
+/// first import's bars, none of which is stored yet (a concurrent writer that stored one
+/// meanwhile makes it fail with a unique violation).
+pub async fn copy_new(conn: &mut PgConnection, rows: BinaryRows) -> Result<(), sqlx::Error> {
+    rows.copy(
+        conn,
+        "COPY bars (symbol, timeframe, start_at, end_at, open, high, low, close, volume, vwap,
+                    trade_count, adjustment, source, quality_flags) FROM STDIN (FORMAT binary)",
+    )
+    .await?;
     Ok(())
 }
 
-/// Copies `data` (text-format `COPY` rows: symbol, start, end, OHLCV, vwap, trade count,
-/// flags) into the temporary table `import_bars`, dropped at commit.
-pub async fn copy(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Error> {
+/// Copies `rows` (symbol, start, end, OHLCV, vwap, trade count, flags) into the temporary table
+/// `import_bars`, dropped at commit.
+pub async fn copy(conn: &mut PgConnection, rows: BinaryRows) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "CREATE TEMP TABLE import_bars (
             symbol TEXT, start_at TIMESTAMPTZ, end_at TIMESTAMPTZ, open FLOAT8, high FLOAT8,
@@ -76,9 +75,8 @@ pub async fn copy(conn: &mut PgConnection, data: String) -> Result<(), sqlx::Err
     )
     .execute(&mut *conn)
     .await?;
-    let mut copy = conn.copy_in_raw("COPY import_bars FROM STDIN").await?;
-    copy.send(data.into_bytes()).await?;
-    copy.finish().await?;
+    rows.copy(conn, "COPY import_bars FROM STDIN (FORMAT binary)")
+        .await?;
     Ok(())
 }
 
