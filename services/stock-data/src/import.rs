@@ -601,6 +601,10 @@ pub async fn run(
                 first_import = Some(flagged);
             }
             Err(e) if is_unique_violation(&e) => {
+                tracing::info!(
+                    message = "A concurrent writer stored bars of the range first: importing through the staging table.",
+                    %import_id,
+                );
                 direct.rollback().await.map_err(&status)?;
             }
             Err(e) => return Err(status(e)),

@@ -434,3 +434,53 @@ async fn import_big(client: &mut Client, options: ImportOptions, data: &str) -> 
         .unwrap()
         .into_inner()
 }
+
+#[tokio::test]
+async fn two_imports_of_one_new_range_at_once_both_succeed_and_store_each_bar_once() {
+    let (client, stop, db) = start().await;
+    // 30,000 minute bars of regular sessions: big enough that the two imports overlap.
+    let mut data = String::from("timestamp,open,high,low,close,volume\n");
+    let mut day = chrono::NaiveDate::from_ymd_opt(2023, 1, 2).unwrap();
+    let mut rows = 0;
+    while rows < 30_000 {
+        use chrono::Datelike as _;
+        if !matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            for minute in 0..390 {
+                let local = day.and_hms_opt(9, 30, 0).unwrap() + chrono::Duration::minutes(minute);
+                let price = 100.0 + (rows % 2) as f64 / 20.0;
+                data.push_str(&format!(
+                    "{},{price},{},{},{price},100\n",
+                    local.format("%Y-%m-%d %H:%M:%S"),
+                    price + 0.05,
+                    price - 0.05
+                ));
+                rows += 1;
+            }
+        }
+        day = day.succ_opt().unwrap();
+    }
+    let options = ImportOptions {
+        timeframe: Timeframe::OneMinute.into(),
+        ..csv_options()
+    };
+    let (mut a, mut b) = (client.clone(), client.clone());
+    let (first, second) = tokio::join!(
+        import_big(&mut a, options.clone(), &data),
+        import_big(&mut b, options.clone(), &data)
+    );
+    // Whichever stored the range first inserted it; the other found every bar unchanged.
+    let mut outcomes = [
+        (first.rows_inserted, first.rows_unchanged),
+        (second.rows_inserted, second.rows_unchanged),
+    ];
+    outcomes.sort();
+    assert_eq!(outcomes, [(0, rows), (rows, 0)], "{first:?} {second:?}");
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM bars WHERE symbol = 'ACME'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, rows as i64);
+    pool.close().await;
+    stop.cancel();
+}
