@@ -137,9 +137,9 @@ impl Application {
         ));
         let state = AppState {
             streams,
-            upstreams,
+            upstreams: Arc::new(upstreams),
             streams_stop: streams_stop.clone(),
-            public_url: config.public_url.clone(),
+            public_url: config.public_url.as_str().into(),
             quotes: Arc::new(QuoteCache::new(config.quote_fallback_max_age, &metrics)),
         };
         // Innermost first: the handler sees idempotency, then rate limits (which need the

@@ -348,7 +348,7 @@ async fn discovery(State(state): State<AppState>) -> Result<Response, Problem> {
         .upstreams
         .user()
         .get_discovery_document(pb::GetDiscoveryDocumentRequest {
-            public_base_url: state.public_url.clone(),
+            public_base_url: state.public_url.to_string(),
         })
         .await?
         .into_inner();
