@@ -50,7 +50,7 @@ impl FromStr for Role {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
     pub user_id: String,
     pub roles: BTreeSet<Role>,

@@ -55,7 +55,7 @@ pub use self::metrics::ClientMetrics;
 pub use self::retry::RetryConfig;
 pub use self::span::Traced;
 use super::deadline;
-use super::identity::{IDENTITY_HEADER, Signer};
+use super::identity::{IDENTITY_HEADER, REQUEST_ID_HEADER, Signer};
 use crate::auth::OnBehalfOf;
 use crate::config::{ConfigError, Env};
 use crate::telemetry::Metrics;
@@ -473,11 +473,18 @@ impl Interceptor for OutgoingContext {
             propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
         });
         let user = request.extensions().get::<OnBehalfOf>().map(|on| &on.0);
-        let token = self.signer.sign(&[&self.audience], user);
+        let token = self.signer.token(&self.audience, user);
         request.metadata_mut().insert(
             IDENTITY_HEADER,
             MetadataValue::try_from(token).expect("a JWT is ASCII"),
         );
+        if let Some(value) = self
+            .signer
+            .request_id()
+            .and_then(|id| MetadataValue::try_from(id).ok())
+        {
+            request.metadata_mut().insert(REQUEST_ID_HEADER, value);
+        }
         let open_ended = request.extensions().get::<OpenEnded>().is_some();
         let timeout = match deadline::remaining() {
             Some(left) if open_ended => left,
