@@ -625,6 +625,31 @@ impl tonic::service::Interceptor for AsGateway {
     }
 }
 
+/// Signs every call that carries no identity token yet as the gateway acting for an admin
+/// (admin RPCs in tests and benches; [`request_as`] calls keep their own token).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsAdmin;
+
+impl tonic::service::Interceptor for AsAdmin {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if !request
+            .metadata()
+            .contains_key(crate::grpc::identity::IDENTITY_HEADER)
+        {
+            let admin = crate::auth::Principal {
+                user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+                roles: [crate::auth::Role::User, crate::auth::Role::Admin].into(),
+                api_key_id: None,
+            };
+            sign_as(&mut request, Some(&admin));
+        }
+        Ok(request)
+    }
+}
+
 /// A channel whose calls carry test identity tokens ([`AsGateway`]).
 pub type TestChannel =
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AsGateway>;

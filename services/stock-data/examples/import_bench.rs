@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use chrono::{Duration, TimeZone as _, Utc};
-use mirai_platform::testing::TestDatabase;
+use mirai_platform::testing::{AsAdmin, TestDatabase};
 use mirai_proto::stock::v1 as pb;
 use mirai_proto::stock::v1::import_bars_request::Part;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
@@ -23,29 +23,6 @@ use mirai_stock_data::calendar::NYSE;
 use mirai_stock_data::config::Config;
 use mirai_stock_data::quality;
 use tokio_util::sync::CancellationToken;
-
-/// Signs each call as the gateway acting for an admin (ImportBars is an admin RPC).
-#[derive(Clone, Copy)]
-struct AsAdmin;
-
-impl tonic::service::Interceptor for AsAdmin {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let admin = mirai_platform::auth::Principal {
-            user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
-            roles: [
-                mirai_platform::auth::Role::User,
-                mirai_platform::auth::Role::Admin,
-            ]
-            .into(),
-            api_key_id: None,
-        };
-        mirai_platform::testing::sign_as(&mut request, Some(&admin));
-        Ok(request)
-    }
-}
 
 fn csv(rows: usize) -> String {
     let mut out = String::with_capacity(rows * 80);

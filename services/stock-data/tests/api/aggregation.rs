@@ -226,7 +226,7 @@ async fn a_stalled_stream_does_not_delay_another() {
         .connect()
         .await
         .unwrap();
-    let mut stalled = mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient::with_interceptor(channel, crate::helpers::AsAdmin)
+    let mut stalled = mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient::with_interceptor(channel, mirai_platform::testing::AsAdmin)
         .stream_quotes(request.clone())
         .await
         .unwrap()

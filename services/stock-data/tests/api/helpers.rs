@@ -1,7 +1,7 @@
 //! Shared test plumbing: the real service on port 0 with a fresh database and its own Pub/Sub
 //! names, a client, and small helpers.
 
-use mirai_platform::testing::TestDatabase;
+use mirai_platform::testing::{AsAdmin, TestDatabase};
 use mirai_platform::wire;
 use mirai_proto::stock::v1::import_bars_request::Part;
 use mirai_proto::stock::v1::stock_data_service_client::StockDataServiceClient;
@@ -12,41 +12,11 @@ use mirai_proto::stock::v1::{
 use mirai_stock_data::config::Config;
 use tokio_util::sync::CancellationToken;
 
-/// A client whose every call carries an admin principal, as the gateway passes it.
+/// A client whose every call carries an admin principal, as the gateway passes it (unless
+/// the request carries its own identity token: [`mirai_platform::testing::request_as`]).
 pub type Client = StockDataServiceClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AsAdmin>,
 >;
-
-/// Signs each request as the gateway acting for an admin, unless the request carries its own
-/// identity token ([`mirai_platform::testing::request_as`]).
-#[derive(Clone, Copy)]
-pub struct AsAdmin;
-
-impl tonic::service::Interceptor for AsAdmin {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        // A test that names its own caller keeps it.
-        if request
-            .metadata()
-            .contains_key(mirai_platform::grpc::identity::IDENTITY_HEADER)
-        {
-            return Ok(request);
-        }
-        let admin = mirai_platform::auth::Principal {
-            user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
-            roles: [
-                mirai_platform::auth::Role::User,
-                mirai_platform::auth::Role::Admin,
-            ]
-            .into(),
-            api_key_id: None,
-        };
-        mirai_platform::testing::sign_as(&mut request, Some(&admin));
-        Ok(request)
-    }
-}
 
 /// An admin client of the service at `addr`.
 pub async fn connect(addr: std::net::SocketAddr) -> Client {

@@ -342,45 +342,7 @@ async fn columns_in_any_order_malformed_lines_and_mixed_zones_are_handled_precis
 #[tokio::test]
 async fn a_fifty_thousand_row_import_is_kept_whole_and_announces_issues_coalesced() {
     let (mut client, stop, db) = start().await;
-    // 50,000 minute bars over regular sessions (weekdays; the 2024 holidays skipped), every
-    // 1,000th with zero volume.
-    let holidays = [
-        "2024-06-19",
-        "2024-07-04",
-        "2024-09-02",
-        "2024-11-28",
-        "2024-12-25",
-    ];
-    let mut data = String::from("timestamp,open,high,low,close,volume\n");
-    let mut day = chrono::NaiveDate::from_ymd_opt(2024, 6, 3).unwrap();
-    let mut rows = 0;
-    while rows < 50_000 {
-        use chrono::Datelike as _;
-        let weekend = matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
-        if !weekend && !holidays.contains(&day.to_string().as_str()) {
-            for minute in 0..390 {
-                if rows == 50_000 {
-                    break;
-                }
-                let local = day.and_hms_opt(9, 30, 0).unwrap() + chrono::Duration::minutes(minute);
-                // A zig-zag: every return is ±0.05 %, so none stands out.
-                let price = 100.0 + (rows % 2) as f64 / 20.0;
-                let volume = if rows % 1000 == 999 {
-                    0
-                } else {
-                    100 + rows % 50
-                };
-                data.push_str(&format!(
-                    "{},{price},{},{},{price},{volume}\n",
-                    local.format("%Y-%m-%d %H:%M:%S"),
-                    price + 0.05,
-                    price - 0.05
-                ));
-                rows += 1;
-            }
-        }
-        day = day.succ_opt().unwrap();
-    }
+    let data = minute_bars(50_000);
     let options = ImportOptions {
         timeframe: Timeframe::OneMinute.into(),
         ..csv_options()
@@ -438,27 +400,9 @@ async fn import_big(client: &mut Client, options: ImportOptions, data: &str) -> 
 #[tokio::test]
 async fn two_imports_of_one_new_range_at_once_both_succeed_and_store_each_bar_once() {
     let (client, stop, db) = start().await;
-    // 30,000 minute bars of regular sessions: big enough that the two imports overlap.
-    let mut data = String::from("timestamp,open,high,low,close,volume\n");
-    let mut day = chrono::NaiveDate::from_ymd_opt(2023, 1, 2).unwrap();
-    let mut rows = 0;
-    while rows < 30_000 {
-        use chrono::Datelike as _;
-        if !matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
-            for minute in 0..390 {
-                let local = day.and_hms_opt(9, 30, 0).unwrap() + chrono::Duration::minutes(minute);
-                let price = 100.0 + (rows % 2) as f64 / 20.0;
-                data.push_str(&format!(
-                    "{},{price},{},{},{price},100\n",
-                    local.format("%Y-%m-%d %H:%M:%S"),
-                    price + 0.05,
-                    price - 0.05
-                ));
-                rows += 1;
-            }
-        }
-        day = day.succ_opt().unwrap();
-    }
+    // Big enough that the two imports overlap.
+    let rows = 30_000;
+    let data = minute_bars(rows as usize);
     let options = ImportOptions {
         timeframe: Timeframe::OneMinute.into(),
         ..csv_options()
@@ -483,4 +427,46 @@ async fn two_imports_of_one_new_range_at_once_both_succeed_and_store_each_bar_on
     assert_eq!(stored, rows as i64);
     pool.close().await;
     stop.cancel();
+}
+
+/// `rows` minute bars over regular sessions from 3 June 2024 (weekdays; the 2024 holidays
+/// skipped), every 1,000th with zero volume; a ±0.05 % zig-zag, so no return stands out.
+fn minute_bars(rows: usize) -> String {
+    let holidays = [
+        "2024-06-19",
+        "2024-07-04",
+        "2024-09-02",
+        "2024-11-28",
+        "2024-12-25",
+    ];
+    let mut data = String::from("timestamp,open,high,low,close,volume\n");
+    let mut day = chrono::NaiveDate::from_ymd_opt(2024, 6, 3).unwrap();
+    let mut written = 0;
+    while written < rows {
+        use chrono::Datelike as _;
+        let weekend = matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
+        if !weekend && !holidays.contains(&day.to_string().as_str()) {
+            for minute in 0..390 {
+                if written == rows {
+                    break;
+                }
+                let local = day.and_hms_opt(9, 30, 0).unwrap() + chrono::Duration::minutes(minute);
+                let price = 100.0 + (written % 2) as f64 / 20.0;
+                let volume = if written % 1000 == 999 {
+                    0
+                } else {
+                    100 + written % 50
+                };
+                data.push_str(&format!(
+                    "{},{price},{},{},{price},{volume}\n",
+                    local.format("%Y-%m-%d %H:%M:%S"),
+                    price + 0.05,
+                    price - 0.05
+                ));
+                written += 1;
+            }
+        }
+        day = day.succ_opt().unwrap();
+    }
+    data
 }
