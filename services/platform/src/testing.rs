@@ -611,18 +611,23 @@ pub fn request_as<T>(
 pub struct AsGateway;
 
 impl tonic::service::Interceptor for AsGateway {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if !request
-            .metadata()
-            .contains_key(crate::grpc::identity::IDENTITY_HEADER)
-        {
-            sign_as(&mut request, None);
-        }
-        Ok(request)
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        Ok(sign_unless_signed(request, None))
     }
+}
+
+/// `request` signed with [`sign_as`] for `principal`, unless it carries a token already.
+fn sign_unless_signed(
+    mut request: tonic::Request<()>,
+    principal: Option<&crate::auth::Principal>,
+) -> tonic::Request<()> {
+    if !request
+        .metadata()
+        .contains_key(crate::grpc::identity::IDENTITY_HEADER)
+    {
+        sign_as(&mut request, principal);
+    }
+    request
 }
 
 /// Signs every call that carries no identity token yet as the gateway acting for an admin
@@ -631,22 +636,13 @@ impl tonic::service::Interceptor for AsGateway {
 pub struct AsAdmin;
 
 impl tonic::service::Interceptor for AsAdmin {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if !request
-            .metadata()
-            .contains_key(crate::grpc::identity::IDENTITY_HEADER)
-        {
-            let admin = crate::auth::Principal {
-                user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
-                roles: [crate::auth::Role::User, crate::auth::Role::Admin].into(),
-                api_key_id: None,
-            };
-            sign_as(&mut request, Some(&admin));
-        }
-        Ok(request)
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let admin = crate::auth::Principal {
+            user_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            roles: [crate::auth::Role::User, crate::auth::Role::Admin].into(),
+            api_key_id: None,
+        };
+        Ok(sign_unless_signed(request, Some(&admin)))
     }
 }
 
