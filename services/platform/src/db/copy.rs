@@ -20,7 +20,6 @@ pub struct BinaryRows {
     buffer: PgArgumentBuffer,
     fields: i16,
     in_row: i16,
-    rows: usize,
 }
 
 impl BinaryRows {
@@ -33,7 +32,6 @@ impl BinaryRows {
             buffer,
             fields,
             in_row: fields,
-            rows: 0,
         }
     }
 
@@ -43,7 +41,6 @@ impl BinaryRows {
         if self.in_row == self.fields {
             self.buffer.extend_from_slice(&self.fields.to_be_bytes());
             self.in_row = 0;
-            self.rows += 1;
         }
         let at = self.buffer.len();
         self.buffer.extend_from_slice(&[0; 4]);
@@ -54,11 +51,6 @@ impl BinaryRows {
         self.buffer[at..at + 4].copy_from_slice(&length.to_be_bytes());
         self.in_row += 1;
         Ok(())
-    }
-
-    /// The rows started so far.
-    pub fn rows(&self) -> usize {
-        self.rows
     }
 
     /// Sends the rows with `statement` (`COPY table (columns…) FROM STDIN (FORMAT binary)`).
@@ -95,7 +87,6 @@ mod tests {
         rows.push(None::<i32>).unwrap();
         rows.push(-1_i16).unwrap();
         rows.push("ab").unwrap();
-        assert_eq!(rows.rows(), 2);
         let body = &rows.buffer[HEADER.len()..];
         assert_eq!(
             body,

@@ -189,12 +189,7 @@ impl Signer {
             return token.clone();
         }
         let token = self.sign(&[audience], user);
-        if minted.len() >= CACHE_LIMIT {
-            minted.retain(|_, (_, at)| now.duration_since(*at) < REUSE);
-            if minted.len() >= CACHE_LIMIT {
-                minted.clear();
-            }
-        }
+        make_room(&mut minted, |(_, at)| now.duration_since(*at) < REUSE);
         minted.insert(key, (token.clone(), now));
         token
     }
@@ -292,6 +287,17 @@ pub struct Verifier {
     verified: Mutex<HashMap<String, (Caller, i64)>>,
 }
 
+/// Makes room for one more entry in a cache of at most [`CACHE_LIMIT`]: when full, drops the
+/// entries `live` rejects, then, if that was not enough, all.
+fn make_room<K, V>(cache: &mut HashMap<K, V>, live: impl Fn(&V) -> bool) {
+    if cache.len() >= CACHE_LIMIT {
+        cache.retain(|_, value| live(value));
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+    }
+}
+
 /// Whom a reusable token is for.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct TokenFor {
@@ -339,12 +345,7 @@ impl Verifier {
         }
         let (caller, exp) = self.verify_signed(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified.len() >= CACHE_LIMIT {
-            verified.retain(|_, (_, exp)| now <= *exp + leeway);
-            if verified.len() >= CACHE_LIMIT {
-                verified.clear();
-            }
-        }
+        make_room(&mut verified, |(_, exp)| now <= *exp + leeway);
         verified.insert(token.to_owned(), (caller.clone(), exp));
         Ok(caller)
     }

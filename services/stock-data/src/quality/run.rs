@@ -112,16 +112,14 @@ pub async fn check(
     let from = rows.iter().take_while(|r| r.context).count();
     let (bars, old): (Vec<BarValues>, Vec<i32>) = rows.iter().map(window_bar).unzip();
     let verdict = evaluate(settings, series, &bars, &old, from, written);
-    let (mut changed_at, mut changed_flags) = (Vec::new(), Vec::new());
-    for (i, mask) in verdict.masks.iter().enumerate() {
-        if *mask != old[from + i] {
-            changed_at.push(bars[from + i].start);
-            changed_flags.push(*mask);
-        }
-    }
-    if !changed_at.is_empty() {
-        store::quality::set_flags(&mut *conn, series, &changed_at, &changed_flags).await?;
-    }
+    rewrite_flags(
+        &mut *conn,
+        series,
+        &bars[from..],
+        &old[from..],
+        &verdict.masks,
+    )
+    .await?;
     verdict.record(conn, series, origin).await
 }
 
@@ -164,17 +162,40 @@ pub async fn check_new(
     }
     let starts: Vec<DateTime<Utc>> = new.iter().map(|(bar, _)| bar.start).collect();
     let verdict = evaluate(settings, series, &bars, &old, from, &starts);
-    let (mut changed_at, mut changed_flags) = (Vec::new(), Vec::new());
-    for (i, mask) in verdict.masks.iter().enumerate().skip(new.len()) {
-        if *mask != old[from + i] {
-            changed_at.push(bars[from + i].start);
-            changed_flags.push(*mask);
+    // Only the stored bar after the new ones is in the table to rewrite.
+    let stored_from = from + new.len();
+    let masks = &verdict.masks[new.len()..];
+    rewrite_flags(
+        &mut *conn,
+        series,
+        &bars[stored_from..],
+        &old[stored_from..],
+        masks,
+    )
+    .await?;
+    Ok((verdict.masks[..new.len()].to_vec(), verdict))
+}
+
+/// Rewrites the stored flags of `bars` (in step with `old`, their flags now, and `masks`, their
+/// flags as checked) where the check changed them.
+async fn rewrite_flags(
+    conn: &mut PgConnection,
+    series: &Series,
+    bars: &[BarValues],
+    old: &[i32],
+    masks: &[i32],
+) -> Result<(), sqlx::Error> {
+    let (mut at, mut flags) = (Vec::new(), Vec::new());
+    for ((bar, old), mask) in bars.iter().zip(old).zip(masks) {
+        if mask != old {
+            at.push(bar.start);
+            flags.push(*mask);
         }
     }
-    if !changed_at.is_empty() {
-        store::quality::set_flags(&mut *conn, series, &changed_at, &changed_flags).await?;
+    if !at.is_empty() {
+        store::quality::set_flags(conn, series, &at, &flags).await?;
     }
-    Ok((verdict.masks[..new.len()].to_vec(), verdict))
+    Ok(())
 }
 
 fn window_bar(row: &store::quality::WindowBar) -> (BarValues, i32) {
