@@ -85,17 +85,33 @@ async fn dev_up_with_traces_shows_a_request_across_processes_in_the_trace_viewer
     wait_for_platform(offset, Duration::from_secs(420)).await;
     let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
     let http = reqwest::Client::new();
-    let registered = http
-        .post(format!("{gateway}/v1/auth/register"))
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .json(&serde_json::json!({
-            "email": "traced-locally@example.com",
-            "password": crate::helpers::PASSWORD,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
+    // A 503 is an answer a client retries after `Retry-After` (a stack that just started on a
+    // busy machine may shed or wait for a database connection); it is printed, not hidden.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (status, body) = loop {
+        let (status, headers, body) = crate::helpers::answer(
+            http.post(format!("{gateway}/v1/auth/register"))
+                .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+                .json(&serde_json::json!({
+                    "email": "traced-locally@example.com",
+                    "password": crate::helpers::PASSWORD,
+                }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if status != 503 || tokio::time::Instant::now() > give_up {
+            break (status, body);
+        }
+        eprintln!("register answered 503 (retrying): {body}");
+        let wait = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    };
+    assert_eq!(status, 201, "{body}");
     // Spans leave each process in batches (every few seconds).
     let mut names: Vec<String> = Vec::new();
     let wanted = |names: &[String]| {
