@@ -114,8 +114,8 @@ pub async fn load(
     let rows = sqlx::query!(
         "SELECT start_at, open, high, low, close, volume, adjustment FROM bars
          WHERE symbol = $1 AND timeframe = $2
-           AND ($3::timestamptz IS NULL OR start_at >= $3)
-           AND ($4::timestamptz IS NULL OR start_at < $4)
+           AND start_at >= COALESCE($3::timestamptz, '-infinity')
+           AND start_at < COALESCE($4::timestamptz, 'infinity')
          ORDER BY start_at",
         symbol.as_str(),
         timeframe.code(),

@@ -114,6 +114,7 @@ pub async fn exists(
 
 /// One aggregated bucket of [`page`] (built from fragments per timeframe: unchecked).
 #[derive(sqlx::FromRow)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 pub struct Row {
     pub bucket: DateTime<Utc>,
     pub start_at: DateTime<Utc>,
@@ -139,27 +140,72 @@ pub async fn page(
     time_zone: &str,
     source: pb::Timeframe,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    let bucket_expr = if source == query.timeframe {
-        "start_at"
+    let sql = if source == query.timeframe {
+        stored_sql(query.newest_first)
     } else {
-        bucket(query.timeframe)
+        aggregated_sql(
+            bucket(query.timeframe),
+            bucket_end(query.timeframe),
+            query.newest_first,
+        )
     };
-    let end_expr = if source == query.timeframe {
-        "max(end_at)"
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(query.ticker.as_str())
+        .bind(time_zone)
+        .bind(source as i16)
+        .bind(query.start)
+        .bind(query.end)
+        .bind(query.after)
+        .bind(i64::from(query.limit) + 1)
+        .fetch_all(pool)
+        .await
+}
+
+// Both statements take the same parameters: $1 symbol, $2 time zone, $3 stored timeframe,
+// $4/$5 range, $6 keyset (the last bucket of the previous page), $7 limit. The optional bounds
+// are COALESCEd rather than written `$4 IS NULL OR start_at >= $4`: PostgreSQL's generic plan
+// (used from a prepared statement's sixth run on) can then still bound the primary key's range
+// instead of reading every bar of the symbol.
+
+/// The stored bars themselves (the requested timeframe is stored): one row per bucket, with
+/// the values [`aggregated_sql`] gives a bucket of one bar, bit for bit — an index range scan
+/// instead of a sort and a group per bar.
+fn stored_sql(newest_first: bool) -> String {
+    let (order, keyset) = if newest_first {
+        ("DESC", "start_at < COALESCE($6, 'infinity')")
     } else {
-        bucket_end(query.timeframe)
+        ("ASC", "start_at > COALESCE($6, '-infinity')")
     };
-    let (order, keyset) = if query.newest_first {
-        ("DESC", "bucket < $6")
+    format!(
+        "SELECT start_at AS bucket, start_at, end_at, open, high, low, close, volume,
+                CASE WHEN vwap IS NOT NULL AND volume > 0 THEN vwap * volume / volume END AS vwap,
+                trade_count, quality_flags AS flags, 1::bigint AS sources, source,
+                end_at <= now() AS complete
+         FROM bars
+         WHERE symbol = $1 AND timeframe = $3
+           AND start_at >= COALESCE($4::timestamptz, '-infinity')
+           AND start_at < COALESCE($5::timestamptz, 'infinity')
+           AND {keyset}
+         ORDER BY start_at {order}
+         LIMIT $7"
+    )
+}
+
+/// Buckets (`bucket_expr`, ending at `end_expr`: see [`bucket`] and [`bucket_end`])
+/// aggregated from finer stored bars (open of the first, high max, low min, close of the last,
+/// volume sum, volume-weighted vwap).
+fn aggregated_sql(bucket_expr: &str, end_expr: &str, newest_first: bool) -> String {
+    let (order, keyset) = if newest_first {
+        ("DESC", "bucket < COALESCE($6::timestamptz, 'infinity')")
     } else {
-        ("ASC", "bucket > $6")
+        ("ASC", "bucket > COALESCE($6::timestamptz, '-infinity')")
     };
-    let sql = format!(
+    format!(
         "WITH b AS (
             SELECT {bucket_expr} AS bucket, * FROM bars
             WHERE symbol = $1 AND timeframe = $3
-              AND ($4::timestamptz IS NULL OR start_at >= $4)
-              AND ($5::timestamptz IS NULL OR start_at < $5)
+              AND start_at >= COALESCE($4::timestamptz, '-infinity')
+              AND start_at < COALESCE($5::timestamptz, 'infinity')
          ),
          agg AS (
             SELECT bucket, min(start_at) AS start_at, {end_expr} AS end_at,
@@ -174,7 +220,7 @@ pub async fn page(
                    count(*) AS sources,
                    CASE WHEN count(DISTINCT source) = 1 THEN min(source) ELSE 'mixed' END AS source
             FROM b
-            WHERE $6::timestamptz IS NULL OR {keyset}
+            WHERE {keyset}
             GROUP BY bucket
             ORDER BY bucket {order}
             LIMIT $7
@@ -183,17 +229,7 @@ pub async fn page(
                 flags, sources, source,
                 end_at <= now() AS complete
          FROM agg ORDER BY bucket {order}"
-    );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(query.ticker.as_str())
-        .bind(time_zone)
-        .bind(source as i16)
-        .bind(query.start)
-        .bind(query.end)
-        .bind(query.after)
-        .bind(i64::from(query.limit) + 1)
-        .fetch_all(pool)
-        .await
+    )
 }
 
 /// The start of the newest stored bar of `timeframe` from `source`, per symbol.
@@ -211,4 +247,93 @@ pub async fn newest_starts(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(|r| (r.symbol, r.max)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mirai_platform::testing::TestDatabase;
+
+    /// The stored-timeframe statement answers what the aggregating one answers for buckets of
+    /// one bar — every column, bit for bit — over bounds, keysets and both orders, with the
+    /// edge values (no vwap, zero volume, no trade count, flags).
+    #[tokio::test]
+    async fn stored_bars_read_like_buckets_of_one_bar() {
+        let db = TestDatabase::create("bars_stored_sql").await;
+        let pool = PgPool::connect(db.url()).await.unwrap();
+        mirai_platform::db::migrate(&pool, &crate::startup::MIGRATIONS)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
+             VALUES ('ACME', 'Acme', 'XNAS', 'USD', 'equity')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // 40 daily bars; vwap missing on every 3rd, volume 0 on every 5th, trade count missing
+        // on every 4th, a flag on every 7th, the last one still open.
+        sqlx::query(
+            "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close,
+                               volume, vwap, trade_count, adjustment, source, quality_flags)
+             SELECT 'ACME', $1, now() - (40 - i) * interval '1 day',
+                    now() - (40 - i) * interval '1 day' + interval '6.5 hours',
+                    100 + i * 0.1, 101 + i * 0.37, 99 - i * 0.13, 100 + i * 0.29,
+                    CASE WHEN i % 5 = 0 THEN 0 ELSE 1000.5 * i END,
+                    CASE WHEN i % 3 = 0 THEN NULL ELSE 100.123456789 + i / 7.0 END,
+                    CASE WHEN i % 4 = 0 THEN NULL ELSE i * 11 END,
+                    1, CASE WHEN i % 2 = 0 THEN 'alpaca' ELSE 'import' END,
+                    CASE WHEN i % 7 = 0 THEN 4 ELSE 0 END
+             FROM generate_series(1, 40) AS i",
+        )
+        .bind(pb::Timeframe::OneDay as i16)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let starts: Vec<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT start_at FROM bars ORDER BY start_at")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let run = async |sql: String, bounds: [Option<DateTime<Utc>>; 3], limit: i64| {
+            let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind("ACME")
+                .bind("America/New_York")
+                .bind(pb::Timeframe::OneDay as i16)
+                .bind(bounds[0])
+                .bind(bounds[1])
+                .bind(bounds[2])
+                .bind(limit)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            rows
+        };
+        let cases = [
+            [None, None, None],
+            [Some(starts[5]), None, None],
+            [None, Some(starts[30]), None],
+            [Some(starts[5]), Some(starts[30]), Some(starts[12])],
+            [None, None, Some(starts[20])],
+        ];
+        // Seven runs of each: the sixth and seventh use PostgreSQL's generic plan.
+        for round in 0..7 {
+            for newest_first in [false, true] {
+                for bounds in &cases {
+                    let limit = if round % 2 == 0 { 1000 } else { 7 };
+                    let stored = run(stored_sql(newest_first), *bounds, limit).await;
+                    // What every stored-timeframe query ran before: one bucket per bar.
+                    let aggregated = run(
+                        aggregated_sql("start_at", "max(end_at)", newest_first),
+                        *bounds,
+                        limit,
+                    )
+                    .await;
+                    assert!(!stored.is_empty());
+                    assert_eq!(stored, aggregated, "{bounds:?} newest first {newest_first}");
+                }
+            }
+        }
+        pool.close().await;
+    }
 }

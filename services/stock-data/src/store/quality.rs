@@ -136,8 +136,8 @@ pub async fn totals(
         r#"SELECT count(*) AS "checked!", count(*) FILTER (WHERE quality_flags = 0) AS "clean!",
                 min(start_at) AS first, max(start_at) AS last
          FROM bars WHERE symbol = $1 AND timeframe = $2
-           AND ($3::timestamptz IS NULL OR start_at >= $3)
-           AND ($4::timestamptz IS NULL OR start_at < $4)"#,
+           AND start_at >= COALESCE($3::timestamptz, '-infinity')
+           AND start_at < COALESCE($4::timestamptz, 'infinity')"#,
         symbol,
         tf,
         query.start,
@@ -157,8 +157,8 @@ pub async fn counts(
     let rows = sqlx::query!(
         r#"SELECT f AS "f!", count(*) AS "count!" FROM bars, generate_series(1, 10) AS f
          WHERE symbol = $1 AND timeframe = $2
-           AND ($3::timestamptz IS NULL OR start_at >= $3)
-           AND ($4::timestamptz IS NULL OR start_at < $4) AND quality_flags & (1 << f) <> 0
+           AND start_at >= COALESCE($3::timestamptz, '-infinity')
+           AND start_at < COALESCE($4::timestamptz, 'infinity') AND quality_flags & (1 << f) <> 0
          GROUP BY f ORDER BY f"#,
         symbol,
         tf,
@@ -219,8 +219,8 @@ pub async fn days(
     sqlx::query_scalar!(
         r#"SELECT DISTINCT (start_at AT TIME ZONE $5)::date AS "day!" FROM bars
              WHERE symbol = $1 AND timeframe = $2
-           AND ($3::timestamptz IS NULL OR start_at >= $3)
-           AND ($4::timestamptz IS NULL OR start_at < $4) ORDER BY 1"#,
+           AND start_at >= COALESCE($3::timestamptz, '-infinity')
+           AND start_at < COALESCE($4::timestamptz, 'infinity') ORDER BY 1"#,
         symbol,
         tf,
         query.start,
