@@ -267,6 +267,27 @@ async fn without_any_key_set_the_gateway_is_not_ready() {
 }
 
 #[tokio::test]
+async fn a_verified_token_is_remembered_and_a_refused_one_is_not() {
+    let k1 = Key::new("k1");
+    let (verifier, fetches) = verifier(vec![vec![k1.jwk()]], Duration::from_secs(300));
+    let token = k1.sign(&claims());
+    let first = verifier.verify_until(&token).await.unwrap();
+    assert!(verifier.verified.contains_key(&token));
+    assert_eq!(verifier.verify_until(&token).await.unwrap(), first);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // A token with one character of its signature changed: refused, and never remembered.
+    let at = token.len() - 10;
+    let swapped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+    assert!(verifier.verify(&tampered).await.is_err());
+    assert!(!verifier.verified.contains_key(&tampered));
+    // An expired token is refused and not remembered either.
+    let expired = k1.sign(&with(claims(), "exp", json!(now() - 60)));
+    assert!(verifier.verify(&expired).await.is_err());
+    assert!(!verifier.verified.contains_key(&expired));
+}
+
+#[tokio::test]
 async fn a_rotated_out_key_stops_working_when_the_set_expires() {
     let (k1, k2) = (Key::new("k1"), Key::new("k2"));
     let old = k1.sign(&claims());
