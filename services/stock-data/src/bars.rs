@@ -51,33 +51,24 @@ pub async fn load_sample_with(
 /// One page of bars, aggregated from the finest stored timeframe when needed.
 pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse> {
     let status = db("bars");
-    let symbol = store::symbols::get(pool, &query.ticker)
+    // The symbol, and the finest stored timeframe that can build the requested one.
+    let candidates = source_timeframe(query.timeframe);
+    let series = store::bars::series(pool, &query.ticker, candidates)
         .await
         .map_err(&status)?
         .ok_or_else(|| {
             Error::NotFound(format!("symbol {} is not listed", query.ticker.as_str()))
         })?;
-    // The finest stored timeframe that can build the requested one.
-    let mut source = None;
-    for candidate in source_timeframe(query.timeframe) {
-        let exists = store::bars::exists(pool, &query.ticker, *candidate)
-            .await
-            .map_err(&status)?;
-        if exists {
-            source = Some(*candidate);
-            break;
-        }
-    }
     let mut response = pb::GetBarsResponse {
-        symbol: symbol.symbol.clone(),
+        symbol: series.symbol.clone(),
         timeframe: query.timeframe.into(),
         adjustment: pb::Adjustment::Raw.into(),
         ..Default::default()
     };
-    let Some(source) = source else {
+    let Some(source) = series.source(candidates) else {
         return Ok(response);
     };
-    let rows = store::bars::page(pool, query, time_zone(&symbol.exchange_mic), source)
+    let rows = store::bars::page(pool, query, time_zone(&series.exchange_mic), source)
         .await
         .map_err(&status)?;
     let more = rows.len() > query.limit as usize;
@@ -95,7 +86,7 @@ pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse> {
     response.bars = rows
         .iter()
         .map(|r| pb::Bar {
-            symbol: symbol.symbol.clone(),
+            symbol: series.symbol.clone(),
             timeframe: query.timeframe.into(),
             start: Some(wire::timestamp(r.start_at)),
             end: Some(wire::timestamp(r.end_at)),

@@ -97,18 +97,42 @@ pub async fn copy_daily_csv(
     Ok(inserted)
 }
 
-/// Whether `ticker` has any stored bar of `timeframe`.
-pub async fn exists(
+/// A listed symbol and which of the candidate timeframes it has bars of.
+pub struct Series {
+    pub symbol: String,
+    pub exchange_mic: String,
+    /// The first candidate (in the order given) with at least one stored bar.
+    source: Option<i16>,
+}
+
+impl Series {
+    /// The first of `candidates` with stored bars (the list given to [`series`]).
+    pub fn source(&self, candidates: &[pb::Timeframe]) -> Option<pb::Timeframe> {
+        let code = self.source?;
+        candidates.iter().copied().find(|t| *t as i16 == code)
+    }
+}
+
+/// `ticker`'s listing and the first of `candidates` it has bars of, in one statement; `None`
+/// when it is not listed.
+pub async fn series(
     pool: &PgPool,
     ticker: &Ticker,
-    timeframe: pb::Timeframe,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND timeframe = $2) AS "exists!""#,
+    candidates: &[pb::Timeframe],
+) -> Result<Option<Series>, sqlx::Error> {
+    let codes: Vec<i16> = candidates.iter().map(|t| *t as i16).collect();
+    sqlx::query_as!(
+        Series,
+        r#"SELECT s.symbol, s.exchange_mic,
+                  (SELECT c.timeframe FROM unnest($2::smallint[]) WITH ORDINALITY AS c(timeframe, n)
+                    WHERE EXISTS (SELECT 1 FROM bars b
+                                   WHERE b.symbol = s.symbol AND b.timeframe = c.timeframe)
+                    ORDER BY c.n LIMIT 1) AS source
+           FROM symbols s WHERE s.symbol = $1"#,
         ticker.as_str(),
-        timeframe as i16
+        &codes,
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }
 
