@@ -77,7 +77,8 @@ pub struct EndpointStatus {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlatformStatus {
-    /// Every service is serving: nothing is degraded.
+    /// Every service is serving and reachable through at least one endpoint whose circuit is
+    /// not open: nothing is degraded.
     pub ready: bool,
     pub services: Vec<ServiceStatus>,
 }
@@ -123,7 +124,12 @@ async fn status(State(state): State<AppState>) -> axum::Json<PlatformStatus> {
         },
     ))
     .await;
-    let ready = services.iter().all(|s| s.status == "SERVING");
+    // A service whose every endpoint is behind an open circuit is refused by this gateway
+    // however healthy it reports itself: a stack that just started, whose first calls failed
+    // while a service was still coming up, is not ready until its circuit lets calls through.
+    let ready = services
+        .iter()
+        .all(|s| s.status == "SERVING" && s.circuit != "open");
     axum::Json(PlatformStatus { ready, services })
 }
 

@@ -118,6 +118,12 @@ async fn a_service_that_is_down_degrades_only_its_own_routes() {
             mirai_prediction::startup::build(&config).await
         })
         .await;
+    // Serving again, but while its circuit is still open (the 2 s wait, when the restart was
+    // quicker) the platform is not ready: its routes would answer 503.
+    let status: serde_json::Value = get("/v1/status").await.unwrap().json().await.unwrap();
+    if status["services"][2]["circuit"] == "open" {
+        assert_eq!(status["ready"], false, "{status}");
+    }
     let mut last = 0;
     for _ in 0..100 {
         last = get("/v1/models").await.unwrap().status().as_u16();
@@ -150,7 +156,7 @@ async fn a_service_that_is_down_degrades_only_its_own_routes() {
     let metrics = mirai_platform::testing::metrics_text(admin).await;
     assert!(
         metrics.contains(
-            r#"mirai_http_server_requests_total{method="GET",route="/v1/status",status="200"} 3"#
+            r#"mirai_http_server_requests_total{method="GET",route="/v1/status",status="200"} 4"#
         ),
         "{metrics}"
     );
