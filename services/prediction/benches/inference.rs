@@ -1,19 +1,24 @@
-//! tract against onnxruntime on the same artifacts and the same tensors, and the serving path.
+//! tract against onnxruntime on the same artifacts and the same tensors, in one process, and
+//! the serving path.
 //!
 //! ```sh
-//! scripts/train/bench --runs 2000 > target/ort.json      # onnxruntime, 1 thread (Python)
-//! MIRAI_ORT_BENCH=target/ort.json cargo bench -p mirai-prediction --bench inference
+//! # onnxruntime's shared library from its PyPI wheel (any venv with onnxruntime 1.32):
+//! export ORT_DYLIB_PATH="$(python -c 'import onnxruntime, glob, os; print(glob.glob(os.path.dirname(onnxruntime.__file__) + "/capi/libonnxruntime.so.*")[0])')"
+//! cargo bench -p mirai-prediction --bench inference
 //! ```
 //!
 //! Inputs are the ones `scripts/train/bench_ort.py` times: batch 1 = the first golden case,
 //! batch 64 = the golden batch case's 64 windows (features computed here). Each measurement
-//! runs on one thread (tract is single-threaded per run; one worker state).
+//! runs on one thread (tract is single-threaded per run; one worker state; onnxruntime with one
+//! intra-op and one inter-op thread, sequential, every graph optimization — bench_ort.py's
+//! settings).
 //!
 //! Besides criterion's own report, a percentile pass prints one JSON document with p50/p99 per
-//! case — tract's plan run, and the serving path (features from cached bars → micro-batching
-//! queue → worker → prices, P(up)) for 1 symbol, 64 concurrent single-symbol requests and
-//! 500 symbols in one call — next to onnxruntime's numbers and their ratio when
-//! `MIRAI_ORT_BENCH` names the Python JSON.
+//! case — tract's plan run against onnxruntime's session, interleaved in blocks of runs so both
+//! see the same machine at the same moments, with their outputs compared; and the serving path
+//! (features from cached bars → micro-batching queue → worker → prices, P(up)) for 1 symbol,
+//! 64 concurrent single-symbol requests and 500 symbols in one call. Without `ORT_DYLIB_PATH`
+//! the onnxruntime columns are null.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -273,11 +278,107 @@ fn time(runs: usize, warmup: usize, mut f: impl FnMut()) -> Vec<f64> {
         .collect()
 }
 
+/// onnxruntime in this process, on one artifact: bench_ort.py's session settings.
+struct Onnxruntime {
+    session: ort::session::Session,
+    input: String,
+    window: i64,
+    features: i64,
+}
+
+/// The onnxruntime environment over the library `ORT_DYLIB_PATH` names, if it is set.
+fn onnxruntime_env() -> Option<&'static ort::environment::Environment> {
+    static ENV: std::sync::OnceLock<Option<ort::environment::Environment>> =
+        std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = std::env::var_os("ORT_DYLIB_PATH")?;
+        let env = ort::init_from(&path)
+            .unwrap_or_else(|e| panic!("loading onnxruntime from {path:?}: {e}"))
+            .with_name("mirai-bench")
+            .build()
+            .expect("onnxruntime environment");
+        Some(env)
+    })
+    .as_ref()
+}
+
+impl Onnxruntime {
+    fn load(v: &Verified) -> Option<Self> {
+        use ort::session::{Session, builder::GraphOptimizationLevel};
+        let env = onnxruntime_env()?;
+        let build = || -> ort::Result<Session> {
+            Ok(Session::builder(env)?
+                .with_optimization_level(GraphOptimizationLevel::All)?
+                .with_intra_threads(1)?
+                .with_inter_threads(1)?
+                .with_parallel_execution(false)?
+                .commit_from_file(models_dir().join(&v.entry.onnx))?)
+        };
+        let session = build().expect("onnxruntime session");
+        Some(Self {
+            session,
+            input: v.card.input.name.clone(),
+            window: v.card.window as i64,
+            features: v.card.features.len() as i64,
+        })
+    }
+
+    /// The model's output for `n` windows (the input is borrowed, as numpy's is by Python).
+    fn run(&mut self, input: &[f32], n: usize) -> Vec<f32> {
+        let shape = [n as i64, self.window, self.features];
+        let tensor = ort::value::TensorRef::from_array_view((shape, input)).unwrap();
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .unwrap();
+        outputs[0].try_extract_tensor::<f32>().unwrap().1.to_vec()
+    }
+}
+
+/// tract's plan and onnxruntime's session on the same `n` windows, alternating blocks of 50
+/// runs (after `warmup` runs each): their p50/p99, the ratio tract / onnxruntime, and the
+/// largest difference between their outputs.
+fn side_by_side(
+    v: &Verified,
+    ort: Option<&mut Onnxruntime>,
+    input: &[f32],
+    n: usize,
+    runs: usize,
+    warmup: usize,
+) -> serde_json::Value {
+    let mut states = v.plans.spawn_states().unwrap();
+    let mut tract = || v.plans.run(&mut states, input, n).unwrap();
+    let Some(ort) = ort else {
+        let samples = time(runs, warmup, || drop(tract()));
+        return json!({"tract": percentiles(samples, n), "onnxruntime": null});
+    };
+    let largest_difference = tract()
+        .iter()
+        .zip(ort.run(input, n))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let (mut ours, mut theirs) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    time(warmup, 0, || drop(tract()));
+    time(warmup, 0, || drop(ort.run(input, n)));
+    while ours.len() < runs {
+        let block = 50.min(runs - ours.len());
+        ours.extend(time(block, 0, || drop(tract())));
+        theirs.extend(time(block, 0, || drop(ort.run(input, n))));
+    }
+    let (ours, theirs) = (percentiles(ours, n), percentiles(theirs, n));
+    let ratio = |key: &str| {
+        let r = ours[key].as_f64().unwrap() / theirs[key].as_f64().unwrap();
+        (r * 100.0).round() / 100.0
+    };
+    json!({
+        "tract": ours, "onnxruntime": theirs,
+        "tract_over_onnxruntime": {"p50": ratio("p50_ms"), "p99": ratio("p99_ms")},
+        "largest_output_difference": largest_difference,
+    })
+}
+
 /// The side-by-side report (stdout, one JSON document).
 fn report() {
-    let ort: Option<serde_json::Value> = std::env::var("MIRAI_ORT_BENCH").ok().map(|p| {
-        serde_json::from_slice(&std::fs::read(&p).expect("MIRAI_ORT_BENCH file")).unwrap()
-    });
     let runs: usize = std::env::var("MIRAI_BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -285,19 +386,9 @@ fn report() {
     let mut results = Vec::new();
     for v in versions() {
         let (one, many) = inputs(&v);
-        let mut states = v.plans.spawn_states().unwrap();
-        let b1 = percentiles(
-            time(runs, 100, || {
-                drop(v.plans.run(&mut states, &one, 1).unwrap())
-            }),
-            1,
-        );
-        let b64 = percentiles(
-            time((runs / 10).max(100), 20, || {
-                drop(v.plans.run(&mut states, &many, 64).unwrap())
-            }),
-            64,
-        );
+        let mut ort = Onnxruntime::load(&v);
+        let b1 = side_by_side(&v, ort.as_mut(), &one, 1, runs, 100);
+        let b64 = side_by_side(&v, ort.as_mut(), &many, 64, (runs / 10).max(100), 20);
         let version = v.model.version().to_owned();
         let cold = serving(&version, 500, false);
         let warm = serving(&version, 1, true);
@@ -308,42 +399,27 @@ fn report() {
             time((runs / 100).max(20), 2, || cold.forecast(&cold.snapshots)),
             500,
         );
-        let ort_of = |batch: &str| {
-            ort.as_ref().and_then(|o| {
-                o["results"]
-                    .as_array()?
-                    .iter()
-                    .find(|r| r["version"] == json!(version))
-                    .map(|r| r["batches"][batch].clone())
-            })
+        let ort1 = b1["onnxruntime"].clone();
+        let ratio = |serving: &serde_json::Value| {
+            Some((serving["p50_ms"].as_f64()? / ort1["p50_ms"].as_f64()? * 100.0).round() / 100.0)
         };
-        let ratio = |tract: &serde_json::Value, ort: &Option<serde_json::Value>, key: &str| {
-            ort.as_ref()
-                .and_then(|o| Some(tract[key].as_f64()? / o[key].as_f64()?))
-                .map(|r| (r * 100.0).round() / 100.0)
-        };
-        let (ort1, ort64) = (ort_of("1"), ort_of("64"));
         results.push(json!({
             "model": v.model.name(), "version": version, "sha256": v.sha256,
             "plan_costs_ms": v.plans.costs().iter().map(|c| (c * 1e7).round() / 1e4).collect::<Vec<_>>(),
-            "tract": {"1": b1, "64": b64},
-            "onnxruntime": {"1": ort1, "64": ort64},
-            "tract_over_onnxruntime": {
-                "batch1_p50": ratio(&b1, &ort1, "p50_ms"), "batch1_p99": ratio(&b1, &ort1, "p99_ms"),
-                "batch64_p50": ratio(&b64, &ort64, "p50_ms"), "batch64_p99": ratio(&b64, &ort64, "p99_ms"),
-            },
+            "batch1": b1,
+            "batch64": b64,
             "serving": {
                 "one_symbol": one_symbol,
                 "one_symbol_forecast_cached": cached,
                 "concurrent_64_single_symbol_requests": concurrent,
                 "many_500_symbols": many500,
             },
-            "serving_over_onnxruntime_batch1": {
-                "one_symbol_p50": ratio(&one_symbol, &ort1, "p50_ms"),
-                "per_request_in_64_concurrent_p50": ort1.as_ref().and_then(|o| {
-                    Some(((concurrent["p50_ms"].as_f64()? / 64.0) / o["p50_ms"].as_f64()? * 100.0).round() / 100.0)
+            "serving_over_onnxruntime_batch1_p50": {
+                "one_symbol": ratio(&one_symbol),
+                "per_request_in_64_concurrent": ort1["p50_ms"].as_f64().map(|o| {
+                    ((concurrent["p50_ms"].as_f64().unwrap() / 64.0) / o * 100.0).round() / 100.0
                 }),
-                "cached_p50": ratio(&cached, &ort1, "p50_ms"),
+                "cached": ratio(&cached),
             },
         }));
     }
@@ -359,7 +435,7 @@ fn report() {
         "runtime": "tract-onnx 0.23",
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
         "machine": {"cpu": cpu, "logical_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
-        "onnxruntime_machine": ort.as_ref().map(|o| o["machine"].clone()),
+        "onnxruntime": std::env::var("ORT_DYLIB_PATH").ok(),
         "results": results,
     });
     println!("{}", serde_json::to_string_pretty(&doc).unwrap());
