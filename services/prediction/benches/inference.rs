@@ -307,12 +307,12 @@ impl Onnxruntime {
         use ort::session::{Session, builder::GraphOptimizationLevel};
         let env = onnxruntime_env()?;
         let build = || -> ort::Result<Session> {
-            Ok(Session::builder(env)?
+            Session::builder(env)?
                 .with_optimization_level(GraphOptimizationLevel::All)?
                 .with_intra_threads(1)?
                 .with_inter_threads(1)?
                 .with_parallel_execution(false)?
-                .commit_from_file(models_dir().join(&v.entry.onnx))?)
+                .commit_from_file(models_dir().join(&v.entry.onnx))
         };
         let session = build().expect("onnxruntime session");
         Some(Self {
