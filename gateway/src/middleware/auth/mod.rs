@@ -178,6 +178,8 @@ pub struct Verifier {
     /// gateway's CPU on the quote path. An entry answers only while its key is still in a
     /// fresh set, so a retired key stops its tokens as before.
     verified: moka::sync::Cache<String, Arc<VerifiedToken>>,
+    /// Tokens answered from `verified` (hit) or checked in full (miss).
+    token_lookups: CacheCounter,
 }
 
 /// What checking a token established.
@@ -204,6 +206,7 @@ impl Verifier {
             cache: std::sync::RwLock::new(Cache::default()),
             fetching: tokio::sync::Mutex::new(()),
             lookups: CacheMetrics::register(&Metrics::new()).cache("jwks"),
+            token_lookups: CacheMetrics::register(&Metrics::new()).cache("access_tokens"),
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_TOKENS)
                 // The longest an access token lives; `exp` is checked on every hit.
@@ -212,9 +215,12 @@ impl Verifier {
         }
     }
 
-    /// Counts key lookups in `metrics` as `mirai_cache_requests_total{cache="jwks"}`.
+    /// Counts key lookups in `metrics` as `mirai_cache_requests_total{cache="jwks"}`, and
+    /// tokens recognised as already verified as `{cache="access_tokens"}`.
     pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
-        self.lookups = CacheMetrics::register(metrics).cache("jwks");
+        let caches = CacheMetrics::register(metrics);
+        self.lookups = caches.cache("jwks");
+        self.token_lookups = caches.cache("access_tokens");
         self
     }
 
@@ -234,9 +240,11 @@ impl Verifier {
             let unexpired =
                 SystemTime::now() <= known.expiry.0 + Duration::from_secs(LEEWAY_SECONDS);
             if unexpired && !cache.wants_fetch(&known.kid, now) && cache.trusts(&known.kid, now) {
+                self.token_lookups.hit();
                 return Ok((known.principal.clone(), known.expiry));
             }
         }
+        self.token_lookups.miss();
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
