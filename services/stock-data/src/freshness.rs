@@ -104,7 +104,6 @@ impl Freshness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mirai_platform::testing::TestDatabase;
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
@@ -127,11 +126,7 @@ mod tests {
 
     #[tokio::test]
     async fn ages_are_reported_for_tracked_symbols_only_and_dropped_when_untracked() {
-        let db = TestDatabase::create("freshness").await;
-        let pool = PgPool::connect(db.url()).await.unwrap();
-        mirai_platform::db::migrate(&pool, &crate::startup::MIGRATIONS)
-            .await
-            .unwrap();
+        let (_db, pool) = crate::test_db::migrated("freshness").await;
         for (symbol, references) in [("ACME", 1), ("IDLE", 0)] {
             sqlx::query(
                 "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type,

@@ -43,3 +43,34 @@ pub mod vendor;
 
 /// `ce-source` of the events this service publishes.
 pub const SERVICE: &str = "stock-data";
+
+/// For the unit tests: a fresh database with this service's schema.
+#[cfg(test)]
+pub(crate) mod test_db {
+    use mirai_platform::testing::TestDatabase;
+    use sqlx::PgPool;
+
+    /// A new database named after `name`, migrated, and a pool on it (keep the
+    /// [`TestDatabase`]: dropping it drops the database).
+    pub async fn migrated(name: &str) -> (TestDatabase, PgPool) {
+        let db = TestDatabase::create(name).await;
+        let pool = PgPool::connect(db.url()).await.unwrap();
+        mirai_platform::db::migrate(&pool, &crate::startup::MIGRATIONS)
+            .await
+            .unwrap();
+        (db, pool)
+    }
+
+    /// [`migrated`], with the equity `ACME` listed on XNAS.
+    pub async fn with_acme(name: &str) -> (TestDatabase, PgPool) {
+        let (db, pool) = migrated(name).await;
+        sqlx::query(
+            "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
+             VALUES ('ACME', 'Acme', 'XNAS', 'USD', 'equity')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        (db, pool)
+    }
+}

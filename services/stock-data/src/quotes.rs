@@ -217,22 +217,10 @@ pub fn with_trade(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mirai_platform::testing::TestDatabase;
 
     #[tokio::test]
     async fn lookups_count_as_cache_hits_once_a_quote_is_built() {
-        let db = TestDatabase::create("quotes_cache").await;
-        let pool = PgPool::connect(db.url()).await.unwrap();
-        mirai_platform::db::migrate(&pool, &crate::startup::MIGRATIONS)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
-             VALUES ('ACME', 'Acme', 'XNAS', 'USD', 'equity')",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        let (_db, pool) = crate::test_db::with_acme("quotes_cache").await;
         sqlx::query(
             "INSERT INTO bars (symbol, timeframe, start_at, end_at, open, high, low, close,
                                volume, adjustment, source)

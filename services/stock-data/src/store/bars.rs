@@ -276,25 +276,13 @@ pub async fn newest_starts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mirai_platform::testing::TestDatabase;
 
     /// The stored-timeframe statement answers what the aggregating one answers for buckets of
     /// one bar — every column, bit for bit — over bounds, keysets and both orders, with the
     /// edge values (no vwap, zero volume, no trade count, flags).
     #[tokio::test]
     async fn stored_bars_read_like_buckets_of_one_bar() {
-        let db = TestDatabase::create("bars_stored_sql").await;
-        let pool = PgPool::connect(db.url()).await.unwrap();
-        mirai_platform::db::migrate(&pool, &crate::startup::MIGRATIONS)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO symbols (symbol, name, exchange_mic, currency, asset_type)
-             VALUES ('ACME', 'Acme', 'XNAS', 'USD', 'equity')",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
+        let (_db, pool) = crate::test_db::with_acme("bars_stored_sql").await;
         // 40 daily bars; vwap missing on every 3rd, volume 0 on every 5th, trade count missing
         // on every 4th, a flag on every 7th, the last one still open.
         sqlx::query(
