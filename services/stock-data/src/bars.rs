@@ -52,8 +52,7 @@ pub async fn load_sample_with(
 pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse> {
     let status = db("bars");
     // The symbol, and the finest stored timeframe that can build the requested one.
-    let candidates = source_timeframe(query.timeframe);
-    let series = store::bars::series(pool, &query.ticker, candidates)
+    let series = store::bars::series(pool, &query.ticker, source_timeframe(query.timeframe))
         .await
         .map_err(&status)?
         .ok_or_else(|| {
@@ -65,7 +64,7 @@ pub async fn get(pool: &PgPool, query: &Query) -> Result<pb::GetBarsResponse> {
         adjustment: pb::Adjustment::Raw.into(),
         ..Default::default()
     };
-    let Some(source) = series.source(candidates) else {
+    let Some(source) = series.source else {
         return Ok(response);
     };
     let rows = store::bars::page(pool, query, time_zone(&series.exchange_mic), source)

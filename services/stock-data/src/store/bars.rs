@@ -102,15 +102,7 @@ pub struct Series {
     pub symbol: String,
     pub exchange_mic: String,
     /// The first candidate (in the order given) with at least one stored bar.
-    source: Option<i16>,
-}
-
-impl Series {
-    /// The first of `candidates` with stored bars (the list given to [`series`]).
-    pub fn source(&self, candidates: &[pb::Timeframe]) -> Option<pb::Timeframe> {
-        let code = self.source?;
-        candidates.iter().copied().find(|t| *t as i16 == code)
-    }
+    pub source: Option<pb::Timeframe>,
 }
 
 /// `ticker`'s listing and the first of `candidates` it has bars of, in one statement; `None`
@@ -121,8 +113,7 @@ pub async fn series(
     candidates: &[pb::Timeframe],
 ) -> Result<Option<Series>, sqlx::Error> {
     let codes: Vec<i16> = candidates.iter().map(|t| *t as i16).collect();
-    sqlx::query_as!(
-        Series,
+    let row = sqlx::query!(
         r#"SELECT s.symbol, s.exchange_mic,
                   (SELECT c.timeframe FROM unnest($2::smallint[]) WITH ORDINALITY AS c(timeframe, n)
                     WHERE EXISTS (SELECT 1 FROM bars b
@@ -133,7 +124,14 @@ pub async fn series(
         &codes,
     )
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|r| Series {
+        symbol: r.symbol,
+        exchange_mic: r.exchange_mic,
+        source: r
+            .source
+            .and_then(|code| candidates.iter().copied().find(|t| *t as i16 == code)),
+    }))
 }
 
 /// One aggregated bucket of [`page`] (built from fragments per timeframe: unchecked).
