@@ -3,8 +3,9 @@
 //! Each stored bar becomes a `stock.bar.closed` event (source `replay`), preceded by
 //! `quotes_per_bar` synthetic `stock.price.updated` events along a seeded intra-bar path
 //! (open → first extreme → other extreme → close, so every quote stays within the bar's range)
-//! and followed by one at the close. Events go through the outbox like live data, one
-//! transaction per bar. The same seed, speed and range give the same events. The bars were
+//! and followed by one at the close. Events go through the outbox like live data; the bars due
+//! at one moment share a transaction (one at a time at low rates, several when a commit takes
+//! longer than a bar's period). The same seed, speed and range give the same events. The bars were
 //! checked when they were ingested; their quality flags travel in `bar.closed`.
 
 use std::collections::BTreeMap;
@@ -27,6 +28,9 @@ use crate::error::{Error, Result, db};
 use crate::quotes::{self, Quotes};
 use crate::store;
 use crate::store::replay::BarRow;
+
+/// The most bars written in one transaction (when the replay is that far behind its rate).
+const MAX_BATCH: usize = 100;
 
 struct Entry {
     status: pb::ReplayStatus,
@@ -185,6 +189,10 @@ impl Replays {
     }
 
     /// Emits the bars; `Ok(true)` at the end of the range, `Ok(false)` when stopped.
+    ///
+    /// Bar `k` of the replay is due `k / bars_per_second` after the start. Every bar due by now
+    /// goes out in one transaction (at most [`MAX_BATCH`]), so the rate holds whatever a commit
+    /// costs; the events keep their order (one ordering key per symbol).
     async fn play(
         &self,
         request: &pb::StartReplayRequest,
@@ -194,9 +202,9 @@ impl Replays {
         stop: CancellationToken,
     ) -> Result<bool, sqlx::Error> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(request.seed);
-        let mut ticker =
-            tokio::time::interval(Duration::from_secs_f64(1.0 / request.bars_per_second));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let period = Duration::from_secs_f64(1.0 / request.bars_per_second);
+        let started = tokio::time::Instant::now();
+        let mut played: u32 = 0;
         let mut previous: Option<pb::Bar> = None;
         // The first page starts at `from` (inclusive), later ones after the last bar emitted.
         let mut after = from;
@@ -210,117 +218,67 @@ impl Replays {
                 return Ok(true);
             };
             after = Some(last.start_at);
-            for bar in page {
+            let mut rest = page.as_slice();
+            while !rest.is_empty() {
+                let next_due = started + period * played;
                 tokio::select! {
-                    // A stopped replay emits nothing more, even when the next tick is due.
+                    // A stopped replay emits nothing more, even when the next bar is due.
                     biased;
                     _ = stop.cancelled() => return Ok(false),
-                    _ = ticker.tick() => {}
+                    _ = tokio::time::sleep_until(next_due) => {}
                 }
+                let due = (started.elapsed().as_secs_f64() * request.bars_per_second) as u32 + 1;
+                let take =
+                    (due.saturating_sub(played) as usize).clamp(1, MAX_BATCH.min(rest.len()));
+                let (bars, later) = rest.split_at(take);
+                rest = later;
                 let emitted = self
-                    .emit(
-                        request,
-                        timeframe,
-                        &bar,
-                        previous.as_ref().map(|b| b.close),
-                        &mut rng,
-                    )
+                    .emit(request, timeframe, bars, previous.as_ref(), &mut rng)
                     .await?;
-                if timeframe == pb::Timeframe::OneDay {
-                    self.quotes.update(quotes::quote(
-                        &request.symbol,
-                        emitted.clone(),
-                        previous.take(),
-                        "replay",
-                    ));
-                }
-                previous = Some(emitted);
-                self.with(|entries| {
-                    if let Some(entry) = entries.get_mut(&request.symbol) {
-                        entry.status.bars_emitted += 1;
-                        entry.status.position = Some(wire::timestamp(bar.start_at));
+                played += take as u32;
+                for (bar, row) in emitted.into_iter().zip(bars) {
+                    if timeframe == pb::Timeframe::OneDay {
+                        self.quotes.update(quotes::quote(
+                            &request.symbol,
+                            bar.clone(),
+                            previous.take(),
+                            "replay",
+                        ));
                     }
-                });
+                    previous = Some(bar);
+                    self.with(|entries| {
+                        if let Some(entry) = entries.get_mut(&request.symbol) {
+                            entry.status.bars_emitted += 1;
+                            entry.status.position = Some(wire::timestamp(row.start_at));
+                        }
+                    });
+                }
             }
         }
     }
 
+    /// Writes the events of `bars` (consecutive, oldest first) in one transaction; returns the
+    /// emitted bars.
     async fn emit(
         &self,
         request: &pb::StartReplayRequest,
         timeframe: pb::Timeframe,
-        bar: &BarRow,
-        previous_close: Option<f64>,
+        bars: &[BarRow],
+        previous: Option<&pb::Bar>,
         rng: &mut rand::rngs::StdRng,
-    ) -> Result<pb::Bar, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let span = (bar.end_at - bar.start_at).num_milliseconds().max(1);
-        let path = intra_bar_path(bar, request.quotes_per_bar, rng);
-        let n = path.len() as i64;
-        let (mut running_high, mut running_low) = (bar.open, bar.open);
-        for (i, price) in path.into_iter().enumerate() {
-            running_high = running_high.max(price);
-            running_low = running_low.min(price);
-            let at = bar.start_at + chrono::Duration::milliseconds(span * (i as i64 + 1) / (n + 1));
-            let event = ev::PriceUpdated {
-                symbol: request.symbol.clone(),
-                price,
-                price_time: Some(wire::timestamp(at)),
-                previous_close: previous_close.unwrap_or_default(),
-                day_open: bar.open,
-                day_high: running_high,
-                day_low: running_low,
-                day_volume: 0.0,
-                interval_high: price,
-                interval_low: price,
-                coalesced: 1,
-                source: "replay".to_owned(),
-            };
-            outbox::enqueue(&mut tx, SERVICE, &event, None).await?;
+    ) -> Result<Vec<pb::Bar>, sqlx::Error> {
+        let mut events = outbox::Batch::default();
+        let mut previous_close = previous.map(|b| b.close);
+        let mut emitted = Vec::with_capacity(bars.len());
+        for bar in bars {
+            let closed = bar_events(request, timeframe, bar, previous_close, rng, &mut events);
+            previous_close = Some(closed.close);
+            emitted.push(closed);
         }
-        let bar_closed = pb::Bar {
-            symbol: request.symbol.clone(),
-            timeframe: timeframe.into(),
-            start: Some(wire::timestamp(bar.start_at)),
-            end: Some(wire::timestamp(bar.end_at)),
-            open: bar.open,
-            high: bar.high,
-            low: bar.low,
-            close: bar.close,
-            volume: bar.volume,
-            vwap: bar.vwap,
-            trade_count: bar.trade_count.map(|n| n as u64),
-            // The flags found when the bar was ingested travel with it.
-            quality_flags: crate::quality::flags_of(bar.quality_flags)
-                .map(|f| f as i32)
-                .collect(),
-            source_bar_count: 1,
-            complete: true,
-        };
-        let closed = ev::BarClosed {
-            bar: Some(bar_closed.clone()),
-            adjustment: pb::Adjustment::Raw.into(),
-            source: "replay".to_owned(),
-            previous_close,
-        };
-        outbox::enqueue(&mut tx, SERVICE, &closed, None).await?;
-        let at_close = ev::PriceUpdated {
-            symbol: request.symbol.clone(),
-            price: bar.close,
-            price_time: Some(wire::timestamp(bar.end_at)),
-            previous_close: previous_close.unwrap_or_default(),
-            day_open: bar.open,
-            day_high: bar.high,
-            day_low: bar.low,
-            day_volume: bar.volume,
-            interval_high: bar.high.max(bar.close),
-            interval_low: bar.low.min(bar.close),
-            coalesced: 1,
-            source: "replay".to_owned(),
-        };
-        outbox::enqueue(&mut tx, SERVICE, &at_close, None).await?;
+        let mut tx = self.pool.begin().await?;
+        events.write(&mut tx).await?;
         tx.commit().await?;
-        Ok(bar_closed)
+        Ok(emitted)
     }
 
     /// Stops a running replay and returns its final state (idempotent).
@@ -343,6 +301,84 @@ impl Replays {
     pub fn list(&self) -> Vec<pb::ReplayStatus> {
         self.with(|entries| entries.values().map(|e| e.status.clone()).collect())
     }
+}
+
+/// Pushes one bar's events: the intra-bar quotes, `bar.closed`, the quote at the close.
+/// Returns the bar as `bar.closed` carries it.
+fn bar_events(
+    request: &pb::StartReplayRequest,
+    timeframe: pb::Timeframe,
+    bar: &BarRow,
+    previous_close: Option<f64>,
+    rng: &mut rand::rngs::StdRng,
+    events: &mut outbox::Batch,
+) -> pb::Bar {
+    let span = (bar.end_at - bar.start_at).num_milliseconds().max(1);
+    let path = intra_bar_path(bar, request.quotes_per_bar, rng);
+    let n = path.len() as i64;
+    let (mut running_high, mut running_low) = (bar.open, bar.open);
+    for (i, price) in path.into_iter().enumerate() {
+        running_high = running_high.max(price);
+        running_low = running_low.min(price);
+        let at = bar.start_at + chrono::Duration::milliseconds(span * (i as i64 + 1) / (n + 1));
+        let event = ev::PriceUpdated {
+            symbol: request.symbol.clone(),
+            price,
+            price_time: Some(wire::timestamp(at)),
+            previous_close: previous_close.unwrap_or_default(),
+            day_open: bar.open,
+            day_high: running_high,
+            day_low: running_low,
+            day_volume: 0.0,
+            interval_high: price,
+            interval_low: price,
+            coalesced: 1,
+            source: "replay".to_owned(),
+        };
+        events.push(SERVICE, &event, None);
+    }
+    let bar_closed = pb::Bar {
+        symbol: request.symbol.clone(),
+        timeframe: timeframe.into(),
+        start: Some(wire::timestamp(bar.start_at)),
+        end: Some(wire::timestamp(bar.end_at)),
+        open: bar.open,
+        high: bar.high,
+        low: bar.low,
+        close: bar.close,
+        volume: bar.volume,
+        vwap: bar.vwap,
+        trade_count: bar.trade_count.map(|n| n as u64),
+        // The flags found when the bar was ingested travel with it.
+        quality_flags: crate::quality::flags_of(bar.quality_flags)
+            .map(|f| f as i32)
+            .collect(),
+        source_bar_count: 1,
+        complete: true,
+    };
+    let closed = ev::BarClosed {
+        bar: Some(bar_closed.clone()),
+        adjustment: pb::Adjustment::Raw.into(),
+        source: "replay".to_owned(),
+        previous_close,
+    };
+    events.push(SERVICE, &closed, None);
+    let at_close = ev::PriceUpdated {
+        symbol: request.symbol.clone(),
+        price: bar.close,
+        price_time: Some(wire::timestamp(bar.end_at)),
+        previous_close: previous_close.unwrap_or_default(),
+        day_open: bar.open,
+        day_high: bar.high,
+        day_low: bar.low,
+        day_volume: bar.volume,
+        interval_high: bar.high.max(bar.close),
+        interval_low: bar.low.min(bar.close),
+        coalesced: 1,
+        source: "replay".to_owned(),
+    };
+    events.push(SERVICE, &at_close, None);
+    bar_closed
 }
 
 /// `quotes` prices inside the bar: open → first extreme → other extreme → close, linearly

@@ -98,6 +98,72 @@ pub async fn enqueue_raw(
     Ok(())
 }
 
+/// Events written to the outbox by one statement, in the order they were pushed (their `id`s
+/// follow that order, so the relay publishes each key's rows as pushed): for writers that emit
+/// many events per transaction, such as the replay feed. Writing is [`enqueue`]'s contract, once
+/// for all the rows.
+#[derive(Default)]
+pub struct Batch {
+    ids: Vec<Uuid>,
+    topics: Vec<&'static str>,
+    keys: Vec<String>,
+    types: Vec<&'static str>,
+    attributes: Vec<serde_json::Value>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    /// Adds `event` (on its own topic); returns its `ce-id`.
+    pub fn push<E: Event>(
+        &mut self,
+        service: &str,
+        event: &E,
+        correlation_id: Option<String>,
+    ) -> Uuid {
+        let envelope = Envelope::new(service, event, correlation_id);
+        self.ids.push(envelope.id);
+        self.topics.push(E::TOPIC);
+        self.types.push(E::TYPE);
+        self.attributes
+            .push(serde_json::to_value(envelope.to_attributes()).unwrap_or_default());
+        self.payloads.push(event.encode_to_vec());
+        self.keys.push(envelope.subject);
+        envelope.id
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Inserts every pushed event inside the caller's transaction.
+    pub async fn write(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO outbox (event_id, topic, ordering_key, event_type, attributes, payload)
+             SELECT event_id, topic, ordering_key, event_type, attributes, payload
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::bytea[])
+                  WITH ORDINALITY AS e (event_id, topic, ordering_key, event_type, attributes,
+                                        payload, n)
+             ORDER BY n",
+            &self.ids,
+            &self.topics as &[&str],
+            &self.keys,
+            &self.types as &[&str],
+            &self.attributes,
+            &self.payloads,
+        )
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Relay tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct RelaySettings {

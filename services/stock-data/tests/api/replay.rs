@@ -123,6 +123,24 @@ async fn a_replay_emits_each_bar_with_its_quotes_through_the_outbox() {
         assert_eq!(quotes[4].price, bar.close);
     }
 
+    // In the outbox (the relay's order for the one ordering key), each bar's quotes, then its
+    // bar.closed, then the quote at its close, bar after bar; several bars may share a
+    // transaction when they are due together.
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM outbox
+         WHERE event_type IN ('mirai.stock.price.updated.v1', 'mirai.stock.bar.closed.v1')
+         ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let per_bar = [
+        vec!["mirai.stock.price.updated.v1"; 4],
+        vec!["mirai.stock.bar.closed.v1", "mirai.stock.price.updated.v1"],
+    ]
+    .concat();
+    assert_eq!(types, per_bar.repeat(5));
+
     // Same seed, speed and range: the same events.
     client.start_replay(first_week()).await.unwrap();
     wait_for(&mut client, ReplayState::Finished).await;
