@@ -31,6 +31,9 @@ pub struct Config {
     /// `MIRAI_TRACKING_CAPACITY`: most symbols tracked at once (default 10,000); a new symbol
     /// beyond it is refused (`TRACKING_REJECTION_CAPACITY`).
     pub tracking_capacity: u32,
+    /// `MIRAI_BARS_CACHE_BARS`: bars kept in memory as pages of `GetBars` answers (default
+    /// 200,000, about 40 MB; 0 turns the cache off). See [`crate::bars_cache`].
+    pub bars_cache_bars: u64,
     /// The live Alpaca adapter; `None` (the default) unless `MIRAI_ALPACA_ENABLED=true`.
     pub alpaca: Option<AlpacaConfig>,
     /// `MIRAI_LEADER_BACKEND` and `MIRAI_LEADER_*`: which replica runs the live adapter and
@@ -53,6 +56,7 @@ impl Config {
             sample_data: false,
             quality: quality::Settings::default(),
             tracking_capacity: 10_000,
+            bars_cache_bars: 200_000,
             alpaca: None,
             leader: LeaderElection::disabled(DEFAULTS.name),
         }
@@ -231,6 +235,7 @@ pub fn from_env(env: &Env) -> Result<Config, ConfigError> {
         sample_data: env.or("MIRAI_SAMPLE_DATA", false)?,
         quality,
         tracking_capacity: env.or("MIRAI_TRACKING_CAPACITY", 10_000)?,
+        bars_cache_bars: env.or("MIRAI_BARS_CACHE_BARS", 200_000)?,
         alpaca: if env.or("MIRAI_ALPACA_ENABLED", false)? {
             Some(AlpacaConfig::from_env(env)?)
         } else {

@@ -8,6 +8,7 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataService;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::bars_cache::BarsCache;
 use crate::domain::bars::{Query, QueryError};
 use crate::domain::import::Options;
 use crate::domain::quality::ReportQuery;
@@ -28,6 +29,7 @@ pub struct Api {
     replays: Replays,
     quality: quality::Settings,
     tracking_capacity: u32,
+    bars: BarsCache,
 }
 
 impl Api {
@@ -37,6 +39,7 @@ impl Api {
         replays: Replays,
         quality: quality::Settings,
         tracking_capacity: u32,
+        bars: BarsCache,
     ) -> Self {
         Self {
             replays,
@@ -44,6 +47,7 @@ impl Api {
             pool,
             quality,
             tracking_capacity,
+            bars,
         }
     }
 }
@@ -178,7 +182,11 @@ impl StockDataService for Api {
             QueryError::Domain(e) => Status::from(invalid(e)),
             QueryError::PartialBars => Status::unimplemented(e.to_string()),
         })?;
-        Ok(Response::new(bars::get(&self.pool, &query).await?))
+        let page = self
+            .bars
+            .get_or_load(&query, bars::get(&self.pool, &query))
+            .await?;
+        Ok(Response::new(page))
     }
 
     async fn import_bars(
@@ -214,7 +222,10 @@ impl StockDataService for Api {
                 _ => return Err(Error::invalid("options", "sent more than once").into()),
             }
         }
-        let response = import::run(&self.pool, &self.quality, &options, &body).await?;
+        let response = import::run(&self.pool, &self.quality, &options, &body).await;
+        // Whatever committed (the file's symbols, a rejection's findings) is read at once.
+        self.bars.forget_all();
+        let response = response?;
         tracing::info!(
             message = "Bars imported.",
             import_id = %response.import_id,

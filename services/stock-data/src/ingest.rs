@@ -14,6 +14,7 @@ use mirai_proto::stock::v1::{self as pb, QualityFlag, Timeframe};
 use sqlx::PgPool;
 
 use crate::SERVICE;
+use crate::bars_cache::BarsCache;
 use crate::quality::{self, bit};
 use crate::quotes::{self, Quotes};
 use crate::store;
@@ -61,6 +62,7 @@ pub struct Ingest {
     pool: PgPool,
     quotes: Quotes,
     settings: quality::Settings,
+    bars: BarsCache,
 }
 
 impl Ingest {
@@ -69,7 +71,14 @@ impl Ingest {
             pool,
             quotes,
             settings,
+            bars: BarsCache::default(),
         }
+    }
+
+    /// Retires `cache`'s pages of a symbol as soon as one of its bars is stored.
+    pub fn with_bars_cache(mut self, cache: BarsCache) -> Self {
+        self.bars = cache;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -158,6 +167,7 @@ impl Ingest {
         )
         .await?;
         tx.commit().await?;
+        self.bars.forget(&bar.symbol);
         self.quotes.update(quote);
         Ok(if inserted {
             Stored::New

@@ -24,6 +24,7 @@
 //! - `vendor`: live vendor adapters (`vendor::alpaca`).
 
 pub mod bars;
+pub mod bars_cache;
 pub mod calendar;
 pub mod config;
 pub mod domain;

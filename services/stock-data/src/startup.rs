@@ -7,6 +7,7 @@ use mirai_proto::stock::v1::stock_data_service_server::StockDataServiceServer;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
+use crate::bars_cache::BarsCache;
 use crate::config::Config;
 use crate::grpc::Api;
 use crate::ingest::Ingest;
@@ -74,22 +75,29 @@ pub async fn build_with(config: &Config) -> Result<Application, BuildError> {
     let mut app = ServiceApp::prepare(&config.service, &MIGRATIONS).await?;
     let quotes = Quotes::new(app.pool.clone()).with_metrics(&app.metrics);
     let replays = Replays::new(app.pool.clone(), quotes.clone());
+    let bars_cache = BarsCache::new(config.bars_cache_bars, &app.metrics);
     app.server.add_service(StockDataServiceServer::new(Api::new(
         app.pool.clone(),
         quotes.clone(),
         replays.clone(),
         config.quality,
         config.tracking_capacity,
+        bars_cache.clone(),
     )));
     app.server.add_reflection(mirai_proto::FILE_DESCRIPTOR_SET);
     crate::events::consume(&mut app, config.tracking_capacity);
     let alpaca = match &config.alpaca {
         Some(alpaca) => {
-            let ingest = Ingest::new(app.pool.clone(), quotes, config.quality);
+            let ingest = Ingest::new(app.pool.clone(), quotes, config.quality)
+                .with_bars_cache(bars_cache.clone());
             Some(Alpaca::new(alpaca.clone(), ingest)?)
         }
         None => None,
     };
+    let pool = app.pool.clone();
+    app.background("bars cache", move |stop| {
+        Box::pin(async move { bars_cache.follow(pool, stop).await })
+    });
     let freshness = crate::freshness::Freshness::register(app.pool.clone(), &app.metrics);
     app.background("bar freshness", move |stop| Box::pin(freshness.run(stop)));
     let elector = Elector::new(&config.leader, &app.pool, &app.metrics)?;

@@ -50,6 +50,7 @@ pub fn source_timeframe(requested: pb::Timeframe) -> &'static [pb::Timeframe] {
 }
 
 /// A validated `GetBars` request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Query {
     pub ticker: Ticker,
     pub timeframe: pb::Timeframe,

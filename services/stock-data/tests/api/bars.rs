@@ -23,6 +23,7 @@ fn csv_rows() -> Vec<(String, f64, f64, f64, f64, f64)> {
 struct Running {
     client: crate::helpers::Client,
     app_pool: sqlx::PgPool,
+    admin: std::net::SocketAddr,
     stop: CancellationToken,
     _db: TestDatabase,
 }
@@ -33,12 +34,14 @@ async fn start() -> Running {
     let app: ServiceApp = mirai_stock_data::startup::build(&config).await.unwrap();
     let app_pool = app.pool.clone();
     let addr = app.grpc_addr();
+    let admin = app.admin_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(stop.clone()));
     let client = crate::helpers::connect(addr).await;
     Running {
         client,
         app_pool,
+        admin,
         stop,
         _db: db,
     }
@@ -100,6 +103,84 @@ async fn the_sample_loads_once_and_daily_bars_start_at_the_new_york_open() {
     )
     .await;
     assert_eq!(july[0].start, Some(ts("2000-07-03T13:30:00Z")));
+    running.stop.cancel();
+}
+
+/// `mirai_cache_requests_total{cache="bars",result="hit"}` on the admin listener.
+async fn bars_cache_hits(running: &Running) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", running.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"mirai_cache_requests_total{cache="bars",result="hit"} "#))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn pages_are_served_from_memory_until_a_bar_of_their_symbol_changes() {
+    let mut running = start().await;
+    mirai_stock_data::bars::load_sample(&running.app_pool)
+        .await
+        .unwrap();
+    let request = GetBarsRequest {
+        symbol: "SPX".into(),
+        limit: 3,
+        ..Default::default()
+    };
+    let close = |bars: &[Bar]| bars[0].close;
+    // Pages are kept once the cache listens for changes (it connects at start).
+    let (first, _) = bars(&mut running, request.clone()).await;
+    for _ in 0..100 {
+        bars(&mut running, request.clone()).await;
+        if bars_cache_hits(&running).await > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        bars_cache_hits(&running).await > 0,
+        "the page was never served from memory"
+    );
+
+    // A change nobody announces (the trigger off) is not seen: the page comes from memory.
+    let change = "UPDATE bars SET close = close + 1000 WHERE symbol = 'SPX' AND start_at = $1";
+    let start = wire::datetime(first[0].start.as_ref().unwrap()).unwrap();
+    let mut tx = running.app_pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE bars DISABLE TRIGGER bars_updated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(change)
+        .bind(start)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE bars ENABLE TRIGGER bars_updated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (cached, _) = bars(&mut running, request.clone()).await;
+    assert_eq!(close(&cached), close(&first));
+
+    // Any write to the symbol's bars (here plain SQL, as another replica's) retires its pages.
+    sqlx::query(change)
+        .bind(start)
+        .execute(&running.app_pool)
+        .await
+        .unwrap();
+    let mut seen = close(&cached);
+    for _ in 0..100 {
+        seen = close(&bars(&mut running, request.clone()).await.0);
+        if seen != close(&first) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, close(&first) + 2000.0);
     running.stop.cancel();
 }
 
