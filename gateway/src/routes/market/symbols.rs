@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use crate::middleware::auth::{Admin, forward};
 use crate::problem::{Json, Path, Problem, Query};
+use crate::routes::fields;
 use crate::routes::shapes::Timeframe;
 use crate::routes::state::AppState;
 
@@ -357,7 +358,9 @@ pub struct BarsQuery {
 /// One bar as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Bar {
+    #[serde(serialize_with = "fields::rfc3339")]
     pub start: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "fields::rfc3339")]
     pub end: Option<DateTime<Utc>>,
     pub open: f64,
     pub high: f64,
