@@ -10,8 +10,26 @@
 //! subscription's dead-letter topic and acknowledges it (Pub/Sub's own dead-letter policy, with
 //! a higher limit, stays as a backstop; the emulator does not dead-letter ordered messages).
 //! Unknown event types are acknowledged and counted.
+//!
+//! # Batched mode
+//!
+//! A consumer made with [`Consumer::batched`] (opt-in; everyone else keeps the mode above)
+//! handles several messages in one transaction. Messages go to [`Batching::lanes`] lanes by
+//! their ordering key (every message of a key through the same lane, in arrival order; messages
+//! without a key round-robin); a lane takes whatever has queued up while its previous batch ran,
+//! up to [`Batching::max_batch`], so a quiet consumer still handles one message at a time. A
+//! batch is one transaction: the inbox rows of all its events in one statement (an event whose
+//! row exists, or a second copy of one in the same batch, is a duplicate and has no effect), then
+//! each event's handler in arrival order, then one commit, and only then the acknowledgements.
+//! If any handler fails (or the commit does), the whole transaction rolls back and every event of
+//! the batch is handled again alone, in order, exactly as in the unbatched mode: the batch mates
+//! commit on their own, the failing event is counted, nacked and eventually dead-lettered as
+//! usual. In that retry, the events after a failed one *of the same ordering key* are nacked
+//! without running (not counted as failures), so they are redelivered behind it rather than
+//! overtaking it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash as _, Hasher as _};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +45,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -121,7 +139,9 @@ struct SubscriptionLabels {
 }
 
 /// Consumer metrics; `outcome` is one of received, acked, nacked, duplicate, unknown_type,
-/// malformed, decode_failed, handler_failed, dead_lettered.
+/// malformed, decode_failed, handler_failed, dead_lettered; in batched mode also batch_split
+/// (once per batch that rolled back and was handled one by one) and deferred (nacked behind a
+/// nacked event of its ordering key). In batched mode a message's handler time is its batch's.
 #[derive(Clone)]
 pub struct ConsumerMetrics {
     messages: Family<OutcomeLabels, Counter>,
@@ -184,6 +204,32 @@ impl Default for ConsumerSettings {
     }
 }
 
+/// Batched mode (see the module documentation): several messages per transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Lanes handling batches concurrently; every message of one ordering key goes through the
+    /// same lane.
+    pub lanes: usize,
+    /// Most messages in one transaction.
+    pub max_batch: usize,
+    /// Messages held at once (pulled, not yet handled), and each stream's flow-control limit
+    /// (instead of [`ConsumerSettings::concurrency`]). Pub/Sub counts a message as outstanding
+    /// until the client's acknowledgements go out (every 100 ms), so the limit must cover what
+    /// arrives in that time as well: with 64 per stream a stream stalled at a few hundred
+    /// messages a second whatever the handlers' speed.
+    pub max_outstanding: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            lanes: 4,
+            max_batch: 64,
+            max_outstanding: 1000,
+        }
+    }
+}
+
 /// Attributes added to a dead-lettered message (the original ones are kept).
 pub mod dead_letter_attr {
     pub const REASON: &str = "mirai-dead-letter-reason";
@@ -203,6 +249,7 @@ pub struct Consumer {
     handlers: HashMap<&'static str, Arc<dyn Erased>>,
     settings: ConsumerSettings,
     metrics: ConsumerMetrics,
+    batching: Option<Batching>,
 }
 
 impl Consumer {
@@ -222,7 +269,16 @@ impl Consumer {
             handlers: HashMap::new(),
             settings,
             metrics,
+            batching: None,
         }
+    }
+
+    /// Switches this consumer to batched mode (see the module documentation): several messages
+    /// per transaction, one lane per ordering key. Only for handlers that may share a
+    /// transaction with other events' handlers.
+    pub fn batched(mut self, batching: Batching) -> Self {
+        self.batching = Some(batching);
+        self
     }
 
     /// Registers the handler of `E`; `name` identifies it in the inbox (keep it stable).
@@ -247,10 +303,14 @@ impl Consumer {
         shutdown: CancellationToken,
     ) {
         let dead_letters = publisher.publisher(self.dead_letter_topic.clone()).build();
+        let batching = self.batching;
         let shared = Arc::new(Running {
             consumer: self,
             dead_letters,
         });
+        if let Some(batching) = batching {
+            return shared.run_batched(batching, subscriber, shutdown).await;
+        }
         let permits = Arc::new(Semaphore::new(shared.consumer.settings.concurrency));
         let mut streams = tokio::task::JoinSet::new();
         for _ in 0..shared.consumer.settings.streams.max(1) {
@@ -288,7 +348,7 @@ impl Consumer {
                                 if let Some(previous) = previous {
                                     previous.await;
                                 }
-                                shared.process(message, ack).await;
+                                let _ = shared.process(message, ack).await;
                                 drop(permit);
                             }
                             .boxed()
@@ -326,8 +386,36 @@ struct Running {
     dead_letters: google_cloud_pubsub::client::Publisher,
 }
 
+/// A message whose envelope parsed and whose type has a handler.
+struct Work {
+    message: Message,
+    ack: AckHandler,
+    envelope: Envelope,
+    handler: Arc<dyn Erased>,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Acknowledged: applied, duplicate, unknown type or dead-lettered.
+    Done,
+    /// Nacked for redelivery.
+    Nacked,
+}
+
+/// A message with its acknowledgement and the permit it holds until it is handled.
+type Pulled = (Message, AckHandler, OwnedSemaphorePermit);
+
 impl Running {
-    async fn process(&self, message: Message, ack: AckHandler) {
+    async fn process(&self, message: Message, ack: AckHandler) -> Handled {
+        match self.prepare(message, ack).await {
+            Ok(work) => self.process_one(work).await,
+            Err(handled) => handled,
+        }
+    }
+
+    /// Parses the envelope and finds the handler; otherwise the message is settled here.
+    async fn prepare(&self, message: Message, ack: AckHandler) -> Result<Work, Handled> {
         let sub = self.consumer.subscription.as_str();
         let metrics = &self.consumer.metrics;
         metrics.count(sub, "received");
@@ -335,55 +423,281 @@ impl Running {
             Ok(envelope) => envelope,
             Err(error) => {
                 let reason = format!("malformed envelope: {error}");
-                return self.fail(message, ack, "malformed", reason).await;
+                return Err(self.fail(message, ack, "malformed", reason).await);
             }
         };
         let Some(handler) = self.consumer.handlers.get(envelope.event_type.as_str()) else {
             metrics.count(sub, "unknown_type");
             ack.ack();
-            return;
+            return Err(Handled::Done);
         };
+        Ok(Work {
+            message,
+            ack,
+            envelope,
+            handler: handler.clone(),
+        })
+    }
+
+    fn span(&self, work: &Work) -> tracing::Span {
+        let envelope = &work.envelope;
         let span = tracing::info_span!(
             "event.handle",
             otel.name = %format!("{} handle", envelope.event_type),
             otel.kind = "consumer",
             messaging.system = "gcp_pubsub",
-            messaging.destination.subscription.name = sub,
+            messaging.destination.subscription.name = self.consumer.subscription.as_str(),
             messaging.message.id = %envelope.id,
             event.r#type = %envelope.event_type,
-            handler = handler.name(),
+            handler = work.handler.name(),
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
         let _ = span.set_parent(envelope.parent_context());
         crate::telemetry::record_ids(&span);
-        let started = Instant::now();
-        let outcome = self
-            .apply(handler.as_ref(), &envelope, &message.data)
-            .instrument(span)
-            .await;
-        metrics
+        span
+    }
+
+    fn observe(&self, started: Instant) {
+        self.consumer
+            .metrics
             .handler_seconds
             .get_or_create(&SubscriptionLabels {
-                subscription: sub.to_owned(),
+                subscription: self.consumer.subscription.clone(),
             })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// One message in its own transaction.
+    async fn process_one(&self, work: Work) -> Handled {
+        let sub = self.consumer.subscription.as_str();
+        let metrics = &self.consumer.metrics;
+        let span = self.span(&work);
+        let started = Instant::now();
+        let outcome = self
+            .apply(work.handler.as_ref(), &work.envelope, &work.message.data)
+            .instrument(span)
+            .await;
+        self.observe(started);
         match outcome {
             Ok(true) => {
                 metrics.count(sub, "acked");
-                ack.ack();
+                work.ack.ack();
+                Handled::Done
             }
             Ok(false) => {
                 metrics.count(sub, "duplicate");
-                ack.ack();
+                work.ack.ack();
+                Handled::Done
             }
-            Err((kind, reason)) => self.fail(message, ack, kind, reason).await,
+            Err((kind, reason)) => self.fail(work.message, work.ack, kind, reason).await,
         }
+    }
+
+    /// Batched mode: up to `max_batch` messages of one lane at a time, until the lane closes.
+    async fn run_lane(&self, mut lane: mpsc::UnboundedReceiver<Pulled>, max_batch: usize) {
+        while let Some(first) = lane.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match lane.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let mut permits = Vec::with_capacity(batch.len());
+            let mut work = Vec::with_capacity(batch.len());
+            for (message, ack, permit) in batch {
+                permits.push(permit);
+                if let Ok(w) = self.prepare(message, ack).await {
+                    work.push(w);
+                }
+            }
+            self.process_batch(work).await;
+            drop(permits);
+        }
+    }
+
+    /// Batched mode: the messages in one transaction, acknowledged after its commit; if it
+    /// fails, each one alone, in order (the events after a nacked one of the same ordering key
+    /// are nacked too, so they do not overtake it).
+    async fn process_batch(&self, work: Vec<Work>) {
+        if work.len() <= 1 {
+            for w in work {
+                self.process_one(w).await;
+            }
+            return;
+        }
+        let sub = self.consumer.subscription.as_str();
+        let metrics = &self.consumer.metrics;
+        let started = Instant::now();
+        match self.apply_batch(&work).await {
+            Ok(applied) => {
+                for (w, applied) in work.into_iter().zip(applied) {
+                    self.observe(started);
+                    metrics.count(sub, if applied { "acked" } else { "duplicate" });
+                    w.ack.ack();
+                }
+            }
+            Err(error) => {
+                tracing::info!(message = "Batch failed; handling its events one by one.", subscription = sub, events = work.len(), error = %format!("{error:#}"));
+                metrics.count(sub, "batch_split");
+                let mut stopped: Vec<String> = Vec::new();
+                for w in work {
+                    let key = w.message.ordering_key.clone();
+                    if !key.is_empty() && stopped.contains(&key) {
+                        metrics.count(sub, "deferred");
+                        w.ack.nack();
+                        continue;
+                    }
+                    if self.process_one(w).await == Handled::Nacked && !key.is_empty() {
+                        stopped.push(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batch's inbox rows and handlers in one transaction; per message whether it was
+    /// applied (false: a duplicate). Any error rolls everything back.
+    async fn apply_batch(&self, work: &[Work]) -> anyhow::Result<Vec<bool>> {
+        let mut tx = self.consumer.pool.begin().await?;
+        let names: Vec<String> = work.iter().map(|w| w.handler.name().to_owned()).collect();
+        let ids: Vec<uuid::Uuid> = work.iter().map(|w| w.envelope.id).collect();
+        let rows = sqlx::query!(
+            r#"INSERT INTO processed_events (handler, event_id)
+               SELECT * FROM unnest($1::text[], $2::uuid[])
+               ON CONFLICT DO NOTHING
+               RETURNING handler, event_id"#,
+            &names,
+            &ids,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut fresh: HashSet<(String, uuid::Uuid)> =
+            rows.into_iter().map(|r| (r.handler, r.event_id)).collect();
+        let mut applied = Vec::with_capacity(work.len());
+        for w in work {
+            // A second copy of an event in the same batch finds its row taken by the first.
+            let new = fresh.remove(&(w.handler.name().to_owned(), w.envelope.id));
+            if new {
+                let span = self.span(w);
+                w.handler
+                    .dispatch(&mut tx, &w.envelope, &w.message.data)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| match e {
+                        DispatchError::Decode(error) => {
+                            anyhow::anyhow!("{}: payload does not decode: {error}", w.envelope.id)
+                        }
+                        DispatchError::Handler(error) => {
+                            error.context(format!("handler {}", w.handler.name()))
+                        }
+                    })?;
+            }
+            applied.push(new);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Batched mode: the streams pull and hand each message to the lane of its ordering key;
+    /// the lanes run batches. On shutdown the streams stop pulling, the lanes finish what they
+    /// were handed, then the streams flush their acks.
+    async fn run_batched(
+        self: Arc<Self>,
+        batching: Batching,
+        subscriber: Subscriber,
+        shutdown: CancellationToken,
+    ) {
+        let settings = self.consumer.settings;
+        let outstanding = batching.max_outstanding.max(1);
+        let permits = Arc::new(Semaphore::new(outstanding));
+        let mut lanes = tokio::task::JoinSet::new();
+        let mut senders = Vec::new();
+        for _ in 0..batching.lanes.max(1) {
+            let (sender, receiver) = mpsc::unbounded_channel::<Pulled>();
+            senders.push(sender);
+            let shared = self.clone();
+            let max_batch = batching.max_batch.max(1);
+            lanes.spawn(async move { shared.run_lane(receiver, max_batch).await });
+        }
+        let senders = Arc::new(senders);
+        let mut streams = tokio::task::JoinSet::new();
+        for _ in 0..settings.streams.max(1) {
+            let (shared, permits, shutdown, senders) = (
+                self.clone(),
+                permits.clone(),
+                shutdown.clone(),
+                senders.clone(),
+            );
+            let mut stream = subscriber
+                .subscribe(shared.consumer.path.clone())
+                .set_max_outstanding_messages(outstanding as i64)
+                .set_max_lease_extension(settings.lease_extension)
+                .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
+                .build();
+            streams.spawn(async move {
+                let mut unordered = 0usize;
+                loop {
+                    let permit = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        permit = permits.clone().acquire_owned() => permit.expect("semaphore open"),
+                    };
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        next = stream.next() => next,
+                    };
+                    match next {
+                        Some(Ok((message, ack))) => {
+                            let lane = if message.ordering_key.is_empty() {
+                                unordered = unordered.wrapping_add(1);
+                                unordered % senders.len()
+                            } else {
+                                let mut hasher = std::hash::DefaultHasher::new();
+                                message.ordering_key.hash(&mut hasher);
+                                (hasher.finish() % senders.len() as u64) as usize
+                            };
+                            // A lane only closes after the streams are done.
+                            let _ = senders[lane].send((message, ack, permit));
+                        }
+                        Some(Err(error)) => {
+                            tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %shared.consumer.subscription);
+                        }
+                        None => break,
+                    }
+                }
+                stream
+            });
+        }
+        drop(senders);
+        let mut stopped = Vec::new();
+        while let Some(stream) = streams.join_next().await {
+            if let Ok(stream) = stream {
+                stopped.push(stream);
+            }
+        }
+        // Every sender is gone with its stream task: the lanes drain and end.
+        while lanes.join_next().await.is_some() {}
+        for stream in &stopped {
+            if tokio::time::timeout(SHUTDOWN_FLUSH, stream.shutdown_token().shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!(message = "Pending acks not flushed in time; those messages will be redelivered.", subscription = %self.consumer.subscription);
+            }
+        }
+        tracing::info!(message = "Consumer stopped.", subscription = %self.consumer.subscription);
     }
 
     /// Counts a failed delivery; below the limit the message is nacked for redelivery, at the
     /// limit it goes to the dead-letter topic with the reason and is acknowledged.
-    async fn fail(&self, message: Message, ack: AckHandler, kind: &'static str, reason: String) {
+    async fn fail(
+        &self,
+        message: Message,
+        ack: AckHandler,
+        kind: &'static str,
+        reason: String,
+    ) -> Handled {
         let sub = self.consumer.subscription.as_str();
         let metrics = &self.consumer.metrics;
         metrics.count(sub, kind);
@@ -406,13 +720,13 @@ impl Running {
                 tracing::warn!(message = "Delivery failed; nacking for redelivery.", subscription = sub, attempts, %reason);
                 metrics.count(sub, "nacked");
                 ack.nack();
-                return;
+                return Handled::Nacked;
             }
             Err(error) => {
                 tracing::warn!(message = "Delivery failed and could not be counted; nacking.", subscription = sub, %reason, %error);
                 metrics.count(sub, "nacked");
                 ack.nack();
-                return;
+                return Handled::Nacked;
             }
         };
         let mut attributes = message.attributes.clone();
@@ -438,11 +752,13 @@ impl Running {
                 tracing::error!(message = "Message moved to the dead-letter topic.", subscription = sub, attempts, %reason);
                 metrics.count(sub, "dead_lettered");
                 ack.ack();
+                Handled::Done
             }
             Err(error) => {
                 tracing::warn!(message = "Dead-lettering failed; nacking.", subscription = sub, %error);
                 metrics.count(sub, "nacked");
                 ack.nack();
+                Handled::Nacked
             }
         }
     }

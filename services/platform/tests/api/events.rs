@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use google_cloud_pubsub::model::Message;
 use mirai_platform::config::DatabaseConfig;
 use mirai_platform::events::consumer::{
-    Consumer, ConsumerMetrics, ConsumerSettings, Handler, dead_letter_attr,
+    Batching, Consumer, ConsumerMetrics, ConsumerSettings, Handler, dead_letter_attr,
 };
 use mirai_platform::events::outbox::{self, Relay, RelayMetrics, RelaySettings};
 use mirai_platform::events::pubsub::{self, PubSubConfig};
@@ -108,7 +108,12 @@ impl Setup {
     }
 
     async fn start_consumer(&self) {
-        let consumer = Consumer::new(
+        self.start_consumer_with(None).await;
+    }
+
+    /// A consumer in batched mode (`Some`) or not.
+    async fn start_consumer_with(&self, batching: Option<Batching>) {
+        let mut consumer = Consumer::new(
             self.pool.clone(),
             &self.config,
             SUBSCRIPTION.name,
@@ -121,6 +126,9 @@ impl Setup {
             ConsumerMetrics::register(&self.metrics),
         )
         .on::<SymbolListed, _>("test.record", Record);
+        if let Some(batching) = batching {
+            consumer = consumer.batched(batching);
+        }
         let subscriber = pubsub::subscriber(&self.config).await.unwrap();
         let publisher = pubsub::publisher(&self.config).await.unwrap();
         tokio::spawn(consumer.run(subscriber, publisher, self.stop.clone()));
@@ -165,7 +173,72 @@ impl Setup {
     fn metric(&self, needle: &str) -> bool {
         self.metrics.encode().contains(needle)
     }
+
+    /// The value of the consumer's `outcome` counter (0 when absent).
+    fn outcome(&self, outcome: &str) -> u64 {
+        let needle = format!(r#"outcome="{outcome}"}} "#);
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|l| {
+                l.split_once(&needle)
+                    .map(|(_, n)| n.trim().parse().unwrap())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Publishes `SymbolListed { symbol, name }` straight to the topic with `key` as its
+    /// ordering key, `copies` times with the same `ce-id`; returns that envelope.
+    async fn publish(&self, symbol: &str, name: &str, key: &str, copies: usize) -> Envelope {
+        let event = SymbolListed {
+            symbol: symbol.into(),
+            name: name.into(),
+            ..Default::default()
+        };
+        let envelope = Envelope::new("test", &event, None);
+        self.publish_as(&envelope, &event, key, copies).await;
+        envelope
+    }
+
+    async fn publish_as(
+        &self,
+        envelope: &Envelope,
+        event: &SymbolListed,
+        key: &str,
+        copies: usize,
+    ) {
+        let attributes = envelope.to_attributes();
+        let base = pubsub::publisher(&self.config).await.unwrap();
+        let publisher = base
+            .publisher(self.config.topic_path(topics::STOCK))
+            .build();
+        for _ in 0..copies {
+            publisher
+                .publish(
+                    Message::new()
+                        .set_data(prost::Message::encode_to_vec(event))
+                        .set_attributes(attributes.clone())
+                        .set_ordering_key(key),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn seen_total(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM seen")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
 }
+
+/// One lane, so that messages queued together share a transaction.
+const ONE_LANE: Batching = Batching {
+    lanes: 1,
+    max_batch: 64,
+    max_outstanding: 1000,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_committed_event_is_delivered_and_a_rolled_back_one_is_not() {
@@ -326,6 +399,142 @@ async fn poison_garbled_and_unknown_messages_do_not_stop_the_consumer() {
     })
     .await;
     assert_eq!(s.seen("POISON").await, 0);
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_duplicates_have_one_effect() {
+    let s = setup().await;
+    // Every event twice with the same ce-id, published before the consumer starts so that
+    // copies share batches; a third copy of E0 arrives after everything was handled.
+    let mut first = None;
+    for n in 0..40 {
+        let envelope = s
+            .publish(
+                &format!("S{}", n % 8),
+                &format!("E{n}"),
+                &format!("S{}", n % 8),
+                2,
+            )
+            .await;
+        first.get_or_insert(envelope);
+    }
+    s.start_consumer_with(Some(ONE_LANE)).await;
+    s.wait_until("40 events", async || s.seen_total().await == 40)
+        .await;
+    s.wait_until("40 duplicates", async || s.outcome("duplicate") == 40)
+        .await;
+    let e0 = SymbolListed {
+        symbol: "S0".into(),
+        name: "E0".into(),
+        ..Default::default()
+    };
+    s.publish_as(&first.unwrap(), &e0, "S0", 1).await;
+    s.wait_until("late duplicate", async || s.outcome("duplicate") == 41)
+        .await;
+    assert_eq!(s.seen_total().await, 40);
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT name) FROM seen")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(distinct, 40);
+    assert_eq!(s.outcome("acked"), 40);
+    assert_eq!(s.outcome("batch_split"), 0);
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_event_in_a_batch_fails_alone_and_holds_back_only_its_key() {
+    let s = setup().await;
+    // Batch mates on other keys; on key K, POISON (always fails) and then AFTER.
+    for n in 0..20 {
+        s.publish(&format!("G{n}"), "good", &format!("G{n}"), 1)
+            .await;
+        if n == 10 {
+            s.publish("POISON", "always fails", "K", 1).await;
+            s.publish("AFTER", "behind the poison", "K", 1).await;
+        }
+    }
+    s.start_consumer_with(Some(ONE_LANE)).await;
+    s.wait_until("the good events", async || {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM seen WHERE symbol LIKE 'G%'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap()
+            == 20
+    })
+    .await;
+    // POISON fails 3 times (the limit) and is dead-lettered; only then does AFTER apply.
+    s.wait_until("AFTER applied", async || s.seen("AFTER").await == 1)
+        .await;
+    s.wait_until("POISON dead-lettered", async || {
+        s.outcome("dead_lettered") == 1
+    })
+    .await;
+    let dead_lettered: bool = sqlx::query_scalar(
+        "SELECT dead_lettered_at IS NOT NULL FROM consumer_failures WHERE attempts = 3",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert!(dead_lettered);
+    // AFTER's row is the last: it did not overtake the poison.
+    let last: String = sqlx::query_scalar("SELECT symbol FROM seen ORDER BY id DESC LIMIT 1")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(last, "AFTER");
+    assert_eq!(s.seen("POISON").await, 0);
+    assert_eq!(s.seen_total().await, 21, "every batch mate applied once");
+    assert_eq!(s.outcome("handler_failed"), 3, "{}", s.metrics.encode());
+    assert!(s.outcome("batch_split") >= 1, "{}", s.metrics.encode());
+    assert!(s.outcome("deferred") >= 1, "{}", s.metrics.encode());
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_events_arrive_in_order_per_key() {
+    let s = setup().await;
+    let keys: Vec<String> = (0..10).map(|k| format!("K{k}")).collect();
+    let mut tx = s.pool.begin().await.unwrap();
+    for n in 0..1000 {
+        let event = SymbolListed {
+            symbol: keys[n % 10].clone(),
+            name: n.to_string(),
+            ..Default::default()
+        };
+        outbox::enqueue(&mut tx, "stock-data", &event, None)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    s.start_relay().await;
+    s.start_consumer_with(Some(Batching {
+        lanes: 3,
+        max_batch: 16,
+        max_outstanding: 100,
+    }))
+    .await;
+    s.wait_until("1000 events", async || s.seen_total().await == 1000)
+        .await;
+    for key in &keys {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM seen WHERE symbol = $1 ORDER BY id")
+                .bind(key)
+                .fetch_all(&s.pool)
+                .await
+                .unwrap();
+        let numbers: Vec<usize> = names.iter().map(|n| n.parse().unwrap()).collect();
+        let mut sorted = numbers.clone();
+        sorted.sort_unstable();
+        assert_eq!(numbers, sorted, "key {key} arrived out of order");
+        assert_eq!(numbers.len(), 100);
+    }
+    assert!(
+        s.outcome("acked") == 1000 && s.outcome("batch_split") == 0,
+        "{}",
+        s.metrics.encode()
+    );
     s.stop.cancel();
 }
 
