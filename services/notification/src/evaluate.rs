@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::SERVICE;
 use crate::context::Context;
-use crate::domain::alert::{Cause, Frequency, Rule};
+use crate::domain::alert::{Cause, Frequency, Rule, State};
 use crate::domain::condition::{ForecastView, Inputs, Observation, money};
 use crate::domain::template::Template;
 use crate::notify::Outgoing;
@@ -456,6 +456,7 @@ pub struct Conflict(Uuid);
 
 async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> anyhow::Result<()> {
     let rows = alerts::active_on(tx, ev.symbol).await?;
+    let mut changed: Vec<Changed> = Vec::new();
     let mut forecasts: HashMap<Timeframe, Option<Arc<StoredForecast>>> = HashMap::new();
     for row in rows {
         let compiled = match ctx.index.compiled(&row) {
@@ -507,40 +508,60 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
         if decision.state == state {
             continue;
         }
-        let finished = decision.fire && rule.frequency == Frequency::Once;
-        if !alerts::store_state(
+        changed.push(Changed {
+            finished: decision.fire && rule.frequency == Frequency::Once,
+            fire: decision.fire,
+            state: decision.state,
+            row,
+            compiled,
+            forecast,
+        });
+    }
+    // Every changed state in one statement (the first update of a symbol arms all its alerts);
+    // then what the firings cause.
+    let states: Vec<alerts::NewState<'_>> = changed
+        .iter()
+        .map(|c| alerts::NewState {
+            alert_id: c.row.alert_id,
+            expected_version: c.row.state_version,
+            state: &c.state,
+            finished: c.finished,
+        })
+        .collect();
+    if let Some(&conflict) = alerts::store_states(tx, &states).await?.first() {
+        return Err(Conflict(conflict).into());
+    }
+    for c in changed.iter().filter(|c| c.fire) {
+        let price = ev.observation.map_or(0.0, |o| o.price);
+        fire(
+            ctx,
             tx,
-            row.alert_id,
-            row.state_version,
-            &decision.state,
-            finished,
+            &c.row,
+            &c.compiled,
+            Firing {
+                price,
+                at: ev.at,
+                trigger_count: c.state.trigger_count,
+                forecast: c.forecast.as_deref(),
+                envelope: ev.envelope,
+            },
         )
-        .await?
-        {
-            return Err(Conflict(row.alert_id).into());
-        }
-        if decision.fire {
-            let price = ev.observation.map_or(0.0, |o| o.price);
-            fire(
-                ctx,
-                tx,
-                &row,
-                &compiled,
-                Firing {
-                    price,
-                    at: ev.at,
-                    trigger_count: decision.state.trigger_count,
-                    forecast: forecast.as_deref(),
-                    envelope: ev.envelope,
-                },
-            )
-            .await?;
-            if finished {
-                saga::release(tx, row.alert_id, &row.symbol).await?;
-            }
+        .await?;
+        if c.finished {
+            saga::release(tx, c.row.alert_id, &c.row.symbol).await?;
         }
     }
     Ok(())
+}
+
+/// An alert whose state an evaluation changed.
+struct Changed {
+    row: alerts::Row,
+    compiled: Arc<Compiled>,
+    forecast: Option<Arc<StoredForecast>>,
+    state: State,
+    fire: bool,
+    finished: bool,
 }
 
 struct Firing<'a> {

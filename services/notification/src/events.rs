@@ -4,6 +4,7 @@
 //! transactions, as `crate::SERVICE`.
 
 use mirai_platform::app::ServiceApp;
+use mirai_platform::events::consumer::Batching;
 use mirai_platform::events::deletion;
 use mirai_platform::events::topology::topics;
 use mirai_proto::events::v1 as ev;
@@ -12,9 +13,20 @@ use crate::SERVICE;
 use crate::context::{Shared, with};
 use crate::{account_mail, evaluate, saga, symbols, system};
 
+/// The market events (a price update per symbol every few seconds, 1,000/s and more in all)
+/// are handled in batches: one transaction, one commit and one wake-up of the outbox relay and
+/// of the live streams for up to 64 of them instead of one each. Their handlers only touch the
+/// rows of their own symbol (the ordering key, so one lane), the notifications they store and
+/// the outbox.
+pub const STOCK_BATCHING: Batching = Batching {
+    lanes: 4,
+    max_batch: 64,
+    max_outstanding: 1000,
+};
+
 /// Registers every consumer of the service.
 pub fn consume(app: &mut ServiceApp, ctx: &Shared) {
-    let stock = symbols::register(app.consumer(topics::STOCK), ctx)
+    let stock = symbols::register(app.consumer(topics::STOCK).batched(STOCK_BATCHING), ctx)
         .on::<ev::PriceUpdated, _>("evaluate.price-updated", with(ctx, evaluate::on_price))
         .on::<ev::BarClosed, _>("evaluate.bar-closed", with(ctx, evaluate::on_bar))
         .on::<ev::SymbolTrackingConfirmed, _>(

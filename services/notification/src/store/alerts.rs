@@ -336,36 +336,70 @@ pub async fn restart_saga(
     .await
 }
 
-/// Stores the state after an evaluation, if nobody else changed it since it was read
-/// (`state_version`). Returns false on a concurrent change.
-pub async fn store_state(
+/// A state to store after an evaluation (see [`store_states`]).
+pub struct NewState<'a> {
+    pub alert_id: Uuid,
+    /// The `state_version` the evaluation read.
+    pub expected_version: i64,
+    pub state: &'a State,
+    /// The alert fired for the last time (frequency once): it becomes TRIGGERED.
+    pub finished: bool,
+}
+
+/// Stores the states after an evaluation, each only if nobody else changed it since it was
+/// read (`state_version`), in one statement. Returns the alerts that were not stored because
+/// of a concurrent change.
+pub async fn store_states(
     tx: &mut PgConnection,
-    alert_id: Uuid,
-    expected_version: i64,
-    state: &State,
-    triggered: bool,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query!(
-        "UPDATE alerts SET armed_up = $3, armed_down = $4, move_ref_at = $5, last_fired_bar = $6,
-            last_triggered_at = $7, trigger_count = $8, state_version = state_version + 1,
-            status = CASE WHEN $9 THEN 'TRIGGERED' ELSE status END,
-            status_reason = CASE WHEN $9 THEN 'fired once' ELSE status_reason END,
-            updated_at = CASE WHEN $9 OR $7 IS DISTINCT FROM last_triggered_at THEN now() ELSE updated_at END
-         WHERE alert_id = $1 AND state_version = $2 AND status = 'ACTIVE'",
-        alert_id,
-        expected_version,
-        state.arm.up,
-        state.arm.down,
-        state.move_ref_at,
-        state.last_fired_bar,
-        state.last_triggered_at,
-        state.trigger_count as i32,
-        triggered,
+    states: &[NewState<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if states.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = states.iter().map(|s| s.alert_id).collect();
+    let versions: Vec<i64> = states.iter().map(|s| s.expected_version).collect();
+    let up: Vec<bool> = states.iter().map(|s| s.state.arm.up).collect();
+    let down: Vec<bool> = states.iter().map(|s| s.state.arm.down).collect();
+    let move_ref: Vec<Option<DateTime<Utc>>> = states.iter().map(|s| s.state.move_ref_at).collect();
+    let fired_bar: Vec<Option<DateTime<Utc>>> =
+        states.iter().map(|s| s.state.last_fired_bar).collect();
+    let triggered_at: Vec<Option<DateTime<Utc>>> =
+        states.iter().map(|s| s.state.last_triggered_at).collect();
+    let counts: Vec<i32> = states
+        .iter()
+        .map(|s| s.state.trigger_count as i32)
+        .collect();
+    let finished: Vec<bool> = states.iter().map(|s| s.finished).collect();
+    let stored = sqlx::query_scalar!(
+        r#"UPDATE alerts a SET armed_up = s.armed_up, armed_down = s.armed_down,
+            move_ref_at = s.move_ref_at, last_fired_bar = s.last_fired_bar,
+            last_triggered_at = s.last_triggered_at, trigger_count = s.trigger_count,
+            state_version = a.state_version + 1,
+            status = CASE WHEN s.finished THEN 'TRIGGERED' ELSE a.status END,
+            status_reason = CASE WHEN s.finished THEN 'fired once' ELSE a.status_reason END,
+            updated_at = CASE WHEN s.finished OR s.last_triggered_at IS DISTINCT FROM a.last_triggered_at
+                              THEN now() ELSE a.updated_at END
+         FROM unnest($1::uuid[], $2::bigint[], $3::bool[], $4::bool[], $5::timestamptz[],
+                     $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bool[])
+              AS s(alert_id, expected_version, armed_up, armed_down, move_ref_at, last_fired_bar,
+                   last_triggered_at, trigger_count, finished)
+         WHERE a.alert_id = s.alert_id AND a.state_version = s.expected_version
+           AND a.status = 'ACTIVE'
+         RETURNING a.alert_id"#,
+        &ids,
+        &versions,
+        &up,
+        &down,
+        &move_ref as &[Option<DateTime<Utc>>],
+        &fired_bar as &[Option<DateTime<Utc>>],
+        &triggered_at as &[Option<DateTime<Utc>>],
+        &counts,
+        &finished,
     )
-    .execute(tx)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    .fetch_all(tx)
+    .await?;
+    let stored: std::collections::HashSet<Uuid> = stored.into_iter().collect();
+    Ok(ids.into_iter().filter(|id| !stored.contains(id)).collect())
 }
 
 /// Active alerts on a symbol with their current state (the authoritative read of an

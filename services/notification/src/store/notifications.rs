@@ -162,6 +162,22 @@ pub async fn unread_count(conn: &mut PgConnection, user_id: Uuid) -> Result<i64,
     .await
 }
 
+/// The unread counts of `user_ids` (users without unread notifications are left out).
+pub async fn unread_counts(
+    conn: &mut PgConnection,
+    user_ids: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT user_id, count(*) AS "count!" FROM notifications
+            WHERE user_id = ANY($1) AND in_app AND read_at IS NULL
+            GROUP BY user_id"#,
+        user_ids,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.count)).collect())
+}
+
 /// Marks read (or unread); `ids` None means every notification created up to now.
 pub async fn mark(
     conn: &mut PgConnection,
