@@ -214,9 +214,10 @@ pub struct Batching {
     pub max_batch: usize,
     /// Messages held at once (pulled, not yet handled), and each stream's flow-control limit
     /// (instead of [`ConsumerSettings::concurrency`]). Pub/Sub counts a message as outstanding
-    /// until the client's acknowledgements go out (every 100 ms), so the limit must cover what
-    /// arrives in that time as well: with 64 per stream a stream stalled at a few hundred
-    /// messages a second whatever the handlers' speed.
+    /// until the client's acknowledgements go out (the client flushes them every 100 ms), so
+    /// the limit must also cover what arrives in that time: 64 per stream would cap two
+    /// streams near 64 × 2 per flush whatever the handlers' speed (reasoned from the client's
+    /// flush period, not measured apart).
     pub max_outstanding: usize,
 }
 
