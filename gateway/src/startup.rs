@@ -141,6 +141,7 @@ impl Application {
             streams_stop: streams_stop.clone(),
             public_url: config.public_url.as_str().into(),
             quotes: Arc::new(QuoteCache::new(config.quote_fallback_max_age, &metrics)),
+            readiness: readiness.clone(),
         };
         // Innermost first: the handler sees idempotency, then rate limits (which need the
         // principal), then authentication; CORS answers preflights before any of them; the

@@ -78,7 +78,8 @@ pub struct EndpointStatus {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PlatformStatus {
     /// Every service is serving and reachable through at least one endpoint whose circuit is
-    /// not open: nothing is degraded.
+    /// not open, and the gateway itself is ready (as its `/readyz` says: it holds the user
+    /// service's signing keys, so signed-in callers are served): nothing is degraded.
     pub ready: bool,
     pub services: Vec<ServiceStatus>,
 }
@@ -127,9 +128,12 @@ async fn status(State(state): State<AppState>) -> axum::Json<PlatformStatus> {
     // A service whose every endpoint is behind an open circuit is refused by this gateway
     // however healthy it reports itself: a stack that just started, whose first calls failed
     // while a service was still coming up, is not ready until its circuit lets calls through.
+    // Nor is it ready while the gateway cannot verify tokens (its key set is fetched from user
+    // with its own backoff, which may outlast the circuit's).
     let ready = services
         .iter()
-        .all(|s| s.status == "SERVING" && s.circuit != "open");
+        .all(|s| s.status == "SERVING" && s.circuit != "open")
+        && state.readiness.report().await.ready;
     axum::Json(PlatformStatus { ready, services })
 }
 

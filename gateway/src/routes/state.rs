@@ -19,4 +19,6 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Recent quotes, served marked with their age while stock-data is unavailable.
     pub quotes: Arc<crate::routes::market::symbols::QuoteCache>,
+    /// The gateway's own readiness (`/readyz`): a key set to verify tokens with.
+    pub readiness: mirai_platform::admin::Readiness,
 }

@@ -60,6 +60,10 @@ pub const STALE_IF_ERROR: Duration = Duration::from_secs(3600);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between fetches while the user service fails.
 pub const STALE_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between fetches while no usable key set is held (every signed-in request
+/// fails meanwhile, so a user service that has just come up is asked again soon; the circuit
+/// breaker still spares one that is down).
+pub const NO_KEYS_RETRY: Duration = Duration::from_secs(1);
 /// Accepted clock skew for `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 5;
 
@@ -336,9 +340,14 @@ impl Verifier {
             }
             Err(error) => {
                 cache.failures = cache.failures.saturating_add(1);
+                let longest = if !cache.keys.is_empty() && cache.usable(now) {
+                    STALE_RETRY
+                } else {
+                    NO_KEYS_RETRY
+                };
                 let wait = BACKOFF_FIRST
                     .saturating_mul(1 << (cache.failures - 1).min(16))
-                    .min(STALE_RETRY);
+                    .min(longest);
                 cache.retry_at = Some(now + wait);
                 tracing::warn!(
                     message = "JWKS fetch failed; retrying after a backoff.",

@@ -330,3 +330,20 @@ async fn unknown_kids_refresh_the_set_at_most_once_per_interval() {
         "forged kids do not hammer the source"
     );
 }
+
+#[tokio::test]
+async fn without_a_usable_key_set_the_fetch_backoff_stays_short() {
+    let source: KeySource = Arc::new(|| Box::pin(async { Err("user is unavailable".to_owned()) }));
+    let verifier = Verifier::new(ISS, AUD, source);
+    // As after a long outage at startup: many failures, no key set ever held.
+    verifier.cache.write().unwrap().failures = 10;
+    let token = Key::new("k1").sign(&claims());
+    assert!(verifier.verify(&token).await.is_err());
+    let cache = verifier.read();
+    assert_eq!(cache.failures, 11);
+    assert_eq!(
+        cache.retry_at.unwrap() - cache.last_fetch.unwrap(),
+        NO_KEYS_RETRY,
+        "asked again within a second, not after STALE_RETRY"
+    );
+}
