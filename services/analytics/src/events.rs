@@ -11,6 +11,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
 use mirai_platform::events::Envelope;
+use mirai_platform::events::consumer::Batching;
 use mirai_platform::events::deletion;
 use mirai_platform::events::topology::topics;
 use mirai_proto::events::v1 as ev;
@@ -24,7 +25,10 @@ use crate::store::reports;
 
 /// Registers every consumer of the service.
 pub fn consume(app: &mut ServiceApp) {
-    let stock = crate::symbols::register(app.consumer(topics::STOCK))
+    // Batched: a replay or a bulk catch-up closes bars of one symbol back to back (one
+    // ordering key, so one at a time), and one commit per bar would bound the read model at
+    // the disk's fsync rate.
+    let stock = crate::symbols::register(app.consumer(topics::STOCK).batched(Batching::default()))
         .on::<ev::BarClosed, _>("bars.closed", on_bar_closed);
     app.consume(stock);
     let user = deletion::participate(

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use mirai_platform::app::ServiceApp;
-use mirai_platform::events::consumer::Handler;
+use mirai_platform::events::consumer::{Batching, Handler};
 use mirai_platform::events::deletion::{self, Purge};
 use mirai_platform::events::topology::topics;
 use mirai_platform::events::{Envelope, outbox};
@@ -35,8 +35,12 @@ use crate::store::predictions::{self, Origin, Stored};
 
 /// Registers the stock-events and user-events handlers.
 pub fn consume(app: &mut ServiceApp, context: Arc<Context>) {
+    // Batched: bars of one symbol arrive back to back in a replay or a catch-up (one ordering
+    // key, so one at a time), and a commit per bar would bound the bar loop at the disk's
+    // fsync rate.
     let stock = app
         .consumer(topics::STOCK)
+        .batched(Batching::default())
         .on::<ev::BarClosed, _>(
             "prediction.bar-closed",
             BarLoop {
