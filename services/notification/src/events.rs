@@ -13,28 +13,22 @@ use crate::SERVICE;
 use crate::context::{Shared, with};
 use crate::{account_mail, evaluate, saga, symbols, system};
 
-/// The market events (a price update per symbol every few seconds, 1,000/s and more in all)
-/// are handled in batches: one transaction, one commit and one wake-up of the outbox relay and
-/// of the live streams for up to 64 of them instead of one each. Their handlers only touch the
-/// rows of their own symbol (the ordering key, so one lane), the notifications they store and
-/// the outbox.
-pub const STOCK_BATCHING: Batching = Batching {
-    lanes: 4,
-    max_batch: 64,
-    max_outstanding: 1000,
-};
-
 /// Registers every consumer of the service.
 pub fn consume(app: &mut ServiceApp, ctx: &Shared) {
-    let stock = symbols::register(app.consumer(topics::STOCK).batched(STOCK_BATCHING), ctx)
-        .on::<ev::PriceUpdated, _>("evaluate.price-updated", with(ctx, evaluate::on_price))
-        .on::<ev::BarClosed, _>("evaluate.bar-closed", with(ctx, evaluate::on_bar))
-        .on::<ev::SymbolTrackingConfirmed, _>(
-            "saga.tracking-confirmed",
-            with(ctx, saga::on_confirmed),
-        )
-        .on::<ev::SymbolTrackingRejected, _>("saga.tracking-rejected", with(ctx, saga::on_rejected))
-        .on::<ev::DataQualityIssue, _>("system.data-quality", with(ctx, system::on_quality_issue));
+    // The market events (a price update per symbol every few seconds, 1,000/s and more in all)
+    // are handled in batches: one transaction, one commit and one wake-up of the outbox relay and
+    // of the live streams for up to 64 of them instead of one each. Their handlers only touch the
+    // rows of their own symbol (the ordering key, so one lane), the notifications they store and
+    // the outbox.
+    let stock = symbols::register(
+        app.consumer(topics::STOCK).batched(Batching::default()),
+        ctx,
+    )
+    .on::<ev::PriceUpdated, _>("evaluate.price-updated", with(ctx, evaluate::on_price))
+    .on::<ev::BarClosed, _>("evaluate.bar-closed", with(ctx, evaluate::on_bar))
+    .on::<ev::SymbolTrackingConfirmed, _>("saga.tracking-confirmed", with(ctx, saga::on_confirmed))
+    .on::<ev::SymbolTrackingRejected, _>("saga.tracking-rejected", with(ctx, saga::on_rejected))
+    .on::<ev::DataQualityIssue, _>("system.data-quality", with(ctx, system::on_quality_issue));
     app.consume(stock);
     let prediction = app
         .consumer(topics::PREDICTION)

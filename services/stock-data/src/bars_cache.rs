@@ -50,7 +50,7 @@ struct Inner {
     lookups: CacheCounter,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 struct Key {
     epoch: u64,
     generation: u64,
