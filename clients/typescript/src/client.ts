@@ -119,6 +119,8 @@ export function createMiraiClient(options: MiraiClientOptions): MiraiClient {
   api.use(throwOnError);
 
   const streamUrl = (path: string) => `${baseUrl}${path}`;
+  // Streams are not openapi-fetch calls: they get the client-wide headers (e.g. an API key) here.
+  const withHeaders = (extra: Record<string, string> | undefined) => ({ ...options.headers, ...extra });
 
   return {
     api,
@@ -157,7 +159,10 @@ export function createMiraiClient(options: MiraiClientOptions): MiraiClient {
 
     streams: {
       notifications({ onNotification, ...rest }) {
-        const stream = new EventStream(transport, streamUrl("/v1/stream/notifications"), rest);
+        const stream = new EventStream(transport, streamUrl("/v1/stream/notifications"), {
+          ...rest,
+          headers: withHeaders(rest.headers),
+        });
         stream.addEventListener("notification", (event) => {
           onNotification(JSON.parse(event.data) as NotificationEvent);
         });
@@ -166,7 +171,10 @@ export function createMiraiClient(options: MiraiClientOptions): MiraiClient {
 
       quotes(symbols, { onQuote, onStreamError, ...rest }) {
         const list = symbols.map((s) => encodeURIComponent(s.trim())).join(",");
-        const stream = new EventStream(transport, streamUrl(`/v1/stream/quotes?symbols=${list}`), rest);
+        const stream = new EventStream(transport, streamUrl(`/v1/stream/quotes?symbols=${list}`), {
+          ...rest,
+          headers: withHeaders(rest.headers),
+        });
         stream.addEventListener("quote", (event) => onQuote(JSON.parse(event.data) as QuoteEvent));
         stream.addEventListener("error", (event) => {
           onStreamError?.(JSON.parse(event.data) as StreamErrorMessage);
@@ -176,7 +184,7 @@ export function createMiraiClient(options: MiraiClientOptions): MiraiClient {
 
       quoteSocket(socketOptions = {}) {
         const url = streamUrl("/v1/stream/quotes").replace(/^http/, "ws");
-        return new QuoteSocket(url, socketOptions, {
+        return new QuoteSocket(url, { ...socketOptions, headers: withHeaders(socketOptions.headers) }, {
           accessToken: () => session.accessToken(),
           refresh: (stale) => session.refresh(stale),
         });

@@ -55,6 +55,8 @@ export interface QuoteSocketOptions {
    * headers can be sent, e.g. with `ws`: `(url, headers) => new WebSocket(url, { headers })`.
    */
   createSocket?: ((url: string, headers: Record<string, string>) => WebSocketLike) | undefined;
+  /** Headers for `createSocket` (e.g. `X-API-Key`); with none of `Authorization` / `X-API-Key` the session's bearer token is added. */
+  headers?: Record<string, string> | undefined;
   /** The `WebSocket` constructor when `createSocket` is not given (default `globalThis.WebSocket`); no credentials are sent. */
   WebSocket?: WebSocketConstructor | undefined;
   /** First wait before reconnecting (default 500 ms), doubled per failed attempt. */
@@ -177,8 +179,9 @@ export class QuoteSocket {
   async #open(forceRefresh: boolean): Promise<WebSocketLike> {
     const { createSocket } = this.#options;
     if (createSocket) {
-      const headers: Record<string, string> = {};
-      if (this.#auth) {
+      const headers: Record<string, string> = { ...this.#options.headers };
+      const own = Object.keys(headers).some((h) => /^(authorization|x-api-key)$/i.test(h));
+      if (this.#auth && !own) {
         let token = await this.#auth.accessToken();
         if (token && forceRefresh && token === this.#token) token = await this.#auth.refresh(token);
         this.#token = token;

@@ -207,3 +207,22 @@ describe("EventStream", () => {
     expect(server.requests).toHaveLength(1);
   });
 });
+
+describe("streams with an API key", () => {
+  it("send the client-wide headers instead of a bearer token", async () => {
+    server = await startServer((_req, res) => {
+      sse(res)("data: hi\n\n");
+      res.end();
+    });
+    const mirai = createMiraiClient({
+      baseUrl: server.url,
+      headers: { "X-API-Key": "mk_test" },
+      tokenStore: new MemoryTokenStore({ accessToken: "token" }),
+    });
+    const stream = mirai.streams.notifications({ onNotification: () => {} });
+    await until(() => server!.requests.length === 1, 5000, "a connection");
+    stream.close();
+    expect(server.requests[0]!.headers["x-api-key"]).toBe("mk_test");
+    expect(server.requests[0]!.headers.authorization).toBeUndefined();
+  });
+});
