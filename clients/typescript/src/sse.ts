@@ -281,7 +281,11 @@ export class EventStream {
       }
       if (!response.body) return false;
       this.#state = "open";
-      this.#options.onOpen?.({ reconnected, response });
+      try {
+        this.#options.onOpen?.({ reconnected, response });
+      } catch (error) {
+        this.#report(error, true);
+      }
 
       const idleMs = this.#options.idleTimeoutMs ?? 45_000;
       let wentIdle = false;

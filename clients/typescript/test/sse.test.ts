@@ -191,6 +191,17 @@ describe("EventStream", () => {
     expect(calls).toBe(2);
   });
 
+  it("reconnects when the connection goes silent for idleTimeoutMs", async () => {
+    server = await startServer((_req, res) => {
+      sse(res)("retry: 10\n\n"); // then nothing: no events, no keep-alive comments
+    });
+    const mirai = createMiraiClient({ baseUrl: server.url });
+    const stream = mirai.streams.notifications({ onNotification: () => {}, idleTimeoutMs: 100 });
+    await until(() => server!.requests.length >= 2, 5000, "a reconnect");
+    stream.close();
+    await stream.done;
+  });
+
   it("close() stops a stream waiting to reconnect", async () => {
     server = await startServer((req, res) => {
       sse(res)("retry: 60000\ndata: once\n\n");
