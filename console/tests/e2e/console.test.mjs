@@ -1,0 +1,305 @@
+// The console in a real browser (Debian's Chromium through playwright-core) against a local
+// stack started by scripts/browser-test. The tests run in order and share one signed-in page
+// (test 2 signs up; 3 and the report reuse its session); the 503 test stops a service and
+// must stay last.
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import {
+  PASSWORD,
+  adminToken,
+  api,
+  consoleUrl,
+  env,
+  launch,
+  newPage,
+  shot,
+  sleep,
+  uniqueEmail,
+  until,
+} from "./helpers.mjs";
+
+let browser;
+/** The page of the user test 2 signs up, kept open for the later tests. */
+let page;
+let user;
+/** The stored tokens right after signing in, and when. */
+let firstTokens;
+let signedInAt = 0;
+
+before(async () => {
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function storedTokens(p) {
+  return p.evaluate(() => {
+    const key = Object.keys(localStorage).find((k) => k.startsWith("miraikakaku.tokens@"));
+    return key ? { key, value: JSON.parse(localStorage.getItem(key)) } : null;
+  });
+}
+
+test("1. CORS: the allowed origin reaches the gateway, another origin is refused", async () => {
+  const allowed = await newPage(browser);
+  await allowed.goto(consoleUrl("/signin"));
+  await allowed.getByRole("heading", { name: "Sign in" }).waitFor();
+  const fromAllowed = await allowed.evaluate(async (gateway) => {
+    // A simple GET, and a preflighted POST (JSON body): both must be readable.
+    const status = await fetch(`${gateway}/v1/status`);
+    const login = await fetch(`${gateway}/v1/auth/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "nobody-cors@example.com", password: "not the password at all" }),
+    });
+    return {
+      status: status.status,
+      ready: (await status.json()).ready,
+      login: login.status,
+      problem: login.headers.get("content-type"),
+    };
+  }, env.gateway);
+  assert.equal(fromAllowed.status, 200);
+  assert.equal(fromAllowed.login, 401, "the preflighted login answers its 401 to the allowed origin");
+  assert.match(fromAllowed.problem ?? "", /problem\+json/);
+  await shot(allowed, "01-signin");
+  await allowed.context().close();
+
+  const other = await newPage(browser);
+  await other.goto(consoleUrl("/signin", env.otherOrigin));
+  await other.getByRole("heading", { name: "Sign in" }).waitFor();
+  const fromOther = await other.evaluate(async (gateway) => {
+    try {
+      const response = await fetch(`${gateway}/v1/status`);
+      return `answered ${response.status}`;
+    } catch (error) {
+      return `refused: ${error}`;
+    }
+  }, env.gateway);
+  assert.match(fromOther, /^refused: TypeError/, `a fetch from ${env.otherOrigin} must fail, got: ${fromOther}`);
+  // The console on that origin says so in words.
+  await other.getByLabel("Email").fill("someone@example.com");
+  await other.getByLabel("Password").fill(PASSWORD);
+  await other.getByRole("button", { name: "Sign in" }).click();
+  await other.getByText("Cannot reach the API").waitFor();
+  await shot(other, "01-cors-refused-origin");
+  await other.context().close();
+});
+
+/** The replay window and alert level: recent SPX bars where the price rises through a level. */
+async function crossingPlan() {
+  const answer = await api("/v1/stocks/SPX/bars?timeframe=1Day&newest_first=true&limit=150");
+  assert.equal(answer.status, 200, `bars: ${answer.status}`);
+  const bars = answer.body.bars.filter((b) => b.start).reverse();
+  assert.ok(bars.length >= 60, `only ${bars.length} SPX daily bars stored`);
+  const span = 25;
+  let best = null;
+  for (let s = Math.max(0, bars.length - 120); s + span < bars.length; s++) {
+    const base = bars[s].high;
+    const peak = Math.max(...bars.slice(s + 1, s + 1 + span).map((b) => b.high));
+    if (!best || peak - base > best.rise) best = { s, base, peak, rise: peak - base };
+  }
+  assert.ok(best && best.rise > 0, "no recent window where the price rises");
+  const level = Math.round((best.base + best.rise / 2) * 100) / 100;
+  const last = bars[best.s + span];
+  return {
+    level,
+    from: bars[best.s].start,
+    to: new Date(Date.parse(last.start) + 3_600_000).toISOString(),
+    bars: span + 1,
+  };
+}
+
+test("2. sign up, forecast, crossing alert, admin replay, live notification", async () => {
+  page = await newPage(browser);
+  user = { email: uniqueEmail("feed"), password: PASSWORD };
+  await page.goto(consoleUrl("/signup"));
+  await page.getByLabel("Display name (optional)").fill("Browser Test");
+  await page.getByLabel("Email").fill(user.email);
+  await page.getByLabel("Password").fill(user.password);
+  await page.getByRole("button", { name: "Create the account" }).click();
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+  signedInAt = Date.now();
+  firstTokens = await storedTokens(page);
+  assert.ok(firstTokens?.value?.accessToken, "tokens are kept in localStorage");
+
+  // The symbol page: chart, forecast with interval and P(up), scoreboard, indicators.
+  await page.waitForURL(/#\/symbols\/SPX$/);
+  await page.locator("#forecast-facts").waitFor({ timeout: 30_000 });
+  const interval = await page.locator("#forecast-interval").innerText();
+  assert.match(interval, /[\d,]+\.\d\d – [\d,]+\.\d\d/);
+  assert.match(await page.locator("#forecast-pup").innerText(), /\d+\.\d %/);
+  await page.locator("#chart canvas").first().waitFor();
+  await page.locator("#scoreboard .section-body[aria-busy=false]").waitFor({ timeout: 30_000 });
+  await page.locator("#indicator-table").waitFor({ timeout: 30_000 });
+  await sleep(500); // the chart's last series
+  await shot(page, "02-symbol-spx");
+
+  // The session survives a reload.
+  await page.reload();
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+
+  // Alerts: a second one is renamed, switched off and deleted through the UI.
+  const plan = await crossingPlan();
+  await page.getByRole("link", { name: "Alerts" }).click();
+  await page.getByLabel("Symbol").fill("SPX");
+  await page.getByLabel("When the price").selectOption("below");
+  await page.getByLabel("Level").fill("1");
+  await page.getByLabel("Name (optional)").fill("scratch alert");
+  await page.getByRole("button", { name: "Create the alert" }).click();
+  await page.getByRole("row", { name: /scratch alert/ }).waitFor();
+  await page.getByRole("button", { name: "Rename scratch alert" }).click();
+  await page.getByLabel("New name for scratch alert").fill("renamed alert");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("row", { name: /renamed alert/ }).waitFor();
+  const enabled = page.getByLabel("Enabled: renamed alert");
+  await enabled.uncheck();
+  await page.getByText("“renamed alert” switched off.").waitFor();
+  await page.getByRole("row", { name: /renamed alert.*disabled/ }).waitFor();
+
+  // The crossing alert the replay will fire.
+  const name = `e2e crossing up ${plan.level.toFixed(2)}`;
+  await page.getByLabel("When the price").selectOption("crossing_up");
+  await page.getByLabel("Level").fill(String(plan.level));
+  await page.getByLabel("Name (optional)").fill(name);
+  await page.getByRole("button", { name: "Create the alert" }).click();
+  await page.getByRole("row", { name: new RegExp(`${name}.*active`) }).waitFor({ timeout: 30_000 });
+  await page.getByRole("button", { name: "Delete renamed alert" }).click();
+  await page.getByText("Deleted “renamed alert”.").waitFor();
+  await shot(page, "03-alerts");
+
+  // The feed page, opened by navigation (no reload from here on).
+  await page.getByRole("link", { name: /Notifications/ }).click();
+  await page.locator("#notification-list").waitFor();
+  await page.evaluate(() => {
+    window.__noReload = true;
+  });
+  await until("the live feed", async () => (await page.locator(".feed-state").innerText()).includes("live"), {
+    timeoutMs: 15_000,
+  });
+
+  const token = await adminToken();
+  const replay = await api("/v1/admin/replays", {
+    method: "POST",
+    token,
+    body: { symbol: "SPX", timeframe: "1Day", from: plan.from, to: plan.to, bars_per_second: 10, quotes_per_bar: 3 },
+  });
+  assert.equal(replay.status, 201, `starting the replay: ${replay.status} ${JSON.stringify(replay.body)}`);
+
+  const item = page.locator("#notification-list li", { hasText: "SPX" }).first();
+  await item.waitFor({ timeout: 60_000 });
+  const text = (await item.innerText()).replace(/\s+/g, " ");
+  console.log(`    notification: ${text}`);
+  assert.equal(await page.evaluate(() => window.__noReload), true, "the page was not reloaded");
+  const levelText = plan.level.toFixed(2);
+  assert.ok(text.includes(levelText) || text.includes(plan.level.toLocaleString("en-US")), `names the level ${levelText}`);
+  const prices = [...text.matchAll(/\d[\d,]*\.\d{2}/g)].map((m) => Number(m[0].replaceAll(",", "")));
+  assert.ok(
+    prices.some((p) => p >= plan.level && p.toFixed(2) !== levelText),
+    `names a price at or above ${levelText} that crossed: ${text}`,
+  );
+  assert.match(text, /reached [\d,]+\.\d{2}/, "names the extreme that crossed (“reached …”)");
+  const unread = Number(await page.locator("#unread-count").innerText());
+  assert.ok(unread >= 1, `unread count ${unread}`);
+  await shot(page, "04-notification-live");
+});
+
+test("3. an expired access token is refreshed without signing in again", async () => {
+  assert.ok(page && firstTokens, "needs test 2's session");
+  // Past the token's lifetime and the gateway's 5 s clock-skew leeway.
+  const wait = signedInAt + (env.tokenTtl + 7) * 1000 - Date.now();
+  if (wait > 0) await sleep(wait);
+  // The page's client would refresh ahead of expiry by itself; to exercise the 401 path the
+  // store gets the first (now expired) access token back, claimed valid for an hour, with the
+  // current refresh token.
+  const current = await storedTokens(page);
+  await page.evaluate(
+    ({ key, value }) => localStorage.setItem(key, JSON.stringify(value)),
+    {
+      key: current.key,
+      value: { ...current.value, accessToken: firstTokens.value.accessToken, expiresAt: Date.now() + 3_600_000 },
+    },
+  );
+  const seen = [];
+  const onResponse = (response) => {
+    const url = new URL(response.url());
+    if (url.pathname.startsWith("/v1/")) seen.push(`${response.request().method()} ${url.pathname} ${response.status()}`);
+  };
+  page.on("response", onResponse);
+  await page.getByRole("link", { name: "Alerts" }).click();
+  await page.getByRole("row", { name: /e2e crossing up/ }).waitFor({ timeout: 20_000 });
+  page.off("response", onResponse);
+  console.log(`    calls: ${seen.join(", ")}`);
+  assert.ok(seen.includes("GET /v1/alerts 401"), "the expired token got a 401");
+  assert.ok(seen.includes("POST /v1/auth/refresh 200"), "the client refreshed");
+  assert.ok(seen.includes("GET /v1/alerts 200"), "the call went through with the new token");
+  await page.getByRole("button", { name: "Sign out" }).waitFor();
+  assert.notEqual((await storedTokens(page)).value.accessToken, firstTokens.value.accessToken);
+});
+
+test("report: requested, followed, its PNG shown", async (t) => {
+  if (process.env.MIRAI_BROWSER_SKIP_REPORT === "1") return t.skip("MIRAI_BROWSER_SKIP_REPORT=1");
+  await page.getByRole("link", { name: "Reports" }).click();
+  await page.getByLabel("Symbol").fill("SPX");
+  await page.getByLabel("Period").selectOption("1");
+  await page.getByRole("button", { name: "Request the report" }).click();
+  const image = page.locator("#report-image");
+  await image.waitFor({ timeout: 90_000 });
+  await until("the PNG to load", () => image.evaluate((img) => img.complete && img.naturalWidth > 0), {
+    timeoutMs: 10_000,
+  });
+  await shot(page, "05-report");
+});
+
+test("4a. a 429 reads “Too many requests — try again in N s”", async () => {
+  const fresh = await newPage(browser);
+  await fresh.goto(consoleUrl("/signin"));
+  await fresh.getByLabel("Email").fill(user?.email ?? uniqueEmail("lockout"));
+  await fresh.getByLabel("Password").fill("definitely the wrong password");
+  const button = fresh.getByRole("button", { name: "Sign in" });
+  // Failed sign-ins of one account from one address lock it out (default: after 5).
+  let message = "";
+  for (let attempt = 1; attempt <= 10; attempt++) {
+    await button.click();
+    const box = fresh.locator(".form-status .error-message");
+    await box.waitFor();
+    await until("the attempt to end", () => button.isEnabled(), { timeoutMs: 15_000, everyMs: 100 });
+    message = await box.innerText();
+    if (message.startsWith("Too many")) break;
+  }
+  console.log(`    message: ${message}`);
+  assert.match(message, /^Too many requests — try again in \d+ s\.$/);
+  const body = await fresh.locator(".form-status").innerText();
+  assert.doesNotMatch(body, /[{}]|"type"|problem/, "no raw JSON");
+  await shot(fresh, "06-error-429");
+  await fresh.context().close();
+});
+
+test("4b. a 503 reads “The analytics service is unavailable right now — try again in N s”", async (t) => {
+  if (!env.devUpPid || !env.runDir) return t.skip("MIRAI_DEVUP_PID / MIRAI_RUN_DIR not set");
+  // dev-up stops the whole stack when one of its services exits; it is paused first (the
+  // script resumes and stops it afterwards) and then the analytics service is stopped.
+  const pids = await readFile(join(env.runDir, "pids"), "utf8");
+  const line = pids.split("\n").find((l) => l.split(" ")[1] === "mirai-analytics");
+  assert.ok(line, `mirai-analytics in ${env.runDir}/pids`);
+  const pid = Number(line.split(" ")[0]);
+  process.kill(env.devUpPid, "SIGSTOP");
+  process.kill(pid, "SIGTERM");
+  await until("the gateway to answer 503 for analytics", async () => {
+    const answer = await api("/v1/analytics/SPX/indicators?indicators=sma");
+    return answer.status === 503;
+  });
+  await page.getByRole("link", { name: "Market" }).click();
+  const box = page.locator("#indicators .error-message");
+  await box.waitFor({ timeout: 40_000 });
+  const message = await box.innerText();
+  console.log(`    message: ${message}`);
+  assert.match(message, /^The analytics service is unavailable right now — try again in \d+ s\.$/);
+  // The other sections still work.
+  await page.locator("#forecast-facts").waitFor();
+  await shot(page, "07-error-503");
+});
