@@ -15,6 +15,16 @@ use crate::workload::Created;
 /// connections spares them.
 pub const APPLICATION_NAME: &str = "mirai-chaos";
 
+/// Work younger than this is in flight, not stuck: the workload goes on while the invariants
+/// settle, so every check would otherwise catch some event between its outbox and its consumer,
+/// some alert between its request and the answer (and on a loaded machine every check did,
+/// until the settle limit ran out). An unpublished outbox row, an unapplied published event, a
+/// PENDING alert, an open deletion or an unfinished report counts once it is this old, and a
+/// settle is not accepted before this long, so what the fault itself left behind is old enough
+/// to be seen. The slowest legitimate path is a lost activation asked again after the harness's
+/// 10 s activation timeout.
+const IN_FLIGHT_SECS: f64 = 15.0;
+
 /// The replayed timeframe, as both databases store it.
 const DAILY: i32 = mirai_proto::stock::v1::Timeframe::OneDay as i32;
 
@@ -217,7 +227,8 @@ impl Databases {
             let findings = self.check(since, &snapshot, hooks, replayed, stops).await?;
             // Held events stay held: waiting for them would only run out the limit.
             let settled = findings.events_held == 0 || started.elapsed() > EMULATOR_GRACE;
-            if findings.clean() && settled || started.elapsed() > limit {
+            let aged = started.elapsed().as_secs_f64() >= IN_FLIGHT_SECS;
+            if findings.clean() && settled && aged || started.elapsed() > limit {
                 return Ok((findings, started.elapsed()));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -240,9 +251,13 @@ impl Databases {
         // Every committed outbox row published.
         for kind in SERVICES {
             let pending: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(self.pool(kind))
-                    .await?;
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM outbox
+                      WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)",
+                )
+                .bind(IN_FLIGHT_SECS)
+                .fetch_one(self.pool(kind))
+                .await?;
             if pending > 0 {
                 f.details.push(format!(
                     "{}: {pending} outbox rows unpublished",
@@ -257,11 +272,13 @@ impl Databases {
         for flow in FLOWS {
             let produced: Vec<Produced> = sqlx::query_as(
                 "SELECT event_id, ordering_key, published_at, coalesce(attributes->>'mirai-correlation-id', '')
-                   FROM outbox WHERE event_type = $1 AND published_at IS NOT NULL AND created_at >= $2
+                   FROM outbox WHERE event_type = $1 AND created_at >= $2
+                    AND published_at < now() - make_interval(secs => $3)
                   ORDER BY id",
             )
             .bind(flow.event_type)
             .bind(since)
+            .bind(IN_FLIGHT_SECS)
             .fetch_all(self.pool(flow.producer))
             .await?;
             if produced.is_empty() {
@@ -444,10 +461,13 @@ impl Databases {
 
         // Sagas: alerts leave PENDING, deletions complete, reports finish.
         // A saga waiting for an event the emulator holds is counted apart.
-        let pending: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT alert_id FROM alerts WHERE status = 'PENDING' AND enabled")
-                .fetch_all(notes)
-                .await?;
+        let pending: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT alert_id FROM alerts WHERE status = 'PENDING' AND enabled
+                AND updated_at < now() - make_interval(secs => $1)",
+        )
+        .bind(IN_FLIGHT_SECS)
+        .fetch_all(notes)
+        .await?;
         let (held, pending): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|id| held_sagas.contains(&id.to_string()));
@@ -464,8 +484,10 @@ impl Databases {
             ));
         }
         let open: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT correlation_id FROM deletion_sagas WHERE completed_at IS NULL",
+            "SELECT correlation_id FROM deletion_sagas
+              WHERE completed_at IS NULL AND requested_at < now() - make_interval(secs => $1)",
         )
+        .bind(IN_FLIGHT_SECS)
         .fetch_all(self.pool(Kind::User))
         .await?;
         let (held, open): (Vec<_>, Vec<_>) = open
@@ -484,8 +506,10 @@ impl Databases {
             ));
         }
         let unfinished_reports: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM report_jobs WHERE status IN ('queued', 'running')",
+            "SELECT count(*) FROM report_jobs WHERE status IN ('queued', 'running')
+                AND created_at < now() - make_interval(secs => $1)",
         )
+        .bind(IN_FLIGHT_SECS)
         .fetch_one(self.pool(Kind::Analytics))
         .await?;
         if unfinished_reports > 0 {
