@@ -32,7 +32,7 @@ export function renderReports(main: HTMLElement, app: App): Cleanup {
       "div",
       { class: "row" },
       h("p", { class: "field" }, h("label", { for: "report-symbol" }, "Symbol"), symbol),
-      h("p", { class: "field" }, h("label", { for: "report-years" }, "Period"), years),
+      h("p", { class: "field" }, h("label", { for: "report-years" }, "Period (up to the newest bar)"), years),
     ),
     submit,
     status,
@@ -44,13 +44,22 @@ export function renderReports(main: HTMLElement, app: App): Cleanup {
     replace(status, "Requesting…");
     replace(result);
     try {
-      const end = new Date();
+      const ticker = symbol.value.trim().toUpperCase();
+      // The period ends with the symbol's newest stored bar (sample data may end years ago).
+      const newest = await unwrap(
+        app.mirai.api.GET("/v1/stocks/{symbol}/bars", {
+          params: { path: { symbol: ticker }, query: { timeframe: "1Day", newest_first: true, limit: 1 } },
+        }),
+      );
+      const last = newest.bars[0]?.start;
+      const end = last ? new Date(Date.parse(last) + 86_400_000) : new Date();
       const start = new Date(end);
-      start.setFullYear(end.getFullYear() - Number(years.value));
+      start.setUTCFullYear(end.getUTCFullYear() - Number(years.value));
+      replace(status, `Requesting the report for ${start.toISOString().slice(0, 10)} – ${end.toISOString().slice(0, 10)}…`);
       const job = await unwrap(
         app.mirai.api.POST("/v1/reports", {
           body: {
-            symbol: symbol.value.trim().toUpperCase(),
+            symbol: ticker,
             formats: ["png", "json"],
             start: start.toISOString(),
             end: end.toISOString(),
