@@ -235,8 +235,7 @@ function drawAverages(chart: IChartApi, ind: Indicators): void {
   const colors: Record<string, string> = { sma_20: "#d97706", sma_50: "#0f766e" };
   for (const line of ind.series) {
     if (line.indicator !== "sma") continue;
-    const period = line.params["timeperiod"];
-    const color = colors[`sma_${period}`] ?? "#64748b";
+    const color = colors[line.name] ?? "#64748b";
     const series = chart.addSeries(LineSeries, {
       color,
       lineWidth: 1,

@@ -243,6 +243,54 @@ step("2. sign up, forecast, crossing alert, admin replay, live notification", as
   await shot(page, "04-notification-live");
 });
 
+step("2b. the feed ends with the token, reconnects with Last-Event-ID and replays what it missed", async () => {
+  assert.ok(page, "needs test 2's session");
+  current = page;
+  const lastSeen = await page.locator("#notification-list li").first().getAttribute("data-notification-id");
+  // The next (re)connection of the feed is held until a notification was made meanwhile.
+  let release;
+  const released = new Promise((resolve) => (release = resolve));
+  let held;
+  const reconnected = new Promise((resolve) => (held = resolve));
+  const streams = [];
+  await page.route("**/v1/stream/notifications*", async (route) => {
+    const headers = route.request().headers();
+    streams.push(headers["last-event-id"] ?? "");
+    if (streams.length === 1) {
+      held(headers);
+      await released;
+    }
+    await route.continue();
+  });
+  // The gateway ends the stream when the access token it was opened with expires.
+  const headers = await Promise.race([
+    reconnected,
+    sleep((env.tokenTtl + 15) * 1000).then(() => null),
+  ]);
+  assert.ok(headers, `the feed did not reconnect within ${env.tokenTtl + 15} s (the gateway should end it with event: error token_expired)`);
+  assert.ok(headers["last-event-id"], "the reconnect sends Last-Event-ID");
+  console.log(`    reconnect: Last-Event-ID ${headers["last-event-id"]} (newest shown: ${lastSeen})`);
+
+  // While the feed is away: a new alert, whose "alert active" notice is the missed one.
+  const { value } = await storedTokens(page);
+  const created = await api("/v1/alerts", {
+    method: "POST",
+    token: value.accessToken,
+    body: { symbol: "SPX", name: "made while the feed was away", condition: { kind: "below", level: 1 } },
+  });
+  assert.equal(created.status, 201, `creating the alert: ${created.status} ${JSON.stringify(created.body)}`);
+  await until("the missed notification to exist", async () => {
+    const list = await api("/v1/notifications?page_size=10", { token: value.accessToken });
+    return list.body?.notifications?.some((n) => n.body.includes("made while the feed was away"));
+  });
+  release();
+  const missed = page.locator("#notification-list li", { hasText: "made while the feed was away" });
+  await missed.waitFor({ timeout: 15_000 });
+  await until("the feed to be live again", async () => (await page.locator(".feed-state").innerText()).includes("live"));
+  await page.unroute("**/v1/stream/notifications*");
+  await shot(page, "04b-notification-replayed");
+});
+
 step("3. an expired access token is refreshed without signing in again", async () => {
   assert.ok(page && firstTokens, "needs test 2's session");
   current = page;
