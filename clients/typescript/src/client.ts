@@ -53,6 +53,12 @@ export type MiraiApi = Client<paths>;
 /** Handlers of {@link MiraiClient.streams}`.notifications`. */
 export interface NotificationStreamOptions extends Omit<EventStreamOptions, "onEvent"> {
   onNotification: (notification: NotificationEvent) => void;
+  /**
+   * The server's `event: error` before it ends the stream (`token_expired` when the access
+   * token it was opened with expires); the stream then reconnects with a fresh token and
+   * `Last-Event-ID`, and the gateway replays what was missed.
+   */
+  onStreamError?: ((error: StreamErrorMessage) => void) | undefined;
 }
 
 /** Handlers of {@link MiraiClient.streams}`.quotes`. */
@@ -158,13 +164,16 @@ export function createMiraiClient(options: MiraiClientOptions): MiraiClient {
     },
 
     streams: {
-      notifications({ onNotification, ...rest }) {
+      notifications({ onNotification, onStreamError, ...rest }) {
         const stream = new EventStream(transport, streamUrl("/v1/stream/notifications"), {
           ...rest,
           headers: withHeaders(rest.headers),
         });
         stream.addEventListener("notification", (event) => {
           onNotification(JSON.parse(event.data) as NotificationEvent);
+        });
+        stream.addEventListener("error", (event) => {
+          onStreamError?.(JSON.parse(event.data) as StreamErrorMessage);
         });
         return stream;
       },

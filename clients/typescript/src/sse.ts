@@ -142,9 +142,9 @@ export interface EventStreamOptions {
   /** Id to resume from on the first connection (sent as `Last-Event-ID`). */
   lastEventId?: string | undefined;
   /**
-   * Send `Last-Event-ID` when reconnecting (default true). A browser calling the gateway from
-   * another origin needs the gateway's CORS configuration to allow this header; until it does,
-   * set this to false there (the gateway ignores the header anyway).
+   * Send `Last-Event-ID` when reconnecting (default true): the gateway's notification stream
+   * then replays the notifications newer than that id before going live. (Its CORS
+   * configuration allows the header, so browsers on an allowed origin send it too.)
    */
   sendLastEventId?: boolean | undefined;
   /** Reconnection time until the server sends `retry:` (default 1000 ms). */

@@ -126,6 +126,40 @@ describe("EventStream", () => {
     expect(second!.headers.accept).toBe("text/event-stream");
   });
 
+  it("reports the notification stream's event: error token_expired and reconnects with Last-Event-ID", async () => {
+    let connections = 0;
+    server = await startServer(async (_req, res) => {
+      connections += 1;
+      const write = sse(res);
+      write("retry: 20\n\n");
+      if (connections === 1) {
+        write(`event: notification\nid: n1\ndata: ${JSON.stringify(notification("n1", "first"))}\n\n`);
+        write(`event: error\ndata: {"type":"error","code":"token_expired","detail":"the access token expired"}\n\n`);
+        res.end();
+        return;
+      }
+      write(`event: notification\nid: n2\ndata: ${JSON.stringify(notification("n2", "replayed"))}\n\n`);
+    });
+    const mirai = createMiraiClient({
+      baseUrl: server.url,
+      tokenStore: new MemoryTokenStore({ accessToken: "token" }),
+    });
+    const received: string[] = [];
+    const errors: string[] = [];
+    const stream = mirai.streams.notifications({
+      onNotification: (n) => received.push(n.title),
+      onStreamError: (e) => errors.push(e.code ?? ""),
+    });
+    await until(() => received.length === 2, 5000, "two notifications");
+    stream.close();
+    await stream.done;
+
+    expect(errors).toEqual(["token_expired"]);
+    expect(received).toEqual(["first", "replayed"]);
+    const [, second] = server.to("/v1/stream/notifications");
+    expect(second!.headers["last-event-id"]).toBe("n1");
+  });
+
   it("reconnects after the server ends the stream (quotes: event error token_expired) and refreshes on 401", async () => {
     const auth = new FakeAuth();
     auth.refreshDelayMs = 0;
