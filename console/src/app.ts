@@ -78,6 +78,12 @@ function startFeed(app: App): void {
       // The gateway replays what was missed (Last-Event-ID); the count is re-read anyway.
       if (reconnected) void refreshUnread(app);
     },
+    // The gateway ends the stream when the access token expires; the client reconnects with
+    // a fresh one and Last-Event-ID, and the gateway replays what was missed.
+    onStreamError: () => {
+      app.feedState = "connecting";
+      changed(app);
+    },
     onError: (_error, willReconnect) => {
       app.feedState = willReconnect ? "connecting" : "offline";
       changed(app);

@@ -2,7 +2,7 @@
 //   1. `?api=<url>` in the page's address: used and remembered in localStorage
 //      (`?api=` with nothing after it forgets it again);
 //   2. the remembered value;
-//   3. `apiBaseUrl` in a `config.json` next to index.html (optional);
+//   3. `apiBaseUrl` in the `config.json` next to index.html (shipped empty: edit it in dist/);
 //   4. the page's own origin (the console served by the gateway at /console/).
 
 const KEY = "miraikakaku.api";

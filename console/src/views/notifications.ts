@@ -39,7 +39,8 @@ function item(app: App, n: Notification, markOne: (n: Notification) => void): HT
 
 export function renderNotifications(main: HTMLElement, app: App): Cleanup {
   const status = h("div", { "aria-live": "polite" });
-  const list = h("ol", { id: "notification-list", class: "feed", "aria-live": "polite", "aria-relevant": "additions" });
+  // Not a live region itself: new notifications are announced once, by the page's status region.
+  const list = h("ol", { id: "notification-list", class: "feed" });
   let items: Notification[] = [];
 
   const draw = () => {

@@ -343,6 +343,21 @@ step("report: requested, followed, its PNG shown", async (t) => {
   await shot(page, "05-report");
 });
 
+step("5. the gateway serves the console at /console/ (same origin, no ?api=)", async () => {
+  const served = (current = await newPage(browser));
+  const response = await served.goto(`${env.gateway}/console/#/signin`);
+  assert.equal(response?.status(), 200, "MIRAI_CONSOLE_DIR is set: the gateway serves console/dist at /console/");
+  await served.getByLabel("Email").fill(user?.email ?? env.adminEmail);
+  await served.getByLabel("Password").fill(user ? user.password : env.adminPassword);
+  await served.getByRole("button", { name: "Sign in" }).click();
+  await served.locator("#forecast-facts").waitFor({ timeout: 30_000 });
+  const api = await served.evaluate(() => localStorage.getItem("miraikakaku.api"));
+  assert.equal(api, null, "no API address configured: the page's own origin is used");
+  assert.deepEqual(served.consoleErrors, [], "no errors in the browser console");
+  await shot(served, "08-served-by-gateway");
+  await served.context().close();
+});
+
 step("4a. a 429 reads “Too many requests — try again in N s”", async () => {
   const fresh = (current = await newPage(browser));
   await fresh.goto(consoleUrl("/signin"));

@@ -97,10 +97,16 @@ export async function api(path, { method = "GET", body, token } = {}) {
 }
 
 export async function adminToken() {
-  const answer = await api("/v1/auth/login", {
-    method: "POST",
-    body: { email: env.adminEmail, password: env.adminPassword },
-  });
+  let answer;
+  // A 503 (the user service's circuit) is waited out a few times.
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    answer = await api("/v1/auth/login", {
+      method: "POST",
+      body: { email: env.adminEmail, password: env.adminPassword },
+    });
+    if (answer.status !== 503) break;
+    await sleep(1000 * Number(answer.headers.get("retry-after") ?? "1"));
+  }
   if (answer.status !== 200) throw new Error(`admin sign-in: ${answer.status} ${JSON.stringify(answer.body)}`);
   return answer.body.access_token;
 }
