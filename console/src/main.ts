@@ -103,7 +103,9 @@ async function route(): Promise<void> {
   } catch (error) {
     main.replaceChildren(errorBox(error));
   }
-  main.focus({ preventScroll: true });
+  // Move the focus to the new content (for keyboard and screen-reader users), unless the view
+  // has put it somewhere in it already (e.g. the first field of a form).
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 async function boot(): Promise<void> {

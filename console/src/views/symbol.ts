@@ -108,14 +108,12 @@ export function renderSymbol(main: HTMLElement, app: App, [raw = "SPX"]: string[
         done(chart.body, h("p", null, "No bars stored for this symbol."));
         return null;
       }
-      const holder = h("div", {
-        class: "chart",
-        role: "img",
-        "aria-label": `Daily candles of ${symbol}: ${bars.length} sessions from ${day(bars[0]!.start)} to ${day(
-          bars.at(-1)!.start,
-        )}, last close ${fmt(bars.at(-1)!.close)}.`,
-      });
-      done(chart.body, holder, h("p", { class: "legend" }, legend()));
+      // The canvas says nothing to a screen reader: a sentence says what it shows.
+      const holder = h("div", { class: "chart", "aria-describedby": "chart-summary" });
+      const summary = `Daily candles of ${symbol}: ${bars.length} sessions from ${day(bars[0]!.start)} to ${day(
+        bars.at(-1)!.start,
+      )}, last close ${fmt(bars.at(-1)!.close)}.`;
+      done(chart.body, holder, h("p", { class: "legend", id: "chart-summary" }, summary, " ", legend()));
       chartApi = createChart(holder, {
         autoSize: true,
         layout: { attributionLogo: true, background: { color: "#ffffff" }, textColor: "#1f2933" },

@@ -1,7 +1,7 @@
 // The console in a real browser (Debian's Chromium through playwright-core) against a local
 // stack started by scripts/browser-test. The tests run in order and share one signed-in page
-// (test 2 signs up; 3 and the report reuse its session); the 503 test stops a service and
-// must stay last.
+// (test 2 signs up; 2b, 3, x1 and 4b reuse its session); 1–4 are the required checks, x1 and
+// x2 extra screens; the 503 test (4b) stops a service and must stay last.
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -9,6 +9,7 @@ import { after, before, test } from "node:test";
 
 import {
   PASSWORD,
+  accessibilityProblems,
   adminToken,
   api,
   consoleUrl,
@@ -85,6 +86,7 @@ step("1. CORS: the allowed origin reaches the gateway, another origin is refused
   assert.equal(fromAllowed.login, 401, "the preflighted login answers its 401 to the allowed origin");
   assert.match(fromAllowed.problem ?? "", /problem\+json/);
   await shot(allowed, "01-signin");
+  assert.deepEqual(await accessibilityProblems(allowed), [], "axe: the sign-in page");
   await allowed.context().close();
 
   const other = (current = await newPage(browser));
@@ -170,6 +172,7 @@ step("2. sign up, forecast, crossing alert, admin replay, live notification", as
   await page.locator("#indicator-table").waitFor({ timeout: 30_000 });
   await sleep(500); // the chart's last series
   await shot(page, "02-symbol-spx");
+  assert.deepEqual(await accessibilityProblems(page), [], "axe: the symbol page");
 
   // The session survives a reload.
   await page.reload();
@@ -203,6 +206,7 @@ step("2. sign up, forecast, crossing alert, admin replay, live notification", as
   await page.getByRole("button", { name: "Delete renamed alert" }).click();
   await page.getByText("Deleted “renamed alert”.").waitFor();
   await shot(page, "03-alerts");
+  assert.deepEqual(await accessibilityProblems(page), [], "axe: the alerts page");
 
   // The feed page, opened by navigation (no reload from here on).
   await page.getByRole("link", { name: /Notifications/ }).click();
@@ -241,6 +245,7 @@ step("2. sign up, forecast, crossing alert, admin replay, live notification", as
   const unread = Number(await page.locator("#unread-count").innerText());
   assert.ok(unread >= 1, `unread count ${unread}`);
   await shot(page, "04-notification-live");
+  assert.deepEqual(await accessibilityProblems(page), [], "axe: the notifications page");
 });
 
 step("2b. the feed ends with the token, reconnects with Last-Event-ID and replays what it missed", async () => {
@@ -325,7 +330,7 @@ step("3. an expired access token is refreshed without signing in again", async (
   assert.notEqual((await storedTokens(page)).value.accessToken, firstTokens.value.accessToken);
 });
 
-step("report: requested, followed, its PNG shown", async (t) => {
+step("x1. a symbol report is requested, followed, and its PNG shown", async (t) => {
   if (process.env.MIRAI_BROWSER_SKIP_REPORT === "1") return t.skip("MIRAI_BROWSER_SKIP_REPORT=1");
   assert.ok(page, "needs test 2's session");
   current = page;
@@ -343,7 +348,7 @@ step("report: requested, followed, its PNG shown", async (t) => {
   await shot(page, "05-report");
 });
 
-step("5. the gateway serves the console at /console/ (same origin, no ?api=)", async () => {
+step("x2. the gateway serves the console at /console/ (same origin, no ?api=)", async () => {
   const served = (current = await newPage(browser));
   const response = await served.goto(`${env.gateway}/console/#/signin`);
   assert.equal(response?.status(), 200, "MIRAI_CONSOLE_DIR is set: the gateway serves console/dist at /console/");
@@ -361,13 +366,16 @@ step("5. the gateway serves the console at /console/ (same origin, no ?api=)", a
 step("4a. a 429 reads “Too many requests — try again in N s”", async () => {
   const fresh = (current = await newPage(browser));
   await fresh.goto(consoleUrl("/signin"));
-  await fresh.getByLabel("Email").fill(user?.email ?? uniqueEmail("lockout"));
-  await fresh.getByLabel("Password").fill("definitely the wrong password");
+  // Keyboard only: the email field has the focus, Tab to the password, Enter submits.
+  await fresh.getByLabel("Email").waitFor();
+  await fresh.keyboard.type(user?.email ?? uniqueEmail("lockout"));
+  await fresh.keyboard.press("Tab");
+  await fresh.keyboard.type("definitely the wrong password");
   const button = fresh.getByRole("button", { name: "Sign in" });
   // Failed sign-ins of one account from one address lock it out (default: after 5).
   let message = "";
   for (let attempt = 1; attempt <= 10; attempt++) {
-    await button.click();
+    await fresh.getByLabel("Password").press("Enter");
     const box = fresh.locator(".form-status .error-message");
     await box.waitFor();
     await until("the attempt to end", () => button.isEnabled(), { timeoutMs: 15_000, everyMs: 100 });

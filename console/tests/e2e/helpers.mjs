@@ -1,6 +1,7 @@
 // Shared pieces of the browser tests: settings from the environment (set by
 // scripts/browser-test), the browser, API calls from Node, screenshots.
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 
 import { chromium } from "playwright-core";
@@ -131,4 +132,23 @@ export async function until(what, check, { timeoutMs = 30_000, everyMs = 500 } =
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last})`);
     await sleep(everyMs);
   }
+}
+
+let axeSource;
+
+/**
+ * Accessibility check of the page as it is now (axe-core, WCAG 2 A/AA rules): the serious and
+ * critical violations, as "rule: target" lines (empty = none).
+ */
+export async function accessibilityProblems(page) {
+  axeSource ??= await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    // @ts-ignore axe is injected above
+    const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa"] } });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(" ")) }));
+  });
+  return result
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.targets.slice(0, 3).join(", ")}`);
 }
