@@ -280,6 +280,7 @@ pub fn symbol_report(
             }],
             lines: price_lines,
             zero_line: false,
+            percent: false,
         },
         Panel {
             title: "Drawdown from the running peak".into(),
@@ -293,6 +294,7 @@ pub fn symbol_report(
             }],
             lines: vec![Line::new("Drawdown", PALETTE[3], drawdown)],
             zero_line: true,
+            percent: true,
         },
         Panel {
             title: format!("Rolling Sharpe ratio ({window} bars, annualised)"),
@@ -305,6 +307,7 @@ pub fn symbol_report(
                 sharpe,
             )],
             zero_line: true,
+            percent: false,
         },
     ]);
     Ok(())
@@ -418,6 +421,7 @@ fn watchlist_report(
             bands: Vec::new(),
             lines: growth_lines,
             zero_line: false,
+            percent: false,
         },
         Panel {
             title: "Drawdown from the running peak".into(),
@@ -426,6 +430,7 @@ fn watchlist_report(
             bands: Vec::new(),
             lines: drawdown_lines,
             zero_line: true,
+            percent: true,
         },
     ]);
     Ok(())
@@ -632,6 +637,7 @@ async fn model_report(
                 Line::new("Actual close", PALETTE[3], actual),
             ],
             zero_line: false,
+            percent: false,
         },
         Panel {
             title: "Forecast error (actual − point)".into(),
@@ -640,6 +646,7 @@ async fn model_report(
             bands: Vec::new(),
             lines: vec![Line::new("Error", PALETTE[2], error)],
             zero_line: true,
+            percent: false,
         },
     ]);
     Ok(())

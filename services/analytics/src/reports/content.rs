@@ -184,6 +184,8 @@ pub struct Panel {
     pub lines: Vec<Line>,
     /// Draw a horizontal line at zero (drawdowns, ratios).
     pub zero_line: bool,
+    /// The values are fractions, labelled as percent on the axis (drawdowns: -0.5 is -50 %).
+    pub percent: bool,
 }
 
 /// The tear sheet: panels stacked under a title, `width × height` pixels (the SVG's user

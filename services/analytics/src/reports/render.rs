@@ -157,6 +157,96 @@ fn y_range(panel: &super::content::Panel) -> (f64, f64) {
 
 type DrawResult<E> = Result<(), DrawingAreaErrorKind<E>>;
 
+/// Height of a panel's title line, above its legend.
+const CAPTION: u32 = 28;
+/// Height of one row of legend entries.
+const LEGEND_ROW: u32 = 20;
+/// Left edge of the plot (and of the legend) within a panel: the margin and the y labels.
+const PLOT_LEFT: u32 = 92;
+/// Width of a legend swatch, and the gaps after it and after each entry.
+const SWATCH: i32 = 22;
+const SWATCH_GAP: i32 = 6;
+const ENTRY_GAP: i32 = 18;
+
+/// One legend entry: its name, its colour and whether it is a shaded band (else a line).
+struct Entry<'a> {
+    name: &'a str,
+    color: Rgb,
+    band: bool,
+    width: i32,
+}
+
+/// The panel's legend (bands, then lines), laid out in rows that fit the panel's width.
+fn legend_rows<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &'a super::content::Panel,
+) -> Result<Vec<Vec<Entry<'a>>>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = (FAMILY, 13).into_font();
+    let room = area.dim_in_pixel().0 as i32 - PLOT_LEFT as i32 - 12;
+    let entries = panel
+        .bands
+        .iter()
+        .map(|b| (b.name.as_str(), b.color, true))
+        .chain(panel.lines.iter().map(|l| (l.name.as_str(), l.color, false)));
+    let mut rows: Vec<Vec<Entry<'a>>> = Vec::new();
+    let mut used = 0;
+    for (name, color, band) in entries {
+        let text = area.estimate_text_size(name, &font.clone().into())?.0 as i32;
+        let width = SWATCH + SWATCH_GAP + text;
+        if rows.is_empty() || used + width > room {
+            rows.push(Vec::new());
+            used = 0;
+        }
+        used += width + ENTRY_GAP;
+        rows.last_mut().expect("a row").push(Entry {
+            name,
+            color,
+            band,
+            width,
+        });
+    }
+    Ok(rows)
+}
+
+/// The strip above a panel's plot: its title, then its legend rows.
+fn draw_strip<DB: DrawingBackend>(
+    strip: &DrawingArea<DB, Shift>,
+    panel: &super::content::Panel,
+    rows: &[Vec<Entry<'_>>],
+) -> DrawResult<DB::ErrorType> {
+    strip.draw(&Text::new(
+        panel.title.clone(),
+        (PLOT_LEFT as i32, 8),
+        (FAMILY, 18).into_font().color(&BLACK),
+    ))?;
+    for (r, row) in rows.iter().enumerate() {
+        let top = (CAPTION + LEGEND_ROW * r as u32) as i32;
+        let mid = top + LEGEND_ROW as i32 / 2;
+        let mut x = PLOT_LEFT as i32;
+        for entry in row {
+            let c = color(entry.color);
+            if entry.band {
+                strip.draw(&Rectangle::new(
+                    [(x, mid - 6), (x + SWATCH, mid + 6)],
+                    c.mix(0.3).filled(),
+                ))?;
+            } else {
+                strip.draw(&PathElement::new(
+                    vec![(x, mid), (x + SWATCH, mid)],
+                    c.stroke_width(2),
+                ))?;
+            }
+            strip.draw(&Text::new(
+                entry.name.to_owned(),
+                (x + SWATCH + SWATCH_GAP, top + 3),
+                (FAMILY, 13).into_font().color(&BLACK),
+            ))?;
+            x += entry.width + ENTRY_GAP;
+        }
+    }
+    Ok(())
+}
+
 /// Draws the tear sheet: a title strip, then one panel per chart with its bands (translucent),
 /// its lines (2 px, one colour each) and a legend.
 fn draw<DB: DrawingBackend>(
@@ -176,13 +266,17 @@ fn draw<DB: DrawingBackend>(
     }
     let areas = body.split_evenly((chart.panels.len(), 1));
     for (area, panel) in areas.iter().zip(&chart.panels) {
+        // The title and the legend sit above the plot, so no series is ever hidden under them.
+        let rows = legend_rows(area, panel)?;
+        let (strip, plot) = area.split_vertically(CAPTION + LEGEND_ROW * rows.len() as u32);
+        draw_strip(&strip, panel, &rows)?;
         let last = panel.x.len().saturating_sub(1).max(1) as f64;
         let (lo, hi) = y_range(panel);
-        let mut cc = ChartBuilder::on(area)
+        let mut cc = ChartBuilder::on(&plot)
             .margin(12)
-            .caption(&panel.title, (FAMILY, 18))
+            .margin_top(4)
             .x_label_area_size(32)
-            .y_label_area_size(80)
+            .y_label_area_size(PLOT_LEFT - 12)
             .build_cartesian_2d(0f64..last, lo..hi)?;
         let x = &panel.x;
         let date = |v: &f64| {
@@ -190,15 +284,26 @@ fn draw<DB: DrawingBackend>(
                 .map(|t| t.format("%Y-%m-%d").to_string())
                 .unwrap_or_default()
         };
-        cc.configure_mesh()
-            .x_labels(8)
+        // Fractions read as percent; one decimal when the whole axis spans under 5 points.
+        let decimals = usize::from((hi - lo) * 100.0 < 5.0);
+        let percent = |v: &f64| {
+            let text = format!("{:.*}", decimals, v * 100.0);
+            // A tick at zero reads "0 %", not "-0 %".
+            let zero = text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.');
+            format!("{} %", if zero { text.trim_start_matches('-') } else { &text })
+        };
+        let mut mesh = cc.configure_mesh();
+        mesh.x_labels(8)
             .y_labels(6)
             .x_label_formatter(&date)
             .y_desc(panel.y_label.as_str())
             .label_style((FAMILY, 13))
             .light_line_style(RGBColor(238, 238, 238))
-            .bold_line_style(RGBColor(215, 215, 215))
-            .draw()?;
+            .bold_line_style(RGBColor(215, 215, 215));
+        if panel.percent {
+            mesh.y_label_formatter(&percent);
+        }
+        mesh.draw()?;
         for band in &panel.bands {
             let fill = color(band.color).mix(0.15).filled();
             let both: Vec<f64> = band
@@ -229,28 +334,127 @@ fn draw<DB: DrawingBackend>(
         }
         for line in &panel.lines {
             let stroke = color(line.color).stroke_width(2);
-            for (k, run) in segments(&line.values).into_iter().enumerate() {
-                let drawn = cc.draw_series(LineSeries::new(run, stroke))?;
-                if k == 0 {
-                    drawn
-                        .label(line.name.clone())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], stroke));
-                }
+            for run in segments(&line.values) {
+                cc.draw_series(LineSeries::new(run, stroke))?;
             }
         }
-        cc.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FAMILY, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
     }
     root.present()
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
+    use super::super::content::{Line, Panel, WIDTH};
     use super::*;
+
+    fn svg_of(chart: &Chart) -> String {
+        register_font();
+        let mut out = String::new();
+        {
+            let root =
+                SVGBackend::with_string(&mut out, (chart.width, chart.height)).into_drawing_area();
+            draw(root, chart, "test").unwrap();
+        }
+        out
+    }
+
+    fn panel(lines: Vec<Line>, percent: bool) -> Panel {
+        let n = lines[0].values.len() as i64;
+        Panel {
+            title: "panel".into(),
+            y_label: "value".into(),
+            x: (0..n)
+                .map(|i| DateTime::from_timestamp(1_600_000_000 + i * 86_400, 0).unwrap())
+                .collect(),
+            bands: Vec::new(),
+            lines,
+            zero_line: percent,
+            percent,
+        }
+    }
+
+    /// (x, y) of every point of the test colour's polylines with more (plots) or exactly
+    /// (legend swatches) 2 points.
+    fn polylines(doc: &roxmltree::Document<'_>) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+        let (mut plotted, mut swatches) = (Vec::new(), Vec::new());
+        for n in doc.descendants().filter(|n| {
+            n.has_tag_name("polyline") && n.attribute("stroke") == Some("#1F77B4")
+        }) {
+            let points: Vec<(f64, f64)> = n
+                .attribute("points")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|p| {
+                    let (x, y) = p.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect();
+            if points.len() == 2 {
+                swatches.extend(points);
+            } else {
+                plotted.extend(points);
+            }
+        }
+        (plotted, swatches)
+    }
+
+    #[test]
+    fn the_legend_sits_above_the_plot_in_rows_that_fit() {
+        // Series at their highest in the first months: where a legend inside the plot would sit.
+        let lines: Vec<Line> = (0..8)
+            .map(|k| {
+                let values = (0..250).map(|i| 200.0 - f64::from(i) * 0.4 + f64::from(k)).collect();
+                Line::new(format!("A rather long series name {k}"), PALETTE_TEST, values)
+            })
+            .collect();
+        let chart = Chart::new(vec![panel(lines, false)]);
+        let svg = svg_of(&chart);
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let (plotted, swatches) = polylines(&doc);
+        let top = plotted.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        assert_eq!(swatches.len(), 2 * 8, "one swatch per line");
+        assert!(swatches.iter().all(|s| s.1 < top), "swatches {swatches:?} above {top}");
+        let labels: Vec<(f64, f64)> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter(|n| n.text().is_some_and(|t| t.trim().starts_with("A rather long")))
+            .map(|n| {
+                let at = |a| n.attribute(a).unwrap().parse::<f64>().unwrap();
+                (at("x"), at("y"))
+            })
+            .collect();
+        assert_eq!(labels.len(), 8);
+        assert!(labels.iter().all(|l| l.1 < top), "labels {labels:?} above {top}");
+        assert!(labels.iter().all(|l| l.0 < f64::from(WIDTH)), "inside the image");
+        let rows: std::collections::BTreeSet<i64> = labels.iter().map(|l| l.1 as i64).collect();
+        assert!(rows.len() >= 2, "eight long names wrap: rows at {rows:?}");
+    }
+
+    #[test]
+    fn fractions_are_labelled_as_percent() {
+        let drawdown: Vec<f64> = (0..100).map(|i| -f64::from(i) / 198.0).collect();
+        let labels = |percent: bool| -> Vec<String> {
+            let chart = Chart::new(vec![panel(
+                vec![Line::new("Drawdown", PALETTE_TEST, drawdown.clone())],
+                percent,
+            )]);
+            let svg = svg_of(&chart);
+            let doc = roxmltree::Document::parse(&svg).unwrap();
+            doc.descendants()
+                .filter(|n| n.has_tag_name("text"))
+                .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
+                .collect()
+        };
+        let shown = labels(true);
+        assert!(shown.iter().any(|t| t == "-50 %"), "{shown:?}");
+        assert!(shown.iter().any(|t| t == "0 %"), "{shown:?}");
+        assert!(!shown.iter().any(|t| t == "-0.5"), "{shown:?}");
+        assert!(labels(false).iter().any(|t| t == "-0.5"));
+    }
+
+    const PALETTE_TEST: Rgb = Rgb(31, 119, 180);
 
     #[test]
     fn segments_split_at_gaps() {
