@@ -1,6 +1,6 @@
 //! A minimal consumer of the public `price-alerts` topic, as another system would write it:
 //! it needs nothing of MiraiKakaku's code — only Pub/Sub and the JSON Schema
-//! (`schemas/price-alert.v1.json`).
+//! (`schemas/price-alert.v2.json`).
 //!
 //! ```text
 //! # against the local emulator (scripts/dev-up starts one):
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     while let Some(next) = stream.next().await {
         let (message, ack) = next?;
         match serde_json::from_slice::<CloudEvent>(&message.data) {
-            Ok(event) if event.kind == "mirai.price_alert.triggered.v1" => {
+            Ok(event) if event.kind == "mirai.price_alert.triggered.v2" => {
                 if seen.insert(event.id.clone()) {
                     println!(
                         "{} {} {} @ {} ({}; trigger #{} of alert {}): {}",

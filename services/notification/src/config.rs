@@ -270,8 +270,8 @@ impl Config {
     }
 }
 
-/// Where the committed schema is published (`schemas/price-alert.v1.json`).
-pub const DEFAULT_SCHEMA_URL: &str = "https://mirai.dev/schemas/price-alert.v1.json";
+/// Where the committed schema is published (`schemas/price-alert.v2.json`).
+pub const DEFAULT_SCHEMA_URL: &str = "https://mirai.dev/schemas/price-alert.v2.json";
 
 fn default_schedule() -> Vec<Duration> {
     ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"]

@@ -511,6 +511,7 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
         changed.push(Changed {
             finished: decision.fire && rule.frequency == Frequency::Once,
             fire: decision.fire,
+            trigger_price: decision.price,
             state: decision.state,
             row,
             compiled,
@@ -540,6 +541,7 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
             &c.compiled,
             Firing {
                 price,
+                trigger_price: c.trigger_price.unwrap_or(price),
                 at: ev.at,
                 trigger_count: c.state.trigger_count,
                 forecast: c.forecast.as_deref(),
@@ -554,6 +556,20 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
     Ok(())
 }
 
+/// The message of an alert without a template: the price that met the condition when it is
+/// not the last price (an extreme inside the interval), then the last price.
+fn default_message(symbol: &str, condition: &str, trigger: f64, last: f64, time: &str) -> String {
+    if money(trigger) == money(last) {
+        format!("{symbol} {condition}: last price {} at {time}", money(last))
+    } else {
+        format!(
+            "{symbol} {condition}: reached {}, last price {} at {time}",
+            money(trigger),
+            money(last)
+        )
+    }
+}
+
 /// An alert whose state an evaluation changed.
 struct Changed {
     row: alerts::Row,
@@ -561,11 +577,16 @@ struct Changed {
     forecast: Option<Arc<StoredForecast>>,
     state: State,
     fire: bool,
+    /// The price that met the condition, when it fired on one.
+    trigger_price: Option<f64>,
     finished: bool,
 }
 
 struct Firing<'a> {
+    /// The last price (or bar close) observed.
     price: f64,
+    /// The price that met the condition: the extreme that crossed, or the last price.
+    trigger_price: f64,
     at: DateTime<Utc>,
     trigger_count: u32,
     forecast: Option<&'a StoredForecast>,
@@ -588,6 +609,7 @@ async fn fire(
     let mut values: HashMap<&'static str, String> = HashMap::from([
         ("symbol", row.symbol.clone()),
         ("price", money(f.price)),
+        ("trigger_price", money(f.trigger_price)),
         ("time", time.clone()),
         ("condition", condition_text.clone()),
         ("name", row.name.clone()),
@@ -602,13 +624,7 @@ async fn fire(
     }
     let message = match &compiled.template {
         Some(t) => t.render(&values),
-        None => format!(
-            "{} {}: last price {} at {}",
-            row.symbol,
-            condition_text,
-            money(f.price),
-            time
-        ),
+        None => default_message(&row.symbol, &condition_text, f.trigger_price, f.price, &time),
     };
     let title = if row.name.is_empty() {
         format!("{} {}", row.symbol, condition_text)
@@ -624,6 +640,7 @@ async fn fire(
         condition: Some(condition.to_proto()),
         condition_text: condition_text.clone(),
         price: f.price,
+        trigger_price: f.trigger_price,
         observed_at: Some(wire::timestamp(f.at)),
         message: message.clone(),
         channels: channels.iter().map(|c| *c as i32).collect(),
@@ -673,6 +690,7 @@ async fn fire(
         condition: public::PublicCondition::of(condition),
         condition_text: condition_text.clone(),
         price: f.price,
+        trigger_price: f.trigger_price,
         observed_at: time.clone(),
         message: message.clone(),
         trigger_count: f.trigger_count,
@@ -690,6 +708,7 @@ async fn fire(
         "alert_id": row.alert_id.to_string(),
         "symbol": row.symbol,
         "price": money(f.price),
+        "trigger_price": money(f.trigger_price),
         "condition": condition_text,
         "observed_at": time,
         "trigger_count": f.trigger_count.to_string(),

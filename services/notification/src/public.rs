@@ -1,6 +1,6 @@
 //! The public `price-alerts` topic: every trigger as a JSON CloudEvent in structured mode
 //! (`content-type: application/cloudevents+json`), described by the committed JSON Schema
-//! `schemas/price-alert.v1.json`, so any language can subscribe without our protobufs.
+//! `schemas/price-alert.v2.json`, so any language can subscribe without our protobufs.
 
 use std::collections::HashMap;
 
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::domain::condition::{Condition, Kind, MoveSize};
 
 /// `type` of the public event.
-pub const EVENT_TYPE: &str = "mirai.price_alert.triggered.v1";
+pub const EVENT_TYPE: &str = "mirai.price_alert.triggered.v2";
 /// `content-type` attribute of structured-mode CloudEvents.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
@@ -43,6 +43,7 @@ pub struct PriceAlert {
     pub condition: PublicCondition,
     pub condition_text: String,
     pub price: f64,
+    pub trigger_price: f64,
     pub observed_at: String,
     pub message: String,
     pub trigger_count: u32,

@@ -196,8 +196,10 @@ pub struct NewAlert {
     pub cooldown_seconds: Option<i64>,
     /// Open-ended when absent.
     pub expires_at: Option<DateTime<Utc>>,
-    /// With placeholders `{{symbol}} {{price}} {{close}} {{time}} {{condition}} {{name}}
-    /// {{p_up}} {{lower}} {{upper}}`; at most 1,000 characters.
+    /// With placeholders `{{symbol}} {{price}} {{trigger_price}} {{close}} {{time}}
+    /// {{condition}} {{name}} {{p_up}} {{lower}} {{upper}}`; at most 1,000 characters.
+    /// `price` is the last price, `trigger_price` the price that met the condition (the high
+    /// or low that crossed, for conditions on the extremes).
     pub message_template: Option<String>,
     /// Default `["in_app"]`.
     pub channels: Option<Vec<ChannelName>>,

@@ -148,10 +148,13 @@ pub enum Cause {
 }
 
 /// The decision of one evaluation: the state to store and whether to fire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     pub state: State,
     pub fire: bool,
+    /// When it fires on a price: the price that met the condition (see
+    /// [`super::condition::Outcome::price`]).
+    pub price: Option<f64>,
 }
 
 impl Rule {
@@ -181,7 +184,11 @@ impl Rule {
         at: DateTime<Utc>,
     ) -> Decision {
         if !self.listens_to(cause) {
-            return Decision { state, fire: false };
+            return Decision {
+                state,
+                fire: false,
+                price: None,
+            };
         }
         let outcome = self.condition.evaluate(state.arm, inputs);
         let mut next = State {
@@ -192,6 +199,7 @@ impl Rule {
             return Decision {
                 state: next,
                 fire: false,
+                price: None,
             };
         }
         if self.condition.window().is_some() {
@@ -214,6 +222,7 @@ impl Rule {
         Decision {
             state: next,
             fire: allowed,
+            price: outcome.price.filter(|_| allowed),
         }
     }
 }

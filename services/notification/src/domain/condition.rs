@@ -123,6 +123,18 @@ impl Observation {
             low: price,
         }
     }
+
+    /// The extreme that met a condition: the high when the upper side did, the low when the
+    /// lower side did; when both did within one interval (the order is unknown), the side the
+    /// last price ended on relative to `middle`.
+    fn extreme(&self, upper: bool, lower: bool, middle: f64) -> f64 {
+        match (upper, lower) {
+            (true, false) => self.high,
+            (false, true) => self.low,
+            _ if self.price >= middle => self.high,
+            _ => self.low,
+        }
+    }
 }
 
 /// What an evaluation may look at.
@@ -139,6 +151,10 @@ pub struct Inputs {
 pub struct Outcome {
     pub arm: Arm,
     pub fired: bool,
+    /// When it fired on a price: the price that met the condition, which is the interval's
+    /// extreme for the conditions that look at extremes (a high of 803.04 crossing 800 while
+    /// the last price is 794.35), otherwise the last price.
+    pub price: Option<f64>,
 }
 
 fn positive(field: &'static str, value: f64) -> Result<f64, ConditionError> {
@@ -387,7 +403,11 @@ impl Condition {
     /// does not have (no forecast yet, no price yet) leave it unchanged.
     pub fn evaluate(&self, arm: Arm, inputs: &Inputs) -> Outcome {
         let h = self.hysteresis_percent / 100.0;
-        let unchanged = Outcome { arm, fired: false };
+        let unchanged = Outcome {
+            arm,
+            fired: false,
+            price: None,
+        };
         match self.kind {
             Kind::Cross { level, up, down } => {
                 let Some(o) = inputs.observation else {
@@ -405,6 +425,7 @@ impl Condition {
                 Outcome {
                     arm: Arm { up, down: up },
                     fired,
+                    price: fired.then_some(o.price),
                 }
             }
             Kind::Below(level) => {
@@ -417,6 +438,7 @@ impl Condition {
                 Outcome {
                     arm: Arm { up: down, down },
                     fired,
+                    price: fired.then_some(o.price),
                 }
             }
             Kind::EnterChannel { lower, upper } => {
@@ -432,6 +454,7 @@ impl Condition {
                         down: armed,
                     },
                     fired,
+                    price: fired.then_some(o.price),
                 }
             }
             Kind::ExitChannel { lower, upper } => {
@@ -447,6 +470,7 @@ impl Condition {
                         down: armed,
                     },
                     fired,
+                    price: fired.then(|| o.extreme(o.high > upper, o.low < lower, (lower + upper) / 2.0)),
                 }
             }
             Kind::MoveUp { size, .. } => {
@@ -454,9 +478,11 @@ impl Condition {
                     return unchanged;
                 };
                 let low = low.min(o.low);
+                let fired = reached(size, o.high - low, low);
                 Outcome {
                     arm,
-                    fired: reached(size, o.high - low, low),
+                    fired,
+                    price: fired.then_some(o.high),
                 }
             }
             Kind::MoveDown { size, .. } => {
@@ -464,16 +490,19 @@ impl Condition {
                     return unchanged;
                 };
                 let high = high.max(o.high);
+                let fired = reached(size, high - o.low, high);
                 Outcome {
                     arm,
-                    fired: reached(size, high - o.low, high),
+                    fired,
+                    price: fired.then_some(o.low),
                 }
             }
             Kind::ForecastExit { above, below } => {
                 let (Some(o), Some(f)) = (inputs.observation, inputs.forecast) else {
                     return unchanged;
                 };
-                let fired = arm.up && ((above && o.high > f.upper) || (below && o.low < f.lower));
+                let (out_above, out_below) = (above && o.high > f.upper, below && o.low < f.lower);
+                let fired = arm.up && (out_above || out_below);
                 let inside = o.price >= f.lower * (1.0 + h) && o.price <= f.upper * (1.0 - h);
                 let armed = (arm.up && !fired) || inside;
                 Outcome {
@@ -482,6 +511,7 @@ impl Condition {
                         down: armed,
                     },
                     fired,
+                    price: fired.then(|| o.extreme(out_above, out_below, f.point)),
                 }
             }
             Kind::ProbabilityUp(threshold) => {
@@ -497,6 +527,7 @@ impl Condition {
                         down: armed,
                     },
                     fired,
+                    price: None,
                 }
             }
             Kind::ForecastCross { up, down } => {
@@ -522,6 +553,7 @@ impl Condition {
                         down: flipped.arm.up,
                     },
                     fired: flipped.fired,
+                    price: flipped.price,
                 }
             }
         }
@@ -555,6 +587,7 @@ fn cross(arm: Arm, level: f64, o: Observation, h: f64, up: bool, down: bool) -> 
             down: down && ((arm.down && !fired_down) || above),
         },
         fired: fired_up || fired_down,
+        price: (fired_up || fired_down).then(|| o.extreme(fired_up, fired_down, level)),
     }
 }
 
@@ -704,10 +737,37 @@ mod tests {
             },
         );
         assert!(out.fired);
+        assert_eq!(out.price, Some(150.3), "the high crossed, not the last price");
         assert!(
             out.arm.up,
             "ended below the level again, so the next crossing counts"
         );
+    }
+
+    #[test]
+    fn the_price_that_met_the_condition_is_the_extreme_that_did() {
+        let observe = |c: &Condition, arm: Arm, price: f64, high: f64, low: f64| {
+            c.evaluate(
+                arm,
+                &Inputs {
+                    observation: Some(Observation { price, high, low }),
+                    ..Inputs::default()
+                },
+            )
+        };
+        let armed = Arm { up: true, down: true };
+        let up = cond(PbKind::CrossingUp(level(800.0)), 0.0);
+        assert_eq!(observe(&up, armed, 794.35, 803.04, 790.0).price, Some(803.04));
+        let down = cond(PbKind::CrossingDown(level(800.0)), 0.0);
+        assert_eq!(observe(&down, armed, 801.0, 805.0, 799.5).price, Some(799.5));
+        // Both ways inside one interval: the side the last price ended on.
+        let either = cond(PbKind::Crossing(level(800.0)), 0.0);
+        assert_eq!(observe(&either, armed, 801.0, 803.0, 797.0).price, Some(803.0));
+        assert_eq!(observe(&either, armed, 799.0, 803.0, 797.0).price, Some(797.0));
+        // Conditions on the last price name the last price; nothing fired, no price.
+        let above = cond(PbKind::Above(level(800.0)), 0.0);
+        assert_eq!(observe(&above, armed, 801.0, 810.0, 795.0).price, Some(801.0));
+        assert_eq!(observe(&above, armed, 799.0, 810.0, 795.0).price, None);
     }
 
     #[test]

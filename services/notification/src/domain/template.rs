@@ -10,6 +10,7 @@ use std::collections::HashMap;
 pub const PLACEHOLDERS: &[&str] = &[
     "symbol",
     "price",
+    "trigger_price",
     "close",
     "time",
     "condition",

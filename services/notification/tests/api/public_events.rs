@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use mirai_platform::events::topology::topics;
 use mirai_proto::notification::v1 as pb;
 
-use crate::helpers::{alert, py_dir, python, spawn};
+use crate::helpers::{alert, price_event, py_dir, python, spawn};
 use crate::webhooks::fire;
 
 #[tokio::test]
@@ -17,7 +17,7 @@ async fn triggered_alerts_reach_an_independent_subscriber_valid_against_the_sche
     let owner = app.add_user("pub@example.com", "UTC", &["user"]).await;
     let pubsub = app.config.service.pubsub.clone();
     let schema =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/price-alert.v1.json");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas/price-alert.v2.json");
     let mut child = Command::new(python())
         .arg(py_dir().join("subscribe_price_alerts.py"))
         .args([
@@ -63,7 +63,13 @@ async fn triggered_alerts_reach_an_independent_subscriber_valid_against_the_sche
         .await;
     app.confirm(owner, &named).await;
     app.price("PUBA", 11.0).await; // inside: arms
-    app.price("PUBA", 12.5).await; // out: fires
+    // Out and back within one update: the high left the channel, the last price did not.
+    let spike = mirai_proto::events::v1::PriceUpdated {
+        interval_high: 12.6,
+        coalesced: 3,
+        ..price_event("PUBA", 11.5)
+    };
+    app.publish("stock-data", &spike, None).await; // fires on the high
 
     let output = tokio::task::spawn_blocking(move || {
         let mut rest = String::new();
@@ -90,11 +96,12 @@ async fn triggered_alerts_reach_an_independent_subscriber_valid_against_the_sche
         .iter()
         .find(|e| e["data"]["alert_id"] == created.alert_id)
         .expect("the first alert's event");
-    assert_eq!(first["type"], "mirai.price_alert.triggered.v1");
+    assert_eq!(first["type"], "mirai.price_alert.triggered.v2");
     assert_eq!(first["subject"], "PUBA");
     assert_eq!(first["data"]["condition"]["kind"], "above");
     assert_eq!(first["data"]["condition"]["level"], 10.0);
     assert_eq!(first["data"]["price"], 11.0);
+    assert_eq!(first["data"]["trigger_price"], 11.0, "above: the last price met it");
     let second = events
         .iter()
         .find(|e| e["data"]["alert_id"] == named.alert_id)
@@ -102,6 +109,13 @@ async fn triggered_alerts_reach_an_independent_subscriber_valid_against_the_sche
     assert_eq!(second["data"]["alert_name"], "range break");
     assert_eq!(second["data"]["condition"]["kind"], "exiting_channel");
     assert_eq!(second["data"]["condition"]["upper"], 12.0);
+    assert_eq!(second["data"]["price"], 11.5);
+    assert_eq!(second["data"]["trigger_price"], 12.6);
+    let message = second["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("reached 12.60, last price 11.50"),
+        "the message names the price that crossed: {message}"
+    );
     for attributes in report["attributes"].as_array().unwrap() {
         assert_eq!(attributes["content-type"], "application/cloudevents+json");
     }
