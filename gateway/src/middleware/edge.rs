@@ -92,6 +92,8 @@ pub fn cors(origins: &[HeaderValue]) -> CorsLayer {
             REQUEST_ID,
             HeaderName::from_static("traceparent"),
             HeaderName::from_static("tracestate"),
+            // An SSE reconnect from a fetch-based reader resumes where it left off.
+            HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             REQUEST_ID,

@@ -399,5 +399,31 @@ async fn a_stream_closes_when_its_access_token_expires() {
         body.contains("event: error") && body.contains("token_expired"),
         "{body}"
     );
+
+    // The notification stream as well.
+    let token_notes = {
+        let claims = json!({
+            "iss": "https://mirai.local", "aud": "mirai-api", "sub": claims["sub"],
+            "iat": now, "nbf": now, "exp": chrono::Utc::now().timestamp() + 2, "jti": "short3",
+            "roles": ["user"]
+        });
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
+    };
+    let response = gw
+        .http
+        .get(gw.url("/v1/stream/notifications"))
+        .bearer_auth(&token_notes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("the notification stream ends by itself")
+        .unwrap();
+    assert!(
+        body.contains("event: error") && body.contains("token_expired"),
+        "{body}"
+    );
     gw.stop().await;
 }

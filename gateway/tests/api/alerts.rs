@@ -30,13 +30,19 @@ struct NotificationStream {
 
 impl NotificationStream {
     async fn open(gw: &Gateway, token: &str) -> Self {
-        let response = gw
+        Self::resume(gw, token, None).await
+    }
+
+    /// Reconnects as `EventSource` does, with the last event's id.
+    async fn resume(gw: &Gateway, token: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = gw
             .http
             .get(gw.url("/v1/stream/notifications"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+            .bearer_auth(token);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Self {
@@ -170,6 +176,21 @@ async fn an_alert_goes_live_when_stock_data_confirms_and_fires_into_the_notifica
         ["price_alert", "alert_status", "account"],
         "newest first"
     );
+    // A client that saw only the welcome message reconnects with its id: the two it missed
+    // come first, oldest first.
+    let welcome = listed["notifications"][2]["notification_id"].as_str().unwrap();
+    let mut resumed = NotificationStream::resume(&gw, &token, Some(welcome)).await;
+    assert_eq!(resumed.next().await["category"], "alert_status");
+    assert_eq!(resumed.next().await["category"], "price_alert");
+    let (status, _, problem) = send(
+        gw.http
+            .get(gw.url("/v1/stream/notifications"))
+            .bearer_auth(&token)
+            .header("last-event-id", "yesterday"),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["type"], "https://mirai.dev/problems/invalid-last-event-id");
     let (_, _, unread) = gw
         .get(
             "/v1/notifications?unread_only=true&category=price_alert",

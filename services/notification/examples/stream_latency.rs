@@ -91,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             &[Role::User],
             pb::StreamNotificationsRequest {
                 user_id: user.to_string(),
+                ..Default::default()
             },
         );
         let mut stream = client

@@ -143,7 +143,11 @@ impl NotificationService for Api {
         request: Request<pb::StreamNotificationsRequest>,
     ) -> Result<Response<NotificationStream>, Status> {
         let (user_id, _) = caller(&request, &request.get_ref().user_id)?;
-        let live = inbox::stream(&self.ctx, user_id)?;
+        let after = match request.get_ref().after_notification_id.as_str() {
+            "" => None,
+            id => Some(parse_id("after_notification_id", id)?),
+        };
+        let live = inbox::stream(&self.ctx, user_id, after).await?;
         Ok(Response::new(live.map(Ok).boxed()))
     }
 

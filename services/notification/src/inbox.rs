@@ -72,11 +72,18 @@ pub async fn unread_count(ctx: &Context, user_id: Uuid) -> Result<pb::GetUnreadC
     })
 }
 
+/// Most notifications a resumed stream replays before the live ones.
+pub const REPLAY_LIMIT: i64 = 200;
+
 /// The user's live notifications (within the cap of open streams); each carries how many
-/// were dropped before it because the reader fell behind.
-pub fn stream(
+/// were dropped before it because the reader fell behind. Resuming `after` a notification, the
+/// stored ones newer than it come first (at most [`REPLAY_LIMIT`], oldest first); the live
+/// stream is joined before they are read, so none falls between the two, and a live one that
+/// was also replayed is not sent twice.
+pub async fn stream(
     ctx: &Context,
     user_id: Uuid,
+    after: Option<Uuid>,
 ) -> Result<BoxStream<'static, pb::StreamNotificationsResponse>> {
     let max = ctx.config.caps.streams;
     let receiver = ctx.hub.subscribe(user_id, max).ok_or_else(|| {
@@ -84,6 +91,23 @@ pub fn stream(
             "at most {max} open notification streams; close one first"
         ))
     })?;
+    let (replay, unread) = match after {
+        Some(after) => {
+            let mut conn = ctx.pool.acquire().await?;
+            let rows = notifications::newer(&mut conn, user_id, after, REPLAY_LIMIT).await?;
+            (rows, notifications::unread_count(&mut conn, user_id).await?)
+        }
+        None => (Vec::new(), 0),
+    };
+    let replayed: std::collections::HashSet<String> =
+        replay.iter().map(|r| r.notification_id.to_string()).collect();
+    let replay = futures::stream::iter(replay.into_iter().map(move |row| {
+        pb::StreamNotificationsResponse {
+            notification: Some(row.to_proto()),
+            unread_count: unread.max(0) as u32,
+            dropped: 0,
+        }
+    }));
     let live = futures::stream::unfold((receiver, 0u64), |(mut rx, mut dropped)| async move {
         loop {
             match rx.recv().await {
@@ -95,6 +119,13 @@ pub fn stream(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
+    })
+    .filter(move |message| {
+        let again = message
+            .notification
+            .as_ref()
+            .is_some_and(|n| replayed.contains(&n.notification_id));
+        std::future::ready(!again)
     });
-    Ok(live.boxed())
+    Ok(replay.chain(live).boxed())
 }

@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::middleware::auth::{Caller, forward};
+use crate::routes::market::streams::Watch;
 use crate::problem::{Json, Problem, Query};
 use crate::routes::fields::{items, parse_name, time};
 use crate::routes::state::AppState;
@@ -264,23 +265,49 @@ async fn unread_count(
 }
 
 /// Live notifications as Server-Sent Events: `event: notification` for each new in-app
-/// notification of the caller; `data` is the JSON of a notification plus `unread_count` and
-/// `dropped` (messages this stream lost by reading too slowly — they stay listable).
-/// Keep-alive comments every 15 s.
+/// notification of the caller, with the notification's id as the event's `id`; `data` is the
+/// JSON of a notification plus `unread_count` and `dropped` (messages this stream lost by
+/// reading too slowly — they stay listable). Keep-alive comments every 15 s.
+///
+/// Reconnecting with `Last-Event-ID` (as `EventSource` does) resumes: the notifications newer
+/// than that one come first, oldest first (at most 200; list the rest), then the live ones.
+/// A stream opened with an access token ends with `event: error`
+/// (`{"code": "token_expired", …}`) when the token expires: reconnect with a fresh one.
 #[utoipa::path(get, path = "/v1/stream/notifications", tag = "notifications",
     security(("bearer" = []), ("api_key" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this notification id (the last event's `id`)")),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`Last-Event-ID` is not a notification id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many open notification streams for the caller (5 by default)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn stream(
     State(state): State<AppState>,
     Caller(principal): Caller,
+    request: axum::extract::Request,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    let after = match request.headers().get("last-event-id") {
+        None => String::new(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|v| v.parse::<uuid::Uuid>().is_ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid-last-event-id",
+                    "Invalid Last-Event-ID",
+                )
+                .detail("Last-Event-ID must be the id of a notification event")
+            })?
+            .to_owned(),
+    };
+    let ended = Box::pin(Watch::of(&request, &state.streams).ended());
     let mut request = forward(
         pb::StreamNotificationsRequest {
             user_id: principal.user_id.clone(),
+            after_notification_id: after,
         },
         &principal,
     )?;
@@ -293,8 +320,7 @@ async fn stream(
         .await?
         .into_inner();
     let stop = state.streams_stop.clone().cancelled_owned();
-    let events = upstream
-        .take_until(stop)
+    let notifications = upstream
         .take_while(|message| std::future::ready(message.is_ok()))
         .filter_map(|message| async move {
             let message = message.ok()?;
@@ -307,6 +333,21 @@ async fn stream(
                 .id(notification.notification_id.clone())
                 .data(data.to_string())))
         });
+    // The credential's end is the stream's last event.
+    let events = futures::stream::unfold(
+        Some((notifications.boxed(), ended)),
+        |state| async move {
+            let (mut notifications, mut ended) = state?;
+            tokio::select! {
+                ending = &mut ended => Some((
+                    Ok(Event::default().event("error").data(ending.json().to_string())),
+                    None,
+                )),
+                next = notifications.next() => next.map(|event| (event, Some((notifications, ended)))),
+            }
+        },
+    )
+    .take_until(stop);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -124,6 +124,29 @@ pub async fn get_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Row>,
     .await
 }
 
+/// The user's in-app notifications newer than `after` (by id, which is time-ordered), oldest
+/// first, at most `limit`.
+pub async fn newer(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as!(
+        Row,
+        "SELECT notification_id, user_id, category, critical, title, body, data,
+                alert_id, symbol, read_at, created_at
+           FROM notifications
+         WHERE user_id = $1 AND in_app AND notification_id > $2
+         ORDER BY notification_id LIMIT $3",
+        user_id,
+        after,
+        limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// One page, newest first, after `before` (exclusive) when set.
 pub async fn list(
     conn: &mut PgConnection,

@@ -19,6 +19,7 @@ async fn new_notifications_stream_live_and_can_be_marked_read() {
             owner,
             pb::StreamNotificationsRequest {
                 user_id: owner.to_string(),
+                ..Default::default()
             },
         ))
         .await
@@ -30,6 +31,7 @@ async fn new_notifications_stream_live_and_can_be_marked_read() {
             other,
             pb::StreamNotificationsRequest {
                 user_id: owner.to_string(),
+                ..Default::default()
             },
         ))
         .await
@@ -134,6 +136,7 @@ async fn open_streams_are_capped_per_user() {
                     owner,
                     pb::StreamNotificationsRequest {
                         user_id: owner.to_string(),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -156,6 +159,7 @@ async fn open_streams_are_capped_per_user() {
             other,
             pb::StreamNotificationsRequest {
                 user_id: other.to_string(),
+                ..Default::default()
             },
         ))
         .await
@@ -163,4 +167,64 @@ async fn open_streams_are_capped_per_user() {
     // Closing a stream frees its place.
     drop(kept.pop());
     crate::helpers::eventually("a place to free up", || async { open().await.ok() }).await;
+}
+
+#[tokio::test]
+async fn a_resumed_stream_replays_what_came_after_the_last_event_seen() {
+    let mut app = spawn().await;
+    let owner = app.add_user("resume@example.com", "UTC", &["user"]).await;
+    fire(&mut app, owner, "RESU", &[]).await;
+    // The activation notice, then the trigger: oldest first.
+    let stored = crate::helpers::eventually("both notifications stored", || async {
+        let list = app
+            .client
+            .clone()
+            .list_notifications(user(
+                owner,
+                pb::ListNotificationsRequest {
+                    user_id: owner.to_string(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        (list.notifications.len() == 2).then_some(list.notifications)
+    })
+    .await;
+    let (newest, oldest) = (&stored[0], &stored[1]);
+    let resume = |after: &str| {
+        let mut client = app.client.clone();
+        let after = after.to_owned();
+        async move {
+            client
+                .stream_notifications(user(
+                    owner,
+                    pb::StreamNotificationsRequest {
+                        user_id: owner.to_string(),
+                        after_notification_id: after,
+                    },
+                ))
+                .await
+        }
+    };
+    let mut stream = resume(&oldest.notification_id).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the missed notification, at once")
+        .expect("stream open")
+        .unwrap();
+    let replayed = first.notification.unwrap();
+    assert_eq!(replayed.notification_id, newest.notification_id);
+    assert_eq!(first.unread_count, 2);
+    // Resumed after the newest: nothing to replay, the stream waits for live ones.
+    let mut caught_up = resume(&newest.notification_id).await.unwrap().into_inner();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), caught_up.next())
+            .await
+            .is_err(),
+        "nothing newer than the newest"
+    );
+    let err = resume("not-an-id").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }

@@ -383,7 +383,7 @@ fn tickers<'a>(symbols: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// Why a client stream ends early.
-enum Ending {
+pub(crate) enum Ending {
     TokenExpired,
     Revoked,
     Lagging(String),
@@ -410,20 +410,20 @@ impl Ending {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({ "type": "error", "code": self.code().0, "detail": self.detail() })
     }
 }
 
 /// What ends a client's stream besides the client: its credential.
-struct Watch {
+pub(crate) struct Watch {
     expiry: Option<SystemTime>,
     api_key: Option<String>,
     hub: Arc<QuoteHub>,
 }
 
 impl Watch {
-    fn of(request: &Request, hub: &Arc<QuoteHub>) -> Self {
+    pub(crate) fn of(request: &Request, hub: &Arc<QuoteHub>) -> Self {
         let principal = request.extensions().get::<Principal>();
         let api_key = principal
             .and_then(|p| p.api_key_id.as_ref())
@@ -440,7 +440,7 @@ impl Watch {
     }
 
     /// Resolves when the credential no longer holds.
-    async fn ended(self) -> Ending {
+    pub(crate) async fn ended(self) -> Ending {
         let expired = async {
             match self.expiry {
                 Some(at) => {
