@@ -48,6 +48,9 @@ pub struct Config {
     pub cors_origins: Vec<http::HeaderValue>,
     /// Largest request body outside the bulk import (`MIRAI_MAX_BODY`, bytes, default 1 MiB).
     pub max_body: usize,
+    /// The built web console (`console/dist`), served at `/console/` when set
+    /// (`MIRAI_CONSOLE_DIR`; it must hold `index.html`). Unset: no console.
+    pub console_dir: Option<std::path::PathBuf>,
     /// `MIRAI_REDIS_URL`: when set, rate limits and idempotency records live in Redis and are
     /// shared by every replica; unset, each replica keeps its own in memory.
     pub redis_url: Option<String>,
@@ -310,6 +313,25 @@ fn redis(env: &Env) -> Result<(Option<String>, Option<Vec<u8>>), ConfigError> {
     Ok((url, Some(pem)))
 }
 
+/// `MIRAI_CONSOLE_DIR`: a directory holding the console's `index.html`.
+fn console_dir(env: &Env) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let name = "MIRAI_CONSOLE_DIR";
+    let Some(dir) = env.get(name).filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    let dir = std::path::PathBuf::from(dir);
+    if !dir.join("index.html").is_file() {
+        return Err(ConfigError::Invalid {
+            name: name.to_owned(),
+            reason: format!(
+                "{} holds no index.html (build the console: cd console && npm ci && npm run build)",
+                dir.display()
+            ),
+        });
+    }
+    Ok(Some(dir))
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_issuer = env.or("MIRAI_JWT_ISSUER", "https://mirai.local".to_owned())?;
@@ -334,6 +356,7 @@ impl Config {
             jwt_audience: env.or("MIRAI_JWT_AUDIENCE", "mirai-api".to_owned())?,
             cors_origins: origins(env)?,
             max_body: env.or("MIRAI_MAX_BODY", 1024 * 1024)?,
+            console_dir: console_dir(env)?,
             redis_url,
             redis_ca_cert,
             redis_prefix: env.or("MIRAI_REDIS_PREFIX", "mirai:".to_owned())?,
@@ -505,6 +528,7 @@ mod tests {
             ("MIRAI_CORS_ORIGINS", "*"),
             ("MIRAI_CORS_ORIGINS", "https://app.mirai.dev/path"),
             ("MIRAI_CORS_ORIGINS", "app.mirai.dev"),
+            ("MIRAI_CONSOLE_DIR", "/nonexistent/console/dist"),
         ] {
             let err = Config::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert!(err.to_string().starts_with(name), "{value}: {err}");

@@ -147,7 +147,11 @@ impl Application {
         // principal), then authentication; CORS answers preflights before any of them; the
         // request id and metrics wrap everything, so even a refused request is counted and
         // carries its id.
-        let router = routes::router(state)
+        let mut router = routes::router(state);
+        if let Some(dir) = &config.console_dir {
+            router = router.merge(routes::console::router(dir));
+        }
+        let router = router
             .layer(axum::middleware::from_fn_with_state(
                 idempotency,
                 idempotency::idempotent,

@@ -2,6 +2,7 @@
 //! per upstream service (`user`, `market`, `predictions`, `analytics`, `notifications`).
 
 pub mod analytics;
+pub mod console;
 pub mod fields;
 pub mod market;
 pub mod notifications;
@@ -41,6 +42,7 @@ pub const UNDOCUMENTED: [&str; 2] = ["/openapi.json", "/docs"];
 /// middleware, which `startup` adds).
 pub fn router(state: AppState) -> Router {
     let (router, document) = api().split_for_parts();
+    let document = crate::openapi::complete(document);
     router
         .merge(SwaggerUi::new(UNDOCUMENTED[1]).url(UNDOCUMENTED[0], document))
         .fallback(not_found)
