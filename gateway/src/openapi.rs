@@ -3,6 +3,7 @@
 //! served at `/openapi.json` with a Swagger UI page at `/docs` whose assets are compiled into
 //! the binary (it works offline).
 
+use serde_json::{Value, json};
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi as _};
@@ -79,5 +80,181 @@ pub fn base() -> OpenApi {
 
 /// The whole document, as the gateway serves it.
 pub fn document() -> OpenApi {
-    crate::routes::api().into_openapi()
+    complete(crate::routes::api().into_openapi())
+}
+
+/// Adds to every operation the answers the layers in front of its handler can give, so a
+/// client generated from the document knows every status it may meet:
+///
+/// - `401` on every route: a credential that is sent is checked even where none is needed;
+/// - `429` on every route (rate limits, with `Retry-After`, `RateLimit`, `RateLimit-Policy`);
+/// - `503` and `504` on every route that calls a service (an open circuit or no replica, with
+///   `Retry-After`; the call's deadline), that is all but `/v1/status`;
+/// - `403` on the admin routes;
+/// - `400` wherever there is a parameter or a body to get wrong (and on every POST: a malformed
+///   `Idempotency-Key`);
+/// - `413`, `415` and `422` wherever there is a JSON body (too large, not JSON, not the shape);
+/// - `409` (with `Retry-After`) and `422` on every POST (`Idempotency-Key` in use, or reused for
+///   another request), and `413` (the body the idempotency layer reads is too large).
+///
+/// Every POST also gets the optional `Idempotency-Key` header parameter. A handler's own
+/// description of a status comes first, then the layer's.
+pub fn complete(document: OpenApi) -> OpenApi {
+    let mut doc = serde_json::to_value(&document).expect("the document serialises");
+    let problem =
+        json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+    let header = |description: &str, kind: &str| {
+        json!({"description": description, "schema": {"type": kind}})
+    };
+    let headers = json!({
+        "Retry-After": header("Seconds to wait before trying again", "integer"),
+        "RateLimit": header(
+            "The tightest policy's state: `\"name\";r=<remaining>;t=<seconds to reset>`",
+            "string",
+        ),
+        "RateLimit-Policy": header(
+            "The tightest policy: `\"name\";q=<quota>;w=<window seconds>`",
+            "string",
+        ),
+        "WWW-Authenticate": header("`Bearer error=\"invalid_token\"`", "string"),
+    });
+    let refer = |names: &[&str]| -> Value {
+        names
+            .iter()
+            .map(|n| (n.to_string(), json!({"$ref": format!("#/components/headers/{n}")})))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    // status, component name, description, headers.
+    let generic: [(&str, &str, &str, Value); 10] = [
+        ("400", "BadRequest", "A malformed parameter, body or Idempotency-Key", json!({})),
+        (
+            "401",
+            "Unauthorized",
+            "The credential sent is invalid or expired; on routes that need one, none was sent",
+            refer(&["WWW-Authenticate"]),
+        ),
+        ("403", "Forbidden", "The caller lacks the role this route needs", json!({})),
+        (
+            "409",
+            "IdempotencyKeyInUse",
+            "A request with this Idempotency-Key is still running",
+            refer(&["Retry-After"]),
+        ),
+        ("413", "PayloadTooLarge", "The request body is too large", json!({})),
+        (
+            "415",
+            "UnsupportedMediaType",
+            "The request body is not `application/json`",
+            json!({}),
+        ),
+        (
+            "422",
+            "UnprocessableContent",
+            "The body does not have the documented shape, or the Idempotency-Key was used for a different request",
+            json!({}),
+        ),
+        (
+            "429",
+            "TooManyRequests",
+            "Too many requests: a rate limit (see the headers) or a per-caller quota",
+            refer(&["Retry-After", "RateLimit", "RateLimit-Policy"]),
+        ),
+        (
+            "503",
+            "ServiceUnavailable",
+            "The service behind this route is unavailable (circuit open, no ready replica, or overloaded)",
+            refer(&["Retry-After"]),
+        ),
+        (
+            "504",
+            "GatewayTimeout",
+            "The service behind this route did not answer in time",
+            json!({}),
+        ),
+    ];
+    let components = doc["components"].as_object_mut().expect("components");
+    components.insert("headers".into(), headers);
+    components.insert(
+        "parameters".into(),
+        json!({"IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "description": "Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description)",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+        }}),
+    );
+    let responses: serde_json::Map<String, Value> = generic
+        .iter()
+        .map(|(_, name, description, headers)| {
+            let mut response = json!({"description": description, "content": problem});
+            if headers.as_object().is_some_and(|h| !h.is_empty()) {
+                response["headers"] = headers.clone();
+            }
+            (name.to_string(), response)
+        })
+        .collect();
+    components.insert("responses".into(), responses.into());
+
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            if !matches!(method.as_str(), "get" | "post" | "put" | "patch" | "delete") {
+                continue;
+            }
+            let post = method == "post";
+            let params = op["parameters"].as_array().is_some_and(|p| !p.is_empty());
+            let json_body = op["requestBody"]["content"]
+                .get("application/json")
+                .is_some();
+            let admin = op["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "admin"));
+            let upstream = path != "/v1/status";
+            let applies = |status: &str| match status {
+                "401" | "429" => true,
+                "403" => admin,
+                "400" => params || json_body || post,
+                "409" => post,
+                "413" | "422" => json_body || post,
+                "415" => json_body,
+                "503" | "504" => upstream,
+                _ => false,
+            };
+            if post {
+                let key = json!({"$ref": "#/components/parameters/IdempotencyKey"});
+                match op["parameters"].as_array_mut() {
+                    Some(list) => list.push(key),
+                    None => op["parameters"] = json!([key]),
+                }
+            }
+            let responses = op["responses"].as_object_mut().expect("responses");
+            for (status, name, description, headers) in &generic {
+                if !applies(status) {
+                    continue;
+                }
+                match responses.get_mut(*status) {
+                    Some(own) => {
+                        let text = own["description"].as_str().unwrap_or_default();
+                        own["description"] =
+                            json!(format!("{}. Also: {description}", text.trim_end_matches('.')));
+                        if headers.as_object().is_some_and(|h| !h.is_empty()) {
+                            own["headers"] = headers.clone();
+                        }
+                    }
+                    None => {
+                        responses.insert(
+                            status.to_string(),
+                            json!({"$ref": format!("#/components/responses/{name}")}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    serde_json::from_value(doc).expect("the completed document deserialises")
 }

@@ -10,8 +10,8 @@ pub const TYPE_BASE: &str = "https://mirai.dev/problems/";
 /// An `application/problem+json` body (RFC 9457).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({
-    "type": "https://mirai.dev/problems/invalid-argument",
-    "title": "Invalid argument",
+    "type": "https://mirai.dev/problems/invalid-request",
+    "title": "Invalid request",
     "status": 400,
     "detail": "password: must be at least 12 characters",
     "request_id": "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",

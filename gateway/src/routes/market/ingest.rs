@@ -314,7 +314,10 @@ async fn replay_status(
 #[utoipa::path(post, path = "/v1/admin/replays/{symbol}/stop", tag = "admin",
     security(("bearer" = []), ("api_key" = [])),
     params(("symbol" = String, Path, description = "Ticker")),
-    responses((status = 200, description = "The replay, stopped", body = Replay)))]
+    responses(
+        (status = 200, description = "The replay, stopped", body = Replay),
+        (status = 404, description = "No replay of this symbol is known", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn stop_replay(
     State(state): State<AppState>,
     Admin(admin): Admin,
