@@ -183,9 +183,11 @@ fn legend_rows<'a, DB: DrawingBackend>(
 ) -> Result<Vec<Vec<Entry<'a>>>, DrawingAreaErrorKind<DB::ErrorType>> {
     let font = (FAMILY, 13).into_font();
     let room = area.dim_in_pixel().0 as i32 - PLOT_LEFT as i32 - 12;
+    // A band named like one of the lines (a drawdown's shading) is that line's: one entry.
     let entries = panel
         .bands
         .iter()
+        .filter(|b| !panel.lines.iter().any(|l| l.name == b.name))
         .map(|b| (b.name.as_str(), b.color, true))
         .chain(panel.lines.iter().map(|l| (l.name.as_str(), l.color, false)));
     let mut rows: Vec<Vec<Entry<'a>>> = Vec::new();
@@ -452,6 +454,25 @@ mod tests {
         assert!(shown.iter().any(|t| t == "0 %"), "{shown:?}");
         assert!(!shown.iter().any(|t| t == "-0.5"), "{shown:?}");
         assert!(labels(false).iter().any(|t| t == "-0.5"));
+    }
+
+    #[test]
+    fn a_band_shading_a_line_of_its_name_has_no_legend_entry_of_its_own() {
+        let values: Vec<f64> = (0..50).map(|i| -f64::from(i) / 100.0).collect();
+        let mut shaded = panel(vec![Line::new("Drawdown", PALETTE_TEST, values.clone())], true);
+        shaded.bands = vec![super::super::content::Band {
+            name: "Drawdown".into(),
+            color: PALETTE_TEST,
+            lower: values,
+            upper: vec![0.0; 50],
+        }];
+        let svg = svg_of(&Chart::new(vec![shaded]));
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let entries = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text") && n.text().map(str::trim) == Some("Drawdown"))
+            .count();
+        assert_eq!(entries, 1);
     }
 
     const PALETTE_TEST: Rgb = Rgb(31, 119, 180);
