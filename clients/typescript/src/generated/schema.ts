@@ -1076,9 +1076,13 @@ export interface paths {
         };
         /**
          * Live notifications as Server-Sent Events: `event: notification` for each new in-app
-         *     notification of the caller; `data` is the JSON of a notification plus `unread_count` and
-         *     `dropped` (messages this stream lost by reading too slowly — they stay listable).
-         *     Keep-alive comments every 15 s.
+         *     notification of the caller, with the notification's id as the event's `id`; `data` is the
+         *     JSON of a notification plus `unread_count` and `dropped` (messages this stream lost by
+         *     reading too slowly — they stay listable). Keep-alive comments every 15 s.
+         * @description Reconnecting with `Last-Event-ID` (as `EventSource` does) resumes: the notifications newer
+         *     than that one come first, oldest first (at most 200; list the rest), then the live ones.
+         *     A stream opened with an access token ends with `event: error`
+         *     (`{"code": "token_expired", …}`) when the token expires: reconnect with a fresh one.
          */
         get: operations["stream"];
         put?: never;
@@ -1940,8 +1944,10 @@ export interface components {
             expires_at?: string | null;
             frequency?: components["schemas"]["Frequency"] | null;
             /**
-             * @description With placeholders `{{symbol}} {{price}} {{close}} {{time}} {{condition}} {{name}}
-             *     {{p_up}} {{lower}} {{upper}}`; at most 1,000 characters.
+             * @description With placeholders `{{symbol}} {{price}} {{trigger_price}} {{close}} {{time}}
+             *     {{condition}} {{name}} {{p_up}} {{lower}} {{upper}}`; at most 1,000 characters.
+             *     `price` is the last price, `trigger_price` the price that met the condition (the high
+             *     or low that crossed, for conditions on the extremes).
              */
             message_template?: string | null;
             /** @description Label shown with notifications, at most 100 characters. */
@@ -2111,9 +2117,9 @@ export interface components {
          *       "detail": "password: must be at least 12 characters",
          *       "request_id": "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
          *       "status": 400,
-         *       "title": "Invalid argument",
+         *       "title": "Invalid request",
          *       "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-         *       "type": "https://mirai.dev/problems/invalid-argument"
+         *       "type": "https://mirai.dev/problems/invalid-request"
          *     }
          */
         Problem: {
@@ -2750,10 +2756,119 @@ export interface components {
             webhook_endpoint_id: string;
         };
     };
-    responses: never;
-    parameters: never;
+    responses: {
+        /** @description A malformed parameter, body or Idempotency-Key */
+        BadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The caller lacks the role this route needs */
+        Forbidden: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The service behind this route did not answer in time */
+        GatewayTimeout: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description A request with this Idempotency-Key is still running */
+        IdempotencyKeyInUse: {
+            headers: {
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The request body is too large */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The service behind this route is unavailable (circuit open, no ready replica, or overloaded) */
+        ServiceUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description Too many requests: a rate limit (see the headers) or a per-caller quota */
+        TooManyRequests: {
+            headers: {
+                RateLimit: components["headers"]["RateLimit"];
+                "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                "Retry-After": components["headers"]["Retry-After"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The credential sent is invalid or expired; on routes that need one, none was sent */
+        Unauthorized: {
+            headers: {
+                "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The body does not have the documented shape, or the Idempotency-Key was used for a different request */
+        UnprocessableContent: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The request body is not `application/json` */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+    };
+    parameters: {
+        /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+        IdempotencyKey: string;
+    };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The tightest policy's state: `"name";r=<remaining>;t=<seconds to reset>` */
+        RateLimit: string;
+        /** @description The tightest policy: `"name";q=<quota>;w=<window seconds>` */
+        "RateLimit-Policy": string;
+        /** @description Seconds to wait before trying again */
+        "Retry-After": number;
+        /** @description `Bearer error="invalid_token"` */
+        "WWW-Authenticate": string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2776,6 +2891,10 @@ export interface operations {
                     "application/jwk-set+json": Record<string, never>;
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     discovery: {
@@ -2796,6 +2915,10 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     audit_log: {
@@ -2832,7 +2955,9 @@ export interface operations {
                     "application/json": components["schemas"]["AuditPage"];
                 };
             };
-            /** @description Not an admin */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2841,6 +2966,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     import: {
@@ -2856,7 +2984,10 @@ export interface operations {
                 source?: string;
                 dry_run?: boolean;
             };
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2877,7 +3008,9 @@ export interface operations {
                     "application/json": components["schemas"]["ImportReport"];
                 };
             };
-            /** @description Not an admin */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2886,6 +3019,8 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
             /** @description Neither CSV nor NDJSON */
             415: {
                 headers: {
@@ -2895,6 +3030,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_traffic: {
@@ -2915,7 +3054,8 @@ export interface operations {
                     "application/json": components["schemas"]["Traffic"];
                 };
             };
-            /** @description Not an admin */
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2924,6 +3064,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     set_traffic: {
@@ -2948,7 +3091,7 @@ export interface operations {
                     "application/json": components["schemas"]["Traffic"];
                 };
             };
-            /** @description Percents not summing to 100, a version both serving and shadowing */
+            /** @description Percents not summing to 100, a version both serving and shadowing. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2957,7 +3100,8 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not an admin */
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2984,12 +3128,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     promote: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Model name */
                 name: string;
@@ -3013,7 +3166,9 @@ export interface operations {
                     "application/json": components["schemas"]["Promotion"];
                 };
             };
-            /** @description Not an admin */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3031,21 +3186,31 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not ready */
+            /** @description Not ready. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     retire: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Model name */
                 name: string;
@@ -3069,7 +3234,9 @@ export interface operations {
                     "application/json": components["schemas"]["Retirement"];
                 };
             };
-            /** @description Not an admin */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3087,15 +3254,22 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description It is the champion */
+            /** @description It is the champion. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_replays: {
@@ -3116,12 +3290,20 @@ export interface operations {
                     "application/json": components["schemas"]["Replay"][];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     start_replay: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3140,15 +3322,25 @@ export interface operations {
                     "application/json": components["schemas"]["Replay"];
                 };
             };
-            /** @description A replay of this symbol is running */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /** @description A replay of this symbol is running. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     replay_status: {
@@ -3172,6 +3364,9 @@ export interface operations {
                     "application/json": components["schemas"]["Replay"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             /** @description No replay of this symbol */
             404: {
                 headers: {
@@ -3181,12 +3376,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     stop_replay: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Ticker */
                 symbol: string;
@@ -3204,6 +3405,24 @@ export interface operations {
                     "application/json": components["schemas"]["Replay"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            /** @description No replay of this symbol is known */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_users: {
@@ -3232,7 +3451,9 @@ export interface operations {
                     "application/json": components["schemas"]["UserPage"];
                 };
             };
-            /** @description Not an admin */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3241,6 +3462,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_user: {
@@ -3264,6 +3488,9 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             /** @description No such account */
             404: {
                 headers: {
@@ -3273,12 +3500,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     grant_role: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Account id */
                 user_id: string;
@@ -3300,7 +3533,9 @@ export interface operations {
                     "application/json": components["schemas"]["RoleChange"];
                 };
             };
-            /** @description Not an admin */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Not an admin. Also: The caller lacks the role this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3318,6 +3553,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     revoke_role: {
@@ -3346,6 +3588,9 @@ export interface operations {
                     "application/json": components["schemas"]["RoleChange"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             /** @description The `user` role cannot be revoked */
             409: {
                 headers: {
@@ -3355,12 +3600,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     unlock: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Account id */
                 user_id: string;
@@ -3378,6 +3629,15 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_alerts: {
@@ -3406,7 +3666,7 @@ export interface operations {
                     "application/json": components["schemas"]["AlertPage"];
                 };
             };
-            /** @description Invalid query */
+            /** @description Invalid query. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3415,12 +3675,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     create: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3439,7 +3706,7 @@ export interface operations {
                     "application/json": components["schemas"]["Alert"];
                 };
             };
-            /** @description A field is invalid (named in detail) */
+            /** @description A field is invalid (named in detail). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3448,24 +3715,34 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The plan's limit of live alerts is reached */
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description The plan's limit of live alerts is reached. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_alert: {
@@ -3489,6 +3766,8 @@ export interface operations {
                     "application/json": components["schemas"]["Alert"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description No such alert of the caller */
             404: {
                 headers: {
@@ -3498,6 +3777,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     delete: {
@@ -3519,15 +3801,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Not authenticated */
+            400: components["responses"]["BadRequest"];
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     update_alert: {
@@ -3555,7 +3842,7 @@ export interface operations {
                     "application/json": components["schemas"]["Alert"];
                 };
             };
-            /** @description A field is invalid (named in detail) */
+            /** @description A field is invalid (named in detail). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3564,6 +3851,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description No such alert of the caller */
             404: {
                 headers: {
@@ -3582,15 +3870,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Re-enabling would exceed the plan's limit */
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description Re-enabling would exceed the plan's limit. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     trends: {
@@ -3626,7 +3922,7 @@ export interface operations {
                     "application/json": components["schemas"]["Trends"];
                 };
             };
-            /** @description Bad windows (short ≥ long) or too many tickers */
+            /** @description Bad windows (short ≥ long) or too many tickers. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3635,15 +3931,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     indicators: {
@@ -3687,7 +3987,7 @@ export interface operations {
                     "application/json": components["schemas"]["Indicators"];
                 };
             };
-            /** @description Unknown indicator or parameter, window longer than the data, inverted range */
+            /** @description Unknown indicator or parameter, window longer than the data, inverted range. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3696,9 +3996,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3714,6 +4015,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     statistics: {
@@ -3754,7 +4058,7 @@ export interface operations {
                     "application/json": components["schemas"]["StatisticsReport"];
                 };
             };
-            /** @description Inverted range, rolling window longer than the data, unknown benchmark, bad level */
+            /** @description Inverted range, rolling window longer than the data, unknown benchmark, bad level. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3763,9 +4067,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3781,12 +4086,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     login: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3805,30 +4116,44 @@ export interface operations {
                     "application/json": components["schemas"]["Tokens"];
                 };
             };
-            /** @description Invalid credentials */
+            400: components["responses"]["BadRequest"];
+            /** @description Invalid credentials. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Locked out; see Retry-After */
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description Locked out; see Retry-After. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     logout: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3845,21 +4170,33 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unknown refresh token */
+            400: components["responses"]["BadRequest"];
+            /** @description Unknown refresh token. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     logout_everywhere: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3874,21 +4211,32 @@ export interface operations {
                     "application/json": components["schemas"]["Revoked"];
                 };
             };
-            /** @description Not authenticated */
+            400: components["responses"]["BadRequest"];
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     refresh: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3907,21 +4255,33 @@ export interface operations {
                     "application/json": components["schemas"]["Tokens"];
                 };
             };
-            /** @description Unknown, expired, spent or revoked refresh token */
+            400: components["responses"]["BadRequest"];
+            /** @description Unknown, expired, spent or revoked refresh token. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     register: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3940,7 +4300,7 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            /** @description Invalid email or password policy violation */
+            /** @description Invalid email or password policy violation. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3949,12 +4309,23 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     unlock_with_link: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3971,15 +4342,24 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Unknown, spent or expired link */
+            400: components["responses"]["BadRequest"];
+            /** @description Unknown, spent or expired link. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_deliveries: {
@@ -4010,7 +4390,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeliveryPage"];
                 };
             };
-            /** @description Invalid query */
+            /** @description Invalid query. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4019,12 +4399,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     resend: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Delivery id */
                 delivery_id: string;
@@ -4042,6 +4429,8 @@ export interface operations {
                     "application/json": components["schemas"]["Delivery"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description No such delivery of the caller */
             404: {
                 headers: {
@@ -4051,15 +4440,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The target is gone or disabled */
+            /** @description The target is gone or disabled. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     me: {
@@ -4080,15 +4475,19 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     delete_me: {
@@ -4109,6 +4508,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeletionStatus"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Called with an API key */
             403: {
                 headers: {
@@ -4118,6 +4518,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     update_me: {
@@ -4142,7 +4545,7 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            /** @description A field is invalid (named in detail) */
+            /** @description A field is invalid (named in detail). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4151,6 +4554,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description The account is being deleted */
             409: {
                 headers: {
@@ -4160,6 +4564,12 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_api_keys: {
@@ -4186,12 +4596,20 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyPage"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     create_api_key: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4210,6 +4628,8 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description A scope you do not hold, or called with an API key */
             403: {
                 headers: {
@@ -4219,15 +4639,22 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A usable key with this name exists */
+            /** @description A usable key with this name exists. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     revoke_api_key: {
@@ -4251,6 +4678,8 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKey"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description No such key of yours */
             404: {
                 headers: {
@@ -4260,6 +4689,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     deletion_status: {
@@ -4280,6 +4712,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeletionStatus"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description No deletion was requested */
             404: {
                 headers: {
@@ -4289,12 +4722,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     change_password: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4313,7 +4752,7 @@ export interface operations {
                     "application/json": components["schemas"]["Tokens"];
                 };
             };
-            /** @description The new password violates the policy */
+            /** @description The new password violates the policy. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4322,9 +4761,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Wrong current password */
+            /** @description Wrong current password. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4340,6 +4780,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_models: {
@@ -4363,6 +4810,11 @@ export interface operations {
                     "application/json": components["schemas"]["ModelList"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_model: {
@@ -4389,6 +4841,8 @@ export interface operations {
                     "application/json": components["schemas"]["Model"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown model */
             404: {
                 headers: {
@@ -4398,6 +4852,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_version: {
@@ -4423,6 +4880,8 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersion"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown version */
             404: {
                 headers: {
@@ -4432,6 +4891,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     scoreboard: {
@@ -4466,7 +4928,7 @@ export interface operations {
                     "application/json": components["schemas"]["Scoreboard"];
                 };
             };
-            /** @description Invalid window */
+            /** @description Invalid window. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4475,6 +4937,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown version */
             404: {
                 headers: {
@@ -4484,6 +4947,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     scoreboards: {
@@ -4513,6 +4979,11 @@ export interface operations {
                     "application/json": components["schemas"]["ScoreboardList"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     confirm_email_link: {
@@ -4536,7 +5007,7 @@ export interface operations {
                     "application/json": components["schemas"]["EmailConfirmed"];
                 };
             };
-            /** @description Not a token from this service */
+            /** @description Not a token from this service. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4545,6 +5016,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Expired, already used, or replaced by a newer link */
             409: {
                 headers: {
@@ -4554,12 +5026,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     confirm_email: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4578,7 +5056,7 @@ export interface operations {
                     "application/json": components["schemas"]["EmailConfirmed"];
                 };
             };
-            /** @description Not a token from this service */
+            /** @description Not a token from this service. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4587,21 +5065,32 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Expired, already used, or replaced by a newer link */
+            401: components["responses"]["Unauthorized"];
+            /** @description Expired, already used, or replaced by a newer link. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     resend_email_verification: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4616,24 +5105,34 @@ export interface operations {
                     "application/json": components["schemas"]["VerificationSent"];
                 };
             };
-            /** @description Email is not configured */
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Email is not configured. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many links in the last hour */
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description Too many links in the last hour. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_preferences: {
@@ -4654,6 +5153,10 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     update_preferences: {
@@ -4678,7 +5181,7 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
-            /** @description A field is invalid (named in detail) */
+            /** @description A field is invalid (named in detail). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4687,6 +5190,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_notifications: {
@@ -4714,7 +5224,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotificationPage"];
                 };
             };
-            /** @description Invalid query */
+            /** @description Invalid query. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4723,12 +5233,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     mark: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4747,6 +5264,15 @@ export interface operations {
                     "application/json": components["schemas"]["Marked"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     unread_count: {
@@ -4767,6 +5293,10 @@ export interface operations {
                     "application/json": components["schemas"]["UnreadCount"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     history: {
@@ -4808,9 +5338,11 @@ export interface operations {
                     "application/json": components["schemas"]["PredictionPage"];
                 };
             };
-            /** @description Not authenticated */
+            400: components["responses"]["BadRequest"];
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4826,6 +5358,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     predict: {
@@ -4853,7 +5388,7 @@ export interface operations {
                     "application/json": components["schemas"]["Forecast"];
                 };
             };
-            /** @description Not a ticker */
+            /** @description Not a ticker. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4862,6 +5397,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown symbol */
             404: {
                 headers: {
@@ -4880,21 +5416,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No version ready */
+            429: components["responses"]["TooManyRequests"];
+            /** @description No version ready. Also: The service behind this route is unavailable (circuit open, no ready replica, or overloaded) */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     predict_batch: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4913,7 +5455,7 @@ export interface operations {
                     "application/json": components["schemas"]["BatchForecasts"];
                 };
             };
-            /** @description No symbols, or more than 500 */
+            /** @description No symbols, or more than 500. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4922,15 +5464,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description More than 25 symbols from an anonymous caller */
+            401: components["responses"]["Unauthorized"];
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description More than 25 symbols from an anonymous caller. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_devices: {
@@ -4951,12 +5503,19 @@ export interface operations {
                     "application/json": components["schemas"]["DeviceList"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     register_device: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4975,7 +5534,7 @@ export interface operations {
                     "application/json": components["schemas"]["PushDevice"];
                 };
             };
-            /** @description A field is invalid */
+            /** @description A field is invalid. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4984,24 +5543,34 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The token is registered to another account (it is never moved silently; unregister it there first) */
+            401: components["responses"]["Unauthorized"];
+            /** @description The token is registered to another account (it is never moved silently; unregister it there first). Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many push devices (10 by default) */
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description Too many push devices (10 by default). Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     unregister_device: {
@@ -5023,6 +5592,11 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_reports: {
@@ -5052,7 +5626,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReportPage"];
                 };
             };
-            /** @description Unknown status or page token */
+            /** @description Unknown status or page token. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5061,21 +5635,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     create_report: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -5096,7 +5677,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReportJob"];
                 };
             };
-            /** @description No or several subjects, bad tickers, inverted range, unknown format */
+            /** @description No or several subjects, bad tickers, inverted range, unknown format. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5105,24 +5686,34 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many reports queued or running, or stored (count or bytes), for the caller */
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description Too many reports queued or running, or stored (count or bytes), for the caller. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_report: {
@@ -5146,7 +5737,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReportJob"];
                 };
             };
-            /** @description Not a report id */
+            /** @description Not a report id. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5155,9 +5746,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5173,6 +5765,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     delete_report: {
@@ -5194,7 +5789,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Not a report id */
+            /** @description Not a report id. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5203,15 +5798,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     download_report: {
@@ -5235,12 +5834,12 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["FileBytes"];
-                    "text/csv": components["schemas"]["FileBytes"];
                     "image/png": components["schemas"]["FileBytes"];
                     "image/svg+xml": components["schemas"]["FileBytes"];
+                    "text/csv": components["schemas"]["FileBytes"];
                 };
             };
-            /** @description Not a report id or format */
+            /** @description Not a report id or format. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5249,9 +5848,10 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Not authenticated */
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5276,6 +5876,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     status: {
@@ -5296,6 +5899,8 @@ export interface operations {
                     "application/json": components["schemas"]["PlatformStatus"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
         };
     };
     bars: {
@@ -5330,7 +5935,7 @@ export interface operations {
                     "application/json": components["schemas"]["BarPage"];
                 };
             };
-            /** @description Invalid query (inverted range, bad timeframe, limit > 10,000) */
+            /** @description Invalid query (inverted range, bad timeframe, limit > 10,000). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5339,6 +5944,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown symbol */
             404: {
                 headers: {
@@ -5348,6 +5954,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     quality: {
@@ -5381,7 +5990,7 @@ export interface operations {
                     "application/json": components["schemas"]["QualityReport"];
                 };
             };
-            /** @description Invalid query */
+            /** @description Invalid query. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5390,6 +5999,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown symbol */
             404: {
                 headers: {
@@ -5399,6 +6009,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     quote: {
@@ -5422,6 +6035,8 @@ export interface operations {
                     "application/json": components["schemas"]["Quote"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown symbol or no data yet */
             404: {
                 headers: {
@@ -5431,21 +6046,27 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description stock-data is unavailable and no recent quote is known */
+            429: components["responses"]["TooManyRequests"];
+            /** @description stock-data is unavailable and no recent quote is known. Also: The service behind this route is unavailable (circuit open, no ready replica, or overloaded) */
             503: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     stream: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Resume after this notification id (the last event's `id`) */
+                "Last-Event-ID"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5460,24 +6081,39 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description Not authenticated */
+            /** @description `Last-Event-ID` is not a notification id. Also: A malformed parameter, body or Idempotency-Key */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not authenticated. Also: The credential sent is invalid or expired; on routes that need one, none was sent */
             401: {
                 headers: {
+                    "WWW-Authenticate": components["headers"]["WWW-Authenticate"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many open notification streams for the caller (5 by default) */
+            /** @description Too many open notification streams for the caller (5 by default). Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     quotes: {
@@ -5511,7 +6147,7 @@ export interface operations {
                     "text/event-stream": string;
                 };
             };
-            /** @description No symbols, or more than the limit */
+            /** @description No symbols, or more than the limit. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5520,6 +6156,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description An unknown symbol */
             404: {
                 headers: {
@@ -5529,15 +6166,20 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many open streams from this address or account */
+            /** @description Too many open streams from this address or account. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     search: {
@@ -5566,7 +6208,7 @@ export interface operations {
                     "application/json": components["schemas"]["SymbolPage"];
                 };
             };
-            /** @description Invalid query */
+            /** @description Invalid query. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5575,12 +6217,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     add: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -5599,7 +6248,7 @@ export interface operations {
                     "application/json": components["schemas"]["Symbol"];
                 };
             };
-            /** @description Invalid field (named in detail) */
+            /** @description Invalid field (named in detail). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5608,6 +6257,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Not an admin */
             403: {
                 headers: {
@@ -5617,15 +6267,22 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Already listed */
+            /** @description Already listed. Also: A request with this Idempotency-Key is still running */
             409: {
                 headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_one: {
@@ -5649,6 +6306,8 @@ export interface operations {
                     "application/json": components["schemas"]["Symbol"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description Unknown symbol */
             404: {
                 headers: {
@@ -5658,6 +6317,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     update: {
@@ -5685,7 +6347,7 @@ export interface operations {
                     "application/json": components["schemas"]["Symbol"];
                 };
             };
-            /** @description Invalid field (named in detail) */
+            /** @description Invalid field (named in detail). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5694,6 +6356,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Not an admin */
             403: {
                 headers: {
@@ -5712,12 +6375,21 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     delist: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Ticker */
                 symbol: string;
@@ -5739,6 +6411,8 @@ export interface operations {
                     "application/json": components["schemas"]["Symbol"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description Not an admin */
             403: {
                 headers: {
@@ -5757,6 +6431,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     list_endpoints: {
@@ -5777,12 +6458,19 @@ export interface operations {
                     "application/json": components["schemas"]["EndpointList"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     create_endpoint: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -5801,7 +6489,7 @@ export interface operations {
                     "application/json": components["schemas"]["EndpointWithSecret"];
                 };
             };
-            /** @description Invalid URL (not https, private or loopback target, credentials) */
+            /** @description Invalid URL (not https, private or loopback target, credentials). Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5810,15 +6498,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Too many endpoints */
+            401: components["responses"]["Unauthorized"];
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            /** @description Too many endpoints. Also: Too many requests: a rate limit (see the headers) or a per-caller quota */
             429: {
                 headers: {
+                    RateLimit: components["headers"]["RateLimit"];
+                    "RateLimit-Policy": components["headers"]["RateLimit-Policy"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     get_endpoint: {
@@ -5842,6 +6540,8 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookEndpoint"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description No such endpoint of the caller */
             404: {
                 headers: {
@@ -5851,6 +6551,9 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     delete_endpoint: {
@@ -5872,6 +6575,11 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     update_endpoint: {
@@ -5899,7 +6607,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookEndpoint"];
                 };
             };
-            /** @description A field is invalid */
+            /** @description A field is invalid. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5908,6 +6616,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description No such endpoint of the caller */
             404: {
                 headers: {
@@ -5917,6 +6626,12 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     endpoint_deliveries: {
@@ -5950,7 +6665,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeliveryPage"];
                 };
             };
-            /** @description Invalid query */
+            /** @description Invalid query. Also: A malformed parameter, body or Idempotency-Key */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5959,12 +6674,19 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
     rotate_secret: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Makes a retry of this request safe: the same key with the same request gets the first answer again (see the API description) */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path: {
                 /** @description Endpoint id */
                 webhook_endpoint_id: string;
@@ -5986,6 +6708,8 @@ export interface operations {
                     "application/json": components["schemas"]["EndpointWithSecret"];
                 };
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description No such endpoint of the caller */
             404: {
                 headers: {
@@ -5995,6 +6719,13 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            409: components["responses"]["IdempotencyKeyInUse"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
         };
     };
 }
