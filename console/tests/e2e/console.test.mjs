@@ -349,7 +349,7 @@ step("x1. a symbol report is requested, followed, and its PNG shown", async (t) 
   await shot(page, "05-report");
 });
 
-step("x2. the gateway serves the console at /console/ (same origin, no ?api=)", async () => {
+step("x2. the gateway serves the console at /console/ (same origin, no ?api=); sign-out", async () => {
   const served = (current = await newPage(browser));
   const response = await served.goto(`${env.gateway}/console/#/signin`);
   assert.equal(response?.status(), 200, "MIRAI_CONSOLE_DIR is set: the gateway serves console/dist at /console/");
@@ -361,6 +361,13 @@ step("x2. the gateway serves the console at /console/ (same origin, no ?api=)", 
   assert.equal(api, null, "no API address configured: the page's own origin is used");
   assert.deepEqual(served.consoleErrors, [], "no errors in the browser console");
   await shot(served, "08-served-by-gateway");
+  // Sign out: back to the sign-in page, the tokens gone, a reload stays signed out.
+  await served.getByRole("button", { name: "Sign out" }).click();
+  await served.getByRole("heading", { name: "Sign in" }).waitFor();
+  assert.equal(await storedTokens(served), null, "sign-out clears the stored tokens");
+  await served.reload();
+  await served.getByRole("heading", { name: "Sign in" }).waitFor();
+  assert.equal(await served.getByRole("button", { name: "Sign out" }).count(), 0);
   await served.context().close();
 });
 
