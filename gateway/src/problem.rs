@@ -157,7 +157,9 @@ impl From<tonic::Status> for Problem {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
         let overloaded = status.code() == Code::ResourceExhausted
-            && status.metadata().contains_key("mirai-overloaded");
+            && status
+                .metadata()
+                .contains_key(mirai_platform::grpc::client::OVERLOADED);
         let (http, slug, title) = match status.code() {
             _ if overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,

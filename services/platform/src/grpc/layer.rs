@@ -206,7 +206,7 @@ fn overloaded<B: Default>(message: &str) -> http::Response<B> {
         tonic::metadata::MetadataValue::from_static("1"),
     );
     metadata.insert(
-        "mirai-overloaded",
+        crate::grpc::client::OVERLOADED,
         tonic::metadata::MetadataValue::from_static("1"),
     );
     status.into_http()

@@ -348,7 +348,8 @@ impl Service<http::Request<Body>> for Balance {
                         .headers()
                         .get("grpc-status")
                         .map_or(tonic::Code::Ok, |v| tonic::Code::from_bytes(v.as_bytes()));
-                    permit.record(is_failure(code));
+                    let shed = response.headers().contains_key(super::OVERLOADED);
+                    permit.record(is_failure(code, shed));
                     if code != tonic::Code::Ok {
                         // Trailers-only error: say which upstream answered it.
                         response.headers_mut().insert(
@@ -360,7 +361,7 @@ impl Service<http::Request<Body>> for Balance {
                 }
                 Err(error) => {
                     let status = upstream_status(endpoints.upstream, &slot.uri, error.into());
-                    permit.record(is_failure(status.code()));
+                    permit.record(is_failure(status.code(), false));
                     Err(status)
                 }
             }

@@ -623,7 +623,14 @@ mod tests {
         .cycle()
         .take(30)
         {
-            call(&breaker, super::super::is_failure(code));
+            call(&breaker, super::super::is_failure(code, false));
+        }
+        // A quota answered for one caller (a locked-out account) is an answer too.
+        for _ in 0..30 {
+            call(
+                &breaker,
+                super::super::is_failure(tonic::Code::ResourceExhausted, false),
+            );
         }
         assert_eq!(breaker.state(), State::Closed);
         for code in [
@@ -631,10 +638,13 @@ mod tests {
             tonic::Code::DeadlineExceeded,
             tonic::Code::Internal,
             tonic::Code::Unknown,
-            tonic::Code::ResourceExhausted,
         ] {
-            assert!(super::super::is_failure(code), "{code:?}");
+            assert!(super::super::is_failure(code, false), "{code:?}");
         }
+        assert!(
+            super::super::is_failure(tonic::Code::ResourceExhausted, true),
+            "a shed call counts"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -62,6 +62,9 @@ use crate::telemetry::Metrics;
 
 /// Metadata naming the upstream an error came from.
 pub const UPSTREAM: &str = "mirai-upstream";
+/// Metadata on a `RESOURCE_EXHAUSTED` a server answered because it shed the call (overload),
+/// not because a quota of the caller ran out.
+pub const OVERLOADED: &str = "mirai-overloaded";
 /// Metadata on a call refused on this side: `circuit-open`, `bulkhead-full`, `no-endpoints`.
 pub const REJECTED: &str = "mirai-rejected";
 /// Metadata on a transport failure that happened before the request left this process (the
@@ -76,15 +79,19 @@ pub type UpstreamChannel = Traced<InterceptedService<Stack, OutgoingContext>>;
 
 /// Codes that count as failures for a circuit breaker: the upstream could not answer. Every
 /// other code is an answer (a client error is the caller's problem, not the upstream's health).
-pub fn is_failure(code: tonic::Code) -> bool {
-    matches!(
-        code,
+/// `RESOURCE_EXHAUSTED` counts only when the upstream shed the call (`shed`: its
+/// `mirai-overloaded` metadata); otherwise it is a quota answered for one caller (a locked-out
+/// account, a per-user limit), and counting those let one client's failed logins open the
+/// circuit to the user service for everyone.
+pub fn is_failure(code: tonic::Code, shed: bool) -> bool {
+    match code {
         tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Internal
-            | tonic::Code::Unknown
-            | tonic::Code::ResourceExhausted
-    )
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Internal
+        | tonic::Code::Unknown => true,
+        tonic::Code::ResourceExhausted => shed,
+        _ => false,
+    }
 }
 
 /// Marks `status` as a call to `upstream` refused on this side, with the time after which to
