@@ -557,8 +557,16 @@ async fn evaluate(ctx: &Context, tx: &mut PgConnection, ev: Evaluation<'_>) -> a
 }
 
 /// The message of an alert without a template: the price that met the condition when it is
-/// not the last price (an extreme inside the interval), then the last price.
-fn default_message(symbol: &str, condition: &str, trigger: f64, last: f64, time: &str) -> String {
+/// not the last price (an extreme inside the interval), then the last price and when it was
+/// observed, to the second (the event's `observed_at` keeps the full precision).
+fn default_message(
+    symbol: &str,
+    condition: &str,
+    trigger: f64,
+    last: f64,
+    at: DateTime<Utc>,
+) -> String {
+    let time = at.format("%Y-%m-%d %H:%M:%S UTC");
     if money(trigger) == money(last) {
         format!("{symbol} {condition}: last price {} at {time}", money(last))
     } else {
@@ -624,7 +632,7 @@ async fn fire(
     }
     let message = match &compiled.template {
         Some(t) => t.render(&values),
-        None => default_message(&row.symbol, &condition_text, f.trigger_price, f.price, &time),
+        None => default_message(&row.symbol, &condition_text, f.trigger_price, f.price, f.at),
     };
     let title = if row.name.is_empty() {
         format!("{} {}", row.symbol, condition_text)
@@ -735,4 +743,24 @@ async fn fire(
         .await?;
     tracing::info!(message = "Alert triggered.", alert_id = %row.alert_id, symbol = %row.symbol, price = f.price, cause = %f.envelope.event_type);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_message_names_the_price_that_crossed_when_it_is_not_the_last() {
+        let at = DateTime::parse_from_rfc3339("2020-03-25T20:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            default_message("SPX", "crossing up 800.00", 803.04, 794.35, at),
+            "SPX crossing up 800.00: reached 803.04, last price 794.35 at 2020-03-25 20:00:00 UTC"
+        );
+        assert_eq!(
+            default_message("SPX", "above 800.00", 801.0, 801.0, at),
+            "SPX above 800.00: last price 801.00 at 2020-03-25 20:00:00 UTC"
+        );
+    }
 }
