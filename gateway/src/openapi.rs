@@ -103,9 +103,7 @@ pub fn complete(document: OpenApi) -> OpenApi {
     let mut doc = serde_json::to_value(&document).expect("the document serialises");
     let problem =
         json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
-    let header = |description: &str, kind: &str| {
-        json!({"description": description, "schema": {"type": kind}})
-    };
+    let header = |description: &str, kind: &str| json!({"description": description, "schema": {"type": kind}});
     let headers = json!({
         "Retry-After": header("Seconds to wait before trying again", "integer"),
         "RateLimit": header(
@@ -121,27 +119,47 @@ pub fn complete(document: OpenApi) -> OpenApi {
     let refer = |names: &[&str]| -> Value {
         names
             .iter()
-            .map(|n| (n.to_string(), json!({"$ref": format!("#/components/headers/{n}")})))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    json!({"$ref": format!("#/components/headers/{n}")}),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
     // status, component name, description, headers.
     let generic: [(&str, &str, &str, Value); 10] = [
-        ("400", "BadRequest", "A malformed parameter, body or Idempotency-Key", json!({})),
+        (
+            "400",
+            "BadRequest",
+            "A malformed parameter, body or Idempotency-Key",
+            json!({}),
+        ),
         (
             "401",
             "Unauthorized",
             "The credential sent is invalid or expired; on routes that need one, none was sent",
             refer(&["WWW-Authenticate"]),
         ),
-        ("403", "Forbidden", "The caller lacks the role this route needs", json!({})),
+        (
+            "403",
+            "Forbidden",
+            "The caller lacks the role this route needs",
+            json!({}),
+        ),
         (
             "409",
             "IdempotencyKeyInUse",
             "A request with this Idempotency-Key is still running",
             refer(&["Retry-After"]),
         ),
-        ("413", "PayloadTooLarge", "The request body is too large", json!({})),
+        (
+            "413",
+            "PayloadTooLarge",
+            "The request body is too large",
+            json!({}),
+        ),
         (
             "415",
             "UnsupportedMediaType",
@@ -240,8 +258,10 @@ pub fn complete(document: OpenApi) -> OpenApi {
                 match responses.get_mut(*status) {
                     Some(own) => {
                         let text = own["description"].as_str().unwrap_or_default();
-                        own["description"] =
-                            json!(format!("{}. Also: {description}", text.trim_end_matches('.')));
+                        own["description"] = json!(format!(
+                            "{}. Also: {description}",
+                            text.trim_end_matches('.')
+                        ));
                         if headers.as_object().is_some_and(|h| !h.is_empty()) {
                             own["headers"] = headers.clone();
                         }

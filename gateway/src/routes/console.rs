@@ -15,6 +15,12 @@ pub const PATH: &str = "/console/";
 /// relative to the page, so the page needs the slash).
 pub fn router(dir: &Path) -> Router {
     Router::new()
-        .route("/console", axum::routing::get(|| async { Redirect::permanent(PATH) }))
-        .nest_service(PATH, ServeDir::new(dir).append_index_html_on_directories(true))
+        .route(
+            "/console",
+            axum::routing::get(|| async { Redirect::permanent(PATH) }),
+        )
+        .nest_service(
+            PATH,
+            ServeDir::new(dir).append_index_html_on_directories(true),
+        )
 }

@@ -178,7 +178,9 @@ async fn an_alert_goes_live_when_stock_data_confirms_and_fires_into_the_notifica
     );
     // A client that saw only the welcome message reconnects with its id: the two it missed
     // come first, oldest first.
-    let welcome = listed["notifications"][2]["notification_id"].as_str().unwrap();
+    let welcome = listed["notifications"][2]["notification_id"]
+        .as_str()
+        .unwrap();
     let mut resumed = NotificationStream::resume(&gw, &token, Some(welcome)).await;
     assert_eq!(resumed.next().await["category"], "alert_status");
     assert_eq!(resumed.next().await["category"], "price_alert");
@@ -190,7 +192,10 @@ async fn an_alert_goes_live_when_stock_data_confirms_and_fires_into_the_notifica
     )
     .await;
     assert_eq!(status, 400, "{problem}");
-    assert_eq!(problem["type"], "https://mirai.dev/problems/invalid-last-event-id");
+    assert_eq!(
+        problem["type"],
+        "https://mirai.dev/problems/invalid-last-event-id"
+    );
     let (_, _, unread) = gw
         .get(
             "/v1/notifications?unread_only=true&category=price_alert",

@@ -129,7 +129,10 @@ async fn cors_preflight_names_allowed_origins_only() {
     );
     let allowed_headers = headers["access-control-allow-headers"].to_str().unwrap();
     for name in ["authorization", "idempotency-key", "last-event-id"] {
-        assert!(allowed_headers.contains(name), "{name} in {allowed_headers}");
+        assert!(
+            allowed_headers.contains(name),
+            "{name} in {allowed_headers}"
+        );
     }
     assert!(!headers.contains_key("access-control-allow-credentials"));
 
@@ -556,18 +559,42 @@ async fn the_openapi_document_matches_the_router() {
 #[tokio::test]
 async fn the_console_is_served_under_its_path_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("index.html"), "<!doctype html><title>console</title>").unwrap();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!doctype html><title>console</title>",
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("assets")).unwrap();
     std::fs::write(dir.path().join("assets/app.js"), "console.log(1)").unwrap();
     let path = dir.path().to_owned();
     let gw = Gateway::start_with(move |config| config.console_dir = Some(path)).await;
     let page = gw.http.get(gw.url("/console/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("<title>console</title>"));
-    let script = gw.http.get(gw.url("/console/assets/app.js")).send().await.unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<title>console</title>")
+    );
+    let script = gw
+        .http
+        .get(gw.url("/console/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(script.status(), 200);
-    assert!(script.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
     let bare = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -578,7 +605,12 @@ async fn the_console_is_served_under_its_path_when_configured() {
         .unwrap();
     assert_eq!(bare.status(), 308, "relative asset paths need the slash");
     assert_eq!(bare.headers()["location"], "/console/");
-    let missing = gw.http.get(gw.url("/console/nope.js")).send().await.unwrap();
+    let missing = gw
+        .http
+        .get(gw.url("/console/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     gw.stop().await;
 

@@ -99,15 +99,20 @@ pub async fn stream(
         }
         None => (Vec::new(), 0),
     };
-    let replayed: std::collections::HashSet<String> =
-        replay.iter().map(|r| r.notification_id.to_string()).collect();
-    let replay = futures::stream::iter(replay.into_iter().map(move |row| {
-        pb::StreamNotificationsResponse {
-            notification: Some(row.to_proto()),
-            unread_count: unread.max(0) as u32,
-            dropped: 0,
-        }
-    }));
+    let replayed: std::collections::HashSet<String> = replay
+        .iter()
+        .map(|r| r.notification_id.to_string())
+        .collect();
+    let replay =
+        futures::stream::iter(
+            replay
+                .into_iter()
+                .map(move |row| pb::StreamNotificationsResponse {
+                    notification: Some(row.to_proto()),
+                    unread_count: unread.max(0) as u32,
+                    dropped: 0,
+                }),
+        );
     let live = futures::stream::unfold((receiver, 0u64), |(mut rx, mut dropped)| async move {
         loop {
             match rx.recv().await {

@@ -17,9 +17,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::middleware::auth::{Caller, forward};
-use crate::routes::market::streams::Watch;
 use crate::problem::{Json, Problem, Query};
 use crate::routes::fields::{items, parse_name, time};
+use crate::routes::market::streams::Watch;
 use crate::routes::state::AppState;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {

@@ -189,7 +189,12 @@ fn legend_rows<'a, DB: DrawingBackend>(
         .iter()
         .filter(|b| !panel.lines.iter().any(|l| l.name == b.name))
         .map(|b| (b.name.as_str(), b.color, true))
-        .chain(panel.lines.iter().map(|l| (l.name.as_str(), l.color, false)));
+        .chain(
+            panel
+                .lines
+                .iter()
+                .map(|l| (l.name.as_str(), l.color, false)),
+        );
     let mut rows: Vec<Vec<Entry<'a>>> = Vec::new();
     let mut used = 0;
     for (name, color, band) in entries {
@@ -291,8 +296,18 @@ fn draw<DB: DrawingBackend>(
         let percent = |v: &f64| {
             let text = format!("{:.*}", decimals, v * 100.0);
             // A tick at zero reads "0 %", not "-0 %".
-            let zero = text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.');
-            format!("{} %", if zero { text.trim_start_matches('-') } else { &text })
+            let zero = text
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c == '0' || c == '.');
+            format!(
+                "{} %",
+                if zero {
+                    text.trim_start_matches('-')
+                } else {
+                    &text
+                }
+            )
         };
         let mut mesh = cc.configure_mesh();
         mesh.x_labels(8)
@@ -381,9 +396,10 @@ mod tests {
     /// (legend swatches) 2 points.
     fn polylines(doc: &roxmltree::Document<'_>) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
         let (mut plotted, mut swatches) = (Vec::new(), Vec::new());
-        for n in doc.descendants().filter(|n| {
-            n.has_tag_name("polyline") && n.attribute("stroke") == Some("#1F77B4")
-        }) {
+        for n in doc
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#1F77B4"))
+        {
             let points: Vec<(f64, f64)> = n
                 .attribute("points")
                 .unwrap_or_default()
@@ -407,8 +423,14 @@ mod tests {
         // Series at their highest in the first months: where a legend inside the plot would sit.
         let lines: Vec<Line> = (0..8)
             .map(|k| {
-                let values = (0..250).map(|i| 200.0 - f64::from(i) * 0.4 + f64::from(k)).collect();
-                Line::new(format!("A rather long series name {k}"), PALETTE_TEST, values)
+                let values = (0..250)
+                    .map(|i| 200.0 - f64::from(i) * 0.4 + f64::from(k))
+                    .collect();
+                Line::new(
+                    format!("A rather long series name {k}"),
+                    PALETTE_TEST,
+                    values,
+                )
             })
             .collect();
         let chart = Chart::new(vec![panel(lines, false)]);
@@ -417,19 +439,31 @@ mod tests {
         let (plotted, swatches) = polylines(&doc);
         let top = plotted.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         assert_eq!(swatches.len(), 2 * 8, "one swatch per line");
-        assert!(swatches.iter().all(|s| s.1 < top), "swatches {swatches:?} above {top}");
+        assert!(
+            swatches.iter().all(|s| s.1 < top),
+            "swatches {swatches:?} above {top}"
+        );
         let labels: Vec<(f64, f64)> = doc
             .descendants()
             .filter(|n| n.has_tag_name("text"))
-            .filter(|n| n.text().is_some_and(|t| t.trim().starts_with("A rather long")))
+            .filter(|n| {
+                n.text()
+                    .is_some_and(|t| t.trim().starts_with("A rather long"))
+            })
             .map(|n| {
                 let at = |a| n.attribute(a).unwrap().parse::<f64>().unwrap();
                 (at("x"), at("y"))
             })
             .collect();
         assert_eq!(labels.len(), 8);
-        assert!(labels.iter().all(|l| l.1 < top), "labels {labels:?} above {top}");
-        assert!(labels.iter().all(|l| l.0 < f64::from(WIDTH)), "inside the image");
+        assert!(
+            labels.iter().all(|l| l.1 < top),
+            "labels {labels:?} above {top}"
+        );
+        assert!(
+            labels.iter().all(|l| l.0 < f64::from(WIDTH)),
+            "inside the image"
+        );
         let rows: std::collections::BTreeSet<i64> = labels.iter().map(|l| l.1 as i64).collect();
         assert!(rows.len() >= 2, "eight long names wrap: rows at {rows:?}");
     }
@@ -459,7 +493,10 @@ mod tests {
     #[test]
     fn a_band_shading_a_line_of_its_name_has_no_legend_entry_of_its_own() {
         let values: Vec<f64> = (0..50).map(|i| -f64::from(i) / 100.0).collect();
-        let mut shaded = panel(vec![Line::new("Drawdown", PALETTE_TEST, values.clone())], true);
+        let mut shaded = panel(
+            vec![Line::new("Drawdown", PALETTE_TEST, values.clone())],
+            true,
+        );
         shaded.bands = vec![super::super::content::Band {
             name: "Drawdown".into(),
             color: PALETTE_TEST,

@@ -470,7 +470,8 @@ impl Condition {
                         down: armed,
                     },
                     fired,
-                    price: fired.then(|| o.extreme(o.high > upper, o.low < lower, (lower + upper) / 2.0)),
+                    price: fired
+                        .then(|| o.extreme(o.high > upper, o.low < lower, (lower + upper) / 2.0)),
                 }
             }
             Kind::MoveUp { size, .. } => {
@@ -737,7 +738,11 @@ mod tests {
             },
         );
         assert!(out.fired);
-        assert_eq!(out.price, Some(150.3), "the high crossed, not the last price");
+        assert_eq!(
+            out.price,
+            Some(150.3),
+            "the high crossed, not the last price"
+        );
         assert!(
             out.arm.up,
             "ended below the level again, so the next crossing counts"
@@ -755,18 +760,36 @@ mod tests {
                 },
             )
         };
-        let armed = Arm { up: true, down: true };
+        let armed = Arm {
+            up: true,
+            down: true,
+        };
         let up = cond(PbKind::CrossingUp(level(800.0)), 0.0);
-        assert_eq!(observe(&up, armed, 794.35, 803.04, 790.0).price, Some(803.04));
+        assert_eq!(
+            observe(&up, armed, 794.35, 803.04, 790.0).price,
+            Some(803.04)
+        );
         let down = cond(PbKind::CrossingDown(level(800.0)), 0.0);
-        assert_eq!(observe(&down, armed, 801.0, 805.0, 799.5).price, Some(799.5));
+        assert_eq!(
+            observe(&down, armed, 801.0, 805.0, 799.5).price,
+            Some(799.5)
+        );
         // Both ways inside one interval: the side the last price ended on.
         let either = cond(PbKind::Crossing(level(800.0)), 0.0);
-        assert_eq!(observe(&either, armed, 801.0, 803.0, 797.0).price, Some(803.0));
-        assert_eq!(observe(&either, armed, 799.0, 803.0, 797.0).price, Some(797.0));
+        assert_eq!(
+            observe(&either, armed, 801.0, 803.0, 797.0).price,
+            Some(803.0)
+        );
+        assert_eq!(
+            observe(&either, armed, 799.0, 803.0, 797.0).price,
+            Some(797.0)
+        );
         // Conditions on the last price name the last price; nothing fired, no price.
         let above = cond(PbKind::Above(level(800.0)), 0.0);
-        assert_eq!(observe(&above, armed, 801.0, 810.0, 795.0).price, Some(801.0));
+        assert_eq!(
+            observe(&above, armed, 801.0, 810.0, 795.0).price,
+            Some(801.0)
+        );
         assert_eq!(observe(&above, armed, 799.0, 810.0, 795.0).price, None);
     }
 

@@ -101,7 +101,10 @@ async fn triggered_alerts_reach_an_independent_subscriber_valid_against_the_sche
     assert_eq!(first["data"]["condition"]["kind"], "above");
     assert_eq!(first["data"]["condition"]["level"], 10.0);
     assert_eq!(first["data"]["price"], 11.0);
-    assert_eq!(first["data"]["trigger_price"], 11.0, "above: the last price met it");
+    assert_eq!(
+        first["data"]["trigger_price"], 11.0,
+        "above: the last price met it"
+    );
     let second = events
         .iter()
         .find(|e| e["data"]["alert_id"] == named.alert_id)
