@@ -374,56 +374,35 @@ async fn a_stream_closes_when_its_access_token_expires() {
     assert_eq!(error["code"], "token_expired", "{error}");
     assert_eq!(next(&mut ws).await, json!({ "closed": 4001 }));
 
-    // SSE too: the stream ends with an error event.
-    let token_sse = {
+    // SSE too, quotes and notifications: the stream ends with an error event.
+    for (path, jti) in [
+        ("/v1/stream/quotes?symbols=SPX", "short2"),
+        ("/v1/stream/notifications", "short3"),
+    ] {
         let claims = json!({
             "iss": "https://mirai.local", "aud": "mirai-api", "sub": claims["sub"],
-            "iat": now, "nbf": now, "exp": chrono::Utc::now().timestamp() + 2, "jti": "short2",
+            "iat": now, "nbf": now, "exp": chrono::Utc::now().timestamp() + 2, "jti": jti,
             "roles": ["user"]
         });
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
-    };
-    let response = gw
-        .http
-        .get(gw.url("/v1/stream/quotes?symbols=SPX"))
-        .bearer_auth(&token_sse)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
-        .await
-        .expect("the stream ends by itself")
-        .unwrap();
-    assert!(
-        body.contains("event: error") && body.contains("token_expired"),
-        "{body}"
-    );
-
-    // The notification stream as well.
-    let token_notes = {
-        let claims = json!({
-            "iss": "https://mirai.local", "aud": "mirai-api", "sub": claims["sub"],
-            "iat": now, "nbf": now, "exp": chrono::Utc::now().timestamp() + 2, "jti": "short3",
-            "roles": ["user"]
-        });
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
-    };
-    let response = gw
-        .http
-        .get(gw.url("/v1/stream/notifications"))
-        .bearer_auth(&token_notes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
-        .await
-        .expect("the notification stream ends by itself")
-        .unwrap();
-    assert!(
-        body.contains("event: error") && body.contains("token_expired"),
-        "{body}"
-    );
+        let token =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap())
+                .unwrap();
+        let response = gw
+            .http
+            .get(gw.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+            .await
+            .unwrap_or_else(|_| panic!("{path} ends by itself"))
+            .unwrap();
+        assert!(
+            body.contains("event: error") && body.contains("token_expired"),
+            "{path}: {body}"
+        );
+    }
     gw.stop().await;
 }
