@@ -392,9 +392,11 @@ mod tests {
         }
     }
 
+    type Points = Vec<(f64, f64)>;
+
     /// (x, y) of every point of the test colour's polylines with more (plots) or exactly
     /// (legend swatches) 2 points.
-    fn polylines(doc: &roxmltree::Document<'_>) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    fn polylines(doc: &roxmltree::Document<'_>) -> (Points, Points) {
         let (mut plotted, mut swatches) = (Vec::new(), Vec::new());
         for n in doc
             .descendants()
