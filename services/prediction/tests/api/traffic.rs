@@ -274,8 +274,10 @@ async fn a_slow_shadow_does_not_hold_up_the_response() {
         backlog_left > 0,
         "the shadow was still busy when the response arrived"
     );
-    eventually("the shadow prediction", Duration::from_secs(120), || async {
-        (shadow_rows(&app).await == 1).then_some(())
-    })
+    eventually(
+        "the shadow prediction",
+        Duration::from_secs(120),
+        || async { (shadow_rows(&app).await == 1).then_some(()) },
+    )
     .await;
 }
