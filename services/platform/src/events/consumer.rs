@@ -38,8 +38,8 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use google_cloud_pubsub::client::{BasePublisher, Subscriber};
 use google_cloud_pubsub::model::Message;
-use google_cloud_pubsub::subscriber::ShutdownBehavior;
 use google_cloud_pubsub::subscriber::handler::Handler as AckHandler;
+use google_cloud_pubsub::subscriber::{MessageStream, ShutdownBehavior};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -316,55 +316,34 @@ impl Consumer {
         let mut streams = tokio::task::JoinSet::new();
         for _ in 0..shared.consumer.settings.streams.max(1) {
             let (shared, permits, shutdown) = (shared.clone(), permits.clone(), shutdown.clone());
-            // On shutdown, messages the stream holds but we never started are nacked at once,
-            // so another replica (or this service after a restart) gets them without waiting
-            // for their ack deadline; acks of finished handlers are flushed first.
-            let mut stream = subscriber
-                .subscribe(shared.consumer.path.clone())
-                .set_max_outstanding_messages(shared.consumer.settings.concurrency as i64)
-                .set_max_lease_extension(shared.consumer.settings.lease_extension)
-                .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
-                .build();
+            // Acks of finished handlers are flushed before the stream shuts down.
+            let mut stream = shared.open_stream(&subscriber, shared.consumer.settings.concurrency);
             let stream_shutdown = stream.shutdown_token();
             streams.spawn(async move {
                 let mut in_flight = tokio::task::JoinSet::new();
                 // Messages of one ordering key are handled one after another, in arrival order:
                 // each waits for the previous one of its key.
                 let mut tails: HashMap<String, Shared<BoxFuture<'static, ()>>> = HashMap::new();
-                loop {
-                    let permit = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        permit = permits.clone().acquire_owned() => permit.expect("semaphore open"),
-                    };
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        next = stream.next() => next,
-                    };
-                    match next {
-                        Some(Ok((message, ack))) => {
-                            let shared = shared.clone();
-                            let key = message.ordering_key.clone();
-                            let previous = if key.is_empty() { None } else { tails.remove(&key) };
-                            let task = async move {
-                                if let Some(previous) = previous {
-                                    previous.await;
-                                }
-                                let _ = shared.process(message, ack).await;
-                                drop(permit);
-                            }
-                            .boxed()
-                            .shared();
-                            if !key.is_empty() {
-                                tails.insert(key, task.clone());
-                            }
-                            in_flight.spawn(task);
-                            tails.retain(|_, tail| tail.peek().is_none());
+                while let Some((message, ack, permit)) =
+                    shared.next_message(&mut stream, &permits, &shutdown).await
+                {
+                    let shared = shared.clone();
+                    let key = message.ordering_key.clone();
+                    let previous = if key.is_empty() { None } else { tails.remove(&key) };
+                    let task = async move {
+                        if let Some(previous) = previous {
+                            previous.await;
                         }
-                        Some(Err(error)) => {
-                            tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %shared.consumer.subscription);
-                        }
-                        None => break,
+                        let _ = shared.process(message, ack).await;
+                        drop(permit);
                     }
+                    .boxed()
+                    .shared();
+                    if !key.is_empty() {
+                        tails.insert(key, task.clone());
+                    }
+                    in_flight.spawn(task);
+                    tails.retain(|_, tail| tail.peek().is_none());
                     while in_flight.try_join_next().is_some() {}
                 }
                 while in_flight.join_next().await.is_some() {}
@@ -408,6 +387,44 @@ enum Handled {
 type Pulled = (Message, AckHandler, OwnedSemaphorePermit);
 
 impl Running {
+    /// One streaming pull on the subscription, holding at most `outstanding` messages. On
+    /// shutdown, messages it holds but never handed out are nacked at once, so another replica
+    /// (or this service after a restart) gets them without waiting for their ack deadline.
+    fn open_stream(&self, subscriber: &Subscriber, outstanding: usize) -> MessageStream {
+        subscriber
+            .subscribe(self.consumer.path.clone())
+            .set_max_outstanding_messages(outstanding as i64)
+            .set_max_lease_extension(self.consumer.settings.lease_extension)
+            .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
+            .build()
+    }
+
+    /// The stream's next message once a permit is free, with the permit; `None` on shutdown or
+    /// at the stream's end. A failed pull is logged and skipped (the client retries it).
+    async fn next_message(
+        &self,
+        stream: &mut MessageStream,
+        permits: &Arc<Semaphore>,
+        shutdown: &CancellationToken,
+    ) -> Option<Pulled> {
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                permit = permits.clone().acquire_owned() => permit.expect("semaphore open"),
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                next = stream.next() => next,
+            };
+            match next? {
+                Ok((message, ack)) => return Some((message, ack, permit)),
+                Err(error) => {
+                    tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %self.consumer.subscription);
+                }
+            }
+        }
+    }
+
     async fn process(&self, message: Message, ack: AckHandler) -> Handled {
         match self.prepare(message, ack).await {
             Ok(work) => self.process_one(work).await,
@@ -631,41 +648,22 @@ impl Running {
                 shutdown.clone(),
                 senders.clone(),
             );
-            let mut stream = subscriber
-                .subscribe(shared.consumer.path.clone())
-                .set_max_outstanding_messages(outstanding as i64)
-                .set_max_lease_extension(settings.lease_extension)
-                .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
-                .build();
+            let mut stream = shared.open_stream(&subscriber, outstanding);
             streams.spawn(async move {
                 let mut unordered = 0usize;
-                loop {
-                    let permit = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        permit = permits.clone().acquire_owned() => permit.expect("semaphore open"),
+                while let Some((message, ack, permit)) =
+                    shared.next_message(&mut stream, &permits, &shutdown).await
+                {
+                    let lane = if message.ordering_key.is_empty() {
+                        unordered = unordered.wrapping_add(1);
+                        unordered % senders.len()
+                    } else {
+                        let mut hasher = std::hash::DefaultHasher::new();
+                        message.ordering_key.hash(&mut hasher);
+                        (hasher.finish() % senders.len() as u64) as usize
                     };
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        next = stream.next() => next,
-                    };
-                    match next {
-                        Some(Ok((message, ack))) => {
-                            let lane = if message.ordering_key.is_empty() {
-                                unordered = unordered.wrapping_add(1);
-                                unordered % senders.len()
-                            } else {
-                                let mut hasher = std::hash::DefaultHasher::new();
-                                message.ordering_key.hash(&mut hasher);
-                                (hasher.finish() % senders.len() as u64) as usize
-                            };
-                            // A lane only closes after the streams are done.
-                            let _ = senders[lane].send((message, ack, permit));
-                        }
-                        Some(Err(error)) => {
-                            tracing::warn!(message = "Streaming pull failed; the client retries.", %error, subscription = %shared.consumer.subscription);
-                        }
-                        None => break,
-                    }
+                    // A lane only closes after the streams are done.
+                    let _ = senders[lane].send((message, ack, permit));
                 }
                 stream
             });
