@@ -161,8 +161,8 @@ async fn a_replica_killed_under_load_costs_no_request() {
     gateway.await.unwrap().unwrap();
     second.process.terminate();
     let _ = tokio::task::spawn_blocking(move || {
-        second.process.wait_timeout(Duration::from_secs(30));
-        first.process.wait_timeout(Duration::from_secs(5));
+        let _ = second.process.wait_timeout(Duration::from_secs(30));
+        let _ = first.process.wait_timeout(Duration::from_secs(5));
     })
     .await;
 }

@@ -150,7 +150,7 @@ impl ServiceApp {
     /// return; the relay publishes what is committed until all are done, and the pool closes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(
+        let mut relay = tokio::spawn(
             Relay::new(
                 self.pool.clone(),
                 self.pubsub.clone(),
@@ -176,12 +176,38 @@ impl ServiceApp {
                 tracing::debug!(message = "Background task stopped.", task = name);
             });
         }
+        // The whole shutdown ends by `drain_delay + grace` after the signal, not only the
+        // server's drain: a consumer or task stuck on a slow dependency is abandoned rather
+        // than keeping the pod alive until SIGKILL.
+        let timings = self.server.shutdown_timings();
+        let limit = timings.drain_delay + timings.grace;
+        let deadline = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::Instant::now() + limit
+            })
+        };
         let result = self.server.serve(shutdown).await;
-        while consumers.join_next().await.is_some() {}
-        while background.join_next().await.is_some() {}
-        relay_stop.cancel();
-        let _ = relay.await;
-        self.pool.close().await;
+        let deadline = deadline
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
+        let rest = async {
+            while consumers.join_next().await.is_some() {}
+            while background.join_next().await.is_some() {}
+            relay_stop.cancel();
+            let _ = (&mut relay).await;
+            self.pool.close().await;
+        };
+        if tokio::time::timeout_at(deadline, rest).await.is_err() {
+            tracing::warn!(
+                message = "Grace period elapsed before consumers, background tasks and the relay stopped; abandoning them.",
+                consumers = consumers.len(),
+                background = background.len(),
+                grace_ms = limit.as_millis() as u64
+            );
+            relay.abort();
+        }
         result
     }
 }

@@ -164,7 +164,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let guard = match crate::telemetry::init(config.telemetry()) {
             Ok(guard) => guard,
             Err(error) => {
@@ -190,7 +190,10 @@ where
         // Flushing may block on the exporter; keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || drop(guard)).await;
         code
-    })
+    });
+    // A blocking call still running (a DNS lookup, a hash) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 #[cfg(test)]

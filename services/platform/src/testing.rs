@@ -218,20 +218,24 @@ impl ChildProcess {
         nix::sys::signal::kill(pid, signal).expect("send signal");
     }
 
-    /// Waits for exit up to `timeout`; returns the status and everything printed, or `None`
-    /// (after killing the process) when it did not exit in time.
-    pub fn wait_timeout(mut self, timeout: Duration) -> Option<(ExitStatus, String, String)> {
+    /// Waits for exit up to `timeout`; returns the status and everything printed, or (after
+    /// killing the process) what it printed before it was killed, so a failed wait shows why.
+    pub fn wait_timeout(
+        mut self,
+        timeout: Duration,
+    ) -> Result<(ExitStatus, String, String), StillRunning> {
         let give_up = Instant::now() + timeout;
         loop {
             match self.child.try_wait().expect("poll child") {
                 Some(status) => {
                     let (stdout, stderr) = self.take_output();
-                    return Some((status, stdout, stderr));
+                    return Ok((status, stdout, stderr));
                 }
                 None if Instant::now() >= give_up => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    return None;
+                    let (stdout, stderr) = self.take_output();
+                    return Err(StillRunning { stdout, stderr });
                 }
                 None => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -243,6 +247,23 @@ impl ChildProcess {
             handle.and_then(|h| h.join().ok()).unwrap_or_default()
         };
         (join(self.stdout.take()), join(self.stderr.take()))
+    }
+}
+
+/// A child that had not exited when the wait ended; it has been killed. Its `Debug` form is
+/// the output, so `.expect(..)` on a wait prints what the process was doing.
+pub struct StillRunning {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for StillRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "still running, killed\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
     }
 }
 
@@ -511,7 +532,7 @@ pub mod conformance {
             );
         }
         let (status, stdout, stderr) =
-            tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(10)))
+            tokio::task::spawn_blocking(move || child.wait_timeout(Duration::from_secs(20)))
                 .await
                 .expect("join")
                 .expect("exits within the grace period");

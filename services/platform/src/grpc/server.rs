@@ -149,6 +149,11 @@ impl GrpcServer {
             .expect("bound listener has an address")
     }
 
+    /// The drain delay and grace period this server was configured with.
+    pub fn shutdown_timings(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
             .local_addr()

@@ -213,3 +213,23 @@ async fn outgoing_calls_carry_the_callers_trace_and_deadline() {
     stop.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// The grace period bounds the whole stop, not only the server's drain: a background task
+/// that ignores the signal is abandoned when it runs out, and the stop still succeeds.
+#[tokio::test]
+async fn a_task_that_ignores_the_signal_is_abandoned_after_the_grace_period() {
+    let grace = Duration::from_millis(800);
+    let (mut app, _db) = crate::helpers::slow_app_with(Duration::ZERO, |config| {
+        config.shutdown.grace = grace;
+    })
+    .await;
+    app.background("stubborn", |_stop| Box::pin(std::future::pending::<()>()));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let stopped = tokio::time::timeout(grace * 5, server)
+        .await
+        .expect("the stop ends soon after the grace period");
+    stopped.unwrap().expect("clean stop");
+}
