@@ -172,6 +172,8 @@ def run_one(fixture: dict, tools: v.Tools, sets: dict[str, dict], helm_docs: dic
                 raise ValueError(f"{old!r} is not in topology.rs")
             source = source.replace(old, new, 1)
         return v.stage_topology(values, source)
+    if stage == "warehouse schemas":
+        return v.stage_warehouse(fixture["edit"], work)
     if stage == "images":
         return v.stage_images(yaml.safe_load((v.CHART / "values.yaml").read_text()), dockerignore=fixture.get("dockerignore"))
     raise ValueError(f"unknown stage {stage!r}")

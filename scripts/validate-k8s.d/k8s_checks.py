@@ -1080,3 +1080,98 @@ def helm_tests(ctx: Context) -> list[str]:
             if policies and verdict != "allow":
                 out.append(f"{p.name}: the mesh refuses its plaintext GET {path} on {dst.name}:{number} ({verdict})")
     return out
+
+
+# === Config Connector: the event warehouse =======================================================
+
+PUBSUB_AGENT = re.compile(r"^serviceAccount:service-\d+@gcp-sa-pubsub\.iam\.gserviceaccount\.com$")
+WRITE_METADATA_COLUMNS = {"subscription_name": {"STRING"}, "message_id": {"STRING"},
+                          "publish_time": {"TIMESTAMP"}, "attributes": {"JSON", "STRING"}}
+
+
+@check("event warehouse")
+def event_warehouse(ctx: Context) -> list[str]:
+    """What Config Connector cannot tell before it applies: the references between the warehouse's
+    objects resolve, each BigQuery subscription can write its table (schema source, metadata
+    columns, the Pub/Sub service agent's access), and nothing else gains BigQuery access."""
+    out: list[str] = []
+    kcc = [d for d in ctx.docs if ".cnrm.cloud.google.com/" in d.get("apiVersion", "")]
+    by_kind: dict[str, dict[str, Obj]] = {}
+    for d in kcc:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    subs = [s for s in by_kind.get("PubSubSubscription", {}).values() if dig(s, "spec", "bigqueryConfig")]
+    if not subs:
+        return out
+
+    def ref(owner: Obj, kind: str, r: Obj | None, what: str) -> Obj | None:
+        if not r or r.get("external"):
+            return None
+        target = by_kind.get(kind, {}).get(r.get("name"))
+        if target is None:
+            out.append(f"{ident(owner)}: {what} names {kind}/{r.get('name')}, which the release does not create")
+        return target
+
+    grants = [m for m in by_kind.get("IAMPolicyMember", {}).values()]
+
+    def agent_has(role: str, kind: str, name: str) -> bool:
+        return any(PUBSUB_AGENT.match(str(dig(m, "spec", "member", default=""))) and dig(m, "spec", "role") == role
+                   and dig(m, "spec", "resourceRef", "kind") == kind and dig(m, "spec", "resourceRef", "name") == name
+                   for m in grants)
+
+    for t in by_kind.get("BigQueryTable", {}).values():
+        ref(t, "BigQueryDataset", dig(t, "spec", "datasetRef"), "datasetRef")
+    for t in by_kind.get("PubSubTopic", {}).values():
+        if dig(t, "spec", "schemaSettings"):
+            ref(t, "PubSubSchema", dig(t, "spec", "schemaSettings", "schemaRef"), "schemaSettings.schemaRef")
+            if dig(t, "spec", "schemaSettings", "encoding") != "BINARY":
+                out.append(f"{ident(t)}: schemaSettings.encoding must be BINARY (the outbox relay publishes binary protobuf)")
+    for s in subs:
+        config = dig(s, "spec", "bigqueryConfig")
+        topic = ref(s, "PubSubTopic", dig(s, "spec", "topicRef"), "topicRef")
+        table = ref(s, "BigQueryTable", config.get("tableRef"), "bigqueryConfig.tableRef")
+        if table is None:
+            continue
+        try:
+            columns = {c["name"]: c for c in json.loads(dig(table, "spec", "schema", default="[]"))}
+        except (ValueError, KeyError, TypeError) as error:
+            out.append(f"{ident(table)}: spec.schema is not a BigQuery schema: {error}")
+            continue
+        if config.get("useTopicSchema"):
+            if topic is not None and not dig(topic, "spec", "schemaSettings"):
+                out.append(f"{ident(s)}: useTopicSchema, but {ident(topic)} has no schema (Pub/Sub refuses the subscription)")
+        elif "data" not in columns:
+            out.append(f"{ident(s)}: without a topic schema Pub/Sub writes the payload to a data column, {ident(table)} has none")
+        if config.get("writeMetadata"):
+            for name, types in WRITE_METADATA_COLUMNS.items():
+                if columns.get(name, {}).get("type") not in types:
+                    out.append(f"{ident(s)}: writeMetadata, but {ident(table)} has no {name} column of type {'/'.join(sorted(types))}")
+        else:
+            out.append(f"{ident(s)}: writeMetadata is off: the CloudEvents attributes (ce-id, ce-time, ce-subject) would be lost")
+        part = dig(table, "spec", "timePartitioning", "field")
+        if part and columns.get(part, {}).get("type") not in ("TIMESTAMP", "DATE"):
+            out.append(f"{ident(table)}: partitioned on {part}, which is no TIMESTAMP/DATE column")
+        for col in dig(table, "spec", "clustering", default=[]) or []:
+            if col not in columns or columns[col].get("mode") == "REPEATED" or columns[col].get("type") == "RECORD":
+                out.append(f"{ident(table)}: clustered on {col}, which is no top-level scalar column")
+        dataset = dig(table, "spec", "datasetRef", "name")
+        if dataset and not agent_has("roles/bigquery.dataEditor", "BigQueryDataset", dataset):
+            out.append(f"{ident(s)}: the Pub/Sub service agent has no roles/bigquery.dataEditor on BigQueryDataset/{dataset}: "
+                       "it cannot write the rows")
+        dlq = dig(s, "spec", "deadLetterPolicy", "deadLetterTopicRef")
+        if not dlq:
+            out.append(f"{ident(s)}: no dead-letter topic: rows BigQuery refuses would be dropped after the retention")
+        else:
+            ref(s, "PubSubTopic", dlq, "deadLetterPolicy.deadLetterTopicRef")
+            if not agent_has("roles/pubsub.publisher", "PubSubTopic", dlq.get("name")):
+                out.append(f"{ident(s)}: the Pub/Sub service agent cannot publish to its dead-letter topic {dlq.get('name')}")
+            if not agent_has("roles/pubsub.subscriber", "PubSubSubscription", s["metadata"]["name"]):
+                out.append(f"{ident(s)}: the Pub/Sub service agent cannot forward from it (no roles/pubsub.subscriber on it)")
+    # Least privilege: BigQuery roles go to the Pub/Sub service agent on the dataset, to nobody else.
+    for m in grants:
+        role = str(dig(m, "spec", "role", default=""))
+        if role.startswith("roles/bigquery.") and not PUBSUB_AGENT.match(str(dig(m, "spec", "member", default=""))):
+            out.append(f"{ident(m)}: grants {role} to {dig(m, 'spec', 'member') or dig(m, 'spec', 'memberFrom')}; "
+                       "the warehouse's only writer is the Pub/Sub service agent")
+        if PUBSUB_AGENT.match(str(dig(m, "spec", "member", default=""))) and dig(m, "spec", "resourceRef", "kind") == "Project":
+            out.append(f"{ident(m)}: grants the Pub/Sub service agent {role} on the whole project")
+    return out

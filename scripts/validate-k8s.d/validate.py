@@ -529,6 +529,36 @@ def _secs(value: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+WAREHOUSE_INPUTS = ["proto", "services/platform/src/events/envelope.rs", "services/platform/src/events/topology.rs",
+                    "charts/mirai/files/warehouse"]
+
+
+def stage_warehouse(edit: dict | None = None, work: Path | None = None) -> list[str]:
+    """scripts/warehouse-schemas --check: the committed schemas are fresh and compatible with the
+    protos (rules R1-R8, `scripts/warehouse-schemas --check --rules`). With `edit` ({file, replace:
+    [old, new]}), on a copy of its inputs with one string replaced (the fixtures)."""
+    cmd = [str(ROOT / "scripts" / "warehouse-schemas"), "--check"]
+    if edit is not None:
+        assert work is not None
+        copy_root = work / "repo"
+        for rel in WAREHOUSE_INPUTS:
+            src, dst = ROOT / rel, copy_root / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+        target = copy_root / edit["file"]
+        text = target.read_text()
+        old, new = edit["replace"]
+        if old not in text:
+            raise ValueError(f"{old!r} is not in {edit['file']}")
+        target.write_text(text.replace(old, new, 1))
+        cmd += ["--root", str(copy_root)]
+    result = run(cmd)
+    if result.returncode == 0:
+        return []
+    problems = [line.strip()[2:] for line in result.stderr.splitlines() if line.strip().startswith("- ")]
+    return problems or [f"scripts/warehouse-schemas failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}"]
+
+
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
     """Docker's .dockerignore semantics: the last matching pattern wins; `!` re-includes; a
     pattern matching a parent folder matches what is inside it."""
@@ -657,12 +687,13 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     groups = {name: rule_groups(docs) for name, docs in helm_docs.items()}
     # The slowest subprocess stages start now and run while the in-process stages work; their
     # stages below wait for the results (and report them in the usual order).
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
     background = {
         "checkov": pool.submit(stage_checkov, tools, sorted((tools.out / "rendered").glob("*.yaml"))),
         "promtool test": pool.submit(lambda: [x for test in sorted((CHART / "tests").glob("*.test.yaml"))
                                               for x in stage_promtool_test(tools, groups.get("gke", []), test,
                                                                            tools.out / "promtool-test" / test.stem)]),
+        "warehouse": pool.submit(stage_warehouse),
         "images": pool.submit(lambda: stage_images(chart_values) + stage_hadolint(tools, ROOT / "Dockerfile")
                               + stage_checkov(tools, [ROOT / "Dockerfile"], "dockerfile")),
     }
@@ -723,6 +754,9 @@ def run_pipeline(p: Pipeline, tools: Tools, args: argparse.Namespace) -> None:
     topology_rs = (ROOT / "services/platform/src/events/topology.rs").read_text()
     p.stage("pubsub topology", "values.yaml pubsub.topology and delivery equal services/platform/src/events/topology.rs",
             lambda: stage_topology(chart_values, topology_rs))
+    p.stage("warehouse schemas", "charts/mirai/files/warehouse equal a fresh scripts/warehouse-schemas run and "
+            "fit the event protos (Pub/Sub schema self-contained and wire-identical, BigQuery columns, modes, metadata)",
+            lambda: background["warehouse"].result())
     p.stage("images", "Dockerfile (hadolint, checkov), targets = chart services = cloudbuild.yaml, .dockerignore keeps what builds need",
             lambda: background["images"].result())
 

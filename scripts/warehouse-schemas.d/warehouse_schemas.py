@@ -531,28 +531,41 @@ def check_layout(index: dict, tables: dict[str, list[dict]], problems: Problems)
                 problems.add("R6", f"{e['table']}: clustering column {col} is not a top-level scalar column")
 
 
-def check_pubsub_schema(text: str, name: str, pool: Pool, full: str, work: Path, problems: Problems) -> None:
-    if re.search(r"^\s*import\s", text, re.M):
-        problems.add("R7", f"{name}: imports another file (a Pub/Sub schema must be self-contained)")
-    top = re.findall(r"^(message|enum)\s+(\w+)", text, re.M)
-    if len(top) != 1 or top[0][0] != "message":
-        problems.add("R7", f"{name}: {len(top)} top-level definitions ({', '.join(n for _, n in top)}); Pub/Sub takes exactly one message")
-        return
-    d = work / f"schema-{len(list(work.iterdir()))}"
+def check_pubsub_schemas(schemas: dict[str, tuple[str, str]], pool: Pool, work: Path, problems: Problems) -> None:
+    """schemas: file name → (text, full name of the published message). One protoc run for all
+    (a failing one is compiled again alone, to name it)."""
+    d = work / "schemas"
     d.mkdir()
-    (d / "schema.proto").write_text(text)
-    error = protoc(d, ["schema.proto"], d / "schema.pb", extra_includes=False)
-    if error:
-        problems.add("R7", f"{name}: does not compile on its own: {' '.join(error.split())[:300]}")
+    names = {}
+    for name, (text, _) in schemas.items():
+        if re.search(r"^\s*import\s", text, re.M):
+            problems.add("R7", f"{name}: imports another file (a Pub/Sub schema must be self-contained)")
+            continue
+        top = re.findall(r"^(message|enum)\s+(\w+)", text, re.M)
+        if len(top) != 1 or top[0][0] != "message":
+            problems.add("R7", f"{name}: {len(top)} top-level definitions ({', '.join(n for _, n in top)}); "
+                               "Pub/Sub takes exactly one message")
+            continue
+        names[name] = top[0][1]
+        (d / f"{len(names)}.proto").write_text(text)
+    files = [f"{i + 1}.proto" for i in range(len(names))]
+    if not files:
         return
-    alone = Pool.load(d / "schema.pb")
-    mine = wire_shape(alone, f".{top[0][1]}")
-    theirs = wire_shape(pool, full)
-    if mine != theirs:
-        diff = next((f"field {a[:2]} vs {b[:2]}" for a, b in zip(mine, theirs) if a != b),
-                    f"{len(mine)} fields vs {len(theirs)}")
-        problems.add("R7", f"{name}: not wire-identical to {full.lstrip('.')} ({diff}): Pub/Sub would decode the "
-                           "published payload differently")
+    if protoc(d, files, d / "all.pb", extra_includes=False):
+        for i, name in enumerate(names):
+            error = protoc(d, [files[i]], d / f"{i + 1}.pb", extra_includes=False)
+            if error:
+                problems.add("R7", f"{name}: does not compile on its own: {' '.join(error.split())[:300]}")
+        return
+    alone = Pool.load(d / "all.pb")
+    for name, message in names.items():
+        full = schemas[name][1]
+        mine, theirs = wire_shape(alone, f".{message}"), wire_shape(pool, full)
+        if mine != theirs:
+            diff = next((f"field {a[:2]} vs {b[:2]}" for a, b in zip(mine, theirs) if a != b),
+                        f"{len(mine)} fields vs {len(theirs)}")
+            problems.add("R7", f"{name}: not wire-identical to {full.lstrip('.')} ({diff}): Pub/Sub would decode "
+                               "the published payload differently")
 
 
 def check(root: Path, gen: Generated, problems: Problems, work: Path) -> None:
@@ -569,7 +582,7 @@ def check(root: Path, gen: Generated, problems: Problems, work: Path) -> None:
             problems.add("R1", f"{OUT / path} is stale (differs from the protos): run scripts/warehouse-schemas")
     # R2-R7 on the committed files (what the chart embeds).
     index = read_json(out / "events.json") or {}
-    tables = {}
+    tables, schemas = {}, {}
     for e in index.get("events", []):
         columns = read_json(out / e["tableSchema"]) or []
         tables[e["table"]] = columns
@@ -581,7 +594,8 @@ def check(root: Path, gen: Generated, problems: Problems, work: Path) -> None:
         check_table(gen.pool, full, [c for c in columns if c.get("name") not in METADATA], e["table"], problems, top=True)
         check_required(columns, e["table"], problems)
         schema = (out / e["schema"]).read_text() if (out / e["schema"]).is_file() else ""
-        check_pubsub_schema(schema, e["schema"], gen.pool, full, work, problems)
+        schemas[e["schema"]] = (schema, full)
+    check_pubsub_schemas(schemas, gen.pool, work, problems)
     landing = read_json(out / "bigquery/landing.json") or []
     check_metadata(landing, "landing", problems, landing=True)
     check_required(landing, "landing", problems)

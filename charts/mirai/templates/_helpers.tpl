@@ -541,3 +541,17 @@ the chart's collector when enabled, else nothing (no export). */}}
 {{- printf "http://%s.%s.svc.cluster.local:4317" (include "mirai.collectorName" .) .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Time partitioning of a warehouse table: days of publish_time (docs/warehouse.md). */}}
+{{- define "mirai.warehouse.partitioning" -}}
+{{- $w := .Values.warehouse -}}
+timePartitioning:
+  type: DAY
+  field: publish_time
+  {{- if gt (int $w.partitionExpirationDays) 0 }}
+  expirationMs: {{ mul (int $w.partitionExpirationDays) 86400000 }}
+  {{- end }}
+  {{- if $w.requirePartitionFilter }}
+  requirePartitionFilter: true
+  {{- end }}
+{{- end -}}
