@@ -1157,21 +1157,60 @@ def event_warehouse(ctx: Context) -> list[str]:
         if dataset and not agent_has("roles/bigquery.dataEditor", "BigQueryDataset", dataset):
             out.append(f"{ident(s)}: the Pub/Sub service agent has no roles/bigquery.dataEditor on BigQueryDataset/{dataset}: "
                        "it cannot write the rows")
-        dlq = dig(s, "spec", "deadLetterPolicy", "deadLetterTopicRef")
-        if not dlq:
+        # The dead-letter topic's references and the service agent's grants: "dead-letter grants".
+        if not dig(s, "spec", "deadLetterPolicy", "deadLetterTopicRef"):
             out.append(f"{ident(s)}: no dead-letter topic: rows BigQuery refuses would be dropped after the retention")
-        else:
-            ref(s, "PubSubTopic", dlq, "deadLetterPolicy.deadLetterTopicRef")
-            if not agent_has("roles/pubsub.publisher", "PubSubTopic", dlq.get("name")):
-                out.append(f"{ident(s)}: the Pub/Sub service agent cannot publish to its dead-letter topic {dlq.get('name')}")
-            if not agent_has("roles/pubsub.subscriber", "PubSubSubscription", s["metadata"]["name"]):
-                out.append(f"{ident(s)}: the Pub/Sub service agent cannot forward from it (no roles/pubsub.subscriber on it)")
     # Least privilege: BigQuery roles go to the Pub/Sub service agent on the dataset, to nobody else.
     for m in grants:
         role = str(dig(m, "spec", "role", default=""))
         if role.startswith("roles/bigquery.") and not PUBSUB_AGENT.match(str(dig(m, "spec", "member", default=""))):
             out.append(f"{ident(m)}: grants {role} to {dig(m, 'spec', 'member') or dig(m, 'spec', 'memberFrom')}; "
                        "the warehouse's only writer is the Pub/Sub service agent")
-        if PUBSUB_AGENT.match(str(dig(m, "spec", "member", default=""))) and dig(m, "spec", "resourceRef", "kind") == "Project":
-            out.append(f"{ident(m)}: grants the Pub/Sub service agent {role} on the whole project")
+    return out
+
+
+# === Config Connector: dead-lettering ============================================================
+
+
+@check("dead-letter grants")
+def dead_letter_grants(ctx: Context) -> list[str]:
+    """Every subscription with a dead-letter policy (the services' and the warehouse's) can really
+    dead-letter: Pub/Sub forwards as its service agent, which needs roles/pubsub.publisher on the
+    dead-letter topic and roles/pubsub.subscriber on the subscription it forwards from. Without
+    them the policy is accepted and silently inert. Grants are per topic and per subscription,
+    never on the project, and all name one service agent (one project number)."""
+    out: list[str] = []
+    kcc = [d for d in ctx.docs if ".cnrm.cloud.google.com/" in d.get("apiVersion", "")]
+    topics = {d["metadata"]["name"] for d in kcc if d.get("kind") == "PubSubTopic"}
+    grants = [d for d in kcc if d.get("kind") == "IAMPolicyMember"]
+    agent_grants = [m for m in grants if PUBSUB_AGENT.match(str(dig(m, "spec", "member", default="")))]
+
+    def agent_has(role: str, kind: str, name: str) -> bool:
+        return any(dig(m, "spec", "role") == role and dig(m, "spec", "resourceRef", "kind") == kind
+                   and dig(m, "spec", "resourceRef", "name") == name for m in agent_grants)
+
+    for s in (d for d in kcc if d.get("kind") == "PubSubSubscription"):
+        dlq = dig(s, "spec", "deadLetterPolicy", "deadLetterTopicRef")
+        if not dlq:
+            continue
+        if dlq.get("external"):
+            out.append(f"{ident(s)}: its dead-letter topic is external ({dlq['external']}): the release cannot "
+                       "grant the Pub/Sub service agent on it; create the topic in the release")
+            continue
+        name = dlq.get("name")
+        if name not in topics:
+            out.append(f"{ident(s)}: deadLetterPolicy.deadLetterTopicRef names PubSubTopic/{name}, which the release does not create")
+        if not agent_has("roles/pubsub.publisher", "PubSubTopic", name):
+            out.append(f"{ident(s)}: the Pub/Sub service agent cannot publish to its dead-letter topic {name} "
+                       "(no roles/pubsub.publisher on it): failed messages would never be forwarded")
+        if not agent_has("roles/pubsub.subscriber", "PubSubSubscription", s["metadata"]["name"]):
+            out.append(f"{ident(s)}: the Pub/Sub service agent cannot forward from it (no roles/pubsub.subscriber on it): "
+                       "failed messages would never be forwarded")
+    for m in agent_grants:
+        if dig(m, "spec", "resourceRef", "kind") == "Project":
+            out.append(f"{ident(m)}: grants the Pub/Sub service agent {dig(m, 'spec', 'role')} on the whole project; "
+                       "grant it per dead-letter topic and per subscription")
+    members = sorted({str(dig(m, "spec", "member")) for m in agent_grants})
+    if len(members) > 1:
+        out.append(f"Pub/Sub service agent grants name {len(members)} agents ({', '.join(members)}): one project, one agent")
     return out
