@@ -421,7 +421,11 @@ def train_version(spec: Spec, bars: Bars, data_sha: str, models_dir: Path) -> No
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        epilog="scripts/train/train --vertex [--dry-run] ... runs the same training as a Vertex AI custom job "
+        "(artifacts in gs://, versions in the Model Registry); scripts/train/train --vertex --help lists its options.",
+    )
     ap.add_argument("--version", action="append", choices=sorted(SPECS), help="train only this version (repeatable)")
     ap.add_argument("--max-epochs", type=int, help="cap epochs (smoke runs; the committed models use the spec)")
     ap.add_argument("--out", type=Path, default=MODELS, help="models folder (default: %(default)s)")
