@@ -1214,3 +1214,40 @@ def dead_letter_grants(ctx: Context) -> list[str]:
     if len(members) > 1:
         out.append(f"Pub/Sub service agent grants name {len(members)} agents ({', '.join(members)}): one project, one agent")
     return out
+
+
+# === Config Connector: the models bucket =========================================================
+
+MODEL_READERS = {"prediction"}  # app.kubernetes.io/name of the workloads that read the models
+
+
+@check("models bucket")
+def models_bucket(ctx: Context) -> list[str]:
+    """Cloud Storage grants (models.gcs, templates/gcp-iam.yaml) stay least privilege: read-only
+    (roles/storage.objectViewer), on a bucket (never the project), and only to the Google
+    service account that a model-reading workload runs as through Workload Identity."""
+    out: list[str] = []
+    accounts = {sa["metadata"]["name"]: sa for sa in ctx.of("ServiceAccount")}
+    readers = set()
+    for p in ctx.pods:
+        if p.labels.get("app.kubernetes.io/name") in MODEL_READERS:
+            sa = accounts.get(p.spec.get("serviceAccountName", "default"))
+            gsa = dig(sa, "metadata", "annotations", "iam.gke.io/gcp-service-account", default="") if sa else ""
+            if gsa:
+                readers.add(gsa.split("@", 1)[0])
+    for m in ctx.of("IAMPolicyMember"):
+        role = str(dig(m, "spec", "role", default=""))
+        if not role.startswith("roles/storage."):
+            continue
+        kind = dig(m, "spec", "resourceRef", "kind")
+        if kind != "StorageBucket":
+            out.append(f"{ident(m)}: grants {role} on {kind} {dig(m, 'spec', 'resourceRef', 'external') or ''}".rstrip()
+                       + "; Cloud Storage roles go on the models bucket only")
+        if role != "roles/storage.objectViewer":
+            out.append(f"{ident(m)}: grants {role}; the services only read the models (roles/storage.objectViewer)")
+        member = dig(m, "spec", "memberFrom", "serviceAccountRef", "name") or \
+            str(dig(m, "spec", "member", default="")).removeprefix("serviceAccount:").split("@", 1)[0]
+        if member not in readers:
+            out.append(f"{ident(m)}: grants {role} to {member}, which no model-reading workload "
+                       f"({', '.join(sorted(MODEL_READERS))}) runs as; readers here: {', '.join(sorted(readers)) or 'none'}")
+    return out
