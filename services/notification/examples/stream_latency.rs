@@ -10,7 +10,9 @@
 //! PUBSUB_EMULATOR_HOST=127.0.0.1:8085 GOOGLE_CLOUD_PROJECT=mirai-test \
 //!   cargo run --release -p mirai-notification --example stream_latency -- 1000 30
 //! ```
-//! Arguments: updates per second, seconds.
+//! Arguments: updates per second, seconds measured, and seconds of warm-up at the same rate
+//! before them (default 0; their notifications are not counted). Besides the quantiles it
+//! prints each second's p50/p99 by publish time, so a start-up tail shows as such.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +46,10 @@ async fn main() -> anyhow::Result<()> {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(30);
+    let warmup: u64 = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
     let db = TestDatabase::create("notification_bench").await;
     let mut config = Config::for_tests(db.url());
     config.service.database.max_connections = 40;
@@ -81,9 +87,11 @@ async fn main() -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(app.service.run_until_stopped(stop.clone()));
 
-    // Per notification: total, and the part up to the start of the transaction that stored
-    // it (its `created_at`: Pub/Sub delivery and queueing in the consumer).
-    let latencies: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
+    // Per notification: the second of the run its update was published in, the total, and
+    // the part up to the start of the transaction that stored it (its `created_at`: Pub/Sub
+    // delivery and queueing in the consumer).
+    let latencies: Arc<Mutex<Vec<(i64, f64, f64)>>> = Arc::default();
+    let started_wall = chrono::Utc::now();
     let client = NotificationServiceClient::connect(format!("http://{addr}")).await?;
     for user in &users {
         let request = mirai_platform::testing::request_as(
@@ -116,7 +124,10 @@ async fn main() -> anyhow::Result<()> {
                         .as_ref()
                         .and_then(mirai_platform::wire::datetime)
                         .map_or(f64::NAN, |c| ms(c - at.to_utc()));
-                    latencies.lock().unwrap().push((total, to_tx));
+                    let second = (at.to_utc() - started_wall)
+                        .num_milliseconds()
+                        .div_euclid(1000);
+                    latencies.lock().unwrap().push((second, total, to_tx));
                 }
             }
         });
@@ -128,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         .build();
     let mut prices = vec![100.0f64; SYMBOLS];
     let mut rng = rand::rng();
-    let total = rate * seconds;
+    let total = rate * (warmup + seconds);
     let started = Instant::now();
     let mut pending = Vec::new();
     for k in 0..total {
@@ -183,22 +194,41 @@ async fn main() -> anyhow::Result<()> {
     }
     let all_done = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pairs = latencies.lock().unwrap().clone();
+    let all = latencies.lock().unwrap().clone();
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v
     };
-    let l = sorted(pairs.iter().map(|p| p.0).collect());
-    let to_tx = sorted(pairs.iter().map(|p| p.1).collect());
-    let after_tx = sorted(pairs.iter().map(|p| p.0 - p.1).collect());
     let quantile = |v: &[f64], p: f64| {
         v.get(((v.len() as f64 - 1.0) * p) as usize)
             .copied()
             .unwrap_or(f64::NAN)
     };
+    for second in 0..(warmup + seconds) as i64 {
+        let l = sorted(all.iter().filter(|p| p.0 == second).map(|p| p.1).collect());
+        println!(
+            "  second {second:>3}{}: {:>5} notifications, p50 {:>7.1} ms, p99 {:>7.1} ms",
+            if second < warmup as i64 {
+                " (warm-up)"
+            } else {
+                ""
+            },
+            l.len(),
+            quantile(&l, 0.5),
+            quantile(&l, 0.99),
+        );
+    }
+    let pairs: Vec<(f64, f64)> = all
+        .iter()
+        .filter(|p| p.0 >= warmup as i64)
+        .map(|p| (p.1, p.2))
+        .collect();
+    let l = sorted(pairs.iter().map(|p| p.0).collect());
+    let to_tx = sorted(pairs.iter().map(|p| p.1).collect());
+    let after_tx = sorted(pairs.iter().map(|p| p.0 - p.1).collect());
     let q = |p: f64| quantile(&l, p);
     println!(
-        "{total} updates published in {:.1} s ({:.0}/s), consumed by {:.1} s; {} notifications streamed; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{total} updates ({warmup} s of warm-up) published in {:.1} s ({:.0}/s), consumed by {:.1} s; {} notifications streamed after the warm-up; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         published_in.as_secs_f64(),
         total as f64 / published_in.as_secs_f64(),
         all_done.as_secs_f64(),
