@@ -13,15 +13,11 @@ from pathlib import Path
 import numpy as np
 
 import features
+import registry
 from features import QUANTILES
 
 CARD_SCHEMA = 1
-REGISTRY_SCHEMA = 1
 GOLDEN_TOLERANCE = 1e-5
-CHAMPION_RULE = (
-    "lowest mean pinball loss on the validation split (targets 2016-01-01..2017-12-31); "
-    "test-period metrics play no part in the choice"
-)
 
 
 def write_json(path: Path, obj) -> None:
@@ -521,20 +517,6 @@ def write_registry(models_dir: Path) -> dict:
                 "validation_pinball": card["metrics"]["validation"]["pinball"]["model"],
             }
         )
-    if not entries:
-        raise RuntimeError(f"no model cards under {models_dir}")
-    names = sorted({e["name"] for e in entries})
-    if len(names) != 1:
-        raise RuntimeError(f"one model family expected, found {names}")
-    champion = min(entries, key=lambda e: (e["validation_pinball"], e["version"]))
-    registry = {
-        "schema_version": REGISTRY_SCHEMA,
-        "generated_by": "scripts/train/train",
-        "paths": "relative to this file's folder",
-        "models": entries,
-        "champion": {"name": champion["name"], "version": champion["version"]},
-        "challengers": [{"name": e["name"], "version": e["version"]} for e in entries if e is not champion],
-        "champion_rule": CHAMPION_RULE,
-    }
-    write_json(models_dir / "registry.json", registry)
-    return registry
+    document = registry.assemble(entries, str(models_dir))
+    write_json(models_dir / "registry.json", document)
+    return document

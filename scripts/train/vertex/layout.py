@@ -16,19 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+# registry.py beside train.py: the registry rule the local writer uses too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import registry  # noqa: E402
 
 # The files of one version folder, in upload order: everything the card points at first, the
 # card last but one and the human card last (the registry, which names the version, is written
 # after all of them, so a reader never sees a registry entry whose files are not there yet).
 VERSION_FILES = ("model.onnx", "golden.json", "test_forecasts.csv", "card.json", "MODEL_CARD.md")
 REGISTRY = "registry.json"
-REGISTRY_SCHEMA = 1
-# The same sentence as artifacts.CHAMPION_RULE (a test compares them).
-CHAMPION_RULE = (
-    "lowest mean pinball loss on the validation split (targets 2016-01-01..2017-12-31); "
-    "test-period metrics play no part in the choice"
-)
 # Bucket names: 3-63 characters (dotted names up to 222, each part at most 63), lowercase
 # letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -129,21 +129,10 @@ def registry_document(cards: dict[str, bytes]) -> dict:
     artifacts.write_registry: sorted by card path, one model family, the champion the lowest
     validation pinball (ties: the lower version text), every other version a challenger."""
     entries = [registry_entry(rel, data) for rel, data in sorted(cards.items())]
-    if not entries:
-        raise LayoutError("no model cards under the models prefix")
-    names = sorted({e["name"] for e in entries})
-    if len(names) != 1:
-        raise LayoutError(f"one model family expected, found {names}")
-    champion = min(entries, key=lambda e: (e["validation_pinball"], e["version"]))
-    return {
-        "schema_version": REGISTRY_SCHEMA,
-        "generated_by": "scripts/train/train",
-        "paths": "relative to this file's folder",
-        "models": entries,
-        "champion": {"name": champion["name"], "version": champion["version"]},
-        "challengers": [{"name": e["name"], "version": e["version"]} for e in entries if e is not champion],
-        "champion_rule": CHAMPION_RULE,
-    }
+    try:
+        return registry.assemble(entries, "the models prefix")
+    except registry.RegistryError as error:
+        raise LayoutError(str(error)) from error
 
 
 def is_card_object(models: GcsUri, object_name: str) -> str | None:
