@@ -40,8 +40,11 @@ struct AlertInput {
 }
 
 fn parse_name(name: &str) -> Result<String> {
-    if name.chars().count() > 100 {
-        return Err(Error::invalid("alert.name", "at most 100 characters"));
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "alert.name",
+            "at most 100 characters without control characters",
+        ));
     }
     Ok(name.trim().to_owned())
 }

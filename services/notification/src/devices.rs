@@ -17,8 +17,11 @@ pub async fn register(
     if r.token.is_empty() || r.token.len() > 4096 {
         return Err(Error::invalid("token", "1-4,096 characters"));
     }
-    if r.name.chars().count() > 100 {
-        return Err(Error::invalid("name", "at most 100 characters"));
+    if r.name.chars().count() > 100 || r.name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            "at most 100 characters without control characters",
+        ));
     }
     let platform = match pb::DevicePlatform::try_from(r.platform) {
         Ok(pb::DevicePlatform::Unspecified) | Err(_) => {

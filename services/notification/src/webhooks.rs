@@ -19,10 +19,10 @@ async fn endpoint_input(
 ) -> Result<(String, String, Vec<i16>)> {
     let url = target::parse_url(&e.url, &ctx.config.webhooks.target_policy())
         .map_err(|err| Error::invalid("endpoint.url", err))?;
-    if e.description.chars().count() > 200 {
+    if e.description.chars().count() > 200 || e.description.chars().any(char::is_control) {
         return Err(Error::invalid(
             "endpoint.description",
-            "at most 200 characters",
+            "at most 200 characters without control characters",
         ));
     }
     let mut categories = Vec::new();
@@ -124,10 +124,12 @@ pub async fn update(
                     .to_string();
             }
             "description" => {
-                if e.description.chars().count() > 200 {
+                if e.description.chars().count() > 200
+                    || e.description.chars().any(char::is_control)
+                {
                     return Err(Error::invalid(
                         "endpoint.description",
-                        "at most 200 characters",
+                        "at most 200 characters without control characters",
                     ));
                 }
                 stored.description = e.description.clone();

@@ -86,6 +86,19 @@ fn actor(principal: &Principal, claimed: &str) -> Result<String> {
     }
 }
 
+/// The free-text reason of an admin change, kept in the traffic history: at most 500
+/// characters, no control characters (PostgreSQL cannot store NUL in `text`).
+fn reason(raw: &str) -> Result<&str> {
+    let reason = raw.trim();
+    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "reason",
+            "at most 500 characters without control characters",
+        ));
+    }
+    Ok(reason)
+}
+
 #[tonic::async_trait]
 impl PredictionService for Api {
     #[tracing::instrument(skip_all, fields(symbol = %request.get_ref().symbol))]
@@ -230,7 +243,7 @@ impl PredictionService for Api {
             &self.context,
             traffic,
             &actor(&principal, &r.actor_user_id)?,
-            &r.reason,
+            reason(&r.reason)?,
         )
         .await?;
         Ok(Response::new(pb::SetTrafficResponse {
@@ -250,7 +263,7 @@ impl PredictionService for Api {
             &self.context,
             &model,
             &actor(&principal, &r.actor_user_id)?,
-            &r.reason,
+            reason(&r.reason)?,
             r.retire_previous,
         )
         .await?;
@@ -273,7 +286,7 @@ impl PredictionService for Api {
             &self.context,
             &model,
             &actor(&principal, &r.actor_user_id)?,
-            &r.reason,
+            reason(&r.reason)?,
         )
         .await?;
         Ok(Response::new(pb::RetireResponse {

@@ -160,8 +160,12 @@ impl StockDataService for Api {
         let request = request.into_inner();
         let ticker = ticker(&request.symbol)?;
         let reason = request.reason.trim();
-        if reason.chars().count() > 500 {
-            return Err(Error::invalid("reason", "at most 500 characters").into());
+        if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "reason",
+                "at most 500 characters without control characters",
+            )
+            .into());
         }
         let mut tx = self.pool.begin().await.map_err(db("symbol"))?;
         let row = store::symbols::delist(&mut tx, &ticker, reason)

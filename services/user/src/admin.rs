@@ -65,8 +65,12 @@ pub async fn change_role(
     let actor = user_id(&admin.user_id, "actor_user_id")?;
     let target = user_id(&target, "user_id")?;
     let role_name = domain::role::parse_role(role, "role")?;
-    if reason.chars().count() > 500 {
-        return Err(Error::invalid("reason", "at most 500 characters"));
+    // Free text bound for the audit log: PostgreSQL cannot store NUL in `text`.
+    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "reason",
+            "at most 500 characters without control characters",
+        ));
     }
     if role_name == "user" {
         if grant {

@@ -28,8 +28,11 @@ pub async fn create(
     request: pb::CreateApiKeyRequest,
 ) -> Result<pb::CreateApiKeyResponse> {
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::invalid("name", "must be 1-100 characters"));
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            "must be 1-100 characters without control characters",
+        ));
     }
     let expires_at = match &request.expires_at {
         Some(ts) => {

@@ -210,8 +210,11 @@ impl Spec {
                 start.format("%Y-%m-%d"),
                 end.format("%Y-%m-%d")
             ),
-            t if t.chars().count() > 200 => {
-                return Err(Error::invalid("title", "must be at most 200 characters"));
+            t if t.chars().count() > 200 || t.chars().any(char::is_control) => {
+                return Err(Error::invalid(
+                    "title",
+                    "must be at most 200 characters without control characters",
+                ));
             }
             t => t.to_owned(),
         };

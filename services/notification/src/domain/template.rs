@@ -40,6 +40,8 @@ pub struct Template {
 pub enum TemplateError {
     #[error("at most {MAX_LEN} characters")]
     TooLong,
+    #[error("control characters other than line breaks and tabs are not allowed")]
+    Control,
     #[error("unknown placeholder {{{{{0}}}}} (known: {known})", known = PLACEHOLDERS.join(", "))]
     Unknown(String),
     #[error("`{{{{` without a closing `}}}}`")]
@@ -50,6 +52,14 @@ impl Template {
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         if text.chars().count() > MAX_LEN {
             return Err(TemplateError::TooLong);
+        }
+        // Line breaks and tabs are text; NUL and the other C0 controls are not (PostgreSQL
+        // cannot store NUL in `text` at all).
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(TemplateError::Control);
         }
         let mut parts = Vec::new();
         let mut rest = text;
@@ -128,6 +138,11 @@ mod tests {
             Template::parse(&"x".repeat(1001)).unwrap_err(),
             TemplateError::TooLong
         );
+        assert_eq!(
+            Template::parse("nul \u{0} here").unwrap_err(),
+            TemplateError::Control
+        );
+        assert!(Template::parse("two\nlines\tand a tab").is_ok());
         assert_eq!(
             Template::parse("plain text, no braces }}")
                 .unwrap()

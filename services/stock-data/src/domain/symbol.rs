@@ -42,10 +42,10 @@ impl NewSymbol {
     /// Validates the caller's fields; output-only fields are ignored.
     pub fn parse(symbol: &pb::Symbol) -> Result<Self, DomainError> {
         let name = symbol.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(DomainError::invalid(
                 "symbol.name",
-                "must be 1-200 characters",
+                "must be 1-200 characters without control characters",
             ));
         }
         let exchange_mic = symbol.exchange_mic.trim().to_ascii_uppercase();
@@ -111,8 +111,11 @@ impl Search {
             }
         };
         let query = request.query.trim().to_ascii_uppercase();
-        if query.chars().count() > 100 {
-            return Err(DomainError::invalid("query", "at most 100 characters"));
+        if query.chars().count() > 100 || query.chars().any(char::is_control) {
+            return Err(DomainError::invalid(
+                "query",
+                "at most 100 characters without control characters",
+            ));
         }
         Ok(Self {
             query,

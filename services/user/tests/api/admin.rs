@@ -357,3 +357,32 @@ async fn api_keys_are_shown_once_scoped_and_revocable() {
     assert!(kinds.contains(&"api_key_created".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"api_key_revoked".to_owned()), "{kinds:?}");
 }
+
+/// Found by the API conformance run: a reason holding NUL (which PostgreSQL cannot store in
+/// `text`) was a 500. Control characters in the reason are refused before anything is stored.
+#[tokio::test]
+async fn a_reason_with_control_characters_is_refused() {
+    let mut app = spawn_app().await;
+    let user = app.register("nul@example.com").await;
+    let admin = uuid::Uuid::now_v7().to_string();
+    for reason in ["\u{1a}\u{eb}]\u{0}", "two\nlines"] {
+        let error = app
+            .client
+            .clone()
+            .revoke_role(as_user(
+                pb::RevokeRoleRequest {
+                    actor_user_id: admin.clone(),
+                    user_id: user.user_id.clone(),
+                    role: pb::Role::Premium as i32,
+                    reason: reason.into(),
+                    client: client("203.0.113.9"),
+                },
+                &admin,
+                "user,admin",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{reason:?}");
+        assert!(error.message().contains("reason"), "{}", error.message());
+    }
+}
