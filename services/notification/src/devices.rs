@@ -14,8 +14,11 @@ pub async fn register(
     user_id: Uuid,
     r: pb::RegisterPushDeviceRequest,
 ) -> Result<pb::RegisterPushDeviceResponse> {
-    if r.token.is_empty() || r.token.len() > 4096 {
-        return Err(Error::invalid("token", "1-4,096 characters"));
+    if r.token.is_empty() || r.token.len() > 4096 || r.token.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "token",
+            "1-4,096 characters without control characters",
+        ));
     }
     if r.name.chars().count() > 100 || r.name.chars().any(char::is_control) {
         return Err(Error::invalid(
