@@ -40,7 +40,7 @@ struct AlertInput {
 }
 
 fn parse_name(name: &str) -> Result<String> {
-    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if !mirai_platform::wire::is_plain_text(name, 100) {
         return Err(Error::invalid(
             "alert.name",
             "at most 100 characters without control characters",

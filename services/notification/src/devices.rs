@@ -20,7 +20,7 @@ pub async fn register(
             "1-4,096 characters without control characters",
         ));
     }
-    if r.name.chars().count() > 100 || r.name.chars().any(char::is_control) {
+    if !mirai_platform::wire::is_plain_text(&r.name, 100) {
         return Err(Error::invalid(
             "name",
             "at most 100 characters without control characters",

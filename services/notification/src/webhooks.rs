@@ -19,7 +19,7 @@ async fn endpoint_input(
 ) -> Result<(String, String, Vec<i16>)> {
     let url = target::parse_url(&e.url, &ctx.config.webhooks.target_policy())
         .map_err(|err| Error::invalid("endpoint.url", err))?;
-    if e.description.chars().count() > 200 || e.description.chars().any(char::is_control) {
+    if !mirai_platform::wire::is_plain_text(&e.description, 200) {
         return Err(Error::invalid(
             "endpoint.description",
             "at most 200 characters without control characters",
@@ -124,9 +124,7 @@ pub async fn update(
                     .to_string();
             }
             "description" => {
-                if e.description.chars().count() > 200
-                    || e.description.chars().any(char::is_control)
-                {
+                if !mirai_platform::wire::is_plain_text(&e.description, 200) {
                     return Err(Error::invalid(
                         "endpoint.description",
                         "at most 200 characters without control characters",

@@ -5,6 +5,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
+/// Free text a service stores (names, reasons, descriptions): at most `max_chars` characters
+/// and no control characters (PostgreSQL cannot store NUL in `text`, and these are one line).
+pub fn is_plain_text(text: &str, max_chars: usize) -> bool {
+    text.chars().count() <= max_chars && !text.chars().any(char::is_control)
+}
+
 /// A UTC instant as a protobuf `Timestamp`.
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -90,7 +90,7 @@ fn actor(principal: &Principal, claimed: &str) -> Result<String> {
 /// characters, no control characters (PostgreSQL cannot store NUL in `text`).
 fn reason(raw: &str) -> Result<&str> {
     let reason = raw.trim();
-    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+    if !mirai_platform::wire::is_plain_text(reason, 500) {
         return Err(Error::invalid(
             "reason",
             "at most 500 characters without control characters",

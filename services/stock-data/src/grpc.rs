@@ -160,7 +160,7 @@ impl StockDataService for Api {
         let request = request.into_inner();
         let ticker = ticker(&request.symbol)?;
         let reason = request.reason.trim();
-        if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        if !mirai_platform::wire::is_plain_text(reason, 500) {
             return Err(Error::invalid(
                 "reason",
                 "at most 500 characters without control characters",

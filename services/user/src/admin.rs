@@ -66,7 +66,7 @@ pub async fn change_role(
     let target = user_id(&target, "user_id")?;
     let role_name = domain::role::parse_role(role, "role")?;
     // Free text bound for the audit log: PostgreSQL cannot store NUL in `text`.
-    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+    if !mirai_platform::wire::is_plain_text(&reason, 500) {
         return Err(Error::invalid(
             "reason",
             "at most 500 characters without control characters",

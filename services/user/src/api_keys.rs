@@ -28,7 +28,7 @@ pub async fn create(
     request: pb::CreateApiKeyRequest,
 ) -> Result<pb::CreateApiKeyResponse> {
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || !mirai_platform::wire::is_plain_text(name, 100) {
         return Err(Error::invalid(
             "name",
             "must be 1-100 characters without control characters",

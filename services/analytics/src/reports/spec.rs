@@ -210,7 +210,7 @@ impl Spec {
                 start.format("%Y-%m-%d"),
                 end.format("%Y-%m-%d")
             ),
-            t if t.chars().count() > 200 || t.chars().any(char::is_control) => {
+            t if !mirai_platform::wire::is_plain_text(t, 200) => {
                 return Err(Error::invalid(
                     "title",
                     "must be at most 200 characters without control characters",

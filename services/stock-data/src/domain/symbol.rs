@@ -42,7 +42,7 @@ impl NewSymbol {
     /// Validates the caller's fields; output-only fields are ignored.
     pub fn parse(symbol: &pb::Symbol) -> Result<Self, DomainError> {
         let name = symbol.name.trim();
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        if name.is_empty() || !mirai_platform::wire::is_plain_text(name, 200) {
             return Err(DomainError::invalid(
                 "symbol.name",
                 "must be 1-200 characters without control characters",
@@ -111,7 +111,7 @@ impl Search {
             }
         };
         let query = request.query.trim().to_ascii_uppercase();
-        if query.chars().count() > 100 || query.chars().any(char::is_control) {
+        if !mirai_platform::wire::is_plain_text(&query, 100) {
             return Err(DomainError::invalid(
                 "query",
                 "at most 100 characters without control characters",

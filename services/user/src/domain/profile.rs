@@ -7,8 +7,7 @@ use crate::error::{Error, Result};
 /// Display name: 1–100 characters after trimming.
 pub fn display_name(raw: &str, field: &str) -> Result<String> {
     let name = raw.trim();
-    let chars = name.chars().count();
-    if chars == 0 || chars > 100 || name.chars().any(char::is_control) {
+    if name.is_empty() || !mirai_platform::wire::is_plain_text(name, 100) {
         return Err(Error::invalid(
             field.to_owned(),
             "must be 1-100 characters without control characters",
